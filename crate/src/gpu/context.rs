@@ -1,0 +1,222 @@
+//! The GPU context: adapter, device, queue, what the adapter can do, and the pipeline cache.
+//!
+//! One code path serves native (Vulkan/Metal/DX12) and wasm32 (the browser's WebGPU). The device is created
+//! with the adapter's own maximum limits, so that large bindings work where the hardware allows them, and with
+//! shader-f16 and subgroups when offered. Kernels pick their variant from [`Caps`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::gpu::shader::{Defines, Shader};
+use crate::{Error, Result};
+
+/// What the device can do, as far as the kernels care.
+#[derive(Clone, Debug)]
+pub struct Caps {
+    /// `shader-f16`: f16 activations are allowed.
+    pub f16: bool,
+    /// Subgroup operations are enabled and the subgroup size is fixed and known.
+    pub subgroups: bool,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub timestamps: bool,
+    pub max_binding: u64,
+    pub max_buffer: u64,
+    pub max_workgroup_storage: u32,
+    pub max_invocations: u32,
+    pub max_workgroups_per_dim: u32,
+    pub min_storage_offset_alignment: u32,
+    pub min_uniform_offset_alignment: u32,
+}
+
+/// How to get a device. The defaults ask for everything the adapter offers; tests switch features off to
+/// exercise the fallback paths on an adapter that has them.
+#[derive(Clone, Debug)]
+pub struct ContextOptions {
+    pub allow_f16: bool,
+    pub allow_subgroups: bool,
+    /// Cap on the storage binding size, to test buffer splitting on adapters with large limits.
+    pub max_binding_override: Option<u64>,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None }
+    }
+}
+
+type PipelineKey = (&'static str, String);
+
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub caps: Caps,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pub(crate) params_pool: Mutex<Vec<wgpu::Buffer>>,
+}
+
+impl Context {
+    /// Finds an adapter and creates a device with its maximum limits.
+    pub async fn new(opts: ContextOptions) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let offered = adapter.features();
+        let mut features = wgpu::Features::empty();
+        let f16 = opts.allow_f16 && offered.contains(wgpu::Features::SHADER_F16);
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        // Subgroup reductions assume every subgroup lies inside one reduction team (a power of two ≥ the
+        // subgroup size); 4..=128 covers every GPU we know of.
+        let sg_ok = info.subgroup_min_size >= 4 && info.subgroup_max_size <= 128;
+        let subgroups = opts.allow_subgroups && sg_ok && offered.contains(wgpu::Features::SUBGROUP);
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        let timestamps = offered.contains(wgpu::Features::TIMESTAMP_QUERY);
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("varco"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Device(e.to_string()))?;
+        let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        if let Some(cap) = opts.max_binding_override {
+            max_binding = max_binding.min(cap);
+        }
+        let caps = Caps {
+            f16,
+            subgroups,
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            timestamps,
+            max_binding,
+            max_buffer: limits.max_buffer_size,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_invocations: limits.max_compute_invocations_per_workgroup,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            min_storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
+            min_uniform_offset_alignment: limits.min_uniform_buffer_offset_alignment,
+        };
+        Ok(Context { device, queue, info, caps, pipelines: Mutex::new(HashMap::new()), params_pool: Mutex::new(Vec::new()) })
+    }
+
+    /// One line about the adapter, for logs and benchmark tables.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}); shader-f16 {}, subgroups {} ({}..{}), max binding {} MiB, workgroup storage {} KiB",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.caps.f16,
+            self.caps.subgroups,
+            self.caps.subgroup_min_size,
+            self.caps.subgroup_max_size,
+            self.caps.max_binding >> 20,
+            self.caps.max_workgroup_storage >> 10
+        )
+    }
+
+    /// The compute pipeline for `shader` with `defines`, compiled once and cached under both.
+    pub fn pipeline(&self, shader: &Shader, defines: &Defines) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = (shader.name, defines.key());
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let source = shader.expand(defines)?;
+        let label = format!("{}[{}]", shader.name, key.1);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Number of distinct pipelines compiled so far.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.lock().unwrap().len()
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` back to the CPU. Native: blocks on the device; wasm32:
+    /// awaits the browser's map callback.
+    pub async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let size = size.next_multiple_of(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| Error::Readback("the map callback was dropped".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let bytes = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Readback(format!("{e:?}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+
+    /// Waits until all submitted work is done (native); on wasm32 a tiny readback serves as the fence.
+    pub async fn sync(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Device(e.to_string()))?;
+            Ok(())
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("fence"),
+                size: 4,
+                usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            self.read_bytes(&b, 0, 4).await.map(|_| ())
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The WebGPU layer: getting a device ([`Context`]), buffers and tensors ([`tensor`]), WGSL sources and their
+//! variants ([`shader`]), and recording a step of work into one command buffer ([`Recorder`]).
+
+mod context;
+mod recorder;
+pub mod shader;
+pub mod tensor;
+
+pub use context::{Caps, Context, ContextOptions};
+pub use recorder::{Binding, Recorder};
+pub use shader::{Defines, Shader};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,116 @@
+//! Recording a step of work: dispatches are collected with their parameters, then turned into one compute
+//! pass in one command buffer and submitted once.
+//!
+//! Parameters of all dispatches go into one uniform arena (each at an aligned offset), written with a single
+//! `write_buffer` at submit; arena buffers are pooled in the [`Context`] so a steady loop allocates none.
+
+use std::sync::Arc;
+
+use crate::gpu::Context;
+use crate::Result;
+
+/// A storage buffer bound to `@binding(n)`: the whole buffer.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub binding: u32,
+    pub buffer: wgpu::Buffer,
+}
+
+impl Binding {
+    pub fn new(binding: u32, buffer: &wgpu::Buffer) -> Self {
+        Binding { binding, buffer: buffer.clone() }
+    }
+}
+
+struct Pending {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bindings: Vec<Binding>,
+    params: (u64, u64),
+    workgroups: [u32; 3],
+}
+
+pub struct Recorder<'c> {
+    pub ctx: &'c Context,
+    params: Vec<u8>,
+    pending: Vec<Pending>,
+}
+
+impl<'c> Recorder<'c> {
+    pub fn new(ctx: &'c Context) -> Self {
+        Recorder { ctx, params: Vec::new(), pending: Vec::new() }
+    }
+
+    /// Queues one dispatch. `params` is bound as a uniform at `@binding(0)`.
+    pub fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        params: &P,
+        bindings: Vec<Binding>,
+        workgroups: [u32; 3],
+    ) {
+        let align = self.ctx.caps.min_uniform_offset_alignment.max(16) as usize;
+        let offset = self.params.len().next_multiple_of(align);
+        self.params.resize(offset, 0);
+        let bytes = bytemuck::bytes_of(params);
+        self.params.extend_from_slice(bytes);
+        let size = (bytes.len() as u64).next_multiple_of(16);
+        self.params.resize(offset + size as usize, 0);
+        if workgroups.iter().any(|&w| w == 0) {
+            return;
+        }
+        self.pending.push(Pending { pipeline, bindings, params: (offset as u64, size), workgroups });
+    }
+
+    /// Number of dispatches recorded so far.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Encodes everything into one compute pass and submits it.
+    pub fn submit(self) -> Result<()> {
+        let ctx = self.ctx;
+        let size = (self.params.len().max(256) as u64).next_multiple_of(256);
+        let arena = {
+            let mut pool = ctx.params_pool.lock().unwrap();
+            match pool.iter().position(|b| b.size() >= size) {
+                Some(i) => pool.swap_remove(i),
+                None => ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: size.next_power_of_two(),
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+            }
+        };
+        ctx.queue.write_buffer(&arena, 0, &self.params);
+        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            for d in &self.pending {
+                let layout = d.pipeline.get_bind_group_layout(0);
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &arena,
+                        offset: d.params.0,
+                        size: wgpu::BufferSize::new(d.params.1),
+                    }),
+                }];
+                for b in &d.bindings {
+                    entries.push(wgpu::BindGroupEntry { binding: b.binding, resource: b.buffer.as_entire_binding() });
+                }
+                let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.params_pool.lock().unwrap().push(arena);
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! WGSL sources and their variants.
+//!
+//! Every kernel lives in one file of `shaders/`, with its variants chosen by defines:
+//! - flags (`ACT_F16`, `SUBGROUP`, `W_Q4`, …) select `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif`
+//!   blocks (nestable);
+//! - valued defines become `const NAME: u32 = value;` at the top of the module (workgroup and tile sizes);
+//! - `#include "file"` pastes a snippet from `shaders/common/`.
+//!
+//! A prelude declares `act` (the activation scalar: f32, or f16 with `enable f16;`) and `act4`. The pipeline
+//! cache keys on the shader name and [`Defines::key`], which lists every define, so two variants never share
+//! a pipeline.
+
+use std::collections::BTreeMap;
+
+use crate::{Error, Result};
+
+/// A WGSL file of `shaders/`, embedded at compile time.
+#[derive(Clone, Copy, Debug)]
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+macro_rules! shader {
+    ($name:literal) => {
+        Shader { name: $name, source: include_str!(concat!("../../../shaders/", $name, ".wgsl")) }
+    };
+}
+
+pub const MATVEC: Shader = shader!("matvec");
+pub const MATMUL: Shader = shader!("matmul");
+pub const ATTENTION: Shader = shader!("attention");
+pub const ATTENTION_DECODE: Shader = shader!("attention_decode");
+pub const ROPE: Shader = shader!("rope");
+pub const NORM: Shader = shader!("norm");
+pub const ELEMENTWISE: Shader = shader!("elementwise");
+pub const EMBED: Shader = shader!("embed");
+pub const PATCH_EMBED: Shader = shader!("patch_embed");
+pub const RESIZE: Shader = shader!("resize");
+pub const SAMPLE: Shader = shader!("sample");
+
+/// Every shader, for the GPU-free validation test.
+pub const ALL: &[Shader] =
+    &[MATVEC, MATMUL, ATTENTION, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, SAMPLE];
+
+const INCLUDES: &[(&str, &str)] = &[
+    ("reduce.wgsl", include_str!("../../../shaders/common/reduce.wgsl")),
+    ("ids.wgsl", include_str!("../../../shaders/common/ids.wgsl")),
+];
+
+/// The defines of one shader variant. Ordered, so that the cache key is canonical.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Defines(BTreeMap<&'static str, Option<u32>>);
+
+impl Defines {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// A flag for `#ifdef`.
+    pub fn flag(mut self, name: &'static str) -> Self {
+        self.0.insert(name, None);
+        self
+    }
+    /// A flag when `on`.
+    pub fn flag_if(self, name: &'static str, on: bool) -> Self {
+        if on {
+            self.flag(name)
+        } else {
+            self
+        }
+    }
+    /// A `const NAME: u32 = value;` (also usable with `#ifdef`).
+    pub fn value(mut self, name: &'static str, v: u32) -> Self {
+        self.0.insert(name, Some(v));
+        self
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+    /// The canonical key: `A,B=4,…`.
+    pub fn key(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => k.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl Shader {
+    /// The WGSL text of this variant: prelude, constants, then the file with its `#` directives resolved.
+    pub fn expand(&self, defines: &Defines) -> Result<String> {
+        let err = |message: String| Error::Shader { shader: self.name.to_string(), message };
+        let mut out = String::new();
+        if defines.has("ACT_F16") {
+            out.push_str("enable f16;\nalias act = f16;\n");
+        } else {
+            out.push_str("alias act = f32;\n");
+        }
+        // Browsers (Chrome) need the extension named; naga 30 rejects the line, and enables subgroups
+        // through the device feature instead.
+        if defines.has("SUBGROUP") && cfg!(target_arch = "wasm32") {
+            out.push_str("enable subgroups;\n");
+        }
+        out.push_str("alias act4 = vec4<act>;\n");
+        for (k, v) in &defines.0 {
+            if let Some(v) = v {
+                out.push_str(&format!("const {k}: u32 = {v}u;\n"));
+            }
+        }
+        let mut text = String::new();
+        for line in self.source.lines() {
+            match line.trim().strip_prefix("#include") {
+                Some(rest) => {
+                    let name = rest.trim().trim_matches('"');
+                    let inc = INCLUDES
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .ok_or_else(|| err(format!("unknown include {name}")))?;
+                    text.push_str(inc.1);
+                    text.push('\n');
+                }
+                None => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        // Stack of (this branch is active, some branch of this #if was taken).
+        let mut stack: Vec<(bool, bool)> = Vec::new();
+        let active = |stack: &Vec<(bool, bool)>| stack.iter().all(|s| s.0);
+        for (n, line) in text.lines().enumerate() {
+            let t = line.trim();
+            if let Some(name) = t.strip_prefix("#ifdef ") {
+                let on = defines.has(name.trim());
+                stack.push((on, on));
+            } else if let Some(name) = t.strip_prefix("#ifndef ") {
+                let on = !defines.has(name.trim());
+                stack.push((on, on));
+            } else if t == "#else" {
+                let top = stack.last_mut().ok_or_else(|| err(format!("line {}: #else without #if", n + 1)))?;
+                *top = (!top.1, true);
+            } else if t == "#endif" {
+                stack.pop().ok_or_else(|| err(format!("line {}: #endif without #if", n + 1)))?;
+            } else if t.starts_with('#') {
+                return Err(err(format!("line {}: unknown directive {t}", n + 1)));
+            } else if active(&stack) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if !stack.is_empty() {
+            return Err(err("unterminated #ifdef".into()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,179 @@
+//! Attention: attention.wgsl (a block of queries with online softmax: causal prefill with GQA, or SigLIP's
+//! bidirectional attention) and attention_decode.wgsl (one query over a KV cache, split along the sequence,
+//! then merged).
+
+use crate::gpu::shader::{ATTENTION, ATTENTION_DECODE};
+use crate::gpu::{Binding, Recorder, Tensor};
+use crate::kernels::{base_defines, check, same_dtype};
+use crate::Result;
+
+/// Where K or V live in their buffer: element `offset + head·head_stride + pos·seq_stride + d`.
+#[derive(Clone, Copy, Debug)]
+pub struct KvLayout {
+    pub offset: u32,
+    pub head_stride: u32,
+    pub seq_stride: u32,
+}
+
+/// The shape of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnArgs {
+    pub n_q: u32,
+    pub n_kv: u32,
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    /// Elements per token row of Q and the column where Q starts in it.
+    pub q_stride: u32,
+    pub q_offset: u32,
+    pub o_stride: u32,
+    pub k: KvLayout,
+    pub v: KvLayout,
+    /// Absolute position of query 0 (causal only): query i sees keys 0..=pos_offset + i.
+    pub pos_offset: u32,
+    pub causal: bool,
+    pub scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n_q: u32,
+    n_kv: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    q_stride: u32,
+    o_stride: u32,
+    k_head_stride: u32,
+    k_seq_stride: u32,
+    v_head_stride: u32,
+    v_seq_stride: u32,
+    pos_offset: u32,
+    q_offset: u32,
+    k_offset: u32,
+    v_offset: u32,
+    scale: f32,
+    _p: u32,
+}
+
+/// Queries and keys per workgroup tile that fit the device's workgroup memory for head size `d`.
+pub fn prefill_tiles(ctx: &crate::gpu::Context, d: u32) -> (u32, u32) {
+    let budget = ctx.caps.max_workgroup_storage;
+    for (bq, bkv) in [(16u32, 32u32), (16, 16), (8, 16), (8, 8), (4, 8), (2, 4), (1, 4)] {
+        let bytes = 4 * (bq * d + bkv * d + bq * bkv + 3 * bq);
+        if bytes <= budget {
+            return (bq, bkv);
+        }
+    }
+    (1, 1)
+}
+
+fn check_args(kernel: &'static str, a: &AttnArgs) -> Result<()> {
+    check(kernel, a.n_kv_heads > 0 && a.n_heads % a.n_kv_heads == 0, || {
+        format!("{} query heads do not divide into {} KV heads", a.n_heads, a.n_kv_heads)
+    })
+}
+
+/// Attention over a block of queries (prefill, or SigLIP with `causal: false`). Q, K, V, O token-major or
+/// as described by the layouts; O gets `(n_q, n_heads·head_dim)` at stride `o_stride`.
+pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs) -> Result<()> {
+    check_args("attention", a)?;
+    let act = same_dtype("attention", &[q, k, v, o])?;
+    let (bq, bkv) = prefill_tiles(rec.ctx, a.head_dim);
+    let defines = base_defines(rec.ctx, act, 128)?
+        .value("D", a.head_dim)
+        .value("BQ", bq)
+        .value("BKV", bkv)
+        .flag_if("CAUSAL", a.causal);
+    let pipeline = rec.ctx.pipeline(&ATTENTION, &defines)?;
+    let params = Params {
+        n_q: a.n_q,
+        n_kv: a.n_kv,
+        n_heads: a.n_heads,
+        n_kv_heads: a.n_kv_heads,
+        q_stride: a.q_stride,
+        o_stride: a.o_stride,
+        k_head_stride: a.k.head_stride,
+        k_seq_stride: a.k.seq_stride,
+        v_head_stride: a.v.head_stride,
+        v_seq_stride: a.v.seq_stride,
+        pos_offset: a.pos_offset,
+        q_offset: a.q_offset,
+        k_offset: a.k.offset,
+        v_offset: a.v.offset,
+        scale: a.scale,
+        _p: 0,
+    };
+    let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &o.buffer)];
+    rec.dispatch(pipeline, &params, b, [a.n_q.div_ceil(bq), a.n_heads, 1]);
+    Ok(())
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct DecodeParams {
+    n_kv: u32,
+    n_heads: u32,
+    chunk: u32,
+    n_splits: u32,
+    k_head_stride: u32,
+    k_seq_stride: u32,
+    v_head_stride: u32,
+    v_seq_stride: u32,
+    q_offset: u32,
+    o_offset: u32,
+    scale: f32,
+    _p: u32,
+}
+
+/// Keys per workgroup block of the decode kernel.
+pub const DECODE_WG: u32 = 128;
+
+/// (keys per split, number of splits) for `n_kv` keys: enough workgroups to fill a large GPU.
+pub fn decode_split(n_kv: u32, n_kv_heads: u32) -> (u32, u32) {
+    let target = (1024 / n_kv_heads.max(1)).max(1);
+    let chunk = n_kv.div_ceil(target).next_multiple_of(DECODE_WG).max(DECODE_WG);
+    (chunk, n_kv.div_ceil(chunk).max(1))
+}
+
+/// f32 elements of scratch the decode kernel needs for up to `max_kv` keys.
+pub fn decode_scratch_len(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_kv: u32) -> usize {
+    let (_, splits) = decode_split(max_kv, n_kv_heads);
+    (n_heads * splits * (head_dim + 2)) as usize
+}
+
+/// One query token per head against `n_kv` cached keys. `q` holds the heads at `q_offset` (a fused qkv row
+/// works), `o` gets `(n_heads·head_dim)`; `scratch` is f32 of [`decode_scratch_len`].
+pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs) -> Result<()> {
+    check_args("attention_decode", a)?;
+    let act = same_dtype("attention_decode", &[q, k, v, o])?;
+    check("attention_decode", a.head_dim % 4 == 0 && a.k.seq_stride % 4 == 0 && a.k.head_stride % 4 == 0 && a.k.offset == 0 && a.v.offset == 0, || {
+        "K must be vec4-aligned (head_dim and strides multiples of 4) and K, V without offsets".into()
+    })?;
+    check("attention_decode", a.n_q == 1 && a.n_kv > 0, || "decode takes one query and at least one key".into())?;
+    let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads);
+    check("attention_decode", scratch.len() >= (a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;
+    let n_rep = a.n_heads / a.n_kv_heads;
+    let base = base_defines(rec.ctx, act, DECODE_WG)?.value("D", a.head_dim).value("N_REP", n_rep);
+    let params = DecodeParams {
+        n_kv: a.n_kv,
+        n_heads: a.n_heads,
+        chunk,
+        n_splits,
+        k_head_stride: a.k.head_stride,
+        k_seq_stride: a.k.seq_stride,
+        v_head_stride: a.v.head_stride,
+        v_seq_stride: a.v.seq_stride,
+        q_offset: a.q_offset,
+        o_offset: 0,
+        scale: a.scale,
+        _p: 0,
+    };
+    let p1 = rec.ctx.pipeline(&ATTENTION_DECODE, &base)?;
+    let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &scratch.buffer)];
+    rec.dispatch(p1, &params, b, [a.n_kv_heads, n_splits, 1]);
+    let p2 = rec.ctx.pipeline(&ATTENTION_DECODE, &base.clone().flag("COMBINE"))?;
+    let b = vec![Binding::new(4, &scratch.buffer), Binding::new(5, &o.buffer)];
+    rec.dispatch(p2, &params, b, [a.n_heads, 1, 1]);
+    Ok(())
+}

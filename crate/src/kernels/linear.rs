@@ -1,0 +1,151 @@
+//! `y = x · Wᵀ (+ bias)`: matvec.wgsl for a few rows (decode), matmul.wgsl for many (prefill, vision).
+//! A weight split over several buffers becomes one dispatch per part, each writing its column range of y.
+
+use crate::gpu::shader::{MATMUL, MATVEC};
+use crate::gpu::tensor::{f16_row_len, Weight, WeightFormat};
+use crate::gpu::{Binding, Recorder, Tensor};
+use crate::kernels::{base_defines, check, grid, same_dtype};
+use crate::quant::GROUP;
+use crate::Result;
+
+/// Rows of x up to which the matrix-vector kernel is used.
+pub const MATVEC_MAX_ROWS: usize = 4;
+
+/// Invocations and output rows per workgroup of the matrix-vector kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct MatvecShape {
+    pub wg: u32,
+    pub rows: u32,
+}
+
+pub const MATVEC_SHAPE: MatvecShape = MatvecShape { wg: 64, rows: 4 };
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    a: u32,
+    n: u32,
+    k: u32,
+    kb: u32,
+    y_offset: u32,
+    y_stride: u32,
+    x_stride4: u32,
+    _p: u32,
+}
+
+fn blocks_per_row(w: &Weight) -> u32 {
+    match w.format {
+        WeightFormat::Q4 => w.k.div_ceil(GROUP) as u32,
+        WeightFormat::F16 => (f16_row_len(w.k) / 8) as u32,
+    }
+}
+
+fn check_shapes(x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<(usize, usize)> {
+    let k = *x.shape.last().unwrap();
+    let m = x.len() / k;
+    check("linear", k == w.k, || format!("x has {k} columns, W has {} inputs", w.k))?;
+    check("linear", k % 4 == 0, || format!("inputs ({k}) must be a multiple of 4"))?;
+    let ys = *y.shape.last().unwrap();
+    check("linear", ys == w.n && y.len() / ys == m, || format!("y {:?} does not fit x {:?} · W({}, {})ᵀ", y.shape, x.shape, w.n, w.k))?;
+    if let Some(b) = bias {
+        check("linear", b.len() == w.n && b.dtype == crate::gpu::DType::F32, || "bias must be f32 of length n".into())?;
+    }
+    Ok((m, k))
+}
+
+fn weight_bindings(part: &crate::gpu::tensor::WeightPart, bias: Option<&Tensor>) -> Vec<Binding> {
+    let mut b = vec![Binding::new(2, &part.data)];
+    if let Some(s) = &part.scales {
+        b.push(Binding::new(3, s));
+    }
+    if let Some(bias) = bias {
+        b.push(Binding::new(4, &bias.buffer));
+    }
+    b
+}
+
+/// `y = x · Wᵀ + bias`, choosing the kernel by the number of rows.
+pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
+    let (m, _) = check_shapes(x, w, bias, y)?;
+    if m <= MATVEC_MAX_ROWS {
+        matvec(rec, x, w, bias, y, MATVEC_SHAPE)
+    } else {
+        matmul(rec, x, w, bias, y)
+    }
+}
+
+/// The matrix-vector kernel, one workgroup row per row of x.
+pub fn matvec(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, shape: MatvecShape) -> Result<()> {
+    let (m, k) = check_shapes(x, w, bias, y)?;
+    let act = same_dtype("matvec", &[x, y])?;
+    let defines = base_defines(rec.ctx, act, shape.wg)?
+        .value("R", shape.rows)
+        .flag_if("W_Q4", w.format == WeightFormat::Q4)
+        .flag_if("W_F16", w.format == WeightFormat::F16)
+        .flag_if("BIAS", bias.is_some());
+    let pipeline = rec.ctx.pipeline(&MATVEC, &defines)?;
+    for part in &w.parts {
+        let n = part.rows.len() as u32;
+        let params = Params {
+            a: 0,
+            n,
+            k: k as u32,
+            kb: blocks_per_row(w),
+            y_offset: part.rows.start as u32,
+            y_stride: w.n as u32,
+            x_stride4: (k / 4) as u32,
+            _p: 0,
+        };
+        let mut b = vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer)];
+        b.extend(weight_bindings(part, bias));
+        let g = grid(rec.ctx, n.div_ceil(shape.rows), m as u32);
+        rec.dispatch(pipeline.clone(), &params, b, g);
+    }
+    Ok(())
+}
+
+/// Output tile side of the matrix-matrix kernel that fits this device's workgroup memory.
+pub fn matmul_tile(ctx: &crate::gpu::Context) -> u32 {
+    if ctx.caps.max_workgroup_storage >= 2 * 32 * 128 * 4 {
+        128
+    } else {
+        64
+    }
+}
+
+/// The register-tiled matrix-matrix kernel.
+pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
+    let tile = matmul_tile(rec.ctx);
+    matmul_with_tile(rec, x, w, bias, y, tile)
+}
+
+pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, tile: u32) -> Result<()> {
+    let (m, k) = check_shapes(x, w, bias, y)?;
+    let act = same_dtype("matmul", &[x, y])?;
+    check("matmul", tile == 64 || tile == 128, || format!("tile {tile} is not 64 or 128"))?;
+    let defines = base_defines(rec.ctx, act, 256)?
+        .value("TILE", tile)
+        .flag_if("W_Q4", w.format == WeightFormat::Q4)
+        .flag_if("W_F16", w.format == WeightFormat::F16)
+        .flag_if("BIAS", bias.is_some());
+    let pipeline = rec.ctx.pipeline(&MATMUL, &defines)?;
+    let m_tiles = (m as u32).div_ceil(tile);
+    check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;
+    for part in &w.parts {
+        let n = part.rows.len() as u32;
+        let params = Params {
+            a: m as u32,
+            n,
+            k: k as u32,
+            kb: blocks_per_row(w),
+            y_offset: part.rows.start as u32,
+            y_stride: w.n as u32,
+            x_stride4: (k / 4) as u32,
+            _p: 0,
+        };
+        let mut b = vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer)];
+        b.extend(weight_bindings(part, bias));
+        rec.dispatch(pipeline.clone(), &params, b, [n.div_ceil(tile), m_tiles, 1]);
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! varco-web: VARCO-VISION-14B (SigLIP + MLP projector + Qwen2.5-14B) on WebGPU, natively through wgpu and in
+//! the browser through wasm32.
+//!
+//! What this crate does today:
+//! - [`gpu`]: one WebGPU context for native and wasm32 (adapter limits, shader-f16 and subgroup detection),
+//!   activation tensors, weights split over several bindings when larger than the binding limit, a pipeline
+//!   cache keyed by shader and defines, and a recorder that turns a whole step into one command buffer.
+//! - [`quant`]: the 4-bit weight format (group 32, symmetric, f16 scales) and its CPU quantize/dequantize.
+//! - [`kernels`]: typed constructors for every hand-written WGSL kernel in `shaders/`.
+//! - [`bench`]: the kernel benchmark behind `varco bench kernels`.
+//!
+//! What it does not do (yet): the model, the loader, the tokenizer and the web API arrive with later issues.
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod quant;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
+
+pub use error::{Error, Result};

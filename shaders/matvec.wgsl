@@ -1,0 +1,104 @@
+// y = x · Wᵀ (+ bias) for a few rows of x (decode: one). W is (n, k) in 4 bits (W_Q4) or f16 (W_F16).
+// One workgroup computes R outputs of one x row; its WG invocations stride over the row's 16-byte blocks
+// (a block is one q4 group of 32 values, or 8 f16 values), so consecutive invocations read consecutive
+// blocks and loads coalesce; each x block is loaded once and used for all R rows. Accumulation in f32.
+// Reference: quant::Q4Matrix::dequantize, then a plain f64 dot product (tests/src/reference.rs).
+#include "ids.wgsl"
+#include "reduce.wgsl"
+
+struct Params {
+    n: u32,         // rows of W in this part
+    k: u32,         // inputs (a multiple of 4)
+    kb: u32,        // 16-byte blocks per row of W
+    y_offset: u32,  // output column of this part's row 0
+    y_stride: u32,  // elements per row of y
+    x_stride4: u32, // vec4s per row of x
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<act4>;          // (m, k/4)
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;     // (n, kb)
+#ifdef W_Q4
+@group(0) @binding(3) var<storage, read> scales: array<u32>;     // (n·kb) f16, two per word
+#endif
+#ifdef BIAS
+@group(0) @binding(4) var<storage, read> bias: array<f32>;       // (y_stride)
+#endif
+@group(0) @binding(5) var<storage, read_write> y: array<act>;    // (m, y_stride)
+
+fn xv(i: u32, base: u32, k4: u32) -> vec4<f32> {
+    if (i < k4) {
+        return vec4<f32>(x[base + i]);
+    }
+    return vec4<f32>(0.0);
+}
+
+// Codes j..j+3 of a word (shift sh = 0 or 16), minus the zero point 8.
+fn nib(word: u32, sh: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(word) >> vec4<u32>(sh, sh + 4u, sh + 8u, sh + 12u)) & vec4<u32>(15u)) - vec4<f32>(8.0);
+}
+
+#ifdef W_Q4
+fn scale(i: u32) -> f32 {
+    let s = unpack2x16float(scales[i >> 1u]);
+    return select(s.x, s.y, (i & 1u) == 1u);
+}
+#endif
+
+fn h8(v: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+}
+
+@compute @workgroup_size(WG)
+fn main(ids: Ids) {
+    let row0 = flat_wg(ids) * R;
+    let m = ids.wg.y;
+    let k4 = p.k / 4u;
+    let xb = m * p.x_stride4;
+    var acc: array<f32, R>;
+    for (var c = ids.lid; c < p.kb; c += WG) {
+#ifdef W_Q4
+        let i0 = c * 8u;
+        let x0 = xv(i0, xb, k4);
+        let x1 = xv(i0 + 1u, xb, k4);
+        let x2 = xv(i0 + 2u, xb, k4);
+        let x3 = xv(i0 + 3u, xb, k4);
+        let x4 = xv(i0 + 4u, xb, k4);
+        let x5 = xv(i0 + 5u, xb, k4);
+        let x6 = xv(i0 + 6u, xb, k4);
+        let x7 = xv(i0 + 7u, xb, k4);
+        for (var r = 0u; r < R; r++) {
+            let n = row0 + r;
+            if (n < p.n) {
+                let wv = w[n * p.kb + c];
+                let s = dot(x0, nib(wv.x, 0u)) + dot(x1, nib(wv.x, 16u)) + dot(x2, nib(wv.y, 0u)) + dot(x3, nib(wv.y, 16u))
+                      + dot(x4, nib(wv.z, 0u)) + dot(x5, nib(wv.z, 16u)) + dot(x6, nib(wv.w, 0u)) + dot(x7, nib(wv.w, 16u));
+                acc[r] += scale(n * p.kb + c) * s;
+            }
+        }
+#else
+        let x0 = xv(c * 2u, xb, k4);
+        let x1 = xv(c * 2u + 1u, xb, k4);
+        for (var r = 0u; r < R; r++) {
+            let n = row0 + r;
+            if (n < p.n) {
+                let wv = w[n * p.kb + c];
+                acc[r] += dot(x0, h8(wv.xy)) + dot(x1, h8(wv.zw));
+            }
+        }
+#endif
+    }
+    for (var r = 0u; r < R; r++) {
+        let t = wg_sum(acc[r], ids);
+        let n = row0 + r;
+        if (ids.lid == 0u && n < p.n) {
+            var v = t;
+#ifdef BIAS
+            v += bias[p.y_offset + n];
+#endif
+            y[m * p.y_stride + p.y_offset + n] = act(v);
+        }
+    }
+}
