@@ -8,7 +8,7 @@
 struct Params {
     n_tiles: u32,
     size: u32,      // tile side in pixels (384)
-    patch: u32,     // 14
+    patch_px: u32,  // 14
     grid: u32,      // patches per side (27)
     channels: u32,  // 3
     _p0: u32,
@@ -23,7 +23,7 @@ struct Params {
 @compute @workgroup_size(WG)
 fn main(ids: Ids) {
     let e = flat_wg(ids) * WG + ids.lid;
-    let pp = p.patch * p.patch;
+    let pp = p.patch_px * p.patch_px;
     let width = p.channels * pp;
     if (e >= p.n_tiles * p.grid * p.grid * width) {
         return;
@@ -35,9 +35,9 @@ fn main(ids: Ids) {
     let py = cell / p.grid;
     let px = cell % p.grid;
     let ch = col / pp;
-    let ky = (col % pp) / p.patch;
-    let kx = col % p.patch;
-    let yy = py * p.patch + ky;
-    let xx = px * p.patch + kx;
+    let ky = (col % pp) / p.patch_px;
+    let kx = col % p.patch_px;
+    let yy = py * p.patch_px + ky;
+    let xx = px * p.patch_px + kx;
     cols[e] = act(pixels[((tile * p.channels + ch) * p.size + yy) * p.size + xx]);
 }

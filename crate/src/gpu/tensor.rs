@@ -173,18 +173,23 @@ impl Weight {
     }
 
     /// Rows per part under the binding limit, even so that two-per-u32 scales never straddle parts.
-    fn rows_per_part(ctx: &Context, format: WeightFormat, n: usize, k: usize) -> Result<usize> {
+    fn rows_per_part(limit: u64, format: WeightFormat, n: usize, k: usize) -> Result<usize> {
         let row = Self::row_bytes(format, k);
-        let rows = ((ctx.caps.max_binding / row) as usize) & !1;
+        let rows = ((limit / row) as usize) & !1;
         if rows == 0 {
-            return Err(Error::TooLarge { what: "one weight row".into(), needed: row, limit: ctx.caps.max_binding });
+            return Err(Error::TooLarge { what: "two weight rows".into(), needed: 2 * row, limit });
         }
         Ok(rows.min(n.next_multiple_of(2)))
     }
 
     /// Uploads a quantized matrix, split by rows under the binding limit.
     pub fn from_q4(ctx: &Context, q: &Q4Matrix) -> Result<Self> {
-        let per = Self::rows_per_part(ctx, WeightFormat::Q4, q.n, q.k)?;
+        Self::from_q4_limited(ctx, q, ctx.caps.max_binding)
+    }
+
+    /// As [`Weight::from_q4`], with parts of at most `limit` bytes (≤ the binding limit).
+    pub fn from_q4_limited(ctx: &Context, q: &Q4Matrix, limit: u64) -> Result<Self> {
+        let per = Self::rows_per_part(limit.min(ctx.caps.max_binding), WeightFormat::Q4, q.n, q.k)?;
         let g = q.groups();
         let mut parts = Vec::new();
         let mut r0 = 0;
@@ -204,8 +209,13 @@ impl Weight {
 
     /// Uploads an f16 matrix given row-major `(n, k)` values, split by rows under the binding limit.
     pub fn from_f16(ctx: &Context, values: &[f16], n: usize, k: usize) -> Result<Self> {
+        Self::from_f16_limited(ctx, values, n, k, ctx.caps.max_binding)
+    }
+
+    /// As [`Weight::from_f16`], with parts of at most `limit` bytes (≤ the binding limit).
+    pub fn from_f16_limited(ctx: &Context, values: &[f16], n: usize, k: usize, limit: u64) -> Result<Self> {
         assert_eq!(values.len(), n * k);
-        let per = Self::rows_per_part(ctx, WeightFormat::F16, n, k)?;
+        let per = Self::rows_per_part(limit.min(ctx.caps.max_binding), WeightFormat::F16, n, k)?;
         let kp = f16_row_len(k);
         let mut parts = Vec::new();
         let mut r0 = 0;

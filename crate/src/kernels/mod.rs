@@ -59,3 +59,48 @@ pub(crate) fn check(kernel: &'static str, ok: bool, msg: impl FnOnce() -> String
         Err(Error::kernel(kernel, msg()))
     }
 }
+
+/// Every (shader, defines) combination the constructors above can request, over the devices they can meet:
+/// f32/f16 activations, subgroups on/off, both weight formats, every tile size. The GPU-free test compiles
+/// each through naga; keep this list in step with the constructors.
+pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
+    use crate::gpu::shader::*;
+    let mut out = Vec::new();
+    for f16 in [false, true] {
+        for sg in [false, true] {
+            let base = |wg: u32| Defines::new().flag_if("ACT_F16", f16).flag_if("SUBGROUP", sg).value("WG", wg);
+            for wfmt in ["W_Q4", "W_F16"] {
+                for bias in [false, true] {
+                    for (wg, rows) in [(32, 1), (64, 4), (128, 2), (256, 4)] {
+                        out.push((MATVEC, base(wg).value("R", rows).flag(wfmt).flag_if("BIAS", bias)));
+                    }
+                    for tile in [64, 128] {
+                        out.push((MATMUL, base(256).value("TILE", tile).flag(wfmt).flag_if("BIAS", bias)));
+                    }
+                }
+                out.push((EMBED, base(128).flag(wfmt)));
+            }
+            for d in [16, 64, 72, 128] {
+                for (bq, bkv) in [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8), (2, 4), (1, 4)] {
+                    for causal in [false, true] {
+                        out.push((ATTENTION, base(128).value("D", d).value("BQ", bq).value("BKV", bkv).flag_if("CAUSAL", causal)));
+                    }
+                }
+                for n_rep in [1, 2, 4, 5, 8] {
+                    out.push((ATTENTION_DECODE, base(attention::DECODE_WG).value("D", d).value("N_REP", n_rep)));
+                    out.push((ATTENTION_DECODE, base(attention::DECODE_WG).value("D", d).value("N_REP", n_rep).flag("COMBINE")));
+                }
+            }
+            out.push((ROPE, base(WG)));
+            out.push((NORM, base(WG)));
+            out.push((NORM, base(WG).flag("LAYER")));
+            for op in ["ADD", "BIAS", "GELU_TANH", "GELU_ERF", "SILU_MUL"] {
+                out.push((ELEMENTWISE, base(WG).flag(op)));
+            }
+            out.push((PATCH_EMBED, base(WG)));
+            out.push((RESIZE, base(WG)));
+            out.push((SAMPLE, base(256)));
+        }
+    }
+    out
+}

@@ -1,0 +1,357 @@
+//! Kernel test cases: each draws seeded random inputs at awkward sizes (1, primes, non-multiples of the
+//! tiles), runs the kernel into a poisoned output with a guard region, and compares with `reference`.
+//! The same functions run natively and in the browser; `act` picks the activation type.
+
+use half::f16;
+use varco_web::gpu::tensor::{Weight, WeightFormat};
+use varco_web::gpu::{Context, DType, Tensor};
+use varco_web::kernels::attention::{self, AttnArgs, KvLayout};
+use varco_web::kernels::linear::{self, MatvecShape};
+use varco_web::kernels::{elementwise, embed, norm, patch_embed, resize, rope, sample};
+use varco_web::quant::Q4Matrix;
+
+use crate::harness::{as_stored, assert_close, poisoned, read_guarded, run, tol, Rng};
+use crate::reference as r;
+
+fn upload(ctx: &Context, v: &[f32], shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::from_f32(ctx, v, shape, dtype).expect("upload")
+}
+
+/// A random `(n, k)` weight in `format`, split into parts of at most `limit` bytes; also its exact values.
+pub fn random_weight(ctx: &Context, rng: &mut Rng, n: usize, k: usize, format: WeightFormat, limit: u64) -> (Weight, Vec<f32>) {
+    let w = rng.normals(n * k, 0.5);
+    match format {
+        WeightFormat::Q4 => {
+            let q = Q4Matrix::quantize(&w, n, k);
+            (Weight::from_q4_limited(ctx, &q, limit).expect("upload q4"), q.dequantize())
+        }
+        WeightFormat::F16 => {
+            let h: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let exact = h.iter().map(|v| v.to_f32()).collect();
+            (Weight::from_f16_limited(ctx, &h, n, k, limit).expect("upload f16"), exact)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum LinearKernel {
+    Matvec(MatvecShape),
+    Matmul(u32),
+}
+
+/// One linear case: `(m, n, k)`, optional bias, weight parts of at most `limit` bytes.
+#[allow(clippy::too_many_arguments)]
+pub async fn linear_case(ctx: &Context, act: DType, format: WeightFormat, kernel: LinearKernel, m: usize, n: usize, k: usize, bias: bool, limit: u64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let (w, wv) = random_weight(ctx, &mut rng, n, k, format, limit);
+    let x = as_stored(&rng.normals(m * k, 1.0), act);
+    let b = rng.normals(n, 1.0);
+    let xt = upload(ctx, &x, &[m, k], act);
+    let bt = upload(ctx, &b, &[n], DType::F32);
+    let y = poisoned(ctx, &[m, n], act);
+    let bias_t = bias.then_some(&bt);
+    run(ctx, |rec| match kernel {
+        LinearKernel::Matvec(s) => linear::matvec(rec, &xt, &w, bias_t, &y, s),
+        LinearKernel::Matmul(t) => linear::matmul_with_tile(rec, &xt, &w, bias_t, &y, t),
+    })
+    .await;
+    let got = read_guarded(ctx, &y).await;
+    let want = r::linear(&x, &wv, bias.then_some(&b[..]), m, n, k);
+    let what = format!("{kernel:?} {format:?} {act:?} m={m} n={n} k={k} bias={bias} parts={}", w.parts.len());
+    assert_close(&what, &got, &want, tol(act, k > 512));
+}
+
+pub async fn matvec_suite(ctx: &Context, act: DType, format: WeightFormat) {
+    let big = u64::MAX;
+    for (i, &(m, n, k, bias)) in [(1, 1, 32, false), (1, 7, 96, true), (3, 37, 88, true), (1, 130, 516, false), (2, 257, 1028, true), (4, 61, 4304, false)]
+        .iter()
+        .enumerate()
+    {
+        for shape in [MatvecShape { wg: 64, rows: 4 }, MatvecShape { wg: 32, rows: 1 }, MatvecShape { wg: 128, rows: 2 }] {
+            linear_case(ctx, act, format, LinearKernel::Matvec(shape), m, n, k, bias, big, 100 + i as u64).await;
+        }
+    }
+    // A weight split over several buffers (as embed_tokens / lm_head on a 128 MiB-binding device).
+    linear_case(ctx, act, format, LinearKernel::Matvec(linear::MATVEC_SHAPE), 1, 203, 160, true, 2048, 7).await;
+}
+
+pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
+    let big = u64::MAX;
+    let tiles: &[u32] = if ctx.caps.max_workgroup_storage >= 32768 { &[64, 128] } else { &[64] };
+    for (i, &(m, n, k, bias)) in [(2, 5, 32, false), (5, 33, 64, true), (67, 70, 100, true), (130, 129, 260, false), (9, 300, 588, true)].iter().enumerate() {
+        for &t in tiles {
+            linear_case(ctx, act, format, LinearKernel::Matmul(t), m, n, k, bias, big, 200 + i as u64).await;
+        }
+    }
+    linear_case(ctx, act, format, LinearKernel::Matmul(64), 70, 203, 160, true, 2048, 8).await;
+}
+
+/// Prefill attention: causal GQA (with a position offset, as a later prefill chunk against the cache) and
+/// SigLIP's bidirectional case with head size 72.
+pub async fn attention_suite(ctx: &Context, act: DType) {
+    // (n_q, n_kv, heads, kv_heads, d, causal, pos_offset)
+    let cases = [
+        (1, 1, 2, 1, 16, true, 0),
+        (37, 37, 4, 2, 16, true, 0),
+        (45, 45, 10, 2, 128, true, 0),
+        (13, 33, 10, 2, 128, true, 20),
+        (50, 50, 2, 2, 72, false, 0),
+        (3, 29, 3, 3, 72, false, 0),
+    ];
+    for (ci, &(n_q, n_kv, heads, kv_heads, d, causal, pos)) in cases.iter().enumerate() {
+        let mut rng = Rng::new(300 + ci as u64);
+        // Q token-major; K and V in a head-major cache of capacity n_kv + 3 (as the KV cache is laid out).
+        let cap = n_kv + 3;
+        let q = as_stored(&rng.normals(n_q * heads * d, 1.0), act);
+        let k = as_stored(&rng.normals(kv_heads * cap * d, 1.0), act);
+        let v = as_stored(&rng.normals(kv_heads * cap * d, 1.0), act);
+        let qt = upload(ctx, &q, &[n_q, heads * d], act);
+        let kt = upload(ctx, &k, &[kv_heads, cap, d], act);
+        let vt = upload(ctx, &v, &[kv_heads, cap, d], act);
+        let o = poisoned(ctx, &[n_q, heads * d], act);
+        let scale = 1.0 / (d as f64).sqrt();
+        let lay = KvLayout { offset: 0, head_stride: (cap * d) as u32, seq_stride: d as u32 };
+        let args = AttnArgs {
+            n_q: n_q as u32,
+            n_kv: n_kv as u32,
+            n_heads: heads as u32,
+            n_kv_heads: kv_heads as u32,
+            head_dim: d as u32,
+            q_stride: (heads * d) as u32,
+            q_offset: 0,
+            o_stride: (heads * d) as u32,
+            k: lay,
+            v: lay,
+            pos_offset: pos as u32,
+            causal,
+            scale: scale as f32,
+        };
+        run(ctx, |rec| attention::attention(rec, &qt, &kt, &vt, &o, &args)).await;
+        let got = read_guarded(ctx, &o).await;
+        let want = r::attention(&q, n_q, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), causal, pos, scale);
+        assert_close(&format!("attention {act:?} case {ci}"), &got, &want, tol(act, true));
+    }
+}
+
+/// Token-major K/V (SigLIP's projections side by side in one qkv row) through the strides.
+pub async fn attention_fused_qkv(ctx: &Context, act: DType) {
+    let (n, heads, d) = (29, 2, 72);
+    let width = 3 * heads * d;
+    let mut rng = Rng::new(350);
+    let qkv = as_stored(&rng.normals(n * width, 1.0), act);
+    let t = upload(ctx, &qkv, &[n, width], act);
+    let o = poisoned(ctx, &[n, heads * d], act);
+    let lay = |off: usize| KvLayout { offset: off as u32, head_stride: d as u32, seq_stride: width as u32 };
+    let args = AttnArgs {
+        n_q: n as u32,
+        n_kv: n as u32,
+        n_heads: heads as u32,
+        n_kv_heads: heads as u32,
+        head_dim: d as u32,
+        q_stride: width as u32,
+        q_offset: 0,
+        o_stride: (heads * d) as u32,
+        k: lay(heads * d),
+        v: lay(2 * heads * d),
+        pos_offset: 0,
+        causal: false,
+        scale: 0.1,
+    };
+    run(ctx, |rec| attention::attention(rec, &t, &t, &t, &o, &args)).await;
+    let got = read_guarded(ctx, &o).await;
+    let q: Vec<f32> = (0..n).flat_map(|s| qkv[s * width..s * width + heads * d].to_vec()).collect();
+    let want = r::attention(&q, n, heads, heads, d, n, |g, s, i| (qkv[s * width + heads * d + g * d + i], qkv[s * width + 2 * heads * d + g * d + i]), false, 0, 0.1);
+    assert_close(&format!("attention fused qkv {act:?}"), &got, &want, tol(act, true));
+}
+
+/// Decode attention over a head-major KV cache, several split counts, Q inside a fused qkv row.
+pub async fn decode_suite(ctx: &Context, act: DType) {
+    for (ci, &(n_kv, heads, kv_heads, d)) in [(1, 2, 1, 16), (130, 10, 2, 128), (1000, 10, 2, 128), (257, 4, 4, 64), (5000, 2, 1, 16)].iter().enumerate() {
+        let mut rng = Rng::new(400 + ci as u64);
+        let cap = n_kv + 5;
+        let q_off = 8;
+        let row = q_off + heads * d + 2 * kv_heads * d;
+        let q = as_stored(&rng.normals(row, 1.0), act);
+        let k = as_stored(&rng.normals(kv_heads * cap * d, 1.0), act);
+        let v = as_stored(&rng.normals(kv_heads * cap * d, 1.0), act);
+        let qt = upload(ctx, &q, &[1, row], act);
+        let kt = upload(ctx, &k, &[kv_heads, cap, d], act);
+        let vt = upload(ctx, &v, &[kv_heads, cap, d], act);
+        let o = poisoned(ctx, &[1, heads * d], act);
+        let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(heads as u32, kv_heads as u32, d as u32, n_kv as u32)], DType::F32).unwrap();
+        let scale = 1.0 / (d as f64).sqrt();
+        let lay = KvLayout { offset: 0, head_stride: (cap * d) as u32, seq_stride: d as u32 };
+        let args = AttnArgs {
+            n_q: 1,
+            n_kv: n_kv as u32,
+            n_heads: heads as u32,
+            n_kv_heads: kv_heads as u32,
+            head_dim: d as u32,
+            q_stride: row as u32,
+            q_offset: q_off as u32,
+            o_stride: (heads * d) as u32,
+            k: lay,
+            v: lay,
+            pos_offset: 0,
+            causal: false,
+            scale: scale as f32,
+        };
+        run(ctx, |rec| attention::attention_decode(rec, &qt, &kt, &vt, &o, &scratch, &args)).await;
+        let got = read_guarded(ctx, &o).await;
+        let want = r::attention(&q[q_off..q_off + heads * d], 1, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), false, 0, scale);
+        assert_close(&format!("decode attention {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d}"), &got, &want, tol(act, true));
+    }
+}
+
+pub async fn rope_suite(ctx: &Context, act: DType) {
+    // (tokens, heads, d, pos_offset, columns before the heads, row width)
+    for (ci, &(t, heads, d, pos, off, extra)) in [(1, 1, 16, 0, 0, 0), (5, 3, 128, 0, 0, 0), (7, 2, 128, 32000, 128, 64), (3, 5, 16, 777, 16, 48)].iter().enumerate() {
+        let mut rng = Rng::new(500 + ci as u64);
+        let stride = off + heads * d + extra;
+        let x = as_stored(&rng.normals(t * stride, 1.0), act);
+        let xt = upload(ctx, &x, &[t, stride], act);
+        let rope = rope::Rope::new(ctx, d as u32, 1e6).unwrap();
+        run(ctx, |rec| rope.apply(rec, &xt, t as u32, heads as u32, off as u32, pos as u32)).await;
+        let got = xt.to_f32(ctx).await.unwrap();
+        let want = r::rope(&x, t, heads, d, stride, off, pos, &rope::inv_freq(d as u32, 1e6));
+        assert_close(&format!("rope {act:?} case {ci}"), &got, &want, tol(act, false));
+    }
+}
+
+pub async fn norm_suite(ctx: &Context, act: DType) {
+    for (ci, &(rows, n)) in [(1, 1), (3, 17), (2, 1000), (5, 1152), (1, 5120)].iter().enumerate() {
+        let mut rng = Rng::new(600 + ci as u64);
+        let x: Vec<f32> = as_stored(&rng.normals(rows * n, 2.0).iter().map(|v| v + 0.5).collect::<Vec<_>>(), act);
+        let w = rng.normals(n, 1.0);
+        let b = rng.normals(n, 1.0);
+        let xt = upload(ctx, &x, &[rows, n], act);
+        let wt = upload(ctx, &w, &[n], DType::F32);
+        let bt = upload(ctx, &b, &[n], DType::F32);
+        let y = poisoned(ctx, &[rows, n], act);
+        run(ctx, |rec| norm::rms_norm(rec, &xt, &wt, &y, 1e-6)).await;
+        assert_close(&format!("rms_norm {act:?} {rows}x{n}"), &read_guarded(ctx, &y).await, &r::rms_norm(&x, &w, n, 1e-6), tol(act, n > 512));
+        let y = poisoned(ctx, &[rows, n], act);
+        run(ctx, |rec| norm::layer_norm(rec, &xt, &wt, &bt, &y, 1e-6)).await;
+        assert_close(&format!("layer_norm {act:?} {rows}x{n}"), &read_guarded(ctx, &y).await, &r::layer_norm(&x, &w, &b, n, 1e-6), tol(act, n > 512));
+    }
+}
+
+pub async fn elementwise_suite(ctx: &Context, act: DType) {
+    for (ci, &(rows, width)) in [(1, 1), (3, 333), (7, 1153)].iter().enumerate() {
+        let n = rows * width;
+        let mut rng = Rng::new(700 + ci as u64);
+        let a = as_stored(&rng.normals(n, 3.0), act);
+        let b = as_stored(&rng.normals(n, 1.0), act);
+        let bias = rng.normals(width, 1.0);
+        let check = |what: &str, got: Vec<f32>, want: Vec<f64>| assert_close(&format!("{what} {act:?} {rows}x{width}"), &got, &want, tol(act, false));
+
+        let t = upload(ctx, &a, &[rows, width], act);
+        let bt = upload(ctx, &b, &[rows, width], act);
+        run(ctx, |rec| elementwise::add(rec, &t, &bt)).await;
+        check("add", t.to_f32(ctx).await.unwrap(), a.iter().zip(&b).map(|(x, y)| *x as f64 + *y as f64).collect());
+
+        let t = upload(ctx, &a, &[rows, width], act);
+        let biast = upload(ctx, &bias, &[width], DType::F32);
+        run(ctx, |rec| elementwise::bias_add(rec, &t, &biast)).await;
+        check("bias", t.to_f32(ctx).await.unwrap(), a.iter().enumerate().map(|(i, x)| *x as f64 + bias[i % width] as f64).collect());
+
+        let t = upload(ctx, &a, &[rows, width], act);
+        run(ctx, |rec| elementwise::gelu_tanh(rec, &t)).await;
+        check("gelu_tanh", t.to_f32(ctx).await.unwrap(), a.iter().map(|&x| r::gelu_tanh(x as f64)).collect());
+
+        let t = upload(ctx, &a, &[rows, width], act);
+        run(ctx, |rec| elementwise::gelu_erf(rec, &t)).await;
+        check("gelu_erf", t.to_f32(ctx).await.unwrap(), a.iter().map(|&x| r::gelu_erf(x as f64)).collect());
+
+        let gu = as_stored(&rng.normals(2 * n, 2.0), act);
+        let gut = upload(ctx, &gu, &[rows, 2 * width], act);
+        let y = poisoned(ctx, &[rows, width], act);
+        run(ctx, |rec| elementwise::silu_mul(rec, &gut, &y)).await;
+        let want = (0..n).map(|i| {
+            let (t, c) = (i / width, i % width);
+            r::silu(gu[t * 2 * width + c] as f64) * gu[t * 2 * width + width + c] as f64
+        });
+        check("silu_mul", read_guarded(ctx, &y).await, want.collect());
+    }
+}
+
+pub async fn embed_suite(ctx: &Context, act: DType, format: WeightFormat) {
+    for (ci, &(vocab, k, limit)) in [(50, 32, u64::MAX), (301, 88, 4096), (1000, 144, 16384)].iter().enumerate() {
+        let mut rng = Rng::new(800 + ci as u64);
+        let (w, wv) = random_weight(ctx, &mut rng, vocab, k, format, limit);
+        let ids: Vec<u32> = (0..13).map(|i| if i == 0 { vocab as u32 - 1 } else { rng.below(vocab as u64) as u32 }).collect();
+        let idt = Tensor::from_u32(ctx, &ids, &[ids.len()]).unwrap();
+        let out = poisoned(ctx, &[ids.len(), k], act);
+        run(ctx, |rec| embed::embed(rec, &idt, &w, &out)).await;
+        let want: Vec<f64> = ids.iter().flat_map(|&id| wv[id as usize * k..(id as usize + 1) * k].iter().map(|&v| as_stored(&[v], act)[0] as f64)).collect();
+        assert_close(&format!("embed {format:?} {act:?} vocab={vocab} parts={}", w.parts.len()), &read_guarded(ctx, &out).await, &want, 1e-6);
+    }
+}
+
+pub async fn patch_embed_suite(ctx: &Context, act: DType) {
+    let g = patch_embed::PatchGeometry { size: 384, patch: 14, channels: 3 };
+    let (tiles, hidden) = (2, 16);
+    let mut rng = Rng::new(900);
+    let pixels: Vec<f32> = (0..tiles * 3 * 384 * 384).map(|_| (rng.uniform() * 2.0 - 1.0) as f32).collect();
+    let (w, wv) = random_weight(ctx, &mut rng, hidden, g.cols() as usize, WeightFormat::F16, u64::MAX);
+    let bias = rng.normals(hidden, 1.0);
+    let pt = upload(ctx, &pixels, &[tiles, 3, 384, 384], DType::F32);
+    let bt = upload(ctx, &bias, &[hidden], DType::F32);
+    let rows = tiles * 729;
+    let cols = Tensor::empty(ctx, &[rows, g.cols() as usize], act).unwrap();
+    let out = poisoned(ctx, &[rows, hidden], act);
+    run(ctx, |rec| patch_embed::patch_embed(rec, &pt, &w, &bt, &cols, &out, g)).await;
+    let px = as_stored(&pixels, act);
+    let want = r::patch_conv(&px, &wv, &bias, tiles, 3, 384, 14, hidden);
+    assert_close(&format!("patch_embed {act:?}"), &read_guarded(ctx, &out).await, &want, tol(act, true));
+}
+
+pub async fn resize_suite(ctx: &Context, act: DType) {
+    for (ci, &(h, w, c, oh, ow)) in [(1, 1, 1, 1, 1), (5, 7, 3, 3, 4), (54, 81, 8, 40, 61), (3, 2, 5, 7, 9)].iter().enumerate() {
+        let mut rng = Rng::new(1000 + ci as u64);
+        let x = as_stored(&rng.normals(h * w * c, 1.0), act);
+        let xt = upload(ctx, &x, &[h, w, c], act);
+        let y = poisoned(ctx, &[oh, ow, c], act);
+        run(ctx, |rec| resize::bilinear(rec, &xt, &y, (h as u32, w as u32), (oh as u32, ow as u32), c as u32)).await;
+        assert_close(&format!("bilinear {act:?} {h}x{w}->{oh}x{ow}"), &read_guarded(ctx, &y).await, &r::bilinear(&x, h, w, c, oh, ow), tol(act, false));
+    }
+}
+
+pub async fn sample_suite(ctx: &Context, act: DType) {
+    let settings = [
+        sample::Sampling::GREEDY,
+        sample::Sampling { temperature: 0.7, top_k: 0, top_p: 1.0 },
+        sample::Sampling { temperature: 1.0, top_k: 40, top_p: 1.0 },
+        sample::Sampling { temperature: 0.8, top_k: 0, top_p: 0.9 },
+        sample::Sampling { temperature: 1.3, top_k: 50, top_p: 0.8 },
+        sample::Sampling { temperature: 1.0, top_k: 5, top_p: 0.0 },
+    ];
+    for (ci, &n) in [1usize, 7, 1000, 151_680].iter().enumerate() {
+        let mut rng = Rng::new(1100 + ci as u64);
+        let mut logits = as_stored(&rng.normals(n, 3.0), act);
+        if n > 7 {
+            // a tie for the maximum: greedy must return the first
+            let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let i = rng.below(n as u64 / 2) as usize;
+            logits[i] = m + 1.0;
+            logits[n - 1 - i / 3] = m + 1.0;
+        }
+        let lt = upload(ctx, &logits, &[n], act);
+        for s in settings {
+            for draw in 0..3 {
+                let u = rng.uniform() as f32;
+                let out = poisoned(ctx, &[1], DType::U32);
+                run(ctx, |rec| sample::sample(rec, &lt, &out, s, u)).await;
+                let pick = out.to_u32(ctx).await.unwrap()[0] as usize;
+                let want = r::sample(&logits, s.temperature as f64, s.top_k as usize, s.top_p as f64, u as f64);
+                assert!(pick < n && want.kept[pick], "sample {act:?} n={n} {s:?} u={u}: picked {pick}, outside the kept set");
+                assert!(
+                    pick == want.pick || want.margin < 1e-4,
+                    "sample {act:?} n={n} {s:?} draw {draw} u={u}: picked {pick}, reference {} (margin {:.2e})",
+                    want.pick,
+                    want.margin
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Every kernel against its CPU reference on the native adapter (Mesa lavapipe in CI), for f32 and f16
+//! activations, with subgroup reductions and with the workgroup-memory fallback. No adapter is a failure.
+
+use std::sync::OnceLock;
+
+use varco_web::gpu::tensor::WeightFormat;
+use varco_web::gpu::{Context, ContextOptions, DType};
+use varco_tests::cases;
+
+/// [all features, subgroups switched off].
+fn contexts() -> &'static [Context; 2] {
+    static CTX: OnceLock<[Context; 2]> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let full = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
+        let plain = pollster::block_on(Context::new(ContextOptions { allow_subgroups: false, ..Default::default() })).unwrap();
+        eprintln!("adapter: {}", full.describe());
+        [full, plain]
+    })
+}
+
+/// Runs `f` for every (context, activation type) pair; lavapipe must offer both f16 and subgroups.
+fn each(f: impl Fn(&'static Context, DType)) {
+    let [full, plain] = contexts();
+    assert!(full.caps.f16 && full.caps.subgroups, "the test adapter must offer shader-f16 and subgroups: {}", full.describe());
+    assert!(!plain.caps.subgroups);
+    for ctx in [full, plain] {
+        for act in [DType::F32, DType::F16] {
+            f(ctx, act);
+        }
+    }
+}
+
+macro_rules! kernel_test {
+    ($name:ident, $suite:ident $(, $arg:expr)*) => {
+        #[test]
+        fn $name() {
+            each(|ctx, act| pollster::block_on(cases::$suite(ctx, act $(, $arg)*)));
+        }
+    };
+}
+
+kernel_test!(matvec_q4, matvec_suite, WeightFormat::Q4);
+kernel_test!(matvec_f16_weights, matvec_suite, WeightFormat::F16);
+kernel_test!(matmul_q4, matmul_suite, WeightFormat::Q4);
+kernel_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);
+kernel_test!(attention_prefill, attention_suite);
+kernel_test!(attention_fused_qkv, attention_fused_qkv);
+kernel_test!(attention_decode, decode_suite);
+kernel_test!(rope, rope_suite);
+kernel_test!(norms, norm_suite);
+kernel_test!(elementwise, elementwise_suite);
+kernel_test!(embed_q4, embed_suite, WeightFormat::Q4);
+kernel_test!(embed_f16, embed_suite, WeightFormat::F16);
+kernel_test!(patch_embed, patch_embed_suite);
+kernel_test!(resize, resize_suite);
+kernel_test!(sample, sample_suite);
+
+#[test]
+fn f16_activations_need_shader_f16() {
+    let ctx = pollster::block_on(Context::new(ContextOptions { allow_f16: false, ..Default::default() })).unwrap();
+    let x = varco_web::gpu::Tensor::empty(&ctx, &[4], DType::F16).unwrap();
+    let mut rec = varco_web::gpu::Recorder::new(&ctx);
+    let err = varco_web::kernels::elementwise::gelu_tanh(&mut rec, &x).unwrap_err();
+    assert!(err.to_string().contains("shader-f16"), "{err}");
+}

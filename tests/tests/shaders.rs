@@ -1,0 +1,46 @@
+//! GPU-free: every shader variant the kernels can request parses and validates with naga (the compiler
+//! inside wgpu), and the preprocessor keeps variants apart.
+
+use varco_web::gpu::shader::{Defines, ALL, MATVEC};
+use varco_web::kernels::variants;
+
+fn validate(name: &str, key: &str, src: &str) -> Result<(), String> {
+    let module = naga::front::wgsl::parse_str(src).map_err(|e| format!("{name}[{key}]: parse: {}", e.emit_to_string(src)))?;
+    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+    v.validate(&module).map_err(|e| format!("{name}[{key}]: validate: {}", e.emit_to_string(src)))?;
+    Ok(())
+}
+
+#[test]
+fn every_variant_validates() {
+    let all = variants();
+    assert!(all.len() > 200, "the variant list shrank to {}", all.len());
+    let mut errors = Vec::new();
+    for (shader, defines) in &all {
+        let src = shader.expand(defines).expect("expand");
+        if let Err(e) = validate(shader.name, &defines.key(), &src) {
+            errors.push(e);
+        }
+    }
+    assert!(errors.is_empty(), "{} of {} variants fail:\n{}", errors.len(), all.len(), errors.join("\n\n"));
+    // every shader file is covered
+    for s in ALL {
+        assert!(all.iter().any(|(v, _)| v.name == s.name), "{} has no variant in kernels::variants()", s.name);
+    }
+}
+
+#[test]
+fn preprocessor_selects_and_rejects() {
+    let q4 = MATVEC.expand(&Defines::new().flag("W_Q4").value("WG", 64).value("R", 4)).unwrap();
+    let f16w = MATVEC.expand(&Defines::new().flag("W_F16").value("WG", 64).value("R", 4)).unwrap();
+    assert!(q4.contains("scales") && !f16w.contains("var<storage, read> scales"));
+    assert!(q4.contains("const WG: u32 = 64u;") && q4.contains("alias act = f32;"));
+    let h = MATVEC.expand(&Defines::new().flag("ACT_F16").flag("W_Q4").value("WG", 64).value("R", 4)).unwrap();
+    assert!(h.starts_with("enable f16;"));
+    assert!(!q4.contains('#'), "directives left in the output");
+    assert_ne!(Defines::new().flag("A").key(), Defines::new().flag("A").value("B", 1).key());
+    let bad = varco_web::gpu::Shader { name: "bad", source: "#ifdef A\nfn f() {}\n" };
+    assert!(bad.expand(&Defines::new()).is_err(), "an unterminated #ifdef must be an error");
+    let bad = varco_web::gpu::Shader { name: "bad", source: "#include \"nope.wgsl\"\n" };
+    assert!(bad.expand(&Defines::new()).is_err());
+}
