@@ -7,6 +7,7 @@
 #include "reduce.wgsl"
 
 struct Params {
+    _m: u32,
     n: u32,         // rows of W in this part
     k: u32,         // inputs (a multiple of 4)
     kb: u32,        // 16-byte blocks per row of W
@@ -14,7 +15,6 @@ struct Params {
     y_stride: u32,  // elements per row of y
     x_stride4: u32, // vec4s per row of x
     _p0: u32,
-    _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

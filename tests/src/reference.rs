@@ -231,6 +231,12 @@ pub fn sample(logits: &[f32], temperature: f64, top_k: usize, top_p: f64, u: f64
             margin = margin.min((mass_not_above[t] - cut).abs() / z);
             kept[t] = mass_not_above[t] > cut;
         }
+        // at least the top token survives (min_tokens_to_keep = 1); d = 0 is the maximum
+        if !kept.iter().any(|&k| k) {
+            for i in 0..n {
+                kept[i] = d[i] == 0.0;
+            }
+        }
     }
     let total: f64 = (0..n).filter(|&i| kept[i]).map(|i| (-d[i]).exp()).sum();
     let target = u * total;
