@@ -72,6 +72,34 @@ impl<'c> Recorder<'c> {
 
     /// Encodes everything into one compute pass and submits it.
     pub fn submit(self) -> Result<()> {
+        self.encode_and_submit(None);
+        Ok(())
+    }
+
+    /// Submits like [`Recorder::submit`], waits, and returns the GPU time of the pass in seconds, measured
+    /// with timestamp queries (None where the device has none).
+    pub async fn submit_timed(self) -> Result<Option<f64>> {
+        let ctx = self.ctx;
+        if !ctx.caps.timestamps {
+            self.submit()?;
+            ctx.sync().await?;
+            return Ok(None);
+        }
+        let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 });
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.encode_and_submit(Some((&set, &resolve)));
+        let bytes = ctx.read_bytes(&resolve, 0, 16).await?;
+        let t: &[u64] = bytemuck::cast_slice(&bytes);
+        let ns = t[1].saturating_sub(t[0]) as f64 * ctx.queue.get_timestamp_period() as f64;
+        Ok(Some(ns * 1e-9))
+    }
+
+    fn encode_and_submit(self, timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>) {
         let ctx = self.ctx;
         let size = (self.params.len().max(256) as u64).next_multiple_of(256);
         let arena = {
@@ -89,7 +117,12 @@ impl<'c> Recorder<'c> {
         ctx.queue.write_buffer(&arena, 0, &self.params);
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            let timestamp_writes = timing.map(|(set, _)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
             for d in &self.pending {
                 let layout = d.pipeline.get_bind_group_layout(0);
                 let mut entries = vec![wgpu::BindGroupEntry {
@@ -109,8 +142,10 @@ impl<'c> Recorder<'c> {
                 pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
             }
         }
+        if let Some((set, buf)) = timing {
+            enc.resolve_query_set(set, 0..2, buf, 0);
+        }
         ctx.queue.submit([enc.finish()]);
         ctx.params_pool.lock().unwrap().push(arena);
-        Ok(())
     }
 }
