@@ -10,6 +10,11 @@
 const OPT: u32 = (BQ * D + WG - 1u) / WG;
 const NEG: f32 = -1.0e30;
 
+// exp with its argument clamped: some implementations (SwiftShader) return NaN for exp(-1e30).
+fn exp_c(x: f32) -> f32 {
+    return exp(max(x, -87.0));
+}
+
 struct Params {
     n_q: u32,
     n_kv: u32,
@@ -43,10 +48,10 @@ var<workgroup> row_l: array<f32, BQ>;
 var<workgroup> row_c: array<f32, BQ>;
 
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = ids.lid;
-    let h = ids.wg.y;
-    let q0 = ids.wg.x * BQ;
+    let h = wg.y;
+    let q0 = wg.x * BQ;
     let g = h / (p.n_heads / p.n_kv_heads);
     for (var e = lid; e < BQ * D; e += WG) {
         let t = q0 + e / D;
@@ -97,11 +102,11 @@ fn main(ids: Ids) {
             }
             let m_old = row_m[lid];
             let m_new = max(m_old, mx);
-            let corr = exp(m_old - m_new);
+            let corr = exp_c(m_old - m_new);
             var l = row_l[lid] * corr;
             for (var j = 0u; j < BKV; j++) {
                 let s = sc[lid * BKV + j];
-                let pj = select(0.0, exp(s - m_new), s > 0.5 * NEG);
+                let pj = select(0.0, exp_c(s - m_new), s > 0.5 * NEG);
                 sc[lid * BKV + j] = pj;
                 l += pj;
             }

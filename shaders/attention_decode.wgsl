@@ -7,6 +7,11 @@
 #include "ids.wgsl"
 
 const NEG: f32 = -1.0e30;
+
+// exp with its argument clamped: some implementations (SwiftShader) return NaN for exp(-1e30).
+fn exp_c(x: f32) -> f32 {
+    return exp(max(x, -87.0));
+}
 const OPT: u32 = (D + WG - 1u) / WG;
 
 struct Params {
@@ -43,10 +48,10 @@ var<workgroup> st_l: array<f32, N_REP>;
 var<workgroup> st_c: array<f32, N_REP>;
 
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = ids.lid;
-    let g = ids.wg.x;
-    let split = ids.wg.y;
+    let g = wg.x;
+    let split = wg.y;
     let j_begin = split * p.chunk;
     let j_end = min(p.n_kv, j_begin + p.chunk);
     for (var e = lid; e < N_REP * D; e += WG) {
@@ -89,10 +94,10 @@ fn main(ids: Ids) {
             }
             let m_old = st_m[lid];
             let m_new = max(m_old, mx);
-            let corr = exp(m_old - m_new);
+            let corr = exp_c(m_old - m_new);
             var l = st_l[lid] * corr;
             for (var jj = 0u; jj < nj; jj++) {
-                let pj = exp(sc[lid * WG + jj] - m_new);
+                let pj = exp_c(sc[lid * WG + jj] - m_new);
                 sc[lid * WG + jj] = pj;
                 l += pj;
             }
@@ -134,8 +139,8 @@ fn main(ids: Ids) {
 }
 #else
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
-    let h = ids.wg.x;
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let h = wg.x;
     var mx = NEG;
     for (var s = 0u; s < p.n_splits; s++) {
         mx = max(mx, part[(h * p.n_splits + s) * (D + 2u)]);
@@ -143,13 +148,13 @@ fn main(ids: Ids) {
     var l = 0.0;
     for (var s = 0u; s < p.n_splits; s++) {
         let b = (h * p.n_splits + s) * (D + 2u);
-        l += part[b + 1u] * exp(part[b] - mx);
+        l += part[b + 1u] * exp_c(part[b] - mx);
     }
     for (var d = ids.lid; d < D; d += WG) {
         var a = 0.0;
         for (var s = 0u; s < p.n_splits; s++) {
             let b = (h * p.n_splits + s) * (D + 2u);
-            a += part[b + 2u + d] * exp(part[b] - mx);
+            a += part[b + 2u + d] * exp_c(part[b] - mx);
         }
         o[p.o_offset + h * D + d] = act(a / l);
     }

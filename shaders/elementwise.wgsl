@@ -36,8 +36,8 @@ fn erf_f32(x: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
-    let i = flat_wg(ids) * WG + ids.lid;
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_wg(wg, nwg) * WG + ids.lid;
     if (i >= p.n) {
         return;
     }

@@ -24,9 +24,9 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<act>; // (n_tokens, out_stride)
 
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
-    let c = ids.wg.x * WG + ids.lid;
-    let t = ids.wg.y + ids.wg.z * 65535u;
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let c = wg.x * WG + ids.lid;
+    let t = wg.y + wg.z * 65535u;
     if (c >= p.k || t >= p.n_tokens) {
         return;
     }

@@ -50,12 +50,12 @@ fn nib(word: u32, sh: u32) -> vec4<f32> {
 #endif
 
 @compute @workgroup_size(256)
-fn main(ids: Ids) {
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = ids.lid;
     let tx = lid % 16u;
     let ty = lid / 16u;
-    let n0 = ids.wg.x * TILE;
-    let m0 = ids.wg.y * TILE;
+    let n0 = wg.x * TILE;
+    let m0 = wg.y * TILE;
     let k4 = p.k / 4u;
     var acc: array<array<f32, TM>, TM>;
     let nkt = (p.k + 31u) / 32u;

@@ -52,9 +52,9 @@ fn h8(v: vec2<u32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
-    let row0 = flat_wg(ids) * R;
-    let m = ids.wg.y;
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = flat_wg(wg, nwg) * R;
+    let m = wg.y;
     let k4 = p.k / 4u;
     let xb = m * p.x_stride4;
     var acc: array<f32, R>;

@@ -25,8 +25,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<act>; // (n_rows, y_stride)
 
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
-    let row = flat_wg(ids);
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = flat_wg(wg, nwg);
     // Workgroups past the last row still take part in nothing but must not return before barriers.
     let live = row < p.n_rows;
     let xb = min(row, p.n_rows - 1u) * p.x_stride;

@@ -21,8 +21,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> cols: array<act>;  // (n_tiles·grid², channels·patch²)
 
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
-    let e = flat_wg(ids) * WG + ids.lid;
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = flat_wg(wg, nwg) * WG + ids.lid;
     let pp = p.patch_px * p.patch_px;
     let width = p.channels * pp;
     if (e >= p.n_tiles * p.grid * p.grid * width) {

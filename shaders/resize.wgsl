@@ -28,8 +28,8 @@ fn src_index(dst: u32, n_in: u32, n_out: u32) -> vec3<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
-    let e = flat_wg(ids) * WG + ids.lid;
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = flat_wg(wg, nwg) * WG + ids.lid;
     if (e >= p.out_h * p.out_w * p.c) {
         return;
     }

@@ -39,14 +39,14 @@ fn slice_stats(m: f32, inv_t: f32, lo_t: u32, hi_t: u32, begin: u32, end: u32) -
         let b = bitcast<u32>(d);
         if (b >= lo_t && b <= hi_t) {
             cnt += 1.0;
-            mass += exp(-d);
+            mass += exp(-min(d, 87.0));
         }
     }
     return vec2<f32>(cnt, mass);
 }
 
 @compute @workgroup_size(WG)
-fn main(ids: Ids) {
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = ids.lid;
     let per = (p.n + WG - 1u) / WG;
     let begin = min(lid * per, p.n);
@@ -120,7 +120,7 @@ fn main(ids: Ids) {
             let d = (m - f32(logits[i])) * inv_t;
             if (bitcast<u32>(d) <= t) {
                 pick = i;
-                run += exp(-d);
+                run += exp(-min(d, 87.0));
                 if (run > target_mass) {
                     break;
                 }

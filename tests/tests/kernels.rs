@@ -1,5 +1,6 @@
 //! Every kernel against its CPU reference on the native adapter (Mesa lavapipe in CI), for f32 and f16
 //! activations, with subgroup reductions and with the workgroup-memory fallback. No adapter is a failure.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::sync::OnceLock;
 

@@ -1,5 +1,6 @@
 //! GPU-free: every shader variant the kernels can request parses and validates with naga (the compiler
 //! inside wgpu), and the preprocessor keeps variants apart.
+#![cfg(not(target_arch = "wasm32"))]
 
 use varco_web::gpu::shader::{Defines, ALL, MATVEC};
 use varco_web::kernels::variants;
