@@ -101,7 +101,11 @@ impl Context {
             .map_err(|e| Error::Device(e.to_string()))?;
         // Errors outside an error scope (a shader the browser's compiler refuses, an out-of-memory) are
         // logged rather than aborting: the tests' poisoned outputs expose any dispatch that did not run.
-        device.on_uncaptured_error(std::sync::Arc::new(|e| log::error!("WebGPU: {e}")));
+        device.on_uncaptured_error(std::sync::Arc::new(|e| {
+            log::error!("WebGPU: {e}");
+            #[cfg(not(target_arch = "wasm32"))]
+            eprintln!("WebGPU error: {e}");
+        }));
         let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         if let Some(cap) = opts.max_binding_override {
             max_binding = max_binding.min(cap);

@@ -1,0 +1,59 @@
+//! The 4-bit format on the CPU: the documented bit layout, round-trip error bounds, padding.
+#![cfg(not(target_arch = "wasm32"))]
+
+use varco_tests::harness::Rng;
+use varco_web::quant::{compare_formats, Q4Matrix, GROUP};
+
+#[test]
+fn layout_matches_the_documentation() {
+    // codes j % 16 for j in 0..32: values (code − 8)·0.5, the largest magnitude −4 → scale 0.5
+    let row: Vec<f32> = (0..32).map(|j| ((j % 16) as f32 - 8.0) * 0.5).collect();
+    let q = Q4Matrix::quantize(&row, 1, 32);
+    assert_eq!(q.scales[0].to_f32(), 0.5);
+    assert_eq!(q.qs, vec![0x7654_3210, 0xFEDC_BA98, 0x7654_3210, 0xFEDC_BA98]);
+    assert_eq!(q.dequantize(), row);
+}
+
+#[test]
+fn ragged_rows_pad_with_zero_codes() {
+    let mut rng = Rng::new(1);
+    let w = rng.normals(3 * 40, 1.0);
+    let q = Q4Matrix::quantize(&w, 3, 40);
+    assert_eq!(q.groups(), 2);
+    assert_eq!(q.qs.len(), 3 * 2 * 4);
+    assert_eq!(q.scales.len(), 6);
+    for r in 0..3 {
+        // values 40..64 of each row's second group are padding: code 8 (zero)
+        let w1 = q.qs[(r * 2 + 1) * 4 + 1];
+        assert_eq!(w1, 0x8888_8888, "row {r}");
+    }
+    assert_eq!(q.dequantize().len(), 3 * 40);
+}
+
+#[test]
+fn round_trip_error_is_bounded_by_the_step() {
+    let mut rng = Rng::new(2);
+    let (n, k) = (17, 300);
+    let w = rng.normals(n * k, 0.02);
+    let q = Q4Matrix::quantize(&w, n, k);
+    let deq = q.dequantize();
+    for r in 0..n {
+        for c in 0..k {
+            let d = q.scales[r * q.groups() + c / GROUP].to_f32().abs();
+            let e = (w[r * k + c] - deq[r * k + c]).abs();
+            // half a step, or a whole one for the +8 end that clamps to +7, plus f16 rounding of the scale
+            assert!(e <= d * 1.0 + 1e-6, "({r},{c}): error {e} with step {d}");
+            if w[r * k + c].abs() <= 7.0 * d {
+                assert!(e <= d * 0.5 * 1.01 + 1e-7, "({r},{c}): error {e} > half step {d}");
+            }
+        }
+    }
+    let rel = compare_formats(&w)[0].2;
+    assert!(rel > 0.05 && rel < 0.1, "relative RMS error {rel} of the chosen format on Gaussian weights");
+}
+
+#[test]
+fn all_zero_groups_stay_zero() {
+    let q = Q4Matrix::quantize(&[0.0; 64], 2, 32);
+    assert!(q.dequantize().iter().all(|&v| v == 0.0));
+}
