@@ -1,10 +1,17 @@
 // Decode attention: one query token per head over a KV cache, split along the sequence (split-K).
 // Pass 1 (default): a workgroup takes one KV head and one chunk of keys, for all N_REP query heads that share
-// the KV head (GQA), so every key and value is read once. Each invocation scores one key against the N_REP
-// queries; each owns output dimensions for the value pass. It writes per head (max, sum, unnormalised o).
-// Pass 2 (COMBINE): one workgroup per query head merges the chunks.
-// KV cache layout: (kv_heads, capacity, D), addressed through strides. Reference: as attention.wgsl.
+// the KV head (GQA), so every key and value is read once. Keys go WG at a time:
+//   scores  — one invocation per key reads the key's row in 16-byte chunks (D/CW independent loads) and
+//             scores it against the N_REP queries;
+//   softmax — running max and sum per head with workgroup reductions;
+//   values  — invocation (key group kg, lane) reads 16 bytes (CW dimensions) of every KG-th key of the block:
+//             lanes of a key group cover one value row, so loads coalesce, and each invocation keeps
+//             WG/KG loads in flight. Key groups are summed once per chunk through workgroup memory.
+// It writes per head (max, sum, unnormalised output). Pass 2 (COMBINE): one workgroup per query head merges
+// the chunks. KV cache layout (kv_heads, capacity, D) through strides; f16 values are read as packed u32,
+// so the f16 path needs no shader-f16 for the cache itself. Reference: tests/src/reference.rs attention.
 #include "ids.wgsl"
+#include "reduce.wgsl"
 
 const NEG: f32 = -1.0e30;
 
@@ -12,7 +19,6 @@ const NEG: f32 = -1.0e30;
 fn exp_c(x: f32) -> f32 {
     return exp(max(x, -87.0));
 }
-const OPT: u32 = (D + WG - 1u) / WG;
 
 struct Params {
     n_kv: u32,          // valid keys
@@ -31,9 +37,31 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 #ifndef COMBINE
-@group(0) @binding(1) var<storage, read> q: array<act>;         // (n_heads, D)
-@group(0) @binding(2) var<storage, read> k: array<act4>;        // (kv_heads, capacity, D/4)
-@group(0) @binding(3) var<storage, read> v: array<act>;         // (kv_heads, capacity, D)
+@group(0) @binding(1) var<storage, read> q: array<act>;          // (n_heads, D)
+#ifdef ACT_F16
+const CW: u32 = 8u;                                                // values per 16-byte chunk
+@group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;    // (kv_heads, capacity, D/8) f16
+@group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;
+alias chunk = mat2x4<f32>;
+fn unpack8(u: vec4<u32>) -> chunk {
+    return chunk(vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y)), vec4<f32>(unpack2x16float(u.z), unpack2x16float(u.w)));
+}
+fn k_chunk(i: u32) -> chunk { return unpack8(k[i]); }
+fn v_chunk(i: u32) -> chunk { return unpack8(v[i]); }
+fn zero_chunk() -> chunk { return chunk(vec4<f32>(0.0), vec4<f32>(0.0)); }
+fn dot_chunk(a: chunk, b: chunk) -> f32 { return dot(a[0], b[0]) + dot(a[1], b[1]); }
+fn chunk_at(c: chunk, e: u32) -> f32 { return c[e / 4u][e % 4u]; }
+#else
+const CW: u32 = 4u;
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;    // (kv_heads, capacity, D/4) f32
+@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
+alias chunk = vec4<f32>;
+fn k_chunk(i: u32) -> chunk { return k[i]; }
+fn v_chunk(i: u32) -> chunk { return v[i]; }
+fn zero_chunk() -> chunk { return vec4<f32>(0.0); }
+fn dot_chunk(a: chunk, b: chunk) -> f32 { return dot(a, b); }
+fn chunk_at(c: chunk, e: u32) -> f32 { return c[e]; }
+#endif
 #endif
 @group(0) @binding(4) var<storage, read_write> part: array<f32>; // (n_heads, n_splits, D + 2)
 #ifdef COMBINE
@@ -41,11 +69,13 @@ struct Params {
 #endif
 
 #ifndef COMBINE
-var<workgroup> qs: array<f32, N_REP * D>;
+const LANES: u32 = D / CW;   // invocations per value row
+const KG: u32 = WG / LANES;  // key groups
+const KPT: u32 = WG / KG;    // keys per invocation per block in the value pass
+
+var<workgroup> qs: array<chunk, N_REP * LANES>;
 var<workgroup> sc: array<f32, N_REP * WG>;
-var<workgroup> st_m: array<f32, N_REP>;
-var<workgroup> st_l: array<f32, N_REP>;
-var<workgroup> st_c: array<f32, N_REP>;
+var<workgroup> red: array<f32, KG * D>;
 
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -54,90 +84,95 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let split = wg.y;
     let j_begin = split * p.chunk;
     let j_end = min(p.n_kv, j_begin + p.chunk);
-    for (var e = lid; e < N_REP * D; e += WG) {
-        qs[e] = f32(q[p.q_offset + g * N_REP * D + e]) * p.scale;
-    }
-    if (lid < N_REP) {
-        st_m[lid] = NEG;
-        st_l[lid] = 0.0;
-    }
-    var acc: array<f32, N_REP * OPT>;
-    for (var j0 = j_begin; j0 < j_end; j0 += WG) {
-        workgroupBarrier();
-        let j = j0 + lid;
-        var s: array<f32, N_REP>;
-        for (var hh = 0u; hh < N_REP; hh++) {
-            s[hh] = NEG;
-        }
-        if (j < j_end) {
-            for (var hh = 0u; hh < N_REP; hh++) {
-                s[hh] = 0.0;
-            }
-            let base = (g * p.k_head_stride + j * p.k_seq_stride) / 4u;
-            for (var d4 = 0u; d4 < D / 4u; d4++) {
-                let kk = vec4<f32>(k[base + d4]);
-                for (var hh = 0u; hh < N_REP; hh++) {
-                    let qb = hh * D + d4 * 4u;
-                    s[hh] += dot(vec4<f32>(qs[qb], qs[qb + 1u], qs[qb + 2u], qs[qb + 3u]), kk);
-                }
-            }
-        }
-        for (var hh = 0u; hh < N_REP; hh++) {
-            sc[hh * WG + lid] = s[hh];
-        }
-        workgroupBarrier();
-        let nj = min(WG, j_end - j0);
-        if (lid < N_REP) {
-            var mx = NEG;
-            for (var jj = 0u; jj < nj; jj++) {
-                mx = max(mx, sc[lid * WG + jj]);
-            }
-            let m_old = st_m[lid];
-            let m_new = max(m_old, mx);
-            let corr = exp_c(m_old - m_new);
-            var l = st_l[lid] * corr;
-            for (var jj = 0u; jj < nj; jj++) {
-                let pj = exp_c(sc[lid * WG + jj] - m_new);
-                sc[lid * WG + jj] = pj;
-                l += pj;
-            }
-            st_m[lid] = m_new;
-            st_l[lid] = l;
-            st_c[lid] = corr;
-        }
-        workgroupBarrier();
-        for (var r = 0u; r < OPT; r++) {
-            let d = lid + r * WG;
-            if (d < D) {
-                for (var hh = 0u; hh < N_REP; hh++) {
-                    acc[hh * OPT + r] *= st_c[hh];
-                }
-                let vb = g * p.v_head_stride + j0 * p.v_seq_stride + d;
-                for (var jj = 0u; jj < nj; jj++) {
-                    let vv = f32(v[vb + jj * p.v_seq_stride]);
-                    for (var hh = 0u; hh < N_REP; hh++) {
-                        acc[hh * OPT + r] = fma(sc[hh * WG + jj], vv, acc[hh * OPT + r]);
-                    }
-                }
-            }
-        }
+    for (var e = lid; e < N_REP * LANES; e += WG) {
+        let b = p.q_offset + g * N_REP * D + e * CW;
+        var c = zero_chunk();
+#ifdef ACT_F16
+        c = chunk(vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * p.scale,
+                  vec4<f32>(f32(q[b + 4u]), f32(q[b + 5u]), f32(q[b + 6u]), f32(q[b + 7u])) * p.scale);
+#else
+        c = vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * p.scale;
+#endif
+        qs[e] = c;
     }
     workgroupBarrier();
-    for (var hh = 0u; hh < N_REP; hh++) {
-        let base = ((g * N_REP + hh) * p.n_splits + split) * (D + 2u);
-        if (lid == 0u) {
-            part[base] = st_m[hh];
-            part[base + 1u] = st_l[hh];
-        }
-        for (var r = 0u; r < OPT; r++) {
-            let d = lid + r * WG;
-            if (d < D) {
-                part[base + 2u + d] = acc[hh * OPT + r];
+    let kg = lid / LANES;
+    let lane = lid % LANES;
+    var m_run: array<f32, N_REP>;
+    var l_run: array<f32, N_REP>;
+    var acc: array<chunk, N_REP>;
+    for (var h = 0u; h < N_REP; h++) {
+        m_run[h] = NEG;
+        l_run[h] = 0.0;
+        acc[h] = zero_chunk();
+    }
+    for (var j0 = j_begin; j0 < j_end; j0 += WG) {
+        // scores: one key per invocation
+        let j = j0 + lid;
+        let live = j < j_end;
+        var s: array<f32, N_REP>;
+        if (live) {
+            let base = (g * p.k_head_stride + j * p.k_seq_stride) / CW;
+            for (var c = 0u; c < LANES; c++) {
+                let kc = k_chunk(base + c);
+                for (var h = 0u; h < N_REP; h++) {
+                    s[h] += dot_chunk(qs[h * LANES + c], kc);
+                }
             }
         }
+        // softmax statistics, per head
+        var corr: array<f32, N_REP>;
+        for (var h = 0u; h < N_REP; h++) {
+            let sv = select(NEG, s[h], live);
+            let m_new = max(m_run[h], wg_max(sv, ids));
+            let pj = select(0.0, exp_c(sv - m_new), live);
+            let lb = wg_sum(pj, ids);
+            corr[h] = exp_c(m_run[h] - m_new);
+            l_run[h] = l_run[h] * corr[h] + lb;
+            m_run[h] = m_new;
+            sc[h * WG + lid] = pj;
+        }
+        workgroupBarrier();
+        // values: invocation (kg, lane) takes keys kg, kg + KG, … of the block
+        for (var h = 0u; h < N_REP; h++) {
+            acc[h] = acc[h] * corr[h];
+        }
+        let vb = g * p.v_head_stride / CW + lane;
+        for (var t = 0u; t < KPT; t++) {
+            let jj = kg + KG * t;
+            if (j0 + jj < j_end) {
+                let vc = v_chunk(vb + (j0 + jj) * p.v_seq_stride / CW);
+                for (var h = 0u; h < N_REP; h++) {
+                    acc[h] = acc[h] + vc * sc[h * WG + jj];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    // sum the key groups, head by head, and write this split's partial result
+    for (var h = 0u; h < N_REP; h++) {
+        for (var e = 0u; e < CW; e++) {
+            red[kg * D + lane * CW + e] = chunk_at(acc[h], e);
+        }
+        workgroupBarrier();
+        let base = ((g * N_REP + h) * p.n_splits + split) * (D + 2u);
+        for (var d = lid; d < D; d += WG) {
+            var t = 0.0;
+            for (var i = 0u; i < KG; i++) {
+                t += red[i * D + d];
+            }
+            part[base + 2u + d] = t;
+        }
+        if (lid == 0u) {
+            part[base] = m_run[h];
+            part[base + 1u] = l_run[h];
+        }
+        workgroupBarrier();
     }
 }
 #else
+var<workgroup> wts: array<f32, 256>;
+
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let h = wg.x;
@@ -145,16 +180,19 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     for (var s = 0u; s < p.n_splits; s++) {
         mx = max(mx, part[(h * p.n_splits + s) * (D + 2u)]);
     }
+    // split weights e^(m_s − M), computed once in parallel (n_splits ≤ 256)
+    for (var s = ids.lid; s < p.n_splits; s += WG) {
+        wts[s] = exp_c(part[(h * p.n_splits + s) * (D + 2u)] - mx);
+    }
+    workgroupBarrier();
     var l = 0.0;
     for (var s = 0u; s < p.n_splits; s++) {
-        let b = (h * p.n_splits + s) * (D + 2u);
-        l += part[b + 1u] * exp_c(part[b] - mx);
+        l += part[(h * p.n_splits + s) * (D + 2u) + 1u] * wts[s];
     }
     for (var d = ids.lid; d < D; d += WG) {
         var a = 0.0;
         for (var s = 0u; s < p.n_splits; s++) {
-            let b = (h * p.n_splits + s) * (D + 2u);
-            a += part[b + 2u + d] * exp_c(part[b] - mx);
+            a += part[(h * p.n_splits + s) * (D + 2u) + 2u + d] * wts[s];
         }
         o[p.o_offset + h * D + d] = act(a / l);
     }

@@ -58,9 +58,35 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let k4 = p.k / 4u;
     let xb = m * p.x_stride4;
     var acc: array<f32, R>;
-    for (var c = ids.lid; c < p.kb; c += WG) {
+    // Two blocks per invocation per step, all weight loads issued before any arithmetic, so each
+    // invocation keeps 2·R 16-byte loads in flight (decode is bound by memory latency as much as bandwidth).
+    for (var c = ids.lid; c < p.kb; c += 2u * WG) {
+        let c2 = c + WG;
+        var wa: array<vec4<u32>, R>;
+        var wb: array<vec4<u32>, R>;
 #ifdef W_Q4
+        var da: array<f32, R>;
+        var db: array<f32, R>;
+#endif
+        for (var r = 0u; r < R; r++) {
+            let n = row0 + r;
+            if (n < p.n) {
+                wa[r] = w[n * p.kb + c];
+#ifdef W_Q4
+                da[r] = scale(n * p.kb + c);
+#endif
+                if (c2 < p.kb) {
+                    wb[r] = w[n * p.kb + c2];
+#ifdef W_Q4
+                    db[r] = scale(n * p.kb + c2);
+#endif
+                }
+            }
+        }
+#ifdef W_Q4
+        // x for block c and c2 (zero past the end, so an unloaded wb contributes nothing)
         let i0 = c * 8u;
+        let i1 = c2 * 8u;
         let x0 = xv(i0, xb, k4);
         let x1 = xv(i0 + 1u, xb, k4);
         let x2 = xv(i0 + 2u, xb, k4);
@@ -69,24 +95,30 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let x5 = xv(i0 + 5u, xb, k4);
         let x6 = xv(i0 + 6u, xb, k4);
         let x7 = xv(i0 + 7u, xb, k4);
+        let y0 = xv(i1, xb, k4);
+        let y1 = xv(i1 + 1u, xb, k4);
+        let y2 = xv(i1 + 2u, xb, k4);
+        let y3 = xv(i1 + 3u, xb, k4);
+        let y4 = xv(i1 + 4u, xb, k4);
+        let y5 = xv(i1 + 5u, xb, k4);
+        let y6 = xv(i1 + 6u, xb, k4);
+        let y7 = xv(i1 + 7u, xb, k4);
         for (var r = 0u; r < R; r++) {
-            let n = row0 + r;
-            if (n < p.n) {
-                let wv = w[n * p.kb + c];
-                let s = dot(x0, nib(wv.x, 0u)) + dot(x1, nib(wv.x, 16u)) + dot(x2, nib(wv.y, 0u)) + dot(x3, nib(wv.y, 16u))
-                      + dot(x4, nib(wv.z, 0u)) + dot(x5, nib(wv.z, 16u)) + dot(x6, nib(wv.w, 0u)) + dot(x7, nib(wv.w, 16u));
-                acc[r] += scale(n * p.kb + c) * s;
-            }
+            let a = wa[r];
+            let b = wb[r];
+            let sa = dot(x0, nib(a.x, 0u)) + dot(x1, nib(a.x, 16u)) + dot(x2, nib(a.y, 0u)) + dot(x3, nib(a.y, 16u))
+                   + dot(x4, nib(a.z, 0u)) + dot(x5, nib(a.z, 16u)) + dot(x6, nib(a.w, 0u)) + dot(x7, nib(a.w, 16u));
+            let sb = dot(y0, nib(b.x, 0u)) + dot(y1, nib(b.x, 16u)) + dot(y2, nib(b.y, 0u)) + dot(y3, nib(b.y, 16u))
+                   + dot(y4, nib(b.z, 0u)) + dot(y5, nib(b.z, 16u)) + dot(y6, nib(b.w, 0u)) + dot(y7, nib(b.w, 16u));
+            acc[r] += da[r] * sa + db[r] * sb;
         }
 #else
         let x0 = xv(c * 2u, xb, k4);
         let x1 = xv(c * 2u + 1u, xb, k4);
+        let y0 = xv(c2 * 2u, xb, k4);
+        let y1 = xv(c2 * 2u + 1u, xb, k4);
         for (var r = 0u; r < R; r++) {
-            let n = row0 + r;
-            if (n < p.n) {
-                let wv = w[n * p.kb + c];
-                acc[r] += dot(x0, h8(wv.xy)) + dot(x1, h8(wv.zw));
-            }
+            acc[r] += dot(x0, h8(wa[r].xy)) + dot(x1, h8(wa[r].zw)) + dot(y0, h8(wb[r].xy)) + dot(y1, h8(wb[r].zw));
         }
 #endif
     }

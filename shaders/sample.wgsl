@@ -30,11 +30,11 @@ var<workgroup> mx_shared: f32;
 
 const INF_BITS: u32 = 0x7f800000u;
 
-// Over this invocation's slice: (count, mass) of tokens with lo_t ≤ d ≤ hi_t (as bit patterns).
-fn slice_stats(m: f32, inv_t: f32, lo_t: u32, hi_t: u32, begin: u32, end: u32) -> vec2<f32> {
+// (count, mass) of the tokens i = begin, begin + step, … < end with lo_t ≤ d ≤ hi_t (as bit patterns).
+fn slice_stats(m: f32, inv_t: f32, lo_t: u32, hi_t: u32, begin: u32, end: u32, step: u32) -> vec2<f32> {
     var cnt = 0.0;
     var mass = 0.0;
-    for (var i = begin; i < end; i++) {
+    for (var i = begin; i < end; i += step) {
         let d = (m - f32(logits[i])) * inv_t;
         let b = bitcast<u32>(d);
         if (b >= lo_t && b <= hi_t) {
@@ -48,12 +48,11 @@ fn slice_stats(m: f32, inv_t: f32, lo_t: u32, hi_t: u32, begin: u32, end: u32) -
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = ids.lid;
+    // Passes over the row are strided (coalesced); only the final draw walks contiguous slices.
     let per = (p.n + WG - 1u) / WG;
-    let begin = min(lid * per, p.n);
-    let end = min(begin + per, p.n);
     var lmax = -3.0e38;
     var lidx = 4.0e9;
-    for (var i = begin; i < end; i++) {
+    for (var i = lid; i < p.n; i += WG) {
         let v = f32(logits[i]);
         if (v > lmax) {
             lmax = v;
@@ -76,7 +75,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         var hi = INF_BITS;
         for (var it = 0u; it < 31u; it++) {
             let mid = lo + (hi - lo) / 2u;
-            let c = wg_sum(slice_stats(m, inv_t, 0u, mid, begin, end).x, ids);
+            let c = wg_sum(slice_stats(m, inv_t, 0u, mid, lid, p.n, WG).x, ids);
             if (c >= f32(p.top_k)) { hi = mid; } else { lo = min(mid + 1u, hi); }
         }
         tk = hi;
@@ -84,19 +83,20 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     // top-p: the largest t ≤ tk with mass(t ≤ d ≤ tk) > (1 − top_p)·mass(d ≤ tk).
     var t = tk;
     if (p.top_p < 1.0) {
-        let z = wg_sum(slice_stats(m, inv_t, 0u, tk, begin, end).y, ids);
+        let z = wg_sum(slice_stats(m, inv_t, 0u, tk, lid, p.n, WG).y, ids);
         let cut = (1.0 - p.top_p) * z;
         var lo = 0u;
         var hi = tk;
         for (var it = 0u; it < 31u; it++) {
             let mid = lo + (hi - lo + 1u) / 2u;
-            let mass = wg_sum(slice_stats(m, inv_t, mid, tk, begin, end).y, ids);
+            let mass = wg_sum(slice_stats(m, inv_t, mid, tk, lid, p.n, WG).y, ids);
             if (mass > cut) { lo = mid; } else { hi = max(mid, 1u) - 1u; hi = max(hi, lo); }
         }
         t = lo;
     }
     // Draw: the first token, in index order, where the running mass of kept tokens passes u·total.
-    part[lid] = slice_stats(m, inv_t, 0u, t, begin, end).y;
+    let begin = min(lid * per, p.n);
+    part[lid] = slice_stats(m, inv_t, 0u, t, begin, min(begin + per, p.n), 1u).y;
     workgroupBarrier();
     if (lid == 0u) {
         var total = 0.0;

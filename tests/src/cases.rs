@@ -166,7 +166,7 @@ pub async fn attention_fused_qkv(ctx: &Context, act: DType) {
 
 /// Decode attention over a head-major KV cache, several split counts, Q inside a fused qkv row.
 pub async fn decode_suite(ctx: &Context, act: DType) {
-    for (ci, &(n_kv, heads, kv_heads, d)) in [(1, 2, 1, 16), (130, 10, 2, 128), (1000, 10, 2, 128), (257, 4, 4, 64), (5000, 2, 1, 16)].iter().enumerate() {
+    for (ci, &(n_kv, heads, kv_heads, d)) in [(1, 2, 1, 16), (130, 10, 2, 128), (1000, 10, 2, 128), (257, 4, 4, 64), (5000, 2, 1, 16), (4100, 16, 8, 64)].iter().enumerate() {
         let mut rng = Rng::new(400 + ci as u64);
         let cap = n_kv + 5;
         let q_off = 8;

@@ -129,9 +129,10 @@ struct DecodeParams {
 /// Keys per workgroup block of the decode kernel.
 pub const DECODE_WG: u32 = 128;
 
-/// (keys per split, number of splits) for `n_kv` keys: enough workgroups to fill a large GPU.
+/// (keys per split, number of splits) for `n_kv` keys: about 256 workgroups in all (two per SM of a large
+/// GPU), each walking at least one block of DECODE_WG keys; at most 256 splits (the merge's limit).
 pub fn decode_split(n_kv: u32, n_kv_heads: u32) -> (u32, u32) {
-    let target = (1024 / n_kv_heads.max(1)).max(1);
+    let target = (256 / n_kv_heads.max(1)).clamp(1, 256);
     let chunk = n_kv.div_ceil(target).next_multiple_of(DECODE_WG).max(DECODE_WG);
     (chunk, n_kv.div_ceil(chunk).max(1))
 }
@@ -147,9 +148,17 @@ pub fn decode_scratch_len(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_kv: 
 pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs) -> Result<()> {
     check_args("attention_decode", a)?;
     let act = same_dtype("attention_decode", &[q, k, v, o])?;
-    check("attention_decode", a.head_dim % 4 == 0 && a.k.seq_stride % 4 == 0 && a.k.head_stride % 4 == 0 && a.k.offset == 0 && a.v.offset == 0, || {
-        "K must be vec4-aligned (head_dim and strides multiples of 4) and K, V without offsets".into()
+    // K and V are read in 16-byte chunks: 8 values of f16, 4 of f32.
+    let cw = if act == crate::gpu::DType::F16 { 8 } else { 4 };
+    let lanes = a.head_dim / cw;
+    check("attention_decode", a.head_dim % cw == 0 && DECODE_WG % lanes.max(1) == 0 && lanes >= 1, || {
+        format!("head_dim {} must split into 16-byte chunks that divide {DECODE_WG}", a.head_dim)
     })?;
+    check(
+        "attention_decode",
+        [a.k.seq_stride, a.k.head_stride, a.v.seq_stride, a.v.head_stride].iter().all(|s| s % cw == 0) && a.k.offset == 0 && a.v.offset == 0,
+        || format!("K and V strides must be multiples of {cw} and their offsets 0"),
+    )?;
     check("attention_decode", a.n_q == 1 && a.n_kv > 0, || "decode takes one query and at least one key".into())?;
     let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads);
     check("attention_decode", scratch.len() >= (a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;

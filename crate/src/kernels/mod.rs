@@ -18,6 +18,13 @@ use crate::{Error, Result};
 /// Invocations per workgroup of the simple (one invocation per element) kernels and of row reductions.
 pub const WG: u32 = 256;
 
+/// Workgroup size of single-workgroup-per-row reductions (norms, the sampler): as wide as the device
+/// allows, up to 1024, so one row is covered in few steps (a lone row is bound by memory latency).
+pub fn wide_wg(ctx: &Context) -> u32 {
+    let n = ctx.caps.max_invocations.min(1024);
+    1 << (31 - n.leading_zeros())
+}
+
 /// The defines every kernel shares: activation type, subgroups, workgroup size.
 pub(crate) fn base_defines(ctx: &Context, act: DType, wg: u32) -> Result<Defines> {
     let f16 = match act {
@@ -87,19 +94,24 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     }
                 }
                 for n_rep in [1, 2, 4, 5, 8] {
+                    if d == 72 {
+                        continue; // decode needs head_dim / chunk to divide the workgroup
+                    }
                     out.push((ATTENTION_DECODE, base(attention::DECODE_WG).value("D", d).value("N_REP", n_rep)));
                     out.push((ATTENTION_DECODE, base(attention::DECODE_WG).value("D", d).value("N_REP", n_rep).flag("COMBINE")));
                 }
             }
             out.push((ROPE, base(WG)));
-            out.push((NORM, base(WG)));
-            out.push((NORM, base(WG).flag("LAYER")));
+            for wg in [256, 1024] {
+                out.push((NORM, base(wg)));
+                out.push((NORM, base(wg).flag("LAYER")));
+                out.push((SAMPLE, base(wg)));
+            }
             for op in ["ADD", "BIAS", "GELU_TANH", "GELU_ERF", "SILU_MUL"] {
                 out.push((ELEMENTWISE, base(WG).flag(op)));
             }
             out.push((PATCH_EMBED, base(WG)));
             out.push((RESIZE, base(WG)));
-            out.push((SAMPLE, base(256)));
         }
     }
     out

@@ -3,7 +3,7 @@
 
 use crate::gpu::shader::SAMPLE;
 use crate::gpu::{Binding, DType, Recorder, Tensor};
-use crate::kernels::{base_defines, check};
+use crate::kernels::{base_defines, check, wide_wg};
 use crate::Result;
 
 /// Sampling settings. `temperature <= 0` is greedy; `top_k = 0` and `top_p = 1` switch those filters off.
@@ -29,7 +29,6 @@ struct Params {
     _p: [u32; 3],
 }
 
-const SAMPLE_WG: u32 = 256;
 
 /// Writes the chosen token id of the `logits` row into `out[0]` (u32). `u` is uniform in [0, 1).
 pub fn sample(rec: &mut Recorder, logits: &Tensor, out: &Tensor, s: Sampling, u: f32) -> Result<()> {
@@ -37,7 +36,7 @@ pub fn sample(rec: &mut Recorder, logits: &Tensor, out: &Tensor, s: Sampling, u:
     check("sample", (0.0..1.0).contains(&u), || format!("u = {u} is not in [0, 1)"))?;
     let n = logits.len();
     check("sample", n > 0 && n < (1 << 24), || format!("{n} logits: need 1 ..= 2^24"))?;
-    let defines = base_defines(rec.ctx, logits.dtype, SAMPLE_WG)?;
+    let defines = base_defines(rec.ctx, logits.dtype, wide_wg(rec.ctx))?;
     let pipeline = rec.ctx.pipeline(&SAMPLE, &defines)?;
     let params = Params { n: n as u32, top_k: s.top_k, top_p: s.top_p, temperature: s.temperature, u, _p: [0; 3] };
     rec.dispatch(pipeline, &params, vec![Binding::new(1, &logits.buffer), Binding::new(2, &out.buffer)], [1, 1, 1]);
