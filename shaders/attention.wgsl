@@ -7,7 +7,7 @@
 // Reference: softmax(q·kᵀ·scale + mask)·v in f64 (tests/src/reference.rs).
 #include "ids.wgsl"
 
-const OPT: u32 = (BQ * D + WG - 1u) / WG;
+// OPT (a define) = ceil(BQ·D / WG): output elements per invocation.
 const NEG: f32 = -1.0e30;
 
 // exp with its argument clamped: some implementations (SwiftShader) return NaN for exp(-1e30).
@@ -65,7 +65,9 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         row_m[lid] = NEG;
         row_l[lid] = 0.0;
     }
-    var acc: array<f32, OPT>;
+#for r in 0..OPT
+    var acc{r} = 0.0;
+#endfor
     var kv_end = p.n_kv;
 #ifdef CAUSAL
     kv_end = min(p.n_kv, p.pos_offset + min(q0 + BQ, p.n_q));
@@ -123,26 +125,29 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             kv[e] = val;
         }
         workgroupBarrier();
-        for (var r = 0u; r < OPT; r++) {
-            let e = lid + r * WG;
+#for r in 0..OPT
+        {
+            let e = lid + {r}u * WG;
             if (e < BQ * D) {
                 let i = e / D;
                 let d = e % D;
-                var a = acc[r] * row_c[i];
+                var a = acc{r} * row_c[i];
                 for (var j = 0u; j < BKV; j++) {
                     a = fma(sc[i * BKV + j], kv[j * D + d], a);
                 }
-                acc[r] = a;
+                acc{r} = a;
             }
         }
+#endfor
     }
     workgroupBarrier();
-    for (var r = 0u; r < OPT; r++) {
-        let e = lid + r * WG;
+#for r in 0..OPT
+    {
+        let e = lid + {r}u * WG;
         let t = q0 + e / D;
         if (e < BQ * D && t < p.n_q) {
-            let i = e / D;
-            o[t * p.o_stride + h * D + e % D] = act(acc[r] / row_l[i]);
+            o[t * p.o_stride + h * D + e % D] = act(acc{r} / row_l[e / D]);
         }
     }
+#endfor
 }

@@ -39,7 +39,6 @@ struct Params {
 #ifndef COMBINE
 @group(0) @binding(1) var<storage, read> q: array<act>;          // (n_heads, D)
 #ifdef ACT_F16
-const CW: u32 = 8u;                                                // values per 16-byte chunk
 @group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;    // (kv_heads, capacity, D/8) f16
 @group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;
 alias chunk = mat2x4<f32>;
@@ -52,7 +51,6 @@ fn zero_chunk() -> chunk { return chunk(vec4<f32>(0.0), vec4<f32>(0.0)); }
 fn dot_chunk(a: chunk, b: chunk) -> f32 { return dot(a[0], b[0]) + dot(a[1], b[1]); }
 fn chunk_at(c: chunk, e: u32) -> f32 { return c[e / 4u][e % 4u]; }
 #else
-const CW: u32 = 4u;
 @group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;    // (kv_heads, capacity, D/4) f32
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
 alias chunk = vec4<f32>;
@@ -69,9 +67,8 @@ fn chunk_at(c: chunk, e: u32) -> f32 { return c[e]; }
 #endif
 
 #ifndef COMBINE
-const LANES: u32 = D / CW;   // invocations per value row
-const KG: u32 = WG / LANES;  // key groups
-const KPT: u32 = WG / KG;    // keys per invocation per block in the value pass
+// Defines: CW values per 16-byte chunk (8 for f16, 4 for f32), LANES = D / CW invocations per value row,
+// KG = WG / LANES key groups, KPT = WG / KG keys per invocation per block in the value pass.
 
 var<workgroup> qs: array<chunk, N_REP * LANES>;
 var<workgroup> sc: array<f32, N_REP * WG>;
@@ -86,76 +83,66 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let j_end = min(p.n_kv, j_begin + p.chunk);
     for (var e = lid; e < N_REP * LANES; e += WG) {
         let b = p.q_offset + g * N_REP * D + e * CW;
-        var c = zero_chunk();
 #ifdef ACT_F16
-        c = chunk(vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * p.scale,
-                  vec4<f32>(f32(q[b + 4u]), f32(q[b + 5u]), f32(q[b + 6u]), f32(q[b + 7u])) * p.scale);
+        qs[e] = chunk(vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * p.scale,
+                      vec4<f32>(f32(q[b + 4u]), f32(q[b + 5u]), f32(q[b + 6u]), f32(q[b + 7u])) * p.scale);
 #else
-        c = vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * p.scale;
+        qs[e] = vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * p.scale;
 #endif
-        qs[e] = c;
     }
     workgroupBarrier();
     let kg = lid / LANES;
     let lane = lid % LANES;
-    var m_run: array<f32, N_REP>;
-    var l_run: array<f32, N_REP>;
-    var acc: array<chunk, N_REP>;
-    for (var h = 0u; h < N_REP; h++) {
-        m_run[h] = NEG;
-        l_run[h] = 0.0;
-        acc[h] = zero_chunk();
-    }
+#for h in 0..N_REP
+    var m_run{h} = NEG;
+    var l_run{h} = 0.0;
+    var acc{h} = zero_chunk();
+#endfor
     for (var j0 = j_begin; j0 < j_end; j0 += WG) {
-        // scores: one key per invocation
-        let j = j0 + lid;
-        let live = j < j_end;
-        var s: array<f32, N_REP>;
-        if (live) {
-            let base = (g * p.k_head_stride + j * p.k_seq_stride) / CW;
-            for (var c = 0u; c < LANES; c++) {
-                let kc = k_chunk(base + c);
-                for (var h = 0u; h < N_REP; h++) {
-                    s[h] += dot_chunk(qs[h * LANES + c], kc);
-                }
-            }
-        }
+        // scores: one key per invocation, its row's chunks loaded together
+        let live = j0 + lid < j_end;
+        let kbase = (g * p.k_head_stride + min(j0 + lid, j_end - 1u) * p.k_seq_stride) / CW;
+#for c in 0..LANES
+        let kc{c} = k_chunk(kbase + {c}u);
+#endfor
+#for h in 0..N_REP
+        var s{h} = 0.0;
+#for c in 0..LANES
+        s{h} += dot_chunk(qs[{h}u * LANES + {c}u], kc{c});
+#endfor
+#endfor
         // softmax statistics, per head
-        var corr: array<f32, N_REP>;
-        for (var h = 0u; h < N_REP; h++) {
-            let sv = select(NEG, s[h], live);
-            let m_new = max(m_run[h], wg_max(sv, ids));
-            let pj = select(0.0, exp_c(sv - m_new), live);
-            let lb = wg_sum(pj, ids);
-            corr[h] = exp_c(m_run[h] - m_new);
-            l_run[h] = l_run[h] * corr[h] + lb;
-            m_run[h] = m_new;
-            sc[h * WG + lid] = pj;
-        }
+#for h in 0..N_REP
+        let sv{h} = select(NEG, s{h}, live);
+        let m_new{h} = max(m_run{h}, wg_max(sv{h}, ids));
+        let p{h} = select(0.0, exp_c(sv{h} - m_new{h}), live);
+        let corr{h} = exp_c(m_run{h} - m_new{h});
+        l_run{h} = l_run{h} * corr{h} + wg_sum(p{h}, ids);
+        m_run{h} = m_new{h};
+        sc[{h}u * WG + lid] = p{h};
+        acc{h} = acc{h} * corr{h};
+#endfor
         workgroupBarrier();
-        // values: invocation (kg, lane) takes keys kg, kg + KG, … of the block
-        for (var h = 0u; h < N_REP; h++) {
-            acc[h] = acc[h] * corr[h];
-        }
+        // values: invocation (kg, lane) takes keys kg, kg + KG, … of the block (probability 0 past the end)
         let vb = g * p.v_head_stride / CW + lane;
-        for (var t = 0u; t < KPT; t++) {
-            let jj = kg + KG * t;
-            if (j0 + jj < j_end) {
-                let vc = v_chunk(vb + (j0 + jj) * p.v_seq_stride / CW);
-                for (var h = 0u; h < N_REP; h++) {
-                    acc[h] = acc[h] + vc * sc[h * WG + jj];
-                }
-            }
-        }
+#for t in 0..KPT
+        let vc{t} = v_chunk(vb + min(j0 + kg + KG * {t}u, j_end - 1u) * p.v_seq_stride / CW);
+#endfor
+#for t in 0..KPT
+#for h in 0..N_REP
+        acc{h} = acc{h} + vc{t} * sc[{h}u * WG + kg + KG * {t}u];
+#endfor
+#endfor
         workgroupBarrier();
     }
     // sum the key groups, head by head, and write this split's partial result
-    for (var h = 0u; h < N_REP; h++) {
-        for (var e = 0u; e < CW; e++) {
-            red[kg * D + lane * CW + e] = chunk_at(acc[h], e);
-        }
+#for h in 0..N_REP
+    {
+#for e in 0..CW
+        red[kg * D + lane * CW + {e}u] = chunk_at(acc{h}, {e}u);
+#endfor
         workgroupBarrier();
-        let base = ((g * N_REP + h) * p.n_splits + split) * (D + 2u);
+        let base = ((g * N_REP + {h}u) * p.n_splits + split) * (D + 2u);
         for (var d = lid; d < D; d += WG) {
             var t = 0.0;
             for (var i = 0u; i < KG; i++) {
@@ -164,11 +151,12 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             part[base + 2u + d] = t;
         }
         if (lid == 0u) {
-            part[base] = m_run[h];
-            part[base + 1u] = l_run[h];
+            part[base] = m_run{h};
+            part[base + 1u] = l_run{h};
         }
         workgroupBarrier();
     }
+#endfor
 }
 #else
 var<workgroup> wts: array<f32, 256>;

@@ -10,7 +10,7 @@
 
 const TM: u32 = TILE / 16u;   // outputs per invocation along each side
 const Q: u32 = TILE / 4u;     // row quads per tile
-const V: u32 = TM / 4u;       // vec4s per invocation along each side
+// V (a define): vec4s per invocation along each side, TM / 4
 
 struct Params {
     m: u32,         // rows of X
@@ -50,6 +50,23 @@ fn deq(word: u32, d: f32) -> mat2x4<f32> {
 }
 #endif
 
+// Four outputs of one row, columns gn0 .. gn0 + 3 (those inside Y).
+fn store4(gm: u32, gn0: u32, v: vec4<f32>) {
+    if (gm >= p.m) {
+        return;
+    }
+    for (var e = 0u; e < 4u; e++) {
+        let gn = gn0 + e;
+        if (gn < p.n) {
+            var o = v[e];
+#ifdef BIAS
+            o += bias[p.y_offset + gn];
+#endif
+            y[gm * p.y_stride + p.y_offset + gn] = act(o);
+        }
+    }
+}
+
 fn load_x(row: u32, k4: u32, nk4: u32) -> vec4<f32> {
     if (row < p.m && k4 < nk4) {
         return vec4<f32>(x[row * p.x_stride4 + k4]);
@@ -65,7 +82,14 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let n0 = wg.x * TILE;
     let m0 = wg.y * TILE;
     let nk4 = p.k / 4u;
-    var acc: array<vec4<f32>, TM * V>; // acc[i * V + j]: row ty·TM + i, columns tx·TM + 4j .. +3
+    // acc_{i4}_{j}_{e}: row ty·TM + 4·i4 + e, columns tx·TM + 4·j .. + 3
+#for i4 in 0..V
+#for j in 0..V
+#for e in 0..4
+    var acc_{i4}_{j}_{e} = vec4<f32>(0.0);
+#endfor
+#endfor
+#endfor
     let nkt = (p.k + 31u) / 32u;
     for (var kt = 0u; kt < nkt; kt++) {
         // X: (row quad, k vec4) tasks, k fastest so a warp reads whole row segments.
@@ -89,24 +113,22 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         for (var t = lid; t < Q * 4u; t += 256u) {
             let qd = t / 4u;
             let wd = t % 4u;
-            var c: array<mat2x4<f32>, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                let gn = n0 + qd * 4u + i;
-                if (gn < p.n) {
-                    c[i] = deq(w[(gn * p.kb + kt) * 4u + wd], scale(gn * p.kb + kt));
-                } else {
-                    c[i] = mat2x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0));
-                }
+#for i in 0..4
+            let gn{i} = n0 + qd * 4u + {i}u;
+            var c{i} = mat2x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0));
+            if (gn{i} < p.n) {
+                c{i} = deq(w[(gn{i} * p.kb + kt) * 4u + wd], scale(gn{i} * p.kb + kt));
             }
+#endfor
             let b = wd * 8u * Q + qd;
-            ws[b] = vec4<f32>(c[0][0].x, c[1][0].x, c[2][0].x, c[3][0].x);
-            ws[b + Q] = vec4<f32>(c[0][0].y, c[1][0].y, c[2][0].y, c[3][0].y);
-            ws[b + 2u * Q] = vec4<f32>(c[0][0].z, c[1][0].z, c[2][0].z, c[3][0].z);
-            ws[b + 3u * Q] = vec4<f32>(c[0][0].w, c[1][0].w, c[2][0].w, c[3][0].w);
-            ws[b + 4u * Q] = vec4<f32>(c[0][1].x, c[1][1].x, c[2][1].x, c[3][1].x);
-            ws[b + 5u * Q] = vec4<f32>(c[0][1].y, c[1][1].y, c[2][1].y, c[3][1].y);
-            ws[b + 6u * Q] = vec4<f32>(c[0][1].z, c[1][1].z, c[2][1].z, c[3][1].z);
-            ws[b + 7u * Q] = vec4<f32>(c[0][1].w, c[1][1].w, c[2][1].w, c[3][1].w);
+            ws[b] = vec4<f32>(c0[0].x, c1[0].x, c2[0].x, c3[0].x);
+            ws[b + Q] = vec4<f32>(c0[0].y, c1[0].y, c2[0].y, c3[0].y);
+            ws[b + 2u * Q] = vec4<f32>(c0[0].z, c1[0].z, c2[0].z, c3[0].z);
+            ws[b + 3u * Q] = vec4<f32>(c0[0].w, c1[0].w, c2[0].w, c3[0].w);
+            ws[b + 4u * Q] = vec4<f32>(c0[1].x, c1[1].x, c2[1].x, c3[1].x);
+            ws[b + 5u * Q] = vec4<f32>(c0[1].y, c1[1].y, c2[1].y, c3[1].y);
+            ws[b + 6u * Q] = vec4<f32>(c0[1].z, c1[1].z, c2[1].z, c3[1].z);
+            ws[b + 7u * Q] = vec4<f32>(c0[1].w, c1[1].w, c2[1].w, c3[1].w);
         }
 #else
         // W: (row quad, word of 2 halves) tasks; rows are kb·8 halves long (zero padded).
@@ -114,52 +136,42 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             let qd = t / 16u;
             let wd = t % 16u;
             let word = kt * 16u + wd;
-            var c: array<vec2<f32>, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                let gn = n0 + qd * 4u + i;
-                if (gn < p.n && word < p.kb * 4u) {
-                    c[i] = unpack2x16float(w[gn * p.kb * 4u + word]);
-                } else {
-                    c[i] = vec2<f32>(0.0);
-                }
+#for i in 0..4
+            let gn{i} = n0 + qd * 4u + {i}u;
+            var c{i} = vec2<f32>(0.0);
+            if (gn{i} < p.n && word < p.kb * 4u) {
+                c{i} = unpack2x16float(w[gn{i} * p.kb * 4u + word]);
             }
+#endfor
             let b = wd * 2u * Q + qd;
-            ws[b] = vec4<f32>(c[0].x, c[1].x, c[2].x, c[3].x);
-            ws[b + Q] = vec4<f32>(c[0].y, c[1].y, c[2].y, c[3].y);
+            ws[b] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+            ws[b + Q] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
         }
 #endif
         workgroupBarrier();
         for (var kk = 0u; kk < 32u; kk++) {
-            for (var i4 = 0u; i4 < V; i4++) {
-                let a = xs[kk * Q + ty * V + i4];
-                for (var j = 0u; j < V; j++) {
-                    let b = ws[kk * Q + tx * V + j];
-                    let base = i4 * 4u * V + j;
-                    acc[base] = fma(vec4<f32>(a.x), b, acc[base]);
-                    acc[base + V] = fma(vec4<f32>(a.y), b, acc[base + V]);
-                    acc[base + 2u * V] = fma(vec4<f32>(a.z), b, acc[base + 2u * V]);
-                    acc[base + 3u * V] = fma(vec4<f32>(a.w), b, acc[base + 3u * V]);
-                }
-            }
+#for i4 in 0..V
+            let a{i4} = xs[kk * Q + ty * V + {i4}u];
+#endfor
+#for j in 0..V
+            let b{j} = ws[kk * Q + tx * V + {j}u];
+#endfor
+#for i4 in 0..V
+#for j in 0..V
+            acc_{i4}_{j}_0 = fma(vec4<f32>(a{i4}.x), b{j}, acc_{i4}_{j}_0);
+            acc_{i4}_{j}_1 = fma(vec4<f32>(a{i4}.y), b{j}, acc_{i4}_{j}_1);
+            acc_{i4}_{j}_2 = fma(vec4<f32>(a{i4}.z), b{j}, acc_{i4}_{j}_2);
+            acc_{i4}_{j}_3 = fma(vec4<f32>(a{i4}.w), b{j}, acc_{i4}_{j}_3);
+#endfor
+#endfor
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < TM; i++) {
-        let gm = m0 + ty * TM + i;
-        if (gm < p.m) {
-            for (var j = 0u; j < V; j++) {
-                let v = acc[i * V + j];
-                for (var e = 0u; e < 4u; e++) {
-                    let gn = n0 + tx * TM + j * 4u + e;
-                    if (gn < p.n) {
-                        var o = v[e];
-#ifdef BIAS
-                        o += bias[p.y_offset + gn];
-#endif
-                        y[gm * p.y_stride + p.y_offset + gn] = act(o);
-                    }
-                }
-            }
-        }
-    }
+#for i4 in 0..V
+#for e in 0..4
+#for j in 0..V
+    store4(m0 + ty * TM + {i4}u * 4u + {e}u, n0 + tx * TM + {j}u * 4u, acc_{i4}_{j}_{e});
+#endfor
+#endfor
+#endfor
 }

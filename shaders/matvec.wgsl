@@ -57,36 +57,27 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let m = wg.y;
     let k4 = p.k / 4u;
     let xb = m * p.x_stride4;
-    var acc: array<f32, R>;
+    // Rows past the end read row 0 (in bounds) and are never written.
+#for r in 0..R
+    let n{r} = select(0u, row0 + {r}u, row0 + {r}u < p.n);
+    var acc{r} = 0.0;
+#endfor
     // Two blocks per invocation per step, all weight loads issued before any arithmetic, so each
     // invocation keeps 2·R 16-byte loads in flight (decode is bound by memory latency as much as bandwidth).
     for (var c = ids.lid; c < p.kb; c += 2u * WG) {
-        let c2 = c + WG;
-        var wa: array<vec4<u32>, R>;
-        var wb: array<vec4<u32>, R>;
+        let c2 = min(c + WG, p.kb - 1u);
+        let two = c + WG < p.kb;
+#for r in 0..R
+        let wa{r} = w[n{r} * p.kb + c];
+        let wb{r} = w[n{r} * p.kb + c2];
 #ifdef W_Q4
-        var da: array<f32, R>;
-        var db: array<f32, R>;
+        let da{r} = scale(n{r} * p.kb + c);
+        let db{r} = select(0.0, scale(n{r} * p.kb + c2), two);
 #endif
-        for (var r = 0u; r < R; r++) {
-            let n = row0 + r;
-            if (n < p.n) {
-                wa[r] = w[n * p.kb + c];
+#endfor
 #ifdef W_Q4
-                da[r] = scale(n * p.kb + c);
-#endif
-                if (c2 < p.kb) {
-                    wb[r] = w[n * p.kb + c2];
-#ifdef W_Q4
-                    db[r] = scale(n * p.kb + c2);
-#endif
-                }
-            }
-        }
-#ifdef W_Q4
-        // x for block c and c2 (zero past the end, so an unloaded wb contributes nothing)
         let i0 = c * 8u;
-        let i1 = c2 * 8u;
+        let i1 = select(k4, c2 * 8u, two); // past the end: x reads as zero
         let x0 = xv(i0, xb, k4);
         let x1 = xv(i0 + 1u, xb, k4);
         let x2 = xv(i0 + 2u, xb, k4);
@@ -103,34 +94,33 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let y5 = xv(i1 + 5u, xb, k4);
         let y6 = xv(i1 + 6u, xb, k4);
         let y7 = xv(i1 + 7u, xb, k4);
-        for (var r = 0u; r < R; r++) {
-            let a = wa[r];
-            let b = wb[r];
-            let sa = dot(x0, nib(a.x, 0u)) + dot(x1, nib(a.x, 16u)) + dot(x2, nib(a.y, 0u)) + dot(x3, nib(a.y, 16u))
-                   + dot(x4, nib(a.z, 0u)) + dot(x5, nib(a.z, 16u)) + dot(x6, nib(a.w, 0u)) + dot(x7, nib(a.w, 16u));
-            let sb = dot(y0, nib(b.x, 0u)) + dot(y1, nib(b.x, 16u)) + dot(y2, nib(b.y, 0u)) + dot(y3, nib(b.y, 16u))
-                   + dot(y4, nib(b.z, 0u)) + dot(y5, nib(b.z, 16u)) + dot(y6, nib(b.w, 0u)) + dot(y7, nib(b.w, 16u));
-            acc[r] += da[r] * sa + db[r] * sb;
-        }
+#for r in 0..R
+        acc{r} += da{r} * (dot(x0, nib(wa{r}.x, 0u)) + dot(x1, nib(wa{r}.x, 16u)) + dot(x2, nib(wa{r}.y, 0u)) + dot(x3, nib(wa{r}.y, 16u))
+                   + dot(x4, nib(wa{r}.z, 0u)) + dot(x5, nib(wa{r}.z, 16u)) + dot(x6, nib(wa{r}.w, 0u)) + dot(x7, nib(wa{r}.w, 16u)))
+                + db{r} * (dot(y0, nib(wb{r}.x, 0u)) + dot(y1, nib(wb{r}.x, 16u)) + dot(y2, nib(wb{r}.y, 0u)) + dot(y3, nib(wb{r}.y, 16u))
+                   + dot(y4, nib(wb{r}.z, 0u)) + dot(y5, nib(wb{r}.z, 16u)) + dot(y6, nib(wb{r}.w, 0u)) + dot(y7, nib(wb{r}.w, 16u)));
+#endfor
 #else
+        let i1 = select(k4, c2 * 2u, two);
         let x0 = xv(c * 2u, xb, k4);
         let x1 = xv(c * 2u + 1u, xb, k4);
-        let y0 = xv(c2 * 2u, xb, k4);
-        let y1 = xv(c2 * 2u + 1u, xb, k4);
-        for (var r = 0u; r < R; r++) {
-            acc[r] += dot(x0, h8(wa[r].xy)) + dot(x1, h8(wa[r].zw)) + dot(y0, h8(wb[r].xy)) + dot(y1, h8(wb[r].zw));
-        }
+        let y0 = xv(i1, xb, k4);
+        let y1 = xv(i1 + 1u, xb, k4);
+#for r in 0..R
+        acc{r} += dot(x0, h8(wa{r}.xy)) + dot(x1, h8(wa{r}.zw)) + dot(y0, h8(wb{r}.xy)) + dot(y1, h8(wb{r}.zw));
+#endfor
 #endif
     }
-    for (var r = 0u; r < R; r++) {
-        let t = wg_sum(acc[r], ids);
-        let n = row0 + r;
-        if (ids.lid == 0u && n < p.n) {
+#for r in 0..R
+    {
+        let t = wg_sum(acc{r}, ids);
+        if (ids.lid == 0u && row0 + {r}u < p.n) {
             var v = t;
 #ifdef BIAS
-            v += bias[p.y_offset + n];
+            v += bias[p.y_offset + row0 + {r}u];
 #endif
-            y[m * p.y_stride + p.y_offset + n] = act(v);
+            y[m * p.y_stride + p.y_offset + row0 + {r}u] = act(v);
         }
     }
+#endfor
 }

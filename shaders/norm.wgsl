@@ -24,6 +24,11 @@ struct Params {
 #endif
 @group(0) @binding(4) var<storage, read_write> y: array<act>; // (n_rows, y_stride)
 
+// x[xb + i], or 0 past the row (four independent loads per step keep more in flight).
+fn ld(xb: u32, i: u32) -> f32 {
+    return select(0.0, f32(x[xb + min(i, p.n - 1u)]), i < p.n);
+}
+
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = flat_wg(wg, nwg);
@@ -33,8 +38,11 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let nf = f32(p.n);
 #ifdef LAYER
     var s = 0.0;
-    for (var i = ids.lid; i < p.n; i += WG) {
-        s += f32(x[xb + i]);
+    for (var i = ids.lid; i < p.n; i += 4u * WG) {
+#for u in 0..4
+        let v{u} = ld(xb, i + {u}u * WG);
+#endfor
+        s += (v0 + v1) + (v2 + v3);
     }
     let mean = wg_sum(s, ids) / nf;
     var s2 = 0.0;
@@ -50,9 +58,11 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     }
 #else
     var s2 = 0.0;
-    for (var i = ids.lid; i < p.n; i += WG) {
-        let v = f32(x[xb + i]);
-        s2 += v * v;
+    for (var i = ids.lid; i < p.n; i += 4u * WG) {
+#for u in 0..4
+        let v{u} = ld(xb, i + {u}u * WG);
+#endfor
+        s2 += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3);
     }
     let inv = inverseSqrt(wg_sum(s2, ids) / nf + p.eps);
     if (live) {

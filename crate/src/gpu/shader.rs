@@ -4,7 +4,10 @@
 //! - flags (`ACT_F16`, `SUBGROUP`, `W_Q4`, …) select `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif`
 //!   blocks (nestable);
 //! - valued defines become `const NAME: u32 = value;` at the top of the module (workgroup and tile sizes);
-//! - `#include "file"` pastes a snippet from `shaders/common/`.
+//! - `#include "file"` pastes a snippet from `shaders/common/`;
+//! - `#for i in A..B` … `#endfor` repeats its lines for i = A, …, B − 1 (A and B literals or valued defines),
+//!   replacing `{i}` by the number. Register arrays indexed by a loop variable end up in local memory on
+//!   drivers that do not unroll naga's loops (NVIDIA's does not); unrolled here, their indices are constants.
 //!
 //! A prelude declares `act` (the activation scalar: f32, or f16 with `enable f16;`) and `act4`. The pipeline
 //! cache keys on the shader name and [`Defines::key`], which lists every define, so two variants never share
@@ -145,7 +148,7 @@ impl Shader {
                 *top = (!top.1, true);
             } else if t == "#endif" {
                 stack.pop().ok_or_else(|| err(format!("line {}: #endif without #if", n + 1)))?;
-            } else if t.starts_with('#') {
+            } else if t.starts_with('#') && !(t.starts_with("#for ") || t == "#endfor") {
                 return Err(err(format!("line {}: unknown directive {t}", n + 1)));
             } else if active(&stack) {
                 out.push_str(line);
@@ -155,6 +158,58 @@ impl Shader {
         if !stack.is_empty() {
             return Err(err("unterminated #ifdef".into()));
         }
-        Ok(out)
+        let lines: Vec<&str> = out.lines().collect();
+        let mut text = String::new();
+        unroll(&lines, defines, &mut text).map_err(err)?;
+        Ok(text)
     }
+}
+
+/// Expands `#for NAME in A..B` … `#endfor` blocks (nestable) into `out`.
+fn unroll(lines: &[&str], defines: &Defines, out: &mut String) -> std::result::Result<(), String> {
+    let bound = |t: &str| -> std::result::Result<u32, String> {
+        let t = t.trim();
+        t.parse::<u32>().or_else(|_| defines.0.get(t).copied().flatten().ok_or_else(|| format!("#for bound `{t}` is not a number or a valued define")))
+    };
+    let mut i = 0;
+    while i < lines.len() {
+        let t = lines[i].trim();
+        if let Some(spec) = t.strip_prefix("#for ") {
+            let (name, range) = spec.split_once(" in ").ok_or_else(|| format!("malformed `{t}`"))?;
+            let (a, b) = range.split_once("..").ok_or_else(|| format!("malformed range in `{t}`"))?;
+            let (a, b) = (bound(a)?, bound(b)?);
+            // the matching #endfor
+            let mut depth = 1;
+            let mut j = i + 1;
+            while j < lines.len() {
+                let u = lines[j].trim();
+                if u.starts_with("#for ") {
+                    depth += 1;
+                } else if u == "#endfor" {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                j += 1;
+            }
+            if j == lines.len() {
+                return Err(format!("`{t}` has no #endfor"));
+            }
+            let key = format!("{{{}}}", name.trim());
+            for v in a..b {
+                let body: Vec<String> = lines[i + 1..j].iter().map(|l| l.replace(&key, &v.to_string())).collect();
+                let body: Vec<&str> = body.iter().map(|s| s.as_str()).collect();
+                unroll(&body, defines, out)?;
+            }
+            i = j + 1;
+        } else if t == "#endfor" {
+            return Err("#endfor without #for".into());
+        } else {
+            out.push_str(lines[i]);
+            out.push('\n');
+            i += 1;
+        }
+    }
+    Ok(())
 }

@@ -84,6 +84,7 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Ten
         .value("D", a.head_dim)
         .value("BQ", bq)
         .value("BKV", bkv)
+        .value("OPT", (bq * a.head_dim).div_ceil(128))
         .flag_if("CAUSAL", a.causal);
     let pipeline = rec.ctx.pipeline(&ATTENTION, &defines)?;
     let params = Params {
@@ -143,6 +144,20 @@ pub fn decode_scratch_len(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_kv: 
     (n_heads * splits * (head_dim + 2)) as usize
 }
 
+/// The decode kernel's defines; shared with `kernels::variants`.
+pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32, n_rep: u32) -> Result<crate::gpu::Defines> {
+    let cw = if act == crate::gpu::DType::F16 { 8 } else { 4 };
+    let lanes = head_dim / cw;
+    let kg = DECODE_WG / lanes;
+    Ok(base_defines(ctx, act, DECODE_WG)?
+        .value("D", head_dim)
+        .value("N_REP", n_rep)
+        .value("CW", cw)
+        .value("LANES", lanes)
+        .value("KG", kg)
+        .value("KPT", DECODE_WG / kg))
+}
+
 /// One query token per head against `n_kv` cached keys. `q` holds the heads at `q_offset` (a fused qkv row
 /// works), `o` gets `(n_heads·head_dim)`; `scratch` is f32 of [`decode_scratch_len`].
 pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs) -> Result<()> {
@@ -163,7 +178,7 @@ pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, 
     let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads);
     check("attention_decode", scratch.len() >= (a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;
     let n_rep = a.n_heads / a.n_kv_heads;
-    let base = base_defines(rec.ctx, act, DECODE_WG)?.value("D", a.head_dim).value("N_REP", n_rep);
+    let base = decode_defines(rec.ctx, act, a.head_dim, n_rep)?;
     let params = DecodeParams {
         n_kv: a.n_kv,
         n_heads: a.n_heads,

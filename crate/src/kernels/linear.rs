@@ -125,6 +125,7 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     check("matmul", tile == 64 || tile == 128, || format!("tile {tile} is not 64 or 128"))?;
     let defines = base_defines(rec.ctx, act, 256)?
         .value("TILE", tile)
+        .value("V", tile / 64)
         .flag_if("W_Q4", w.format == WeightFormat::Q4)
         .flag_if("W_F16", w.format == WeightFormat::F16)
         .flag_if("BIAS", bias.is_some());

@@ -82,7 +82,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                         out.push((MATVEC, base(wg).value("R", rows).flag(wfmt).flag_if("BIAS", bias)));
                     }
                     for tile in [64, 128] {
-                        out.push((MATMUL, base(256).value("TILE", tile).flag(wfmt).flag_if("BIAS", bias)));
+                        out.push((MATMUL, base(256).value("TILE", tile).value("V", tile / 64).flag(wfmt).flag_if("BIAS", bias)));
                     }
                 }
                 out.push((EMBED, base(128).flag(wfmt)));
@@ -90,15 +90,19 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
             for d in [16, 64, 72, 128] {
                 for (bq, bkv) in [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8), (2, 4), (1, 4)] {
                     for causal in [false, true] {
-                        out.push((ATTENTION, base(128).value("D", d).value("BQ", bq).value("BKV", bkv).flag_if("CAUSAL", causal)));
+                        out.push((ATTENTION, base(128).value("D", d).value("BQ", bq).value("BKV", bkv).value("OPT", (bq * d).div_ceil(128)).flag_if("CAUSAL", causal)));
                     }
                 }
                 for n_rep in [1, 2, 4, 5, 8] {
                     if d == 72 {
                         continue; // decode needs head_dim / chunk to divide the workgroup
                     }
-                    out.push((ATTENTION_DECODE, base(attention::DECODE_WG).value("D", d).value("N_REP", n_rep)));
-                    out.push((ATTENTION_DECODE, base(attention::DECODE_WG).value("D", d).value("N_REP", n_rep).flag("COMBINE")));
+                    let cw = if f16 { 8 } else { 4 };
+                    let (lanes, wg) = (d / cw, attention::DECODE_WG);
+                    let dec = base(wg).value("D", d).value("N_REP", n_rep).value("CW", cw).value("LANES", lanes);
+                    let dec = dec.value("KG", wg / lanes).value("KPT", lanes);
+                    out.push((ATTENTION_DECODE, dec.clone()));
+                    out.push((ATTENTION_DECODE, dec.flag("COMBINE")));
                 }
             }
             out.push((ROPE, base(WG)));

@@ -2,7 +2,7 @@
 
 use crate::gpu::shader::NORM;
 use crate::gpu::{Binding, DType, Recorder, Tensor};
-use crate::kernels::{base_defines, check, grid, same_dtype, wide_wg};
+use crate::kernels::{base_defines, check, grid, same_dtype, wide_wg, WG};
 use crate::Result;
 
 #[repr(C)]
@@ -26,7 +26,9 @@ fn norm(rec: &mut Recorder, x: &Tensor, w: &Tensor, b: Option<&Tensor>, y: &Tens
     if let Some(b) = b {
         check("norm", b.len() == n && b.dtype == DType::F32, || "bias must be f32 of the row width".into())?;
     }
-    let defines = base_defines(rec.ctx, act, wide_wg(rec.ctx))?.flag_if("LAYER", b.is_some());
+    // A lone row (decode) gets the widest workgroup; many rows fill the GPU with 256-wide ones.
+    let wg = if rows < 64 { wide_wg(rec.ctx) } else { WG };
+    let defines = base_defines(rec.ctx, act, wg)?.flag_if("LAYER", b.is_some());
     let pipeline = rec.ctx.pipeline(&NORM, &defines)?;
     let params = Params { n_rows: rows as u32, n: n as u32, x_stride: n as u32, y_stride: n as u32, eps, _p: [0; 3] };
     let mut bind = vec![Binding::new(1, &x.buffer), Binding::new(2, &w.buffer), Binding::new(4, &y.buffer)];
