@@ -160,29 +160,45 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 }
 #else
 var<workgroup> wts: array<f32, 256>;
+var<workgroup> ls: array<f32, 256>;
 
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let h = wg.x;
-    var mx = NEG;
-    for (var s = 0u; s < p.n_splits; s++) {
-        mx = max(mx, part[(h * p.n_splits + s) * (D + 2u)]);
+    let lid = ids.lid;
+    // every split's (max, sum) loaded at once (n_splits ≤ 256), then the merge weights e^(m_s − M)
+    var mloc = NEG;
+    for (var s = lid; s < p.n_splits; s += WG) {
+        let b = (h * p.n_splits + s) * (D + 2u);
+        wts[s] = part[b];
+        ls[s] = part[b + 1u];
+        mloc = max(mloc, wts[s]);
     }
-    // split weights e^(m_s − M), computed once in parallel (n_splits ≤ 256)
-    for (var s = ids.lid; s < p.n_splits; s += WG) {
-        wts[s] = exp_c(part[(h * p.n_splits + s) * (D + 2u)] - mx);
+    let mx = wg_max(mloc, ids);
+    var lloc = 0.0;
+    for (var s = lid; s < p.n_splits; s += WG) {
+        wts[s] = exp_c(wts[s] - mx);
+        lloc += ls[s] * wts[s];
     }
-    workgroupBarrier();
-    var l = 0.0;
-    for (var s = 0u; s < p.n_splits; s++) {
-        l += part[(h * p.n_splits + s) * (D + 2u) + 1u] * wts[s];
-    }
-    for (var d = ids.lid; d < D; d += WG) {
-        var a = 0.0;
-        for (var s = 0u; s < p.n_splits; s++) {
-            a += part[(h * p.n_splits + s) * (D + 2u) + 2u + d] * wts[s];
+    let l = wg_sum(lloc, ids);
+    // four splits per step, their loads independent
+    for (var d = lid; d < D; d += WG) {
+        var a0 = 0.0;
+        var a1 = 0.0;
+        var a2 = 0.0;
+        var a3 = 0.0;
+        var s = 0u;
+        for (; s + 4u <= p.n_splits; s += 4u) {
+            let b = (h * p.n_splits + s) * (D + 2u) + 2u + d;
+            a0 += part[b] * wts[s];
+            a1 += part[b + (D + 2u)] * wts[s + 1u];
+            a2 += part[b + 2u * (D + 2u)] * wts[s + 2u];
+            a3 += part[b + 3u * (D + 2u)] * wts[s + 3u];
         }
-        o[p.o_offset + h * D + d] = act(a / l);
+        for (; s < p.n_splits; s++) {
+            a0 += part[(h * p.n_splits + s) * (D + 2u) + 2u + d] * wts[s];
+        }
+        o[p.o_offset + h * D + d] = act(((a0 + a1) + (a2 + a3)) / l);
     }
 }
 #endif

@@ -44,8 +44,9 @@ fn scale(i: u32) -> f32 {
 }
 // The 8 values of one code word, as (values 0..3, values 4..7), times the group scale.
 fn deq(word: u32, d: f32) -> mat2x4<f32> {
-    let lo = vec4<f32>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)) - vec4<f32>(8.0);
-    let hi = vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) - vec4<f32>(8.0);
+    // 2^23 + q as a float, minus 2^23 + 8: exact, and no int→float conversion
+    let lo = bitcast<vec4<f32>>(((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4<f32>(8388616.0);
+    let hi = bitcast<vec4<f32>>(((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4<f32>(8388616.0);
     return mat2x4<f32>(lo * d, hi * d);
 }
 #endif

@@ -30,10 +30,27 @@ var<workgroup> mx_shared: f32;
 
 const INF_BITS: u32 = 0x7f800000u;
 
-// (count, mass) of the tokens i = begin, begin + step, … < end with lo_t ≤ d ≤ hi_t (as bit patterns).
+fn d_at(m: f32, inv_t: f32, i: u32) -> f32 {
+    return (m - f32(logits[min(i, p.n - 1u)])) * inv_t;
+}
+
+// (count, mass) of the tokens with lo_t ≤ d ≤ hi_t (as bit patterns) among i = begin, begin + step, … < end.
+// STRIDED: step = WG, eight independent loads per iteration (a lone workgroup is bound by load latency).
 fn slice_stats(m: f32, inv_t: f32, lo_t: u32, hi_t: u32, begin: u32, end: u32, step: u32) -> vec2<f32> {
     var cnt = 0.0;
     var mass = 0.0;
+    if (step == WG) {
+        for (var i = begin; i < end; i += 8u * WG) {
+#for u in 0..8
+            let d{u} = d_at(m, inv_t, i + {u}u * WG);
+            let b{u} = bitcast<u32>(d{u});
+            let in{u} = i + {u}u * WG < end && b{u} >= lo_t && b{u} <= hi_t;
+            cnt += select(0.0, 1.0, in{u});
+            mass += select(0.0, exp(-min(d{u}, 87.0)), in{u});
+#endfor
+        }
+        return vec2<f32>(cnt, mass);
+    }
     for (var i = begin; i < end; i += step) {
         let d = (m - f32(logits[i])) * inv_t;
         let b = bitcast<u32>(d);
@@ -52,12 +69,16 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let per = (p.n + WG - 1u) / WG;
     var lmax = -3.0e38;
     var lidx = 4.0e9;
-    for (var i = lid; i < p.n; i += WG) {
-        let v = f32(logits[i]);
-        if (v > lmax) {
-            lmax = v;
-            lidx = f32(i);
+    for (var i = lid; i < p.n; i += 8u * WG) {
+#for u in 0..8
+        let v{u} = f32(logits[min(i + {u}u * WG, p.n - 1u)]);
+#endfor
+#for u in 0..8
+        if (i + {u}u * WG < p.n && v{u} > lmax) {
+            lmax = v{u};
+            lidx = f32(i + {u}u * WG);
         }
+#endfor
     }
     let m = wg_max(lmax, ids);
     let first = wg_min(select(4.0e9, lidx, lmax == m), ids);
