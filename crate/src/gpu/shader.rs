@@ -33,6 +33,7 @@ macro_rules! shader {
 pub const MATVEC: Shader = shader!("matvec");
 pub const MATMUL: Shader = shader!("matmul");
 pub const ATTENTION: Shader = shader!("attention");
+pub const ATTENTION_TILED: Shader = shader!("attention_tiled");
 pub const ATTENTION_DECODE: Shader = shader!("attention_decode");
 pub const ROPE: Shader = shader!("rope");
 pub const NORM: Shader = shader!("norm");
@@ -44,7 +45,7 @@ pub const SAMPLE: Shader = shader!("sample");
 
 /// Every shader, for the GPU-free validation test.
 pub const ALL: &[Shader] =
-    &[MATVEC, MATMUL, ATTENTION, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, SAMPLE];
+    &[MATVEC, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, SAMPLE];
 
 const INCLUDES: &[(&str, &str)] = &[
     ("reduce.wgsl", include_str!("../../../shaders/common/reduce.wgsl")),

@@ -79,15 +79,17 @@ fn check_args(kernel: &'static str, a: &AttnArgs) -> Result<()> {
 pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs) -> Result<()> {
     check_args("attention", a)?;
     let act = same_dtype("attention", &[q, k, v, o])?;
-    let (bq, bkv) = prefill_tiles(rec.ctx, a.head_dim);
-    let defines = base_defines(rec.ctx, act, 128)?
-        .value("D", a.head_dim)
-        .value("BQ", bq)
-        .value("BKV", bkv)
-        .value("OPT", (bq * a.head_dim).div_ceil(128))
-        .flag_if("CAUSAL", a.causal);
-    let pipeline = rec.ctx.pipeline(&ATTENTION, &defines)?;
-    let params = Params {
+    if a.head_dim == 128 && rec.ctx.caps.max_workgroup_storage >= TILED_STORAGE && rec.ctx.caps.max_invocations >= 256 {
+        return attention_tiled(rec, q, k, v, o, a, act);
+    }
+    attention_generic(rec, q, k, v, o, a, act)
+}
+
+/// Workgroup memory of the register-tiled kernel (attention_tiled.wgsl).
+pub const TILED_STORAGE: u32 = 29_440;
+
+fn params(a: &AttnArgs) -> Params {
+    Params {
         n_q: a.n_q,
         n_kv: a.n_kv,
         n_heads: a.n_heads,
@@ -104,7 +106,30 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Ten
         v_offset: a.v.offset,
         scale: a.scale,
         _p: 0,
-    };
+    }
+}
+
+/// The register-tiled kernel for head size 128 (64 queries × 32 keys a step).
+pub fn attention_tiled(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs, act: crate::gpu::DType) -> Result<()> {
+    check("attention", a.head_dim == 128, || "the tiled kernel is for head size 128".into())?;
+    let defines = base_defines(rec.ctx, act, 256)?.flag_if("CAUSAL", a.causal);
+    let pipeline = rec.ctx.pipeline(&crate::gpu::shader::ATTENTION_TILED, &defines)?;
+    let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &o.buffer)];
+    rec.dispatch(pipeline, &params(a), b, [a.n_q.div_ceil(64), a.n_heads, 1]);
+    Ok(())
+}
+
+/// The generic kernel: any head size, tiles sized to the device's workgroup memory.
+pub fn attention_generic(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs, act: crate::gpu::DType) -> Result<()> {
+    let (bq, bkv) = prefill_tiles(rec.ctx, a.head_dim);
+    let defines = base_defines(rec.ctx, act, 128)?
+        .value("D", a.head_dim)
+        .value("BQ", bq)
+        .value("BKV", bkv)
+        .value("OPT", (bq * a.head_dim).div_ceil(128))
+        .flag_if("CAUSAL", a.causal);
+    let pipeline = rec.ctx.pipeline(&ATTENTION, &defines)?;
+    let params = params(a);
     let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &o.buffer)];
     rec.dispatch(pipeline, &params, b, [a.n_q.div_ceil(bq), a.n_heads, 1]);
     Ok(())
@@ -130,10 +155,11 @@ struct DecodeParams {
 /// Keys per workgroup block of the decode kernel.
 pub const DECODE_WG: u32 = 128;
 
-/// (keys per split, number of splits) for `n_kv` keys: about 256 workgroups in all (two per SM of a large
-/// GPU), each walking at least one block of DECODE_WG keys; at most 256 splits (the merge's limit).
+/// (keys per split, number of splits) for `n_kv` keys: about 1024 workgroups in all (several per SM of a
+/// large GPU; measured faster than fewer, longer ones), each at least one block of DECODE_WG keys; at most
+/// 256 splits (the merge's limit).
 pub fn decode_split(n_kv: u32, n_kv_heads: u32) -> (u32, u32) {
-    let target = (256 / n_kv_heads.max(1)).clamp(1, 256);
+    let target = (1024 / n_kv_heads.max(1)).clamp(1, 256);
     let chunk = n_kv.div_ceil(target).next_multiple_of(DECODE_WG).max(DECODE_WG);
     (chunk, n_kv.div_ceil(chunk).max(1))
 }

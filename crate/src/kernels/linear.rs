@@ -18,7 +18,20 @@ pub struct MatvecShape {
     pub rows: u32,
 }
 
-pub const MATVEC_SHAPE: MatvecShape = MatvecShape { wg: 64, rows: 4 };
+pub const MATVEC_SHAPE: MatvecShape = MatvecShape { wg: 32, rows: 2 };
+
+/// The matrix-vector shape for an `(n, k)` weight, from the H200 sweep in BENCHMARKS.md: narrow workgroups
+/// win everywhere; four rows a workgroup for the vocabulary-sized lm_head, two elsewhere, and 64 wide for
+/// the small k/v projections (more invocations in flight).
+pub fn matvec_shape(n: usize, _k: usize) -> MatvecShape {
+    if n >= 65536 {
+        MatvecShape { wg: 32, rows: 4 }
+    } else if n <= 2048 {
+        MatvecShape { wg: 64, rows: 2 }
+    } else {
+        MATVEC_SHAPE
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -68,7 +81,7 @@ fn weight_bindings(part: &crate::gpu::tensor::WeightPart, bias: Option<&Tensor>)
 pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
     let (m, _) = check_shapes(x, w, bias, y)?;
     if m <= MATVEC_MAX_ROWS {
-        matvec(rec, x, w, bias, y, MATVEC_SHAPE)
+        matvec(rec, x, w, bias, y, matvec_shape(w.n, w.k))
     } else {
         matmul(rec, x, w, bias, y)
     }

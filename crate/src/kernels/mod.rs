@@ -78,7 +78,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
             let base = |wg: u32| Defines::new().flag_if("ACT_F16", f16).flag_if("SUBGROUP", sg).value("WG", wg);
             for wfmt in ["W_Q4", "W_F16"] {
                 for bias in [false, true] {
-                    for (wg, rows) in [(32, 1), (64, 4), (128, 2), (256, 4)] {
+                    for (wg, rows) in [(32, 1), (32, 2), (32, 4), (64, 2), (64, 4), (128, 2), (128, 8), (256, 4)] {
                         out.push((MATVEC, base(wg).value("R", rows).flag(wfmt).flag_if("BIAS", bias)));
                     }
                     for tile in [64, 128] {
@@ -86,6 +86,9 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     }
                 }
                 out.push((EMBED, base(128).flag(wfmt)));
+            }
+            for causal in [false, true] {
+                out.push((ATTENTION_TILED, base(256).flag_if("CAUSAL", causal)));
             }
             for d in [16, 64, 72, 128] {
                 for (bq, bkv) in [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8), (2, 4), (1, 4)] {
