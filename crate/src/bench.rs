@@ -1,6 +1,7 @@
 //! `varco bench kernels`: every kernel at VARCO-VISION-14B's real shapes (Qwen2.5-14B: hidden 5120, FFN
 //! 13824, 40 query / 8 KV heads of 128, vocab 151,680; SigLIP: 1152 wide, MLP 4304, 16 heads of 72, 729
-//! tokens a tile), timed on the GPU with timestamp queries (wall clock where the device has none), with
+//! tokens a tile), timed on the GPU with timestamp queries (wall clock where the device has none; median of
+//! five batches, after a one-second warm-up that lifts the GPU out of its idle clocks), with
 //! bytes moved, FLOPs and the fraction of a bandwidth or compute roofline. A benchmark, never a test.
 //!
 //! Weights are random codes (speed does not depend on values). Where one weight would fit in the GPU's
@@ -77,20 +78,42 @@ struct Row {
     bound: &'static str,
 }
 
-/// Times `iters` recordings of `f` (iteration index given) in one command buffer.
+/// Times `iters` recordings of `f` (iteration index given) in one command buffer; the median over five
+/// such batches, after one warm-up batch.
 fn time(ctx: &Context, iters: u32, mut f: impl FnMut(&mut Recorder, u32) -> Result<()>) -> Result<f64> {
     let mut warm = Recorder::new(ctx);
     f(&mut warm, 0)?;
     warm.submit()?;
     pollster::block_on(ctx.sync())?;
-    let mut rec = Recorder::new(ctx);
-    for i in 0..iters {
-        f(&mut rec, i)?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let mut rec = Recorder::new(ctx);
+        for i in 0..iters {
+            f(&mut rec, i)?;
+        }
+        let t0 = Instant::now();
+        let gpu = pollster::block_on(rec.submit_timed())?;
+        times.push(gpu.unwrap_or(t0.elapsed().as_secs_f64()) / iters as f64);
     }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(times[2])
+}
+
+/// About a second of heavy work, so that the GPU leaves its idle clocks before anything is timed.
+fn warm_up(ctx: &Context, rng: &mut Rng, act: DType) -> Result<()> {
+    let w = random_f16(ctx, rng, 4096, 4096)?;
+    let x = act_tensor(ctx, rng, &[2048, 4096], act)?;
+    let y = Tensor::empty(ctx, &[2048, 4096], act)?;
     let t0 = Instant::now();
-    let gpu = pollster::block_on(rec.submit_timed())?;
-    let wall = t0.elapsed().as_secs_f64();
-    Ok(gpu.unwrap_or(wall) / iters as f64)
+    while t0.elapsed().as_secs_f64() < 1.0 {
+        let mut rec = Recorder::new(ctx);
+        for _ in 0..4 {
+            linear::matmul(&mut rec, &x, &w, None, &y)?;
+        }
+        rec.submit()?;
+        pollster::block_on(ctx.sync())?;
+    }
+    Ok(())
 }
 
 pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
@@ -99,6 +122,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
     let act = o.act;
     let want = |name: &str| o.filter.as_deref().is_none_or(|f| name.contains(f));
     let asz = act.size() as f64;
+    warm_up(ctx, &mut rng, act)?;
 
     // --- q4 matrix × vector (decode), fused shapes as the model uses them ---
     let mv_shapes: [(&str, usize, usize); 6] = [
