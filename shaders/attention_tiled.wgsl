@@ -9,37 +9,9 @@
 // Workgroup memory 28.75 KiB. Accumulation in f32. Reference: tests/src/reference.rs attention.
 #include "ids.wgsl"
 
-const NEG: f32 = -1.0e30;
 const D: u32 = 128u;
 
-fn exp_c(x: f32) -> f32 {
-    return exp(max(x, -87.0));
-}
-
-struct Params {
-    n_q: u32,
-    n_kv: u32,
-    n_heads: u32,
-    n_kv_heads: u32,
-    q_stride: u32,
-    o_stride: u32,
-    k_head_stride: u32,
-    k_seq_stride: u32,
-    v_head_stride: u32,
-    v_seq_stride: u32,
-    pos_offset: u32,
-    q_offset: u32,
-    k_offset: u32,
-    v_offset: u32,
-    scale: f32,
-    _p0: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<act>;        // (n_q, q_stride)
-@group(0) @binding(2) var<storage, read> k: array<act>;        // by k_head_stride, k_seq_stride
-@group(0) @binding(3) var<storage, read> v: array<act>;        // by v_head_stride, v_seq_stride
-@group(0) @binding(4) var<storage, read_write> o: array<act>;  // (n_q, o_stride)
+#include "attention_io.wgsl"
 
 var<workgroup> qc: array<vec4<f32>, 32u * 16u>;  // [32 dims][16 query quads]
 var<workgroup> kc: array<vec2<f32>, 32u * 16u>;  // [32 dims][16 key pairs]

@@ -12,16 +12,7 @@ const TM: u32 = TILE / 16u;   // outputs per invocation along each side
 const Q: u32 = TILE / 4u;     // row quads per tile
 // V (a define): vec4s per invocation along each side, TM / 4
 
-struct Params {
-    m: u32,         // rows of X
-    n: u32,         // rows of W in this part
-    k: u32,         // inputs (a multiple of 4)
-    kb: u32,        // 16-byte blocks per row of W
-    y_offset: u32,  // output column of this part's row 0
-    y_stride: u32,  // elements per row of Y
-    x_stride4: u32, // vec4s per row of X
-    _p0: u32,
-}
+#include "linear_io.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<act4>;      // (m, k/4)
@@ -38,10 +29,6 @@ var<workgroup> xs: array<vec4<f32>, 32u * Q>; // [32 k][TILE/4 row quads of X]
 var<workgroup> ws: array<vec4<f32>, 32u * Q>; // [32 k][TILE/4 row quads of W]
 
 #ifdef W_Q4
-fn scale(i: u32) -> f32 {
-    let s = unpack2x16float(scales[i >> 1u]);
-    return select(s.x, s.y, (i & 1u) == 1u);
-}
 // The 8 values of one code word, as (values 0..3, values 4..7), times the group scale.
 fn deq(word: u32, d: f32) -> mat2x4<f32> {
     // 2^23 + q as a float, minus 2^23 + 8: exact, and no int→float conversion

@@ -5,17 +5,7 @@
 // Reference: quant::Q4Matrix::dequantize, then a plain f64 dot product (tests/src/reference.rs).
 #include "ids.wgsl"
 #include "reduce.wgsl"
-
-struct Params {
-    _m: u32,
-    n: u32,         // rows of W in this part
-    k: u32,         // inputs (a multiple of 4)
-    kb: u32,        // 16-byte blocks per row of W
-    y_offset: u32,  // output column of this part's row 0
-    y_stride: u32,  // elements per row of y
-    x_stride4: u32, // vec4s per row of x
-    _p0: u32,
-}
+#include "linear_io.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<act4>;          // (m, k/4)
@@ -43,12 +33,6 @@ fn nib(word: u32, sh: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(bits) - vec4<f32>(8388616.0);
 }
 
-#ifdef W_Q4
-fn scale(i: u32) -> f32 {
-    let s = unpack2x16float(scales[i >> 1u]);
-    return select(s.x, s.y, (i & 1u) == 1u);
-}
-#endif
 
 fn h8(v: vec2<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));

@@ -50,6 +50,8 @@ pub const ALL: &[Shader] =
 const INCLUDES: &[(&str, &str)] = &[
     ("reduce.wgsl", include_str!("../../../shaders/common/reduce.wgsl")),
     ("ids.wgsl", include_str!("../../../shaders/common/ids.wgsl")),
+    ("linear_io.wgsl", include_str!("../../../shaders/common/linear_io.wgsl")),
+    ("attention_io.wgsl", include_str!("../../../shaders/common/attention_io.wgsl")),
 ];
 
 /// The defines of one shader variant. Ordered, so that the cache key is canonical.

@@ -33,10 +33,11 @@ pub fn matvec_shape(n: usize, _k: usize) -> MatvecShape {
     }
 }
 
+/// Mirrors `shaders/common/linear_io.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    a: u32,
+    m: u32,
     n: u32,
     k: u32,
     kb: u32,
@@ -66,8 +67,24 @@ fn check_shapes(x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Re
     Ok((m, k))
 }
 
-fn weight_bindings(part: &crate::gpu::tensor::WeightPart, bias: Option<&Tensor>) -> Vec<Binding> {
-    let mut b = vec![Binding::new(2, &part.data)];
+impl Params {
+    fn new(m: usize, w: &Weight, part: &crate::gpu::tensor::WeightPart) -> Self {
+        Params {
+            m: m as u32,
+            n: part.rows.len() as u32,
+            k: w.k as u32,
+            kb: blocks_per_row(w),
+            y_offset: part.rows.start as u32,
+            y_stride: w.n as u32,
+            x_stride4: (w.k / 4) as u32,
+            _p: 0,
+        }
+    }
+}
+
+/// x, y, one part of W (and its scales) and the bias, at the bindings of linear_io.wgsl's kernels.
+fn bindings(x: &Tensor, y: &Tensor, part: &crate::gpu::tensor::WeightPart, bias: Option<&Tensor>) -> Vec<Binding> {
+    let mut b = vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer), Binding::new(2, &part.data)];
     if let Some(s) = &part.scales {
         b.push(Binding::new(3, s));
     }
@@ -89,7 +106,7 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
 
 /// The matrix-vector kernel, one workgroup row per row of x.
 pub fn matvec(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, shape: MatvecShape) -> Result<()> {
-    let (m, k) = check_shapes(x, w, bias, y)?;
+    let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matvec", &[x, y])?;
     let defines = base_defines(rec.ctx, act, shape.wg)?
         .value("R", shape.rows)
@@ -99,19 +116,9 @@ pub fn matvec(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
     let pipeline = rec.ctx.pipeline(&MATVEC, &defines)?;
     for part in &w.parts {
         let n = part.rows.len() as u32;
-        let params = Params {
-            a: 0,
-            n,
-            k: k as u32,
-            kb: blocks_per_row(w),
-            y_offset: part.rows.start as u32,
-            y_stride: w.n as u32,
-            x_stride4: (k / 4) as u32,
-            _p: 0,
-        };
-        let mut b = vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer)];
-        b.extend(weight_bindings(part, bias));
+        let params = Params::new(0, w, part);
         let g = grid(rec.ctx, n.div_ceil(shape.rows), m as u32);
+        let b = bindings(x, y, part, bias);
         rec.dispatch(pipeline.clone(), &params, b, g);
     }
     Ok(())
@@ -133,7 +140,7 @@ pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
 }
 
 pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, tile: u32) -> Result<()> {
-    let (m, k) = check_shapes(x, w, bias, y)?;
+    let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matmul", &[x, y])?;
     check("matmul", tile == 64 || tile == 128, || format!("tile {tile} is not 64 or 128"))?;
     let defines = base_defines(rec.ctx, act, 256)?
@@ -147,18 +154,8 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;
     for part in &w.parts {
         let n = part.rows.len() as u32;
-        let params = Params {
-            a: m as u32,
-            n,
-            k: k as u32,
-            kb: blocks_per_row(w),
-            y_offset: part.rows.start as u32,
-            y_stride: w.n as u32,
-            x_stride4: (k / 4) as u32,
-            _p: 0,
-        };
-        let mut b = vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer)];
-        b.extend(weight_bindings(part, bias));
+        let params = Params::new(m, w, part);
+        let b = bindings(x, y, part, bias);
         rec.dispatch(pipeline.clone(), &params, b, [n.div_ceil(tile), m_tiles, 1]);
     }
     Ok(())

@@ -1,0 +1,34 @@
+// Parameters and bindings shared by attention.wgsl and attention_tiled.wgsl (the Rust side fills one
+// struct for both: kernels/attention.rs).
+
+const NEG: f32 = -1.0e30;
+
+// exp with its argument clamped: some implementations (SwiftShader) return NaN for exp(-1e30).
+fn exp_c(x: f32) -> f32 {
+    return exp(max(x, -87.0));
+}
+
+struct Params {
+    n_q: u32,
+    n_kv: u32,
+    n_heads: u32,
+    n_kv_heads: u32,
+    q_stride: u32,
+    o_stride: u32,
+    k_head_stride: u32,
+    k_seq_stride: u32,
+    v_head_stride: u32,
+    v_seq_stride: u32,
+    pos_offset: u32,
+    q_offset: u32, // first element of Q (its column in a fused qkv row)
+    k_offset: u32,
+    v_offset: u32,
+    scale: f32,
+    _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<act>;        // (n_q, q_stride)
+@group(0) @binding(2) var<storage, read> k: array<act>;        // by k_head_stride, k_seq_stride
+@group(0) @binding(3) var<storage, read> v: array<act>;        // by v_head_stride, v_seq_stride
+@group(0) @binding(4) var<storage, read_write> o: array<act>;  // (n_q, o_stride)
