@@ -21,6 +21,16 @@ pub enum Error {
     #[error("kernel {kernel}: {message}")]
     Kernel { kernel: &'static str, message: String },
 
+    // --- images ---
+    #[error("image: {0}")]
+    Image(String),
+
+    // --- text ---
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
+
     // --- quantization ---
     #[error("quantization: {0}")]
     Quant(String),

@@ -7,14 +7,20 @@
 //!   cache keyed by shader and defines, and a recorder that turns a whole step into one command buffer.
 //! - [`quant`]: the 4-bit weight format (group 32, symmetric, f16 scales) and its CPU quantize/dequantize.
 //! - [`kernels`]: typed constructors for every hand-written WGSL kernel in `shaders/`.
+//! - [`image`]: decoding and the anyres_max_9 tiling, Pillow-equivalent, with the image-token count.
+//! - [`tokenizer`], [`chat`]: the real tokenizer, a streaming detokenizer, the chat template and the image
+//!   placeholder in both checkpoint conventions.
 //! - [`bench`]: the kernel benchmark behind `varco bench kernels`.
 //!
-//! What it does not do (yet): the model, the loader, the tokenizer and the web API arrive with later issues.
+//! What it does not do (yet): the model, the loader and the web API arrive with later issues.
 
 pub mod error;
+pub mod chat;
 pub mod gpu;
+pub mod image;
 pub mod kernels;
 pub mod quant;
+pub mod tokenizer;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;

@@ -3,5 +3,7 @@
 //! lavapipe (`tests/kernels.rs`) and in headless Chromium (`tests/browser.rs`).
 
 pub mod cases;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fixtures;
 pub mod harness;
 pub mod reference;
