@@ -10,11 +10,13 @@
 //! - [`image`]: decoding and the anyres_max_9 tiling, Pillow-equivalent, with the image-token count.
 //! - [`tokenizer`], [`chat`]: the real tokenizer, a streaming detokenizer, the chat template and the image
 //!   placeholder in both checkpoint conventions.
+//! - [`answer`]: `<obj>`/`<char>`/`<bbox>` answers into spans and boxes; the task prompts.
 //! - [`bench`]: the kernel benchmark behind `varco bench kernels`.
 //!
 //! What it does not do (yet): the model, the loader and the web API arrive with later issues.
 
 pub mod error;
+pub mod answer;
 pub mod chat;
 pub mod gpu;
 pub mod image;
