@@ -117,7 +117,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let e = lid + {r}u * WG;
         let t = q0 + e / D;
         if (e < BQ * D && t < p.n_q) {
-            o[t * p.o_stride + h * D + e % D] = act(acc{r} / row_l[e / D]);
+            o[p.o_offset + t * p.o_stride + h * D + e % D] = act(acc{r} / row_l[e / D]);
         }
     }
 #endfor

@@ -187,7 +187,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let t = q0 + qi;
         if (t < p.n_q) {
             let inv = 1.0 / row_l[qi];
-            let b = t * p.o_stride + h * D + tx * 8u;
+            let b = p.o_offset + t * p.o_stride + h * D + tx * 8u;
             o[b] = act(o{i}_0.x * inv);
             o[b + 1u] = act(o{i}_0.y * inv);
             o[b + 2u] = act(o{i}_0.z * inv);

@@ -21,6 +21,10 @@ pub enum Error {
     #[error("kernel {kernel}: {message}")]
     Kernel { kernel: &'static str, message: String },
 
+    // --- checkpoints ---
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+
     // --- images ---
     #[error("image: {0}")]
     Image(String),

@@ -10,6 +10,7 @@
 //! - [`image`]: decoding and the anyres_max_9 tiling, Pillow-equivalent, with the image-token count.
 //! - [`tokenizer`], [`chat`]: the real tokenizer, a streaming detokenizer, the chat template and the image
 //!   placeholder in both checkpoint conventions.
+//! - [`weights`], [`model`]: checkpoints in both layouts, the config, the vision tower and projector.
 //! - [`answer`]: `<obj>`/`<char>`/`<bbox>` answers into spans and boxes; the task prompts.
 //! - [`bench`]: the kernel benchmark behind `varco bench kernels`.
 //!
@@ -21,8 +22,10 @@ pub mod chat;
 pub mod gpu;
 pub mod image;
 pub mod kernels;
+pub mod model;
 pub mod quant;
 pub mod tokenizer;
+pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;

@@ -24,7 +24,7 @@ struct Params {
     k_offset: u32,
     v_offset: u32,
     scale: f32,
-    _p0: u32,
+    o_offset: u32,  // first element of O
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

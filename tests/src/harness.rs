@@ -75,19 +75,24 @@ pub fn tol(dtype: DType, long_rows: bool) -> f64 {
     }
 }
 
-/// ‖got − want‖ / ‖want‖ ≤ tol, with every value finite (a poisoned element is NaN and fails).
-pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
-        panic!("{what}: element {i} is {} (not written, or overflow)", got[i]);
-    }
+/// ‖got − want‖ / ‖want‖.
+pub fn rel_error(got: &[f32], want: &[f64]) -> f64 {
     let mut num = 0f64;
     let mut den = 0f64;
     for (g, w) in got.iter().zip(want) {
         num += (*g as f64 - w).powi(2);
         den += w.powi(2);
     }
-    let rel = (num / den.max(1e-300)).sqrt();
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// ‖got − want‖ / ‖want‖ ≤ tol, with every value finite (a poisoned element is NaN and fails).
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
+        panic!("{what}: element {i} is {} (not written, or overflow)", got[i]);
+    }
+    let rel = rel_error(got, want);
     assert!(rel <= tol, "{what}: relative error {rel:.3e} > {tol:.0e}");
 }
 

@@ -41,11 +41,12 @@ pub const ELEMENTWISE: Shader = shader!("elementwise");
 pub const EMBED: Shader = shader!("embed");
 pub const PATCH_EMBED: Shader = shader!("patch_embed");
 pub const RESIZE: Shader = shader!("resize");
+pub const MERGE: Shader = shader!("merge");
 pub const SAMPLE: Shader = shader!("sample");
 
 /// Every shader, for the GPU-free validation test.
 pub const ALL: &[Shader] =
-    &[MATVEC, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, SAMPLE];
+    &[MATVEC, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, SAMPLE];
 
 const INCLUDES: &[(&str, &str)] = &[
     ("reduce.wgsl", include_str!("../../../shaders/common/reduce.wgsl")),

@@ -27,6 +27,8 @@ pub struct AttnArgs {
     pub q_stride: u32,
     pub q_offset: u32,
     pub o_stride: u32,
+    /// First element of O (e.g. a tile's rows in a batch of tiles).
+    pub o_offset: u32,
     pub k: KvLayout,
     pub v: KvLayout,
     /// Absolute position of query 0 (causal only): query i sees keys 0..=pos_offset + i.
@@ -53,7 +55,7 @@ struct Params {
     k_offset: u32,
     v_offset: u32,
     scale: f32,
-    _p: u32,
+    o_offset: u32,
 }
 
 /// Queries and keys per workgroup tile that fit the device's workgroup memory for head size `d`.
@@ -105,7 +107,7 @@ fn params(a: &AttnArgs) -> Params {
         k_offset: a.k.offset,
         v_offset: a.v.offset,
         scale: a.scale,
-        _p: 0,
+        o_offset: a.o_offset,
     }
 }
 
@@ -215,7 +217,7 @@ pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, 
         v_head_stride: a.v.head_stride,
         v_seq_stride: a.v.seq_stride,
         q_offset: a.q_offset,
-        o_offset: 0,
+        o_offset: a.o_offset,
         scale: a.scale,
         _p: 0,
     };

@@ -28,10 +28,11 @@ pub fn add(rec: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<()> {
     run(rec, "ADD", act, a.len(), 1, vec![Binding::new(1, &a.buffer), Binding::new(2, &b.buffer)])
 }
 
-/// `x[r, c] += bias[c]`, bias f32 of x's last dimension.
+/// `x[i] += bias[i % bias.len()]`: a bias over the last dimension, or any f32 pattern repeated over x (the
+/// position embedding over a batch of tiles).
 pub fn bias_add(rec: &mut Recorder, x: &Tensor, bias: &Tensor) -> Result<()> {
-    let w = *x.shape.last().unwrap();
-    check("bias_add", bias.len() == w && bias.dtype == DType::F32, || "bias must be f32 of the row width".into())?;
+    let w = bias.len();
+    check("bias_add", w > 0 && x.len() % w == 0 && bias.dtype == DType::F32, || format!("an f32 bias of {w} does not tile {:?}", x.shape))?;
     run(rec, "BIAS", x.dtype, x.len(), w, vec![Binding::new(1, &x.buffer), Binding::new(2, &bias.buffer)])
 }
 

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod embed;
 pub mod linear;
+pub mod merge;
 pub mod norm;
 pub mod patch_embed;
 pub mod resize;
@@ -119,6 +120,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
             }
             out.push((PATCH_EMBED, base(WG)));
             out.push((RESIZE, base(WG)));
+            out.push((MERGE, base(WG)));
         }
     }
     out

@@ -1,0 +1,5 @@
+//! The VARCO-VISION model: [`config`] (both checkpoint layouts), the SigLIP tower and projector on the GPU
+//! ([`vision`]).
+
+pub mod config;
+pub mod vision;

@@ -1,0 +1,150 @@
+//! The model's pieces on the GPU against transformers' fixtures (f32 activations on the checkpoint's f16
+//! weights, the exact path): SigLIP's last hidden state, and the image features after the projector, unpad,
+//! shrink and newlines. Both checkpoint layouts, and broken checkpoints.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use candle_core::DType as CDType;
+use varco_tests::fixtures;
+use varco_tests::harness::{assert_close, rel_error};
+use varco_web::gpu::{Context, ContextOptions, DType, Recorder, Tensor};
+use varco_web::image::{normalize, AnyresConfig};
+use varco_web::model::config::ModelConfig;
+use varco_web::model::vision::{Projector, VisionTower};
+use varco_web::weights::{Layout, WeightSource};
+
+fn ctx() -> &'static Context {
+    static C: OnceLock<Context> = OnceLock::new();
+    C.get_or_init(|| pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)"))
+}
+
+fn hf_dir() -> std::path::PathBuf {
+    fixtures::root().join("model-hf")
+}
+
+fn load(dir: &Path, config: &str) -> (WeightSource, ModelConfig) {
+    let w = WeightSource::open_dir(dir).unwrap();
+    let cfg = ModelConfig::from_json(config, &w).unwrap();
+    (w, cfg)
+}
+
+/// Runs tower, projector and merge on the grounding case's own tiles; returns (last hidden, image features).
+fn image_path(w: &WeightSource, cfg: &ModelConfig) -> (Vec<f32>, Vec<f32>) {
+    let ctx = ctx();
+    let exp = fixtures::expected("grounding_500x375");
+    let tiles_u8 = exp["tiles_rgb_u8"].clone();
+    let (n_tiles, s) = (tiles_u8.dims()[0], tiles_u8.dims()[1]);
+    let raw = tiles_u8.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let tiles: Vec<image::RgbImage> = raw.chunks(s * s * 3).map(|c| image::RgbImage::from_raw(s as u32, s as u32, c.to_vec()).unwrap()).collect();
+    assert_eq!(tiles.len(), n_tiles);
+    let px = normalize(&tiles);
+    let pixels = Tensor::from_f32(ctx, &px, &[n_tiles, 3, s, s], DType::F32).unwrap();
+    let tower = VisionTower::load(ctx, w, &cfg.vision).unwrap();
+    let proj = Projector::load(ctx, w, cfg.vision.hidden, cfg.text.hidden).unwrap();
+    let plan = cfg.anyres.plan(500, 375);
+    let mut rec = Recorder::new(ctx);
+    let hidden = tower.forward(&mut rec, &pixels, DType::F32).unwrap();
+    let projected = proj.forward(&mut rec, &hidden).unwrap();
+    let feats = proj.merge(&mut rec, &projected, &plan, cfg.vision.cells() as u32).unwrap();
+    rec.submit().unwrap();
+    let h = pollster::block_on(hidden.to_f32(ctx)).unwrap();
+    let f = pollster::block_on(feats.to_f32(ctx)).unwrap();
+    (h, f)
+}
+
+fn expected_f64(name: &str) -> Vec<f64> {
+    let exp = fixtures::expected("grounding_500x375");
+    exp[name].to_dtype(CDType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
+}
+
+fn hf_config_text() -> String {
+    String::from_utf8(fixtures::read("model-hf/config.json")).unwrap()
+}
+
+#[test]
+fn config_from_the_hf_layout() {
+    let (w, cfg) = load(&hf_dir(), &hf_config_text());
+    assert_eq!(w.layout, Layout::Hf);
+    let t = &cfg.text;
+    assert_eq!((t.hidden, t.intermediate, t.layers, t.heads, t.kv_heads, t.head_dim, t.vocab), (32, 88, 2, 2, 1, 16, 151_680));
+    assert_eq!((t.rope_theta, t.rms_eps, t.tie_word_embeddings, t.eos_token_id), (1e6, 1e-6, false, 151_645));
+    let v = &cfg.vision;
+    assert_eq!((v.hidden, v.intermediate, v.layers, v.heads, v.head_dim, v.image_size, v.patch_size), (144, 288, 2, 2, 72, 384, 14));
+    assert_eq!(cfg.anyres.pinpoints, AnyresConfig::default().pinpoints);
+    assert_eq!((cfg.anyres.cells, cfg.anyres.max_patches), (27, 9));
+    assert_eq!(cfg.image_token_id, Some(151_675));
+}
+
+#[test]
+fn vision_tower_and_image_features_match_transformers() {
+    let (w, cfg) = load(&hf_dir(), &hf_config_text());
+    let (hidden, feats) = image_path(&w, &cfg);
+    let (eh, ef) = (expected_f64("vision_last_hidden"), expected_f64("image_features"));
+    eprintln!("relative error: vision_last_hidden {:.2e}, image_features {:.2e}", rel_error(&hidden, &eh), rel_error(&feats, &ef));
+    assert_close("vision_last_hidden (f32 path)", &hidden, &eh, 1e-3);
+    assert_close("image_features (f32 path)", &feats, &ef, 1e-3);
+}
+
+/// The original LLaVA-NeXT layout, made by renaming the -HF tensors, gives the same config and results.
+#[test]
+fn llava_next_layout_gives_identical_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = fixtures::read("model-hf/model.safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let rename = |n: &str| -> String {
+        if let Some(r) = n.strip_prefix("vision_tower.") {
+            format!("model.vision_tower.vision_tower.vision_model.{r}")
+        } else if let Some(r) = n.strip_prefix("multi_modal_projector.linear_1.") {
+            format!("model.mm_projector.0.{r}")
+        } else if let Some(r) = n.strip_prefix("multi_modal_projector.linear_2.") {
+            format!("model.mm_projector.2.{r}")
+        } else if n == "image_newline" {
+            "model.image_newline".into()
+        } else if n == "language_model.lm_head.weight" {
+            "lm_head.weight".into()
+        } else {
+            n.strip_prefix("language_model.").unwrap().to_string()
+        }
+    };
+    let views: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().map(|(n, v)| (rename(&n), v)).collect();
+    safetensors::serialize_to_file(views, &None::<HashMap<String, String>>, &dir.path().join("model.safetensors")).unwrap();
+    let next_cfg = String::from_utf8(fixtures::read("llava-next-config.json")).unwrap();
+    let (w2, cfg2) = load(dir.path(), &next_cfg);
+    assert_eq!(w2.layout, Layout::LlavaNext);
+    let (w1, cfg1) = load(&hf_dir(), &hf_config_text());
+    assert_eq!(cfg1.text, cfg2.text);
+    assert_eq!(cfg1.vision, cfg2.vision);
+    assert_eq!(cfg1.anyres.pinpoints, cfg2.anyres.pinpoints);
+    assert_eq!(w1.names(), w2.names(), "the same canonical tensors");
+    let a = image_path(&w1, &cfg1);
+    let b = image_path(&w2, &cfg2);
+    assert_eq!(a.0, b.0, "identical vision output");
+    assert_eq!(a.1, b.1, "identical image features");
+}
+
+#[test]
+fn broken_checkpoints_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // nothing there
+    assert!(WeightSource::open_dir(dir.path()).err().unwrap().to_string().contains("neither model.safetensors"));
+    // truncated file
+    let bytes = fixtures::read("model-hf/model.safetensors");
+    std::fs::write(dir.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = WeightSource::open_dir(dir.path()).err().unwrap().to_string();
+    assert!(e.contains("truncated") || e.contains("model.safetensors"), "{e}");
+    // not a VARCO checkpoint
+    let one = vec![0u8; 16];
+    let t = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &one).unwrap();
+    safetensors::serialize_to_file(vec![("encoder.weight".to_string(), t)], &None::<HashMap<String, String>>, &dir.path().join("model.safetensors")).unwrap();
+    assert!(WeightSource::open_dir(dir.path()).err().unwrap().to_string().contains("not a VARCO-VISION"));
+    // missing and misshapen tensors are named
+    let (w, cfg) = load(&hf_dir(), &hf_config_text());
+    let e = w.f32("language_model.model.layers.7.input_layernorm.weight", &[32]).unwrap_err().to_string();
+    assert!(e.contains("language_model.model.layers.7.input_layernorm.weight") && e.contains("missing"), "{e}");
+    let e = w.f32("image_newline", &[33]).unwrap_err().to_string();
+    assert!(e.contains("image_newline") && e.contains("[32]"), "{e}");
+    let _ = cfg;
+}
