@@ -22,11 +22,10 @@ impl Binding {
     }
 }
 
-struct Pending {
-    pipeline: Arc<wgpu::ComputePipeline>,
-    bindings: Vec<Binding>,
-    params: (u64, u64),
-    workgroups: [u32; 3],
+enum Pending {
+    Dispatch { pipeline: Arc<wgpu::ComputePipeline>, bindings: Vec<Binding>, params: (u64, u64), workgroups: [u32; 3] },
+    /// A buffer-to-buffer copy, ordered between the dispatches around it (it ends the compute pass).
+    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, size: u64 },
 }
 
 pub struct Recorder<'c> {
@@ -58,7 +57,15 @@ impl<'c> Recorder<'c> {
         if workgroups.iter().any(|&w| w == 0) {
             return;
         }
-        self.pending.push(Pending { pipeline, bindings, params: (offset as u64, size), workgroups });
+        self.pending.push(Pending::Dispatch { pipeline, bindings, params: (offset as u64, size), workgroups });
+    }
+
+    /// Queues a copy of `size` bytes (a multiple of 4, offsets too) after the dispatches recorded so far.
+    pub fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, size: u64) {
+        debug_assert!(size % 4 == 0 && src_offset % 4 == 0 && dst_offset % 4 == 0);
+        if size > 0 {
+            self.pending.push(Pending::Copy { src: src.clone(), src_offset, dst: dst.clone(), dst_offset, size });
+        }
     }
 
     /// Number of dispatches recorded so far.
@@ -116,30 +123,43 @@ impl<'c> Recorder<'c> {
         };
         ctx.queue.write_buffer(&arena, 0, &self.params);
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        {
+        // Consecutive dispatches share one compute pass; a copy closes it. With timing, the first pass
+        // writes the start and the last the end timestamp.
+        let n_pass = 1 + self.pending.iter().filter(|p| matches!(p, Pending::Copy { .. })).count();
+        let mut pass_no = 0;
+        let mut i = 0;
+        while i < self.pending.len() || pass_no < n_pass {
             let timestamp_writes = timing.map(|(set, _)| wgpu::ComputePassTimestampWrites {
                 query_set: set,
-                beginning_of_pass_write_index: Some(0),
-                end_of_pass_write_index: Some(1),
+                beginning_of_pass_write_index: (pass_no == 0).then_some(0),
+                end_of_pass_write_index: (pass_no == n_pass - 1).then_some(1),
             });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
-            for d in &self.pending {
-                let layout = d.pipeline.get_bind_group_layout(0);
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &arena,
-                        offset: d.params.0,
-                        size: wgpu::BufferSize::new(d.params.1),
-                    }),
-                }];
-                for b in &d.bindings {
-                    entries.push(wgpu::BindGroupEntry { binding: b.binding, resource: b.buffer.as_entire_binding() });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
+                while let Some(Pending::Dispatch { pipeline, bindings, params, workgroups }) = self.pending.get(i) {
+                    let layout = pipeline.get_bind_group_layout(0);
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &arena,
+                            offset: params.0,
+                            size: wgpu::BufferSize::new(params.1),
+                        }),
+                    }];
+                    for b in bindings {
+                        entries.push(wgpu::BindGroupEntry { binding: b.binding, resource: b.buffer.as_entire_binding() });
+                    }
+                    let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, &bg, &[]);
+                    pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+                    i += 1;
                 }
-                let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
-                pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &bg, &[]);
-                pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+            }
+            pass_no += 1;
+            if let Some(Pending::Copy { src, src_offset, dst, dst_offset, size }) = self.pending.get(i) {
+                enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
+                i += 1;
             }
         }
         if let Some((set, buf)) = timing {

@@ -42,11 +42,12 @@ pub const EMBED: Shader = shader!("embed");
 pub const PATCH_EMBED: Shader = shader!("patch_embed");
 pub const RESIZE: Shader = shader!("resize");
 pub const MERGE: Shader = shader!("merge");
+pub const KV_CACHE: Shader = shader!("kv_cache");
 pub const SAMPLE: Shader = shader!("sample");
 
 /// Every shader, for the GPU-free validation test.
 pub const ALL: &[Shader] =
-    &[MATVEC, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, SAMPLE];
+    &[MATVEC, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, KV_CACHE, SAMPLE];
 
 const INCLUDES: &[(&str, &str)] = &[
     ("reduce.wgsl", include_str!("../../../shaders/common/reduce.wgsl")),

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod elementwise;
 pub mod embed;
+pub mod kv_cache;
 pub mod linear;
 pub mod merge;
 pub mod norm;
@@ -121,6 +122,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
             out.push((PATCH_EMBED, base(WG)));
             out.push((RESIZE, base(WG)));
             out.push((MERGE, base(WG)));
+            out.push((KV_CACHE, base(WG)));
         }
     }
     out

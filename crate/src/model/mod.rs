@@ -1,5 +1,117 @@
 //! The VARCO-VISION model: [`config`] (both checkpoint layouts), the SigLIP tower and projector on the GPU
-//! ([`vision`]).
+//! ([`vision`]), the Qwen2 decoder with its KV cache ([`llm`]).
 
 pub mod config;
+pub mod llm;
 pub mod vision;
+
+use crate::chat::IMAGE_PLACEHOLDER;
+use crate::gpu::{Context, DType, Recorder, Tensor};
+use crate::image::AnyresPlan;
+use crate::weights::WeightSource;
+use crate::{Error, Result};
+use config::ModelConfig;
+use llm::{KvCache, Llm, Precision};
+use vision::{Projector, VisionTower};
+
+/// Tokens per prefill chunk: bounds the activations of a 9k-token prompt.
+pub const PREFILL_CHUNK: usize = 1024;
+
+/// The whole model on the GPU.
+pub struct Model {
+    pub cfg: ModelConfig,
+    pub vision: VisionTower,
+    pub projector: Projector,
+    pub llm: Llm,
+}
+
+impl Model {
+    pub fn load(ctx: &Context, w: &WeightSource, cfg: &ModelConfig, precision: Precision) -> Result<Self> {
+        Ok(Model {
+            cfg: cfg.clone(),
+            vision: VisionTower::load(ctx, w, &cfg.vision)?,
+            projector: Projector::load(ctx, w, cfg.vision.hidden, cfg.text.hidden)?,
+            llm: Llm::load(ctx, w, &cfg.text, precision)?,
+        })
+    }
+
+    /// An RGB image → its plan and its embedding sequence `(plan.n_tokens, hidden)`.
+    pub fn encode_image(&self, ctx: &Context, img: &image::RgbImage) -> Result<(AnyresPlan, Tensor)> {
+        let (plan, tiles) = crate::image::tiles(img, &self.cfg.anyres)?;
+        let s = self.cfg.anyres.tile as usize;
+        let pixels = Tensor::from_f32(ctx, &crate::image::normalize(&tiles), &[tiles.len(), 3, s, s], DType::F32)?;
+        let mut rec = Recorder::new(ctx);
+        let hidden = self.vision.forward(&mut rec, &pixels, self.llm.act)?;
+        let projected = self.projector.forward(&mut rec, &hidden)?;
+        let feats = self.projector.merge(&mut rec, &projected, &plan, self.cfg.vision.cells() as u32)?;
+        rec.submit()?;
+        Ok((plan, feats))
+    }
+
+    /// Runs a prompt (LLaVA-NeXT ids: −200 where the image goes) through the LLM in chunks, appending to
+    /// `cache`; returns the logits `(1, vocab)` after its last token.
+    pub fn prefill(&self, ctx: &Context, ids: &[i64], image: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
+        let h = self.cfg.text.hidden;
+        let n_placeholders = ids.iter().filter(|&&i| i == IMAGE_PLACEHOLDER).count();
+        let n_img = image.map_or(0, |t| t.shape[0]);
+        match (n_placeholders, image) {
+            (0, None) | (1, Some(_)) => {}
+            _ => return Err(Error::Checkpoint(format!("the prompt has {n_placeholders} image placeholders and {} images", image.is_some() as u8))),
+        }
+        let mut expanded = Vec::with_capacity(ids.len() + n_img);
+        let mut img_at = None;
+        for &id in ids {
+            if id == IMAGE_PLACEHOLDER {
+                img_at = Some(expanded.len());
+                expanded.extend(std::iter::repeat_n(u32::MAX, n_img));
+            } else if id < 0 || id as usize >= self.cfg.text.vocab {
+                return Err(Error::Checkpoint(format!("token id {id} is outside the vocabulary")));
+            } else {
+                expanded.push(id as u32);
+            }
+        }
+        let len = expanded.len();
+        if len == 0 {
+            return Err(Error::Checkpoint("empty prompt".into()));
+        }
+        if cache.len + len > cache.capacity {
+            return Err(Error::Checkpoint(format!(
+                "the prompt is {len} tokens (with the image); with {} already in context the cache of {} is too small",
+                cache.len, cache.capacity
+            )));
+        }
+        let act = self.llm.act;
+        let row = (h * act.size()) as u64;
+        let x_all = Tensor::empty(ctx, &[len, h], act)?;
+        let mut rec = Recorder::new(ctx);
+        self.llm.embed(&mut rec, &expanded, &x_all)?;
+        if let (Some(at), Some(img)) = (img_at, image) {
+            rec.copy(&img.buffer, 0, &x_all.buffer, at as u64 * row, n_img as u64 * row);
+        }
+        rec.submit()?;
+        let mut logits = None;
+        for c0 in (0..len).step_by(PREFILL_CHUNK) {
+            let t = PREFILL_CHUNK.min(len - c0);
+            let x = Tensor::empty(ctx, &[t, h], act)?;
+            let mut rec = Recorder::new(ctx);
+            rec.copy(&x_all.buffer, c0 as u64 * row, &x.buffer, 0, t as u64 * row);
+            self.llm.forward(&mut rec, &x, cache)?;
+            if c0 + t == len {
+                logits = Some(self.llm.logits(&mut rec, &x, t - 1)?);
+            }
+            rec.submit()?;
+        }
+        Ok(logits.expect("at least one chunk"))
+    }
+
+    /// One generated token through the LLM; the logits after it.
+    pub fn step(&self, ctx: &Context, id: u32, cache: &mut KvCache) -> Result<Tensor> {
+        let x = Tensor::empty(ctx, &[1, self.cfg.text.hidden], self.llm.act)?;
+        let mut rec = Recorder::new(ctx);
+        self.llm.embed(&mut rec, &[id], &x)?;
+        self.llm.forward(&mut rec, &x, cache)?;
+        let logits = self.llm.logits(&mut rec, &x, 0)?;
+        rec.submit()?;
+        Ok(logits)
+    }
+}

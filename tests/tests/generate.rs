@@ -1,0 +1,96 @@
+//! The whole model against transformers: for every fixture case, the logits at the end of the prompt and
+//! then teacher-forced along the reference's 16 greedy tokens (top-20 ids and values of each step), and the
+//! greedy choice wherever the reference's top-1 margin exceeds our error. f32 activations (the exact path).
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::sync::OnceLock;
+
+use candle_core::DType as CDType;
+use varco_tests::fixtures;
+use varco_web::gpu::{Context, ContextOptions};
+use varco_web::image::{decode, DecodeLimits};
+use varco_web::model::config::ModelConfig;
+use varco_web::model::llm::Precision;
+use varco_web::model::Model;
+use varco_web::weights::WeightSource;
+
+fn ctx() -> &'static Context {
+    static C: OnceLock<Context> = OnceLock::new();
+    C.get_or_init(|| pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)"))
+}
+
+fn model(precision: Precision) -> Model {
+    let dir = fixtures::root().join("model-hf");
+    let w = WeightSource::open_dir(&dir).unwrap();
+    let cfg = ModelConfig::from_json(&String::from_utf8(fixtures::read("model-hf/config.json")).unwrap(), &w).unwrap();
+    Model::load(ctx(), &w, &cfg, precision).unwrap()
+}
+
+struct Report {
+    worst_rel: f64,
+    greedy_checked: usize,
+}
+
+/// Runs one case teacher-forced; returns the worst relative error of the top-20 logits over the steps.
+fn run_case(m: &Model, case: &str, tol: f64) -> Report {
+    let ctx = ctx();
+    let c = fixtures::json(&format!("cases/{case}/case.json"));
+    let ids: Vec<i64> = c["input_ids_llava_next"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let generated: Vec<u32> = c["generated_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let margins: Vec<f64> = c["step_margins"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let exp = fixtures::expected(case);
+    let top_ids = exp["step_top20_ids"].to_dtype(CDType::I64).unwrap().to_vec2::<i64>().unwrap();
+    let top_vals = exp["step_top20_logits"].to_dtype(CDType::F64).unwrap().to_vec2::<f64>().unwrap();
+    let image = if c["image"].is_null() {
+        None
+    } else {
+        let img = decode(&fixtures::read(&format!("cases/{case}/image.png")), DecodeLimits::default()).unwrap();
+        let (plan, feats) = m.encode_image(ctx, &img).unwrap();
+        assert_eq!(plan.n_tokens as u64, c["n_image_tokens"].as_u64().unwrap());
+        Some(feats)
+    };
+    let mut cache = m.llm.new_cache(ctx, ids.len() + image.as_ref().map_or(0, |t| t.shape[0]) + generated.len()).unwrap();
+    let mut logits = m.prefill(ctx, &ids, image.as_ref(), &mut cache).unwrap();
+    let mut report = Report { worst_rel: 0.0, greedy_checked: 0 };
+    for step in 0..generated.len() {
+        let l = pollster::block_on(logits.to_f32(ctx)).unwrap();
+        if step == 0 {
+            if let Some(full) = exp.get("prefill_last_logits") {
+                let full = full.to_dtype(CDType::F64).unwrap().to_vec1::<f64>().unwrap();
+                varco_tests::harness::assert_close(&format!("{case}: prefill logits"), &l, &full, tol);
+            }
+        }
+        let got: Vec<f32> = top_ids[step].iter().map(|&i| l[i as usize]).collect();
+        let rel = varco_tests::harness::rel_error(&got, &top_vals[step]);
+        report.worst_rel = report.worst_rel.max(rel);
+        if std::env::var_os("VARCO_VERBOSE").is_some() {
+            eprintln!("{case} step {step}: {rel:.2e}");
+        }
+        if std::env::var_os("VARCO_NO_ASSERT").is_none() {
+            assert!(rel <= tol, "{case} step {step}: top-20 logits relative error {rel:.2e} > {tol:.0e}");
+        }
+        // greedy agreement where the reference's margin is well above our error
+        let abs_err = got.iter().zip(&top_vals[step]).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        if margins[step] > 4.0 * abs_err + 1e-6 {
+            let argmax = l.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+            assert_eq!(argmax as u32, generated[step], "{case} step {step}: greedy token (margin {})", margins[step]);
+            report.greedy_checked += 1;
+        }
+        if step + 1 < generated.len() {
+            logits = m.step(ctx, generated[step], &mut cache).unwrap();
+        }
+    }
+    report
+}
+
+#[test]
+fn every_case_matches_transformers_on_the_f32_path() {
+    let m = model(Precision::F32);
+    let mut greedy = 0;
+    for case in fixtures::cases() {
+        let r = run_case(&m, &case, 1e-3);
+        eprintln!("{case}: worst top-20 logit error {:.2e}, greedy checked on {} of 16 steps", r.worst_rel, r.greedy_checked);
+        greedy += r.greedy_checked;
+    }
+    assert!(greedy > 100, "greedy tokens were compared on only {greedy} steps");
+}
