@@ -28,11 +28,14 @@ fn model(precision: Precision) -> Model {
 
 struct Report {
     worst_rel: f64,
+    mean_rel: f64,
     greedy_checked: usize,
+    /// Steps whose argmax equals the reference's greedy token.
+    top1_agree: usize,
 }
 
 /// Runs one case teacher-forced; returns the worst relative error of the top-20 logits over the steps.
-fn run_case(m: &Model, case: &str, tol: f64) -> Report {
+fn run_case(m: &Model, case: &str, tol: f64, strict: bool) -> Report {
     let ctx = ctx();
     let c = fixtures::json(&format!("cases/{case}/case.json"));
     let ids: Vec<i64> = c["input_ids_llava_next"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
@@ -51,28 +54,32 @@ fn run_case(m: &Model, case: &str, tol: f64) -> Report {
     };
     let mut cache = m.llm.new_cache(ctx, ids.len() + image.as_ref().map_or(0, |t| t.shape[0]) + generated.len()).unwrap();
     let mut logits = m.prefill(ctx, &ids, image.as_ref(), &mut cache).unwrap();
-    let mut report = Report { worst_rel: 0.0, greedy_checked: 0 };
+    let mut report = Report { worst_rel: 0.0, mean_rel: 0.0, greedy_checked: 0, top1_agree: 0 };
     for step in 0..generated.len() {
         let l = pollster::block_on(logits.to_f32(ctx)).unwrap();
         if step == 0 {
             if let Some(full) = exp.get("prefill_last_logits") {
                 let full = full.to_dtype(CDType::F64).unwrap().to_vec1::<f64>().unwrap();
-                varco_tests::harness::assert_close(&format!("{case}: prefill logits"), &l, &full, tol);
+                if strict {
+                    varco_tests::harness::assert_close(&format!("{case}: prefill logits"), &l, &full, tol);
+                }
             }
         }
         let got: Vec<f32> = top_ids[step].iter().map(|&i| l[i as usize]).collect();
         let rel = varco_tests::harness::rel_error(&got, &top_vals[step]);
         report.worst_rel = report.worst_rel.max(rel);
+        report.mean_rel += rel / generated.len() as f64;
         if std::env::var_os("VARCO_VERBOSE").is_some() {
             eprintln!("{case} step {step}: {rel:.2e}");
         }
-        if std::env::var_os("VARCO_NO_ASSERT").is_none() {
+        if strict {
             assert!(rel <= tol, "{case} step {step}: top-20 logits relative error {rel:.2e} > {tol:.0e}");
         }
+        let argmax = l.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+        report.top1_agree += (argmax as u32 == generated[step]) as usize;
         // greedy agreement where the reference's margin is well above our error
         let abs_err = got.iter().zip(&top_vals[step]).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
-        if margins[step] > 4.0 * abs_err + 1e-6 {
-            let argmax = l.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+        if strict && margins[step] > 4.0 * abs_err + 1e-6 {
             assert_eq!(argmax as u32, generated[step], "{case} step {step}: greedy token (margin {})", margins[step]);
             report.greedy_checked += 1;
         }
@@ -83,14 +90,45 @@ fn run_case(m: &Model, case: &str, tol: f64) -> Report {
     report
 }
 
-#[test]
-fn every_case_matches_transformers_on_the_f32_path() {
-    let m = model(Precision::F32);
+fn every_case(precision: Precision, tol: f64) -> usize {
+    let m = model(precision);
     let mut greedy = 0;
     for case in fixtures::cases() {
-        let r = run_case(&m, &case, 1e-3);
-        eprintln!("{case}: worst top-20 logit error {:.2e}, greedy checked on {} of 16 steps", r.worst_rel, r.greedy_checked);
+        let r = run_case(&m, &case, tol, true);
+        eprintln!("{precision:?} {case}: worst top-20 logit error {:.2e}, greedy checked on {} of 16 steps", r.worst_rel, r.greedy_checked);
         greedy += r.greedy_checked;
     }
-    assert!(greedy > 100, "greedy tokens were compared on only {greedy} steps");
+    greedy
+}
+
+#[test]
+fn every_case_matches_transformers_on_the_f32_path() {
+    let greedy = every_case(Precision::F32, 1e-3);
+    assert!(greedy > 150, "greedy tokens were compared on only {greedy} steps");
+}
+
+#[test]
+fn every_case_matches_transformers_on_the_f16_path() {
+    assert!(ctx().caps.f16, "the test adapter must offer shader-f16");
+    let greedy = every_case(Precision::F16, 2e-2);
+    assert!(greedy > 50, "greedy tokens were compared on only {greedy} steps");
+}
+
+/// 4-bit weights (quantized at load): a report of top-1 agreement and logit error against the reference,
+/// with bounds that only a broken 4-bit path misses (random tiny weights quantize badly by nature).
+#[test]
+fn four_bit_weights_report() {
+    let m = model(Precision::Q4);
+    let (mut agree, mut steps, mut mean) = (0, 0, 0.0);
+    for case in fixtures::cases() {
+        let r = run_case(&m, &case, 0.0, false);
+        eprintln!("Q4 {case}: top-1 agreement {}/16, top-20 logit error mean {:.2e}, worst {:.2e}", r.top1_agree, r.mean_rel, r.worst_rel);
+        agree += r.top1_agree;
+        steps += 16;
+        mean += r.mean_rel;
+    }
+    let n = fixtures::cases().len() as f64;
+    eprintln!("Q4 overall: top-1 agreement {agree}/{steps} ({:.1} %), mean top-20 logit error {:.3e}", 100.0 * agree as f64 / steps as f64, mean / n);
+    assert!(mean / n < 0.25, "4-bit logits are far off: mean relative error {:.3}", mean / n);
+    assert!(agree * 4 > steps, "4-bit greedy agrees on only {agree} of {steps} steps");
 }
