@@ -17,6 +17,7 @@
 //! What it does not do (yet): the model, the loader and the web API arrive with later issues.
 
 pub mod error;
+pub mod generate;
 pub mod answer;
 pub mod chat;
 pub mod gpu;

@@ -1,5 +1,5 @@
-//! The `varco` command line: `varco info` (the adapter), `varco bench kernels`. Model commands (run,
-//! convert) arrive with their issues.
+//! The `varco` command line: `varco run` (a question about an image, streamed), `varco info` (the adapter),
+//! `varco bench kernels`.
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -18,11 +18,54 @@ struct Cli {
 enum Cmd {
     /// Print the GPU adapter and what it offers.
     Info,
+    /// Ask the model about an image; the answer streams to stdout.
+    Run(RunArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         what: BenchCmd,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Checkpoint directory (either layout): config.json, tokenizer.json, chat template, safetensors.
+    #[arg(long)]
+    model: std::path::PathBuf,
+    /// The image (JPEG, PNG, WebP, GIF, BMP). Without one, a text-only chat.
+    #[arg(long)]
+    image: Option<std::path::PathBuf>,
+    /// A free question or instruction.
+    #[arg(long, conflicts_with_all = ["ocr", "ground", "refer"])]
+    prompt: Option<String>,
+    /// Every piece of text with its box.
+    #[arg(long)]
+    ocr: bool,
+    /// Objects with boxes; optionally only PHRASE.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    ground: Option<String>,
+    /// A question about a region: x1,y1,x2,y2 (0..1 of the image) and the question.
+    #[arg(long, num_args = 2, value_names = ["X1,Y1,X2,Y2", "QUESTION"])]
+    refer: Option<Vec<String>>,
+    /// f32 (exact), f16 or q4.
+    #[arg(long, default_value = "f32")]
+    precision: String,
+    #[arg(long, default_value_t = 1024)]
+    max_new_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Print one JSON object (token counts, ids, text, spans and boxes) instead of streaming.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -60,6 +103,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let ctx = pollster::block_on(Context::new(ContextOptions::default())).context("no usable GPU adapter")?;
     match cli.cmd {
+        Cmd::Run(args) => run(&ctx, args)?,
         Cmd::Info => {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
@@ -85,6 +129,105 @@ fn main() -> Result<()> {
                 std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
             }
         }
+    }
+    Ok(())
+}
+
+fn read_text(dir: &std::path::Path, name: &str) -> Result<Option<String>> {
+    let p = dir.join(name);
+    if !p.exists() {
+        return Ok(None);
+    }
+    Ok(Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?))
+}
+
+fn chat_template(dir: &std::path::Path) -> Result<varco_web::chat::ChatTemplate> {
+    use varco_web::chat::ChatTemplate;
+    if let Some(j) = read_text(dir, "chat_template.json")? {
+        return Ok(ChatTemplate::from_json(&j)?);
+    }
+    if let Some(t) = read_text(dir, "chat_template.jinja")? {
+        return Ok(ChatTemplate::new(&t));
+    }
+    if let Some(c) = read_text(dir, "tokenizer_config.json")? {
+        let v: serde_json::Value = serde_json::from_str(&c)?;
+        if let Some(t) = v["chat_template"].as_str() {
+            return Ok(ChatTemplate::new(t));
+        }
+    }
+    anyhow::bail!("{}: no chat template (chat_template.json, chat_template.jinja or tokenizer_config.json)", dir.display())
+}
+
+fn run(ctx: &Context, a: RunArgs) -> Result<()> {
+    use std::io::Write;
+    use varco_web::answer::{self, prompts};
+    use varco_web::chat::{Message, Part, PromptIds};
+    use varco_web::generate::{generate, GenerateOptions};
+    use varco_web::kernels::sample::Sampling;
+    use varco_web::model::{config::ModelConfig, llm::Precision, Model};
+
+    let question = if a.ocr {
+        prompts::ocr()
+    } else if let Some(p) = &a.ground {
+        prompts::ground((!p.is_empty()).then_some(p.as_str()))
+    } else if let Some(r) = &a.refer {
+        let b: Vec<f32> = r[0].split(',').map(|v| v.trim().parse::<f32>()).collect::<Result<_, _>>().context("--refer takes x1,y1,x2,y2")?;
+        anyhow::ensure!(b.len() == 4 && b.iter().all(|v| (0.0..=1.0).contains(v)), "--refer takes four numbers in 0..1");
+        prompts::refer("this", [b[0], b[1], b[2], b[3]], &format!(" {}", r[1]))
+    } else {
+        a.prompt.clone().unwrap_or_else(prompts::describe)
+    };
+    let precision = Precision::parse(&a.precision)?;
+    let weights = varco_web::weights::WeightSource::open_dir(&a.model)?;
+    let config = read_text(&a.model, "config.json")?.with_context(|| format!("{}: no config.json", a.model.display()))?;
+    let cfg = ModelConfig::from_json(&config, &weights)?;
+    let tok_json = std::fs::read(a.model.join("tokenizer.json")).with_context(|| format!("{}: no tokenizer.json", a.model.display()))?;
+    let tok = varco_web::tokenizer::Tokenizer::from_bytes(&tok_json)?;
+    let model = Model::load(ctx, &weights, &cfg, precision)?;
+    let mut parts = Vec::new();
+    let mut image_wh = None;
+    let image = match &a.image {
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            let img = varco_web::image::decode(&bytes, Default::default())?;
+            image_wh = Some(img.dimensions());
+            parts.push(Part::Image);
+            Some(model.encode_image(ctx, &img)?)
+        }
+        None => None,
+    };
+    parts.push(Part::Text { text: question });
+    let prompt = chat_template(&a.model)?.render(&[Message::user(parts)], true)?;
+    let ids = PromptIds::new(&tok, &prompt)?;
+    let opts = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        sampling: Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p },
+        seed: a.seed,
+        repetition_penalty: a.repetition_penalty,
+    };
+    let feats = image.as_ref().map(|(_, f)| f);
+    let stdout = std::io::stdout();
+    let json = a.json;
+    let gen = generate(ctx, &model, &tok, &ids.llava_next, feats, &opts, |piece| {
+        if !json {
+            let mut o = stdout.lock();
+            let _ = o.write_all(piece.as_bytes());
+            let _ = o.flush();
+        }
+    })?;
+    if json {
+        let spans = answer::parse(&gen.text, image_wh);
+        let out = serde_json::json!({
+            "prompt_tokens": gen.prompt_tokens,
+            "image_tokens": image.as_ref().map(|(p, _)| p.n_tokens),
+            "generated_ids": gen.ids,
+            "text": gen.text,
+            "stop": gen.stop,
+            "spans": spans,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!();
     }
     Ok(())
 }

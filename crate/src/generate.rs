@@ -1,0 +1,164 @@
+//! Generation: greedy or sampled (temperature, top-k, top-p on the GPU, so a step reads back one id;
+//! a repetition penalty switches to the CPU sampler, which sees the whole row), stop at `<|im_end|>` or
+//! max_new_tokens, text streamed as whole characters.
+
+use crate::gpu::{Context, DType, Recorder, Tensor};
+use crate::kernels::sample::{self, Sampling};
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    pub seed: u64,
+    /// transformers' RepetitionPenaltyLogitsProcessor (1 = off).
+    pub repetition_penalty: f32,
+}
+
+impl Default for GenerateOptions {
+    /// The model card's settings: greedy, 1024 new tokens.
+    fn default() -> Self {
+        GenerateOptions { max_new_tokens: 1024, sampling: Sampling::GREEDY, seed: 0, repetition_penalty: 1.0 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    pub ids: Vec<u32>,
+    pub text: String,
+    /// Why it stopped: "eos" or "length".
+    pub stop: &'static str,
+}
+
+struct SplitMix(u64);
+impl SplitMix {
+    fn uniform(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Runs the prompt (LLaVA-NeXT ids, −200 for the image) and generates; `on_text` gets each new piece.
+pub fn generate(
+    ctx: &Context,
+    model: &Model,
+    tok: &Tokenizer,
+    prompt: &[i64],
+    image: Option<&Tensor>,
+    opts: &GenerateOptions,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let n_img = image.map_or(0, |t| t.shape[0]);
+    let prompt_tokens = prompt.iter().filter(|&&i| i != crate::chat::IMAGE_PLACEHOLDER).count() + n_img;
+    let max_pos = model.cfg.text.max_positions;
+    if prompt_tokens >= max_pos {
+        return Err(Error::Checkpoint(format!("the prompt is {prompt_tokens} tokens; the model's context is {max_pos}")));
+    }
+    let budget = opts.max_new_tokens.min(max_pos - prompt_tokens);
+    let mut cache = model.llm.new_cache(ctx, prompt_tokens + budget)?;
+    let eos = model.cfg.text.eos_token_id;
+    let mut rng = SplitMix(opts.seed);
+    let mut logits = model.prefill(ctx, prompt, image, &mut cache)?;
+    let mut out = Vec::new();
+    let mut stream = tok.stream();
+    let mut text = String::new();
+    let mut stop = "length";
+    let seen: Vec<u32> = prompt.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+    for _ in 0..budget {
+        let id = if opts.repetition_penalty != 1.0 {
+            let mut l = pollster_free_read(ctx, &logits)?;
+            for &t in seen.iter().chain(&out) {
+                let v = &mut l[t as usize];
+                *v = if *v < 0.0 { *v * opts.repetition_penalty } else { *v / opts.repetition_penalty };
+            }
+            cpu_sample(&l, opts.sampling, rng.uniform())
+        } else {
+            let picked = Tensor::empty(ctx, &[1], DType::U32)?;
+            let mut rec = Recorder::new(ctx);
+            sample::sample(&mut rec, &logits, &picked, opts.sampling, rng.uniform().min(0.999_999))?;
+            rec.submit()?;
+            block_on(picked.to_u32(ctx))?[0]
+        };
+        if id == eos {
+            stop = "eos";
+            break;
+        }
+        out.push(id);
+        if let Some(piece) = stream.push(id)? {
+            on_text(&piece);
+            text.push_str(&piece);
+        }
+        if out.len() == budget {
+            break;
+        }
+        logits = model.step(ctx, id, &mut cache)?;
+    }
+    if let Some(rest) = stream.finish()? {
+        on_text(&rest);
+        text.push_str(&rest);
+    }
+    Ok(Generation { prompt_tokens, ids: out, text, stop })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pollster::block_on(f)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn block_on<F: std::future::Future>(_f: F) -> F::Output {
+    unimplemented!("generation in the browser is driven asynchronously by the worker (issue 5)")
+}
+
+fn pollster_free_read(ctx: &Context, t: &Tensor) -> Result<Vec<f32>> {
+    block_on(t.to_f32(ctx))
+}
+
+/// The sampler of sample.wgsl on the CPU (for rows the CPU has touched): same order and cut-offs.
+pub fn cpu_sample(l: &[f32], s: Sampling, u: f32) -> u32 {
+    let m = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let first = l.iter().position(|&v| v == m).unwrap_or(0);
+    if s.temperature <= 0.0 || s.top_k == 1 {
+        return first as u32;
+    }
+    let d: Vec<f32> = l.iter().map(|&v| (m - v) / s.temperature).collect();
+    let mut sorted = d.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let tk = if s.top_k > 0 && (s.top_k as usize) < l.len() { sorted[s.top_k as usize - 1] } else { f32::INFINITY };
+    let mut t = tk;
+    if s.top_p < 1.0 {
+        let kept: Vec<f32> = sorted.iter().cloned().filter(|&x| x <= tk).collect();
+        let z: f32 = kept.iter().map(|x| (-x).exp()).sum();
+        let cut = (1.0 - s.top_p) * z;
+        // the largest d whose mass of tokens at or below it (in score) exceeds the cut
+        let mut mass_not_above = 0.0;
+        t = 0.0;
+        for &x in kept.iter().rev() {
+            mass_not_above += (-x).exp();
+            if mass_not_above > cut {
+                t = x;
+                break;
+            }
+        }
+    }
+    let total: f32 = d.iter().filter(|&&x| x <= t).map(|x| (-x).exp()).sum();
+    let target = u * total;
+    let mut run = 0.0;
+    let mut pick = first;
+    for (i, &x) in d.iter().enumerate() {
+        if x <= t {
+            pick = i;
+            run += (-x).exp();
+            if run > target {
+                break;
+            }
+        }
+    }
+    pick as u32
+}

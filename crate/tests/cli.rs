@@ -1,0 +1,52 @@
+//! `varco run` end to end on the fixture checkpoint: the JSON answer's ids equal transformers' greedy ids;
+//! bad input is a clear error and a non-zero exit.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    let p = std::env::var_os("VARCO_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+        .join("tiny-varco-a");
+    assert!(p.is_dir(), "fixtures not found at {}", p.display());
+    p
+}
+
+fn varco(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_varco"))
+        .args(args)
+        .env("WGPU_BACKEND", std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "vulkan".into()))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run varco")
+}
+
+#[test]
+fn run_json_reproduces_the_reference() {
+    let f = fixtures();
+    let case: serde_json::Value = serde_json::from_slice(&std::fs::read(f.join("cases/grounding_500x375/case.json")).unwrap()).unwrap();
+    let model = f.join("model-hf");
+    let image = f.join("cases/grounding_500x375/image.png");
+    let out = varco(&["run", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--ground", "--max-new-tokens", "16", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["generated_ids"], case["generated_ids"]);
+    assert_eq!(v["image_tokens"], case["n_image_tokens"]);
+    assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, case["input_ids_hf"].as_array().unwrap().len());
+    assert_eq!(v["text"], case["generated_text"]);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let f = fixtures();
+    let model = f.join("model-hf");
+    let out = varco(&["run", "--model", model.to_str().unwrap(), "--image", f.join("variant.json").to_str().unwrap(), "--ocr"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a supported image"));
+    let out = varco(&["run", "--model", f.to_str().unwrap(), "--ocr"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither model.safetensors"));
+    let out = varco(&["run", "--model", model.to_str().unwrap(), "--refer", "0.1,0.2,1.5", "what?"]);
+    assert!(!out.status.success());
+}
