@@ -50,3 +50,38 @@ async fn adapter_is_webgpu_without_f16() {
 fn web_sys_log(s: &str) {
     wasm_bindgen_test::console_log!("{s}");
 }
+
+/// The wasm build runs the whole model on a small case (text_only_ko) in the browser and reproduces
+/// transformers' logits (top-20 of every teacher-forced step, f32 path) and greedy tokens.
+#[wasm_bindgen_test]
+async fn model_reproduces_text_only_ko() {
+    use varco_web::model::{config::ModelConfig, llm::Precision, Model};
+    use varco_web::weights::WeightSource;
+    const WEIGHTS: &[u8] = include_bytes!("../../../shared/fixtures/tiny-varco-a/model-hf/model.safetensors");
+    const CONFIG: &str = include_str!("../../../shared/fixtures/tiny-varco-a/model-hf/config.json");
+    const CASE: &str = include_str!("../../../shared/fixtures/tiny-varco-a/cases/text_only_ko/case.json");
+    const EXPECTED: &[u8] = include_bytes!("../../../shared/fixtures/tiny-varco-a/cases/text_only_ko/expected.safetensors");
+    let c = ctx().await;
+    let w = WeightSource::from_bytes(vec![WEIGHTS.to_vec()]).unwrap();
+    let cfg = ModelConfig::from_json(CONFIG, &w).unwrap();
+    let m = Model::load(&c, &w, &cfg, Precision::F32).unwrap();
+    let case: Vec<&str> = CASE.split("\"input_ids_llava_next\": [").collect();
+    let ids: Vec<i64> = case[1].split(']').next().unwrap().split(',').map(|s| s.trim().parse().unwrap()).collect();
+    let gen: Vec<u32> = CASE.split("\"generated_ids\": [").nth(1).unwrap().split(']').next().unwrap().split(',').map(|s| s.trim().parse().unwrap()).collect();
+    let exp = safetensors::SafeTensors::deserialize(EXPECTED).unwrap();
+    let top_ids: Vec<i32> = bytemuck::pod_collect_to_vec(exp.tensor("step_top20_ids").unwrap().data());
+    let top_vals: Vec<f32> = bytemuck::pod_collect_to_vec(exp.tensor("step_top20_logits").unwrap().data());
+    let mut cache = m.llm.new_cache(&c, ids.len() + gen.len()).unwrap();
+    let mut logits = m.prefill(&c, &ids, None, &mut cache).unwrap();
+    for step in 0..gen.len() {
+        let l = logits.to_f32(&c).await.unwrap();
+        let got: Vec<f32> = (0..20).map(|j| l[top_ids[step * 20 + j] as usize]).collect();
+        let want: Vec<f64> = top_vals[step * 20..step * 20 + 20].iter().map(|&v| v as f64).collect();
+        varco_tests::harness::assert_close(&format!("browser text_only_ko step {step}"), &got, &want, 1e-3);
+        let argmax = l.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+        assert_eq!(argmax as u32, gen[step], "greedy token at step {step}");
+        if step + 1 < gen.len() {
+            logits = m.step(&c, gen[step], &mut cache).unwrap();
+        }
+    }
+}

@@ -101,10 +101,23 @@ struct Entry {
     range: (usize, usize),
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-type Bytes = memmap2::Mmap;
-#[cfg(target_arch = "wasm32")]
-type Bytes = Vec<u8>;
+/// A checkpoint file's bytes: memory-mapped from disk, or owned (the browser, tests).
+enum Bytes {
+    #[cfg(not(target_arch = "wasm32"))]
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            #[cfg(not(target_arch = "wasm32"))]
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
 
 /// Tensors of a checkpoint by canonical name.
 pub struct WeightSource {
@@ -138,9 +151,15 @@ impl WeightSource {
             let file = std::fs::File::open(f).map_err(|e| Error::Checkpoint(format!("{}: {e}", f.display())))?;
             // Safety: the file is only read, and checkpoints are not modified while a model loads.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Checkpoint(format!("{}: {e}", f.display())))?;
-            maps.push(map);
+            maps.push(Bytes::Mapped(map));
         }
         Self::from_files(maps, &files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>())
+    }
+
+    /// safetensors files already in memory (the browser reads them from its cache).
+    pub fn from_bytes(files: Vec<Vec<u8>>) -> Result<Self> {
+        let labels: Vec<String> = (0..files.len()).map(|i| format!("safetensors file {i}")).collect();
+        Self::from_files(files.into_iter().map(Bytes::Owned).collect(), &labels)
     }
 
     fn from_files(files: Vec<Bytes>, labels: &[String]) -> Result<Self> {
