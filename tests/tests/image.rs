@@ -175,3 +175,22 @@ fn alpha_is_composited_over_white_like_pillow() {
     // Pillow: Image.alpha_composite(white, (0,0,0,128)) → (127, 127, 127)
     assert_eq!(rgb.get_pixel(2, 0).0, [127, 127, 127]);
 }
+
+#[test]
+fn every_advertised_format_decodes() {
+    let img = image::RgbImage::from_fn(13, 7, |x, y| image::Rgb([(x * 19) as u8, (y * 31) as u8, 200]));
+    for fmt in [image::ImageFormat::Png, image::ImageFormat::Jpeg, image::ImageFormat::Gif, image::ImageFormat::Bmp, image::ImageFormat::WebP] {
+        let mut bytes = Vec::new();
+        let dynimg = if fmt == image::ImageFormat::Gif || fmt == image::ImageFormat::WebP {
+            image::DynamicImage::ImageRgba8(image::DynamicImage::ImageRgb8(img.clone()).to_rgba8())
+        } else {
+            image::DynamicImage::ImageRgb8(img.clone())
+        };
+        dynimg.write_to(&mut std::io::Cursor::new(&mut bytes), fmt).unwrap();
+        let out = decode(&bytes, DecodeLimits::default()).unwrap_or_else(|e| panic!("{fmt:?}: {e}"));
+        assert_eq!(out.dimensions(), (13, 7), "{fmt:?}");
+        if fmt != image::ImageFormat::Jpeg && fmt != image::ImageFormat::Gif {
+            assert_eq!(out, img, "{fmt:?} is lossless");
+        }
+    }
+}

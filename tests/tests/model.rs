@@ -123,6 +123,31 @@ fn llava_next_layout_gives_identical_results() {
     let b = image_path(&w2, &cfg2);
     assert_eq!(a.0, b.0, "identical vision output");
     assert_eq!(a.1, b.1, "identical image features");
+    // and identical language-model logits
+    let ids: Vec<i64> = vec![151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198];
+    let logits = |w: &WeightSource, cfg: &ModelConfig| {
+        let llm = varco_web::model::llm::Llm::load(ctx(), w, &cfg.text, varco_web::model::llm::Precision::F32).unwrap();
+        let m = varco_web::model::Model { cfg: cfg.clone(), vision: VisionTower::load(ctx(), w, &cfg.vision).unwrap(), projector: Projector::load(ctx(), w, cfg.vision.hidden, cfg.text.hidden).unwrap(), llm };
+        let mut cache = m.llm.new_cache(ctx(), ids.len()).unwrap();
+        let l = m.prefill(ctx(), &ids, None, &mut cache).unwrap();
+        pollster::block_on(l.to_f32(ctx())).unwrap()
+    };
+    assert_eq!(logits(&w1, &cfg1), logits(&w2, &cfg2), "identical logits");
+}
+
+#[test]
+fn prompts_longer_than_the_context_are_refused() {
+    let (w, cfg) = load(&hf_dir(), &hf_config_text());
+    let m = varco_web::model::Model::load(ctx(), &w, &cfg, varco_web::model::llm::Precision::F32).unwrap();
+    let e = m.llm.new_cache(ctx(), cfg.text.max_positions + 1).err().unwrap().to_string();
+    assert!(e.contains("exceed the model's context"), "{e}");
+    let mut cache = m.llm.new_cache(ctx(), 4).unwrap();
+    let e = m.prefill(ctx(), &[1, 2, 3, 4, 5], None, &mut cache).unwrap_err().to_string();
+    assert!(e.contains("the prompt is 5 tokens"), "{e}");
+    let e = m.prefill(ctx(), &[1, -200, 3], None, &mut cache).unwrap_err().to_string();
+    assert!(e.contains("image placeholders"), "{e}");
+    let e = m.prefill(ctx(), &[1, 999_999], None, &mut cache).unwrap_err().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
 }
 
 #[test]
