@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine (idempotent): Mesa lavapipe (a CPU Vulkan driver,
-# the native tests' GPU), Chromium and ChromeDriver (the browser tests' WebGPU, on SwiftShader), the
+# the native tests' GPU), Chromium and ChromeDriver (the browser tests' WebGPU, on SwiftShader), a Hangul
+# font (fonts-nanum), the
 # wasm32 target, and wasm-bindgen-cli at exactly the wasm-bindgen version pinned in Cargo.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ pkgs=()
 dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || pkgs+=(mesa-vulkan-drivers)
 command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || pkgs+=(chromium-driver)
+dpkg -s fonts-nanum >/dev/null 2>&1 || pkgs+=(fonts-nanum)   # Hangul labels of --draw
 if [ ${#pkgs[@]} -gt 0 ]; then
     echo "setup: apt-get install ${pkgs[*]}"
     apt-get update -qq

@@ -30,5 +30,7 @@ pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod draw;
 
 pub use error::{Error, Result};

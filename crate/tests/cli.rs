@@ -38,6 +38,22 @@ fn run_json_reproduces_the_reference() {
 }
 
 #[test]
+fn draw_writes_the_image() {
+    let f = fixtures();
+    let dir = std::env::temp_dir().join(format!("varco-draw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_png = dir.join("answer.png");
+    let model = f.join("model-hf");
+    let image = f.join("cases/describe_640x480/image.png");
+    let out = varco(&["run", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--ground", "--max-new-tokens", "4", "--draw", out_png.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drawn = image::open(&out_png).unwrap();
+    assert_eq!((drawn.width(), drawn.height()), (640, 480));
+    assert!(!dir.join("answer.partial.png").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn bad_input_is_a_clear_error() {
     let f = fixtures();
     let model = f.join("model-hf");

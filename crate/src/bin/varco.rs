@@ -66,6 +66,12 @@ struct RunArgs {
     /// Print one JSON object (token counts, ids, text, spans and boxes) instead of streaming.
     #[arg(long)]
     json: bool,
+    /// Write the image with the answer's boxes and labels (PNG).
+    #[arg(long)]
+    draw: Option<std::path::PathBuf>,
+    /// TrueType font for the labels (default: a system font with Hangul).
+    #[arg(long)]
+    font: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -185,17 +191,24 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     let tok = varco_web::tokenizer::Tokenizer::from_bytes(&tok_json)?;
     let model = Model::load(ctx, &weights, &cfg, precision)?;
     let mut parts = Vec::new();
-    let mut image_wh = None;
+    let mut rgb = None;
+    let font = match &a.draw {
+        Some(_) => Some(varco_web::draw::load_font(a.font.as_deref())?),
+        None => None,
+    };
+    anyhow::ensure!(a.draw.is_none() || a.image.is_some(), "--draw needs --image");
     let image = match &a.image {
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             let img = varco_web::image::decode(&bytes, Default::default())?;
-            image_wh = Some(img.dimensions());
             parts.push(Part::Image);
-            Some(model.encode_image(ctx, &img)?)
+            let enc = model.encode_image(ctx, &img)?;
+            rgb = Some(img);
+            Some(enc)
         }
         None => None,
     };
+    let image_wh = rgb.as_ref().map(|i| i.dimensions());
     parts.push(Part::Text { text: question });
     let prompt = chat_template(&a.model)?.render(&[Message::user(parts)], true)?;
     let ids = PromptIds::new(&tok, &prompt)?;
@@ -215,8 +228,15 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
             let _ = o.flush();
         }
     })?;
+    let spans = answer::parse(&gen.text, image_wh);
+    if let (Some(path), Some(img), Some(font)) = (&a.draw, &rgb, &font) {
+        let drawn = varco_web::draw::draw(img, &spans, font);
+        // written beside, then moved, so a failed run never leaves half a PNG
+        let tmp = path.with_extension("partial.png");
+        drawn.save(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
     if json {
-        let spans = answer::parse(&gen.text, image_wh);
         let out = serde_json::json!({
             "prompt_tokens": gen.prompt_tokens,
             "image_tokens": image.as_ref().map(|(p, _)| p.n_tokens),
