@@ -5,8 +5,10 @@
 //                               (rows_u × cols_u, the tiles' cells laid side by side, padding cropped), then
 //                               the learned image_newline.
 // Without a shrink (rows = rows_u, cols = cols_u) the sampling lands exactly on cells. One invocation per
-// output element. Reference: tests/src/reference.rs merge (after LLaVA-NeXT's llava_arch.py).
+// output element. Reference: LLaVA-NeXT's llava_arch.py; checked against the fixtures' image_features
+// (tests/tests/model.rs).
 #include "ids.wgsl"
+#include "bilinear.wgsl"
 
 struct Params {
     cells: u32,    // feature cells per tile side (27)
@@ -37,11 +39,6 @@ fn cell(r: u32, col: u32, ch: u32) -> f32 {
     return f32(feats[(tile * p.cells * p.cells + idx) * p.c + ch]);
 }
 
-fn src(dst: u32, n_in: u32, n_out: u32) -> vec3<f32> {
-    let s = max((f32(dst) + 0.5) * (f32(n_in) / f32(n_out)) - 0.5, 0.0);
-    let i0 = min(u32(floor(s)), n_in - 1u);
-    return vec3<f32>(f32(i0), f32(min(i0 + 1u, n_in - 1u)), s - f32(i0));
-}
 
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -64,8 +61,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         out[e] = act(newline[ch]);
         return;
     }
-    let sy = src(r, p.rows_u, p.rows);
-    let sx = src(col, p.cols_u, p.cols);
+    let sy = bilinear_src(r, p.rows_u, p.rows);
+    let sx = bilinear_src(col, p.cols_u, p.cols);
     let y0 = u32(sy.x);
     let y1 = u32(sy.y);
     let x0 = u32(sx.x);

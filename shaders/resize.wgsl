@@ -3,6 +3,7 @@
 // Used to shrink the unpadded anyres feature grid (LLaVA-NeXT anyres_max_9). One invocation per element.
 // Reference: tests/src/reference.rs bilinear.
 #include "ids.wgsl"
+#include "bilinear.wgsl"
 
 struct Params {
     in_h: u32,
@@ -19,13 +20,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<act>;        // (in_h, in_w, c)
 @group(0) @binding(2) var<storage, read_write> y: array<act>;  // (out_h, out_w, c)
 
-fn src_index(dst: u32, n_in: u32, n_out: u32) -> vec3<f32> {
-    let scale = f32(n_in) / f32(n_out);
-    let s = max((f32(dst) + 0.5) * scale - 0.5, 0.0);
-    let i0 = min(u32(floor(s)), n_in - 1u);
-    let i1 = min(i0 + 1u, n_in - 1u);
-    return vec3<f32>(f32(i0), f32(i1), s - f32(i0));
-}
 
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -36,8 +30,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let ch = e % p.c;
     let ox = (e / p.c) % p.out_w;
     let oy = e / (p.c * p.out_w);
-    let sy = src_index(oy, p.in_h, p.out_h);
-    let sx = src_index(ox, p.in_w, p.out_w);
+    let sy = bilinear_src(oy, p.in_h, p.out_h);
+    let sx = bilinear_src(ox, p.in_w, p.out_w);
     let y0 = u32(sy.x);
     let y1 = u32(sy.y);
     let x0 = u32(sx.x);

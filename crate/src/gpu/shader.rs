@@ -54,6 +54,7 @@ const INCLUDES: &[(&str, &str)] = &[
     ("ids.wgsl", include_str!("../../../shaders/common/ids.wgsl")),
     ("linear_io.wgsl", include_str!("../../../shaders/common/linear_io.wgsl")),
     ("attention_io.wgsl", include_str!("../../../shaders/common/attention_io.wgsl")),
+    ("bilinear.wgsl", include_str!("../../../shaders/common/bilinear.wgsl")),
 ];
 
 /// The defines of one shader variant. Ordered, so that the cache key is canonical.
