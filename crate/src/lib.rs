@@ -11,6 +11,7 @@
 //! - [`tokenizer`], [`chat`]: the real tokenizer, a streaming detokenizer, the chat template and the image
 //!   placeholder in both checkpoint conventions.
 //! - [`weights`], [`model`]: checkpoints in both layouts, the config, the vision tower and projector.
+//! - [`reference`]: the same model on candle-core (CPU, f32), for tests and `varco run --check`.
 //! - [`answer`]: `<obj>`/`<char>`/`<bbox>` answers into spans and boxes; the task prompts.
 //! - [`bench`]: the kernel benchmark behind `varco bench kernels`.
 //!
@@ -32,5 +33,7 @@ pub mod weights;
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod draw;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod reference;
 
 pub use error::{Error, Result};

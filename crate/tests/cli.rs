@@ -54,6 +54,19 @@ fn draw_writes_the_image() {
 }
 
 #[test]
+fn check_compares_with_the_cpu_reference() {
+    let f = fixtures();
+    let model = f.join("model-hf");
+    let image = f.join("cases/pixel_1x1/image.png");
+    let out = varco(&["run", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--prompt", "Is this image empty?", "--max-new-tokens", "2", "--check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.starts_with("check:")).expect("a check line");
+    let rel: f64 = line.split("relative error ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    assert!(rel < 1e-4, "{line}");
+}
+
+#[test]
 fn bad_input_is_a_clear_error() {
     let f = fixtures();
     let model = f.join("model-hf");

@@ -72,6 +72,10 @@ struct RunArgs {
     /// TrueType font for the labels (default: a system font with Hangul).
     #[arg(long)]
     font: Option<std::path::PathBuf>,
+    /// Before answering, compare the GPU's logits after the prompt with the CPU reference (candle, f32);
+    /// fails beyond 1e-3 (f32) or 2e-2 (f16) relative error. Slow: for small models and prompts.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Subcommand)]
@@ -219,6 +223,9 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
         repetition_penalty: a.repetition_penalty,
     };
     let feats = image.as_ref().map(|(_, f)| f);
+    if a.check {
+        check(ctx, &model, &weights, &cfg, &ids.llava_next, feats, rgb.as_ref(), precision)?;
+    }
     let stdout = std::io::stdout();
     let json = a.json;
     let gen = generate(ctx, &model, &tok, &ids.llava_next, feats, &opts, |piece| {
@@ -248,6 +255,50 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!();
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    ctx: &Context,
+    model: &varco_web::model::Model,
+    weights: &varco_web::weights::WeightSource,
+    cfg: &varco_web::model::config::ModelConfig,
+    ids: &[i64],
+    feats: Option<&varco_web::gpu::Tensor>,
+    rgb: Option<&image::RgbImage>,
+    precision: varco_web::model::llm::Precision,
+) -> Result<()> {
+    use varco_web::model::llm::Precision;
+    let n = ids.len() + feats.map_or(0, |f| f.shape[0]);
+    let mut cache = model.llm.new_cache(ctx, n)?;
+    let gpu = pollster::block_on(model.prefill(ctx, ids, feats, &mut cache)?.to_f32(ctx))?;
+    let r = varco_web::reference::Reference::new(weights, cfg);
+    let img = match rgb {
+        Some(img) => {
+            let (plan, tiles) = varco_web::image::tiles(img, &cfg.anyres)?;
+            Some(r.image_features(&varco_web::image::normalize(&tiles), &plan)?)
+        }
+        None => None,
+    };
+    let cpu = r.logits(ids, img.as_ref())?;
+    let (mut num, mut den) = (0f64, 0f64);
+    for (g, c) in gpu.iter().zip(&cpu) {
+        num += (*g as f64 - *c as f64).powi(2);
+        den += (*c as f64).powi(2);
+    }
+    let rel = (num / den.max(1e-300)).sqrt();
+    let argmax = |v: &[f32]| v.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
+    let (ga, ca) = (argmax(&gpu), argmax(&cpu));
+    eprintln!("check: {n} prompt tokens; GPU vs CPU reference logits: relative error {rel:.2e}; top-1 {ga} vs {ca}");
+    let tol = match precision {
+        Precision::F32 => Some(1e-3),
+        Precision::F16 => Some(2e-2),
+        Precision::Q4 => None,
+    };
+    if let Some(t) = tol {
+        anyhow::ensure!(rel <= t, "check failed: relative error {rel:.2e} > {t:.0e}");
     }
     Ok(())
 }
