@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use half::f16;
 
-use crate::gpu::tensor::{Weight, WeightFormat};
+use crate::gpu::tensor::Weight;
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::kernels::attention::{self, AttnArgs, KvLayout};
 use crate::kernels::linear::{self, MatvecShape};
@@ -411,6 +411,5 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
     for (name, bits, err) in quant::compare_formats(&w) {
         out.push_str(&format!("| {name} | {bits:.3} | {err:.4} |\n"));
     }
-    let _ = WeightFormat::Q4;
     Ok(out)
 }

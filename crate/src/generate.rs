@@ -69,17 +69,17 @@ pub fn generate(
     let mut stream = tok.stream();
     let mut text = String::new();
     let mut stop = "length";
+    let picked = Tensor::empty(ctx, &[1], DType::U32)?;
     let seen: Vec<u32> = prompt.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
     for _ in 0..budget {
         let id = if opts.repetition_penalty != 1.0 {
-            let mut l = pollster_free_read(ctx, &logits)?;
+            let mut l = block_on(logits.to_f32(ctx))?;
             for &t in seen.iter().chain(&out) {
                 let v = &mut l[t as usize];
                 *v = if *v < 0.0 { *v * opts.repetition_penalty } else { *v / opts.repetition_penalty };
             }
             cpu_sample(&l, opts.sampling, rng.uniform())
         } else {
-            let picked = Tensor::empty(ctx, &[1], DType::U32)?;
             let mut rec = Recorder::new(ctx);
             sample::sample(&mut rec, &logits, &picked, opts.sampling, rng.uniform().min(0.999_999))?;
             rec.submit()?;
@@ -116,10 +116,6 @@ fn block_on<F: std::future::Future>(_f: F) -> F::Output {
     unimplemented!("generation in the browser is driven asynchronously by the worker (issue 5)")
 }
 
-fn pollster_free_read(ctx: &Context, t: &Tensor) -> Result<Vec<f32>> {
-    block_on(t.to_f32(ctx))
-}
-
 /// The sampler of sample.wgsl on the CPU (for rows the CPU has touched): same order and cut-offs.
 pub fn cpu_sample(l: &[f32], s: Sampling, u: f32) -> u32 {
     let m = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -129,7 +125,7 @@ pub fn cpu_sample(l: &[f32], s: Sampling, u: f32) -> u32 {
     }
     let d: Vec<f32> = l.iter().map(|&v| (m - v) / s.temperature).collect();
     let mut sorted = d.clone();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    sorted.sort_by(f32::total_cmp);
     let tk = if s.top_k > 0 && (s.top_k as usize) < l.len() { sorted[s.top_k as usize - 1] } else { f32::INFINITY };
     let mut t = tk;
     if s.top_p < 1.0 {

@@ -88,10 +88,8 @@ impl<'w> Reference<'w> {
             let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
             xc.broadcast_div(&(var + eps)?.sqrt()?)
         };
-        let y = f().map_err(ce)?;
-        y.broadcast_mul(&self.t(&format!("{name}.weight"), &[n])?)
-            .and_then(|y| y.broadcast_add(&self.t(&format!("{name}.bias"), &[n]).unwrap()))
-            .map_err(ce)
+        let (w, b) = (self.t(&format!("{name}.weight"), &[n])?, self.t(&format!("{name}.bias"), &[n])?);
+        f().and_then(|y| y.broadcast_mul(&w)?.broadcast_add(&b)).map_err(ce)
     }
 
     fn rms_norm(&self, x: &Tensor, name: &str) -> Result<Tensor> {

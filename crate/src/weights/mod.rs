@@ -10,6 +10,7 @@
 //! memory-mapped, so a 30 GB checkpoint is never read into memory as a whole.
 
 use std::collections::HashMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
