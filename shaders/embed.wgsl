@@ -1,4 +1,5 @@
-// Embedding gather: out[t, :] = W[ids[t], :], W (vocab, k) in 4 bits (W_Q4) or f16 (W_F16), dequantized on
+// Embedding gather: out[t, :] = W[ids[t], :], W (vocab, k) in 4 bits (W_Q4), 8 bits (W_Q8) or f16 (W_F16),
+// dequantized on
 // the fly. A weight split over several buffers is gathered one part at a time: this part holds rows
 // row_begin..row_end and writes only the tokens that fall there. One invocation per output element.
 // Reference: quant::Q4Matrix::get.
@@ -18,7 +19,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;   // (n_tokens)
 @group(0) @binding(2) var<storage, read> w: array<u32>;        // (rows, kb·4)
-#ifdef W_Q4
+#ifdef W_Q
 @group(0) @binding(3) var<storage, read> scales: array<u32>;   // (rows·kb) f16, two per word
 #endif
 @group(0) @binding(5) var<storage, read_write> out: array<act>; // (n_tokens, out_stride)
@@ -42,7 +43,16 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let sp = unpack2x16float(scales[blk >> 1u]);
     let d = select(sp.x, sp.y, (blk & 1u) == 1u);
     out[t * p.out_stride + c] = act((f32(code) - 8.0) * d);
-#else
+#endif
+#ifdef W_Q8
+    let g = r * (p.kb / 2u) + c / 32u;
+    let j = c % 32u;
+    let code = (w[g * 8u + j / 4u] >> (8u * (j % 4u))) & 255u;
+    let sp = unpack2x16float(scales[g >> 1u]);
+    let d = select(sp.x, sp.y, (g & 1u) == 1u);
+    out[t * p.out_stride + c] = act((f32(code) - 128.0) * d);
+#endif
+#ifdef W_F16
     let idx = r * p.kb * 8u + c;
     let hv = unpack2x16float(w[idx >> 1u]);
     out[t * p.out_stride + c] = act(select(hv.x, hv.y, (idx & 1u) == 1u));

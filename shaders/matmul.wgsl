@@ -1,4 +1,5 @@
-// Y = X · Wᵀ (+ bias) for many rows of X (prefill, vision). W is (n, k) in 4 bits (W_Q4) or f16 (W_F16).
+// Y = X · Wᵀ (+ bias) for many rows of X (prefill, vision). W is (n, k) in 4 bits (W_Q4),
+// 8 bits (W_Q8) or f16 (W_F16).
 // Register tiling: a workgroup of 256 invocations (16 × 16) computes a TILE × TILE block of Y, each
 // invocation a TM × TM block (TM = TILE/16) held in vec4 registers. K advances 32 at a time (one q4 group);
 // the X slice and the dequantized W slice are staged in workgroup memory as f32, laid out [k][row/4] so the
@@ -17,7 +18,7 @@ const Q: u32 = TILE / 4u;     // row quads per tile
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<act4>;      // (m, k/4)
 @group(0) @binding(2) var<storage, read> w: array<u32>;       // (n, kb·4)
-#ifdef W_Q4
+#ifdef W_Q
 @group(0) @binding(3) var<storage, read> scales: array<u32>;  // (n·kb) f16, two per word
 #endif
 #ifdef BIAS
@@ -118,7 +119,28 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             ws[b + 6u * Q] = vec4<f32>(c0[1].z, c1[1].z, c2[1].z, c3[1].z);
             ws[b + 7u * Q] = vec4<f32>(c0[1].w, c1[1].w, c2[1].w, c3[1].w);
         }
-#else
+#endif
+#ifdef W_Q8
+        // W: (row quad, code word) tasks; a word holds 4 consecutive k of one row, a group 8 words.
+        for (var t = lid; t < Q * 8u; t += 256u) {
+            let qd = t / 8u;
+            let wd = t % 8u;
+#for i in 0..4
+            let gn{i} = n0 + qd * 4u + {i}u;
+            var c{i} = vec4<f32>(0.0);
+            if (gn{i} < p.n) {
+                let blk = gn{i} * p.kb + kt * 2u;
+                c{i} = byt(w[blk * 4u + wd]) * scale(blk >> 1u);
+            }
+#endfor
+            let b = wd * 4u * Q + qd;
+            ws[b] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+            ws[b + Q] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+            ws[b + 2u * Q] = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+            ws[b + 3u * Q] = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
+        }
+#endif
+#ifdef W_F16
         // W: (row quad, word of 2 halves) tasks; rows are kb·8 halves long (zero padded).
         for (var t = lid; t < Q * 16u; t += 256u) {
             let qd = t / 16u;

@@ -1,6 +1,7 @@
-// y = x · Wᵀ (+ bias) for a few rows of x (decode: one). W is (n, k) in 4 bits (W_Q4) or f16 (W_F16).
+// y = x · Wᵀ (+ bias) for a few rows of x (decode: one). W is (n, k) in 4 bits (W_Q4), 8 bits (W_Q8)
+// or f16 (W_F16); W_Q is set for both quantized formats.
 // One workgroup computes R outputs of one x row; its WG invocations stride over the row's 16-byte blocks
-// (a block is one q4 group of 32 values, or 8 f16 values), so consecutive invocations read consecutive
+// (a block is one q4 group of 32 values, half a q8 group, or 8 f16 values), so consecutive invocations read consecutive
 // blocks and loads coalesce; each x block is loaded once and used for all R rows. Accumulation in f32.
 // Reference: quant::Q4Matrix::dequantize, then a plain f64 dot product (tests/src/reference.rs).
 #include "ids.wgsl"
@@ -10,7 +11,7 @@
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<act4>;          // (m, k/4)
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;     // (n, kb)
-#ifdef W_Q4
+#ifdef W_Q
 @group(0) @binding(3) var<storage, read> scales: array<u32>;     // (n·kb) f16, two per word
 #endif
 #ifdef BIAS
@@ -61,6 +62,10 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let da{r} = scale(n{r} * p.kb + c);
         let db{r} = select(0.0, scale(n{r} * p.kb + c2), two);
 #endif
+#ifdef W_Q8
+        let da{r} = scale((n{r} * p.kb + c) >> 1u);
+        let db{r} = select(0.0, scale((n{r} * p.kb + c2) >> 1u), two);
+#endif
 #endfor
 #ifdef W_Q4
         let i0 = c * 8u;
@@ -87,7 +92,24 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
                 + db{r} * (dot(y0, nib(wb{r}.x, 0u)) + dot(y1, nib(wb{r}.x, 16u)) + dot(y2, nib(wb{r}.y, 0u)) + dot(y3, nib(wb{r}.y, 16u))
                    + dot(y4, nib(wb{r}.z, 0u)) + dot(y5, nib(wb{r}.z, 16u)) + dot(y6, nib(wb{r}.w, 0u)) + dot(y7, nib(wb{r}.w, 16u)));
 #endfor
-#else
+#endif
+#ifdef W_Q8
+        let i0 = c * 4u;
+        let i1 = select(k4, c2 * 4u, two);
+        let x0 = xv(i0, xb, k4);
+        let x1 = xv(i0 + 1u, xb, k4);
+        let x2 = xv(i0 + 2u, xb, k4);
+        let x3 = xv(i0 + 3u, xb, k4);
+        let y0 = xv(i1, xb, k4);
+        let y1 = xv(i1 + 1u, xb, k4);
+        let y2 = xv(i1 + 2u, xb, k4);
+        let y3 = xv(i1 + 3u, xb, k4);
+#for r in 0..R
+        acc{r} += da{r} * (dot(x0, byt(wa{r}.x)) + dot(x1, byt(wa{r}.y)) + dot(x2, byt(wa{r}.z)) + dot(x3, byt(wa{r}.w)))
+                + db{r} * (dot(y0, byt(wb{r}.x)) + dot(y1, byt(wb{r}.y)) + dot(y2, byt(wb{r}.z)) + dot(y3, byt(wb{r}.w)));
+#endfor
+#endif
+#ifdef W_F16
         let i1 = select(k4, c2 * 2u, two);
         let x0 = xv(c * 2u, xb, k4);
         let x1 = xv(c * 2u + 1u, xb, k4);

@@ -17,7 +17,7 @@ use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::kernels::attention::{self, AttnArgs, KvLayout};
 use crate::kernels::linear::{self, MatvecShape};
 use crate::kernels::{elementwise, embed, norm, patch_embed, resize, rope, sample};
-use crate::quant::{self, Q4Matrix, GROUP};
+use crate::quant::{self, QFormat, QMatrix, GROUP};
 use crate::Result;
 
 #[derive(Clone, Debug)]
@@ -56,7 +56,7 @@ fn random_q4(ctx: &Context, rng: &mut Rng, n: usize, k: usize) -> Result<Weight>
     let g = k.div_ceil(GROUP);
     let qs: Vec<u32> = (0..n * g * 4).map(|_| rng.next() as u32).collect();
     let scales: Vec<f16> = (0..(n * g).next_multiple_of(2)).map(|i| f16::from_f32(0.002 + (i % 7) as f32 * 1e-4)).collect();
-    Weight::from_q4(ctx, &Q4Matrix { n, k, qs, scales })
+    Weight::from_q(ctx, &QMatrix { format: QFormat::Q4, n, k, qs, scales })
 }
 
 fn random_f16(ctx: &Context, rng: &mut Rng, n: usize, k: usize) -> Result<Weight> {

@@ -8,7 +8,7 @@ use varco_web::gpu::{Context, DType, Tensor};
 use varco_web::kernels::attention::{self, AttnArgs, KvLayout};
 use varco_web::kernels::linear::{self, MatvecShape};
 use varco_web::kernels::{elementwise, embed, norm, patch_embed, resize, rope, sample};
-use varco_web::quant::Q4Matrix;
+use varco_web::quant::QMatrix;
 
 use crate::harness::{as_stored, assert_close, poisoned, read_guarded, run, tol, Rng};
 use crate::reference as r;
@@ -21,9 +21,9 @@ fn upload(ctx: &Context, v: &[f32], shape: &[usize], dtype: DType) -> Tensor {
 pub fn random_weight(ctx: &Context, rng: &mut Rng, n: usize, k: usize, format: WeightFormat, limit: u64) -> (Weight, Vec<f32>) {
     let w = rng.normals(n * k, 0.5);
     match format {
-        WeightFormat::Q4 => {
-            let q = Q4Matrix::quantize(&w, n, k);
-            (Weight::from_q4_limited(ctx, &q, limit).expect("upload q4"), q.dequantize())
+        WeightFormat::Q4 | WeightFormat::Q8 => {
+            let q = QMatrix::quantize(format.quant().unwrap(), &w, n, k);
+            (Weight::from_q_limited(ctx, &q, limit).expect("upload a quantized weight"), q.dequantize())
         }
         WeightFormat::F16 => {
             let h: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();

@@ -25,8 +25,10 @@ macro_rules! browser_test {
 }
 
 browser_test!(matvec_q4, matvec_suite, WeightFormat::Q4);
+browser_test!(matvec_q8, matvec_suite, WeightFormat::Q8);
 browser_test!(matvec_f16_weights, matvec_suite, WeightFormat::F16);
 browser_test!(matmul_q4, matmul_suite, WeightFormat::Q4);
+browser_test!(matmul_q8, matmul_suite, WeightFormat::Q8);
 browser_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);
 browser_test!(attention_prefill, attention_suite);
 browser_test!(attention_fused_qkv, attention_fused_qkv);
@@ -35,6 +37,7 @@ browser_test!(rope, rope_suite);
 browser_test!(norms, norm_suite);
 browser_test!(elementwise, elementwise_suite);
 browser_test!(embed_q4, embed_suite, WeightFormat::Q4);
+browser_test!(embed_q8, embed_suite, WeightFormat::Q8);
 browser_test!(embed_f16, embed_suite, WeightFormat::F16);
 browser_test!(patch_embed, patch_embed_suite);
 browser_test!(resize, resize_suite);

@@ -41,8 +41,10 @@ macro_rules! kernel_test {
 }
 
 kernel_test!(matvec_q4, matvec_suite, WeightFormat::Q4);
+kernel_test!(matvec_q8, matvec_suite, WeightFormat::Q8);
 kernel_test!(matvec_f16_weights, matvec_suite, WeightFormat::F16);
 kernel_test!(matmul_q4, matmul_suite, WeightFormat::Q4);
+kernel_test!(matmul_q8, matmul_suite, WeightFormat::Q8);
 kernel_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);
 kernel_test!(attention_prefill, attention_suite);
 kernel_test!(attention_fused_qkv, attention_fused_qkv);
@@ -51,6 +53,7 @@ kernel_test!(rope, rope_suite);
 kernel_test!(norms, norm_suite);
 kernel_test!(elementwise, elementwise_suite);
 kernel_test!(embed_q4, embed_suite, WeightFormat::Q4);
+kernel_test!(embed_q8, embed_suite, WeightFormat::Q8);
 kernel_test!(embed_f16, embed_suite, WeightFormat::F16);
 kernel_test!(patch_embed, patch_embed_suite);
 kernel_test!(resize, resize_suite);

@@ -2,13 +2,13 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use varco_tests::harness::Rng;
-use varco_web::quant::{compare_formats, Q4Matrix, GROUP};
+use varco_web::quant::{compare_formats, QFormat, QMatrix, GROUP};
 
 #[test]
 fn layout_matches_the_documentation() {
     // codes j % 16 for j in 0..32: values (code − 8)·0.5, the largest magnitude −4 → scale 0.5
     let row: Vec<f32> = (0..32).map(|j| ((j % 16) as f32 - 8.0) * 0.5).collect();
-    let q = Q4Matrix::quantize(&row, 1, 32);
+    let q = QMatrix::quantize(QFormat::Q4, &row, 1, 32);
     assert_eq!(q.scales[0].to_f32(), 0.5);
     assert_eq!(q.qs, vec![0x7654_3210, 0xFEDC_BA98, 0x7654_3210, 0xFEDC_BA98]);
     assert_eq!(q.dequantize(), row);
@@ -18,7 +18,7 @@ fn layout_matches_the_documentation() {
 fn ragged_rows_pad_with_zero_codes() {
     let mut rng = Rng::new(1);
     let w = rng.normals(3 * 40, 1.0);
-    let q = Q4Matrix::quantize(&w, 3, 40);
+    let q = QMatrix::quantize(QFormat::Q4, &w, 3, 40);
     assert_eq!(q.groups(), 2);
     assert_eq!(q.qs.len(), 3 * 2 * 4);
     assert_eq!(q.scales.len(), 6);
@@ -35,7 +35,7 @@ fn round_trip_error_is_bounded_by_the_step() {
     let mut rng = Rng::new(2);
     let (n, k) = (17, 300);
     let w = rng.normals(n * k, 0.02);
-    let q = Q4Matrix::quantize(&w, n, k);
+    let q = QMatrix::quantize(QFormat::Q4, &w, n, k);
     let deq = q.dequantize();
     for r in 0..n {
         for c in 0..k {
@@ -54,6 +54,6 @@ fn round_trip_error_is_bounded_by_the_step() {
 
 #[test]
 fn all_zero_groups_stay_zero() {
-    let q = Q4Matrix::quantize(&[0.0; 64], 2, 32);
+    let q = QMatrix::quantize(QFormat::Q4, &[0.0; 64], 2, 32);
     assert!(q.dequantize().iter().all(|&v| v == 0.0));
 }

@@ -32,11 +32,11 @@ fn every_variant_validates() {
 
 #[test]
 fn preprocessor_selects_and_rejects() {
-    let q4 = MATVEC.expand(&Defines::new().flag("W_Q4").value("WG", 64).value("R", 4)).unwrap();
+    let q4 = MATVEC.expand(&Defines::new().flag("W_Q").flag("W_Q4").value("WG", 64).value("R", 4)).unwrap();
     let f16w = MATVEC.expand(&Defines::new().flag("W_F16").value("WG", 64).value("R", 4)).unwrap();
     assert!(q4.contains("scales") && !f16w.contains("var<storage, read> scales"));
     assert!(q4.contains("const WG: u32 = 64u;") && q4.contains("alias act = f32;"));
-    let h = MATVEC.expand(&Defines::new().flag("ACT_F16").flag("W_Q4").value("WG", 64).value("R", 4)).unwrap();
+    let h = MATVEC.expand(&Defines::new().flag("ACT_F16").flag("W_Q").flag("W_Q4").value("WG", 64).value("R", 4)).unwrap();
     assert!(h.starts_with("enable f16;"));
     assert!(!q4.contains('#'), "directives left in the output");
     assert_ne!(Defines::new().flag("A").key(), Defines::new().flag("A").value("B", 1).key());

@@ -11,7 +11,7 @@ use half::f16;
 use wgpu::util::DeviceExt;
 
 use crate::gpu::Context;
-use crate::quant::{Q4Matrix, GROUP};
+use crate::quant::{QFormat, QMatrix, GROUP};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -131,22 +131,66 @@ fn check_binding(ctx: &Context, what: &str, bytes: u64) -> Result<()> {
 }
 
 /// How a weight matrix is stored on the GPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WeightFormat {
     /// 4-bit, see [`crate::quant`].
     Q4,
+    /// 8-bit, see [`crate::quant`].
+    Q8,
     /// f16, rows padded with zeros to a multiple of 8 elements (one `vec4<u32>`).
     F16,
+}
+
+impl WeightFormat {
+    pub fn quant(self) -> Option<QFormat> {
+        match self {
+            WeightFormat::Q4 => Some(QFormat::Q4),
+            WeightFormat::Q8 => Some(QFormat::Q8),
+            WeightFormat::F16 => None,
+        }
+    }
+
+    /// Bytes per row of the data array (codes, or padded f16 values).
+    pub fn row_bytes(self, k: usize) -> u64 {
+        match self.quant() {
+            Some(q) => (k.div_ceil(GROUP) * q.words_per_group() * 4) as u64,
+            None => (f16_row_len(k) * 2) as u64,
+        }
+    }
+
+    /// 16-byte blocks per row (what the kernels call `kb`).
+    pub fn blocks_per_row(self, k: usize) -> u32 {
+        (self.row_bytes(k) / 16) as u32
+    }
+
+    /// Bytes of the data array and of the scale array (f16 scales padded to an even count; 0 for F16) of an
+    /// `(n, k)` matrix: the layout the converter writes and the loader uploads.
+    pub fn array_bytes(self, n: usize, k: usize) -> (u64, u64) {
+        let scales = match self.quant() {
+            Some(_) => ((n * k.div_ceil(GROUP)).next_multiple_of(2) * 2) as u64,
+            None => 0,
+        };
+        (n as u64 * self.row_bytes(k), scales)
+    }
 }
 
 /// One buffer-sized slice of a weight: rows `rows` of the full matrix.
 #[derive(Clone, Debug)]
 pub struct WeightPart {
     pub rows: Range<usize>,
-    /// Q4: the packed nibbles; F16: the values.
+    /// The codes (Q4, Q8) or values (F16).
     pub data: wgpu::Buffer,
-    /// Q4 only: f16 scales, two per u32.
+    /// Quantized formats only: f16 scales, two per u32.
     pub scales: Option<wgpu::Buffer>,
+}
+
+/// Where a part's bytes come from: byte ranges of the whole matrix's data and scale arrays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartLayout {
+    pub rows: Range<usize>,
+    pub data: Range<u64>,
+    pub scales: Option<Range<u64>>,
 }
 
 /// A weight matrix `(n, k)`: `n` output rows of `k` inputs, as in a PyTorch `Linear.weight`.
@@ -164,47 +208,83 @@ pub fn f16_row_len(k: usize) -> usize {
 }
 
 impl Weight {
-    /// Bytes per row of the largest buffer (the part that decides splitting).
-    fn row_bytes(format: WeightFormat, k: usize) -> u64 {
-        match format {
-            WeightFormat::Q4 => (k.div_ceil(GROUP) * 16) as u64,
-            WeightFormat::F16 => (f16_row_len(k) * 2) as u64,
-        }
-    }
-
-    /// Rows per part under the binding limit, even so that two-per-u32 scales never straddle parts.
-    fn rows_per_part(limit: u64, format: WeightFormat, n: usize, k: usize) -> Result<usize> {
-        let row = Self::row_bytes(format, k);
-        let rows = ((limit / row) as usize) & !1;
-        if rows == 0 {
+    /// How an `(n, k)` matrix is cut into parts of at most `limit` bytes: whole rows, an even number per part
+    /// so that two-per-u32 scales never straddle parts. Each part is a contiguous range of the data array
+    /// and of the scale array, so a stored matrix uploads without repacking.
+    pub fn layout(format: WeightFormat, n: usize, k: usize, limit: u64) -> Result<Vec<PartLayout>> {
+        let row = format.row_bytes(k);
+        let per = ((limit / row) as usize) & !1;
+        if per == 0 {
             return Err(Error::TooLarge { what: "two weight rows".into(), needed: 2 * row, limit });
         }
-        Ok(rows.min(n.next_multiple_of(2)))
+        let (data_len, scales_len) = format.array_bytes(n, k);
+        let srow = (k.div_ceil(GROUP) * 2) as u64;
+        let mut parts = Vec::new();
+        let mut r0 = 0;
+        while r0 < n {
+            let r1 = (r0 + per).min(n);
+            let last = r1 == n;
+            let data = r0 as u64 * row..if last { data_len } else { r1 as u64 * row };
+            let scales = format.quant().map(|_| r0 as u64 * srow..if last { scales_len } else { r1 as u64 * srow });
+            parts.push(PartLayout { rows: r0..r1, data, scales });
+            r0 = r1;
+        }
+        Ok(parts)
+    }
+
+    /// A weight whose buffers are allocated but not written (the loader fills them from a stream).
+    pub fn empty(ctx: &Context, format: WeightFormat, n: usize, k: usize, limit: u64) -> Result<(Self, Vec<PartLayout>)> {
+        let layout = Self::layout(format, n, k, limit.min(ctx.caps.max_binding))?;
+        let alloc = |r: &Range<u64>| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: (r.end - r.start).max(16).next_multiple_of(16),
+                usage: STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let parts = layout
+            .iter()
+            .map(|p| WeightPart { rows: p.rows.clone(), data: alloc(&p.data), scales: p.scales.as_ref().map(alloc) })
+            .collect();
+        Ok((Weight { format, n, k, parts }, layout))
+    }
+
+    /// Uploads a matrix given its data and scale arrays in the stored layout (see [`WeightFormat::array_bytes`]).
+    pub fn from_arrays(ctx: &Context, format: WeightFormat, n: usize, k: usize, data: &[u8], scales: &[u8], limit: u64) -> Result<Self> {
+        let (dl, sl) = format.array_bytes(n, k);
+        if data.len() as u64 != dl || scales.len() as u64 != sl {
+            return Err(Error::Checkpoint(format!(
+                "a {format:?} ({n}, {k}) weight has {dl} + {sl} bytes, not {} + {}",
+                data.len(),
+                scales.len()
+            )));
+        }
+        let layout = Self::layout(format, n, k, limit.min(ctx.caps.max_binding))?;
+        let slice = |b: &[u8], r: &Range<u64>| b[r.start as usize..r.end as usize].to_vec();
+        let parts = layout
+            .iter()
+            .map(|p| WeightPart {
+                rows: p.rows.clone(),
+                data: upload(ctx, &slice(data, &p.data)),
+                scales: p.scales.as_ref().map(|r| upload(ctx, &slice(scales, r))),
+            })
+            .collect();
+        Ok(Weight { format, n, k, parts })
     }
 
     /// Uploads a quantized matrix, split by rows under the binding limit.
-    pub fn from_q4(ctx: &Context, q: &Q4Matrix) -> Result<Self> {
-        Self::from_q4_limited(ctx, q, ctx.caps.max_binding)
+    pub fn from_q(ctx: &Context, q: &QMatrix) -> Result<Self> {
+        Self::from_q_limited(ctx, q, ctx.caps.max_binding)
     }
 
-    /// As [`Weight::from_q4`], with parts of at most `limit` bytes (≤ the binding limit).
-    pub fn from_q4_limited(ctx: &Context, q: &Q4Matrix, limit: u64) -> Result<Self> {
-        let per = Self::rows_per_part(limit.min(ctx.caps.max_binding), WeightFormat::Q4, q.n, q.k)?;
-        let g = q.groups();
-        let mut parts = Vec::new();
-        let mut r0 = 0;
-        while r0 < q.n {
-            let r1 = (r0 + per).min(q.n);
-            let data = &q.qs[r0 * g * 4..r1 * g * 4];
-            let scales = &q.scales[r0 * g..r1 * g];
-            parts.push(WeightPart {
-                rows: r0..r1,
-                data: upload(ctx, bytemuck::cast_slice(data)),
-                scales: Some(upload(ctx, bytemuck::cast_slice(scales))),
-            });
-            r0 = r1;
-        }
-        Ok(Weight { format: WeightFormat::Q4, n: q.n, k: q.k, parts })
+    /// As [`Weight::from_q`], with parts of at most `limit` bytes (≤ the binding limit).
+    pub fn from_q_limited(ctx: &Context, q: &QMatrix, limit: u64) -> Result<Self> {
+        let format = match q.format {
+            QFormat::Q4 => WeightFormat::Q4,
+            QFormat::Q8 => WeightFormat::Q8,
+        };
+        Self::from_arrays(ctx, format, q.n, q.k, bytemuck::cast_slice(&q.qs), bytemuck::cast_slice(&q.scales), limit)
     }
 
     /// Uploads an f16 matrix given row-major `(n, k)` values, split by rows under the binding limit.
@@ -215,26 +295,25 @@ impl Weight {
     /// As [`Weight::from_f16`], with parts of at most `limit` bytes (≤ the binding limit).
     pub fn from_f16_limited(ctx: &Context, values: &[f16], n: usize, k: usize, limit: u64) -> Result<Self> {
         assert_eq!(values.len(), n * k);
-        let per = Self::rows_per_part(limit.min(ctx.caps.max_binding), WeightFormat::F16, n, k)?;
-        let kp = f16_row_len(k);
-        let mut parts = Vec::new();
-        let mut r0 = 0;
-        while r0 < n {
-            let r1 = (r0 + per).min(n);
-            let mut padded = vec![f16::ZERO; (r1 - r0) * kp];
-            for r in r0..r1 {
-                padded[(r - r0) * kp..(r - r0) * kp + k].copy_from_slice(&values[r * k..(r + 1) * k]);
-            }
-            parts.push(WeightPart { rows: r0..r1, data: upload(ctx, bytemuck::cast_slice(&padded)), scales: None });
-            r0 = r1;
-        }
-        Ok(Weight { format: WeightFormat::F16, n, k, parts })
+        Self::from_arrays(ctx, WeightFormat::F16, n, k, &f16_rows_padded(values, k), &[], limit)
     }
 
     /// Bytes this weight occupies on the GPU.
     pub fn gpu_bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.data.size() + p.scales.as_ref().map_or(0, |s| s.size())).sum()
     }
+}
+
+/// Row-major f16 values of rows of `k` as the F16 weight layout stores them: rows zero-padded to
+/// [`f16_row_len`].
+pub fn f16_rows_padded(values: &[f16], k: usize) -> Vec<u8> {
+    let kp = f16_row_len(k);
+    let rows = values.len() / k;
+    let mut padded = vec![f16::ZERO; rows * kp];
+    for r in 0..rows {
+        padded[r * kp..r * kp + k].copy_from_slice(&values[r * k..(r + 1) * k]);
+    }
+    bytemuck::cast_slice(&padded).to_vec()
 }
 
 /// A read-only storage buffer with `bytes`, padded to 16 bytes.

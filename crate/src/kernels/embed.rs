@@ -1,10 +1,9 @@
-//! Embedding gather from a q4 or f16 weight (embed.wgsl), one dispatch per buffer part of the weight.
+//! Embedding gather from a q4, q8 or f16 weight (embed.wgsl), one dispatch per buffer part of the weight.
 
 use crate::gpu::shader::EMBED;
-use crate::gpu::tensor::{f16_row_len, Weight, WeightFormat};
+use crate::gpu::tensor::Weight;
 use crate::gpu::{Binding, DType, Recorder, Tensor};
-use crate::kernels::{base_defines, check};
-use crate::quant::GROUP;
+use crate::kernels::{base_defines, check, weight_defines};
 use crate::Result;
 
 #[repr(C)]
@@ -26,14 +25,9 @@ pub fn embed(rec: &mut Recorder, tokens: &Tensor, w: &Weight, out: &Tensor) -> R
     check("embed", tokens.dtype == DType::U32, || "token ids must be u32".into())?;
     let t = tokens.len();
     check("embed", out.len() == t * w.k, || format!("out {:?} is not ({t}, {})", out.shape, w.k))?;
-    let defines = base_defines(rec.ctx, out.dtype, EMBED_WG)?
-        .flag_if("W_Q4", w.format == WeightFormat::Q4)
-        .flag_if("W_F16", w.format == WeightFormat::F16);
+    let defines = weight_defines(base_defines(rec.ctx, out.dtype, EMBED_WG)?, w.format);
     let pipeline = rec.ctx.pipeline(&EMBED, &defines)?;
-    let kb = match w.format {
-        WeightFormat::Q4 => w.k.div_ceil(GROUP),
-        WeightFormat::F16 => f16_row_len(w.k) / 8,
-    } as u32;
+    let kb = w.format.blocks_per_row(w.k);
     let (ty, tz) = if t <= 65535 { (t as u32, 1) } else { (65535, (t as u32).div_ceil(65535)) };
     for part in &w.parts {
         let params = Params {

@@ -2,10 +2,9 @@
 //! A weight split over several buffers becomes one dispatch per part, each writing its column range of y.
 
 use crate::gpu::shader::{MATMUL, MATVEC};
-use crate::gpu::tensor::{f16_row_len, Weight, WeightFormat};
+use crate::gpu::tensor::Weight;
 use crate::gpu::{Binding, Recorder, Tensor};
-use crate::kernels::{base_defines, check, grid, same_dtype};
-use crate::quant::GROUP;
+use crate::kernels::{base_defines, check, grid, same_dtype, weight_defines};
 use crate::Result;
 
 /// Rows of x up to which the matrix-vector kernel is used.
@@ -47,13 +46,6 @@ struct Params {
     _p: u32,
 }
 
-fn blocks_per_row(w: &Weight) -> u32 {
-    match w.format {
-        WeightFormat::Q4 => w.k.div_ceil(GROUP) as u32,
-        WeightFormat::F16 => (f16_row_len(w.k) / 8) as u32,
-    }
-}
-
 fn check_shapes(x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<(usize, usize)> {
     let k = *x.shape.last().unwrap();
     let m = x.len() / k;
@@ -73,7 +65,7 @@ impl Params {
             m: m as u32,
             n: part.rows.len() as u32,
             k: w.k as u32,
-            kb: blocks_per_row(w),
+            kb: w.format.blocks_per_row(w.k),
             y_offset: part.rows.start as u32,
             y_stride: w.n as u32,
             x_stride4: (w.k / 4) as u32,
@@ -108,11 +100,9 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
 pub fn matvec(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, shape: MatvecShape) -> Result<()> {
     let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matvec", &[x, y])?;
-    let defines = base_defines(rec.ctx, act, shape.wg)?
+    let defines = weight_defines(base_defines(rec.ctx, act, shape.wg)?
         .value("R", shape.rows)
-        .flag_if("W_Q4", w.format == WeightFormat::Q4)
-        .flag_if("W_F16", w.format == WeightFormat::F16)
-        .flag_if("BIAS", bias.is_some());
+        .flag_if("BIAS", bias.is_some()), w.format);
     let pipeline = rec.ctx.pipeline(&MATVEC, &defines)?;
     for part in &w.parts {
         let n = part.rows.len() as u32;
@@ -143,12 +133,10 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matmul", &[x, y])?;
     check("matmul", tile == 64 || tile == 128, || format!("tile {tile} is not 64 or 128"))?;
-    let defines = base_defines(rec.ctx, act, 256)?
+    let defines = weight_defines(base_defines(rec.ctx, act, 256)?
         .value("TILE", tile)
         .value("V", tile / 64)
-        .flag_if("W_Q4", w.format == WeightFormat::Q4)
-        .flag_if("W_F16", w.format == WeightFormat::F16)
-        .flag_if("BIAS", bias.is_some());
+        .flag_if("BIAS", bias.is_some()), w.format);
     let pipeline = rec.ctx.pipeline(&MATMUL, &defines)?;
     let m_tiles = (m as u32).div_ceil(tile);
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;

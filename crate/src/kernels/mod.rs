@@ -14,6 +14,7 @@ pub mod resize;
 pub mod rope;
 pub mod sample;
 
+use crate::gpu::tensor::WeightFormat;
 use crate::gpu::{Context, DType, Defines, Tensor};
 use crate::{Error, Result};
 
@@ -69,6 +70,15 @@ pub(crate) fn check(kernel: &'static str, ok: bool, msg: impl FnOnce() -> String
     }
 }
 
+/// The defines that select a weight format in matvec.wgsl, matmul.wgsl and embed.wgsl: W_Q4, W_Q8 or W_F16,
+/// and W_Q for both quantized formats (the scale binding).
+pub fn weight_defines(d: Defines, format: WeightFormat) -> Defines {
+    d.flag_if("W_Q", format.quant().is_some())
+        .flag_if("W_Q4", format == WeightFormat::Q4)
+        .flag_if("W_Q8", format == WeightFormat::Q8)
+        .flag_if("W_F16", format == WeightFormat::F16)
+}
+
 /// Every (shader, defines) combination the constructors above can request, over the devices they can meet:
 /// f32/f16 activations, subgroups on/off, both weight formats, every tile size. The GPU-free test compiles
 /// each through naga; keep this list in step with the constructors.
@@ -78,16 +88,16 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
     for f16 in [false, true] {
         for sg in [false, true] {
             let base = |wg: u32| Defines::new().flag_if("ACT_F16", f16).flag_if("SUBGROUP", sg).value("WG", wg);
-            for wfmt in ["W_Q4", "W_F16"] {
+            for wfmt in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
                 for bias in [false, true] {
                     for (wg, rows) in [(32, 1), (32, 2), (32, 4), (64, 2), (64, 4), (128, 2), (128, 8), (256, 4)] {
-                        out.push((MATVEC, base(wg).value("R", rows).flag(wfmt).flag_if("BIAS", bias)));
+                        out.push((MATVEC, weight_defines(base(wg).value("R", rows), wfmt).flag_if("BIAS", bias)));
                     }
                     for tile in [64, 128] {
-                        out.push((MATMUL, base(256).value("TILE", tile).value("V", tile / 64).flag(wfmt).flag_if("BIAS", bias)));
+                        out.push((MATMUL, weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias)));
                     }
                 }
-                out.push((EMBED, base(128).flag(wfmt)));
+                out.push((EMBED, weight_defines(base(128), wfmt)));
             }
             for causal in [false, true] {
                 out.push((ATTENTION_TILED, base(256).flag_if("CAUSAL", causal)));

@@ -8,7 +8,7 @@ use crate::kernels::attention::{self, AttnArgs, KvLayout};
 use crate::kernels::rope::Rope;
 use crate::kernels::{elementwise, embed, kv_cache, linear, norm};
 use crate::model::config::TextConfig;
-use crate::quant::Q4Matrix;
+use crate::quant::{QFormat, QMatrix};
 use crate::weights::WeightSource;
 use crate::{Error, Result};
 
@@ -46,7 +46,7 @@ impl Precision {
     /// A weight `(n, k)` from row-major f32 values.
     fn weight(self, ctx: &Context, values: &[f32], n: usize, k: usize) -> Result<Weight> {
         match self {
-            Precision::Q4 => Weight::from_q4(ctx, &Q4Matrix::quantize(values, n, k)),
+            Precision::Q4 => Weight::from_q(ctx, &QMatrix::quantize(QFormat::Q4, values, n, k)),
             _ => {
                 let h: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
                 Weight::from_f16(ctx, &h, n, k)

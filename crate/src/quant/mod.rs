@@ -1,4 +1,6 @@
-//! The 4-bit weight format ("q4"), and its CPU quantizer and dequantizer (also the tests' reference).
+//! The quantized weight formats (4-bit "q4", 8-bit "q8"), and their CPU quantizer and dequantizer (also the
+//! tests' reference). q8 is q4 with 8-bit codes: the same groups and scales, code of zero 128, two 16-byte
+//! loads a group.
 //!
 //! A weight `(n, k)` (PyTorch `Linear` layout: `n` outputs, `k` inputs) is cut along `k` into groups of
 //! [`GROUP`] = 32 values; the last group of a row is zero-padded. Each group stores
@@ -19,52 +21,93 @@ use half::f16;
 /// Values per quantization group.
 pub const GROUP: usize = 32;
 
+/// The two quantized formats: 4-bit codes (LLM linears) and 8-bit codes (embed_tokens / lm_head / vision
+/// tower, by the converter's choice). Both: groups of [`GROUP`] values, one f16 scale a group, symmetric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QFormat {
+    Q4,
+    Q8,
+}
+
+impl QFormat {
+    pub fn bits(self) -> usize {
+        match self {
+            QFormat::Q4 => 4,
+            QFormat::Q8 => 8,
+        }
+    }
+
+    /// u32 words of codes per group (4 or 8: one or two 16-byte loads).
+    pub fn words_per_group(self) -> usize {
+        GROUP * self.bits() / 32
+    }
+
+    /// The code of zero (8 or 128): codes are offset binary, `value = (code − zero) · d`.
+    pub fn zero(self) -> i32 {
+        1 << (self.bits() - 1)
+    }
+}
+
 /// A quantized `(n, k)` matrix.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Q4Matrix {
+pub struct QMatrix {
+    pub format: QFormat,
     pub n: usize,
     pub k: usize,
     pub qs: Vec<u32>,
     pub scales: Vec<f16>,
 }
 
-impl Q4Matrix {
+/// Quantizes `rows` rows of `k` values, appending their codes and scales (scales unpadded: whole matrices
+/// pad them to an even count once, at the end).
+pub fn quantize_rows(format: QFormat, w: &[f32], rows: usize, k: usize, qs: &mut Vec<u32>, scales: &mut Vec<f16>) {
+    assert_eq!(w.len(), rows * k, "quantize: {} values for {rows} rows of {k}", w.len());
+    let groups = k.div_ceil(GROUP);
+    let wpg = format.words_per_group();
+    let per_word = 32 / format.bits();
+    let mut vals = [0f32; GROUP];
+    qs.reserve(rows * groups * wpg);
+    scales.reserve(rows * groups);
+    for r in 0..rows {
+        for g in 0..groups {
+            let k0 = g * GROUP;
+            let len = GROUP.min(k - k0);
+            vals.fill(0.0);
+            vals[..len].copy_from_slice(&w[r * k + k0..r * k + k0 + len]);
+            let (d, codes) = quantize_group(format, &vals);
+            scales.push(d);
+            let base = qs.len();
+            qs.resize(base + wpg, 0);
+            for (j, &c) in codes.iter().enumerate() {
+                qs[base + j / per_word] |= c << (format.bits() * (j % per_word));
+            }
+        }
+    }
+}
+
+impl QMatrix {
     /// Groups per row.
     pub fn groups(&self) -> usize {
         self.k.div_ceil(GROUP)
     }
 
     /// Quantizes row-major `(n, k)` values.
-    pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
-        assert_eq!(w.len(), n * k, "quantize: {} values for a {n}x{k} matrix", w.len());
-        let groups = k.div_ceil(GROUP);
-        let mut qs = vec![0u32; n * groups * 4];
-        let mut scales = vec![f16::ZERO; (n * groups).next_multiple_of(2)];
-        let mut vals = [0f32; GROUP];
-        for r in 0..n {
-            for g in 0..groups {
-                let k0 = g * GROUP;
-                let len = GROUP.min(k - k0);
-                vals.fill(0.0);
-                vals[..len].copy_from_slice(&w[r * k + k0..r * k + k0 + len]);
-                let (d, codes) = quantize_group(&vals);
-                scales[r * groups + g] = d;
-                let base = (r * groups + g) * 4;
-                for (j, &c) in codes.iter().enumerate() {
-                    qs[base + j / 8] |= (c as u32) << (4 * (j % 8));
-                }
-            }
-        }
-        Q4Matrix { n, k, qs, scales }
+    pub fn quantize(format: QFormat, w: &[f32], n: usize, k: usize) -> Self {
+        let (mut qs, mut scales) = (Vec::new(), Vec::new());
+        quantize_rows(format, w, n, k, &mut qs, &mut scales);
+        scales.resize(scales.len().next_multiple_of(2), f16::ZERO);
+        QMatrix { format, n, k, qs, scales }
     }
 
     /// The value at row `r`, column `c`.
     pub fn get(&self, r: usize, c: usize) -> f32 {
-        let g = c / GROUP;
-        let j = c % GROUP;
+        let (g, j) = (c / GROUP, c % GROUP);
         let idx = r * self.groups() + g;
-        let code = (self.qs[idx * 4 + j / 8] >> (4 * (j % 8))) & 15;
-        (code as f32 - 8.0) * self.scales[idx].to_f32()
+        let bits = self.format.bits();
+        let per_word = 32 / bits;
+        let code = (self.qs[idx * self.format.words_per_group() + j / per_word] >> (bits * (j % per_word))) & ((1 << bits) - 1);
+        (code as i32 - self.format.zero()) as f32 * self.scales[idx].to_f32()
     }
 
     /// All values, row-major `(n, k)`.
@@ -78,28 +121,48 @@ impl Q4Matrix {
         out
     }
 
-    /// Bytes of the packed form (nibbles and scales).
+    /// Bytes of the packed form (codes and scales).
     pub fn bytes(&self) -> usize {
         self.qs.len() * 4 + self.scales.len() * 2
     }
 }
 
-/// Scale and codes (0..=15) of one group.
-fn quantize_group(vals: &[f32; GROUP]) -> (f16, [u8; GROUP]) {
+/// Scale and codes (0 ..= 2^bits − 1) of one group: the value of largest magnitude maps to code 0.
+fn quantize_group(format: QFormat, vals: &[f32; GROUP]) -> (f16, [u32; GROUP]) {
     let mut max = 0f32;
     for &v in vals {
         if v.abs() > max.abs() {
             max = v;
         }
     }
-    let d = f16::from_f32(max / -8.0);
+    let zero = format.zero() as f32;
+    let d = f16::from_f32(max / -zero);
     let df = d.to_f32();
     let inv = if df != 0.0 { 1.0 / df } else { 0.0 };
-    let mut codes = [8u8; GROUP];
+    let mut codes = [format.zero() as u32; GROUP];
     for (c, &v) in codes.iter_mut().zip(vals) {
-        *c = ((v * inv).round().clamp(-8.0, 7.0) + 8.0) as u8;
+        *c = ((v * inv).round().clamp(-zero, zero - 1.0) + zero) as u32;
     }
     (d, codes)
+}
+
+/// Relative RMS error `‖w − deq(q(w))‖ / ‖w‖` of `w` quantized as `(n, k)` in `format` (the converter's
+/// `--report`).
+pub fn relative_error(format: QFormat, w: &[f32], n: usize, k: usize) -> f64 {
+    let q = QMatrix::quantize(format, w, n, k);
+    let (mut num, mut den) = (0f64, 0f64);
+    for r in 0..n {
+        for c in 0..k {
+            let v = w[r * k + c] as f64;
+            num += (v - q.get(r, c) as f64).powi(2);
+            den += v * v;
+        }
+    }
+    if den == 0.0 {
+        0.0
+    } else {
+        (num / den).sqrt()
+    }
 }
 
 /// Relative RMS error ‖w − deq(q(w))‖ / ‖w‖ of a few candidate 4-bit formats on the same values, for the
