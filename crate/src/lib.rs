@@ -24,6 +24,7 @@ pub mod chat;
 pub mod gpu;
 pub mod image;
 pub mod kernels;
+pub mod loader;
 pub mod model;
 pub mod quant;
 pub mod tokenizer;

@@ -13,7 +13,8 @@ use varco_tests::harness::{assert_close, rel_error};
 use varco_web::gpu::{Context, ContextOptions, DType, Recorder, Tensor};
 use varco_web::image::{normalize, AnyresConfig};
 use varco_web::model::config::ModelConfig;
-use varco_web::model::vision::{Projector, VisionTower};
+use varco_web::model::llm::Precision;
+use varco_web::model::Model;
 use varco_web::weights::{Layout, WeightSource};
 
 fn ctx() -> &'static Context {
@@ -42,8 +43,8 @@ fn image_path(w: &WeightSource, cfg: &ModelConfig) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(tiles.len(), n_tiles);
     let px = normalize(&tiles);
     let pixels = Tensor::from_f32(ctx, &px, &[n_tiles, 3, s, s], DType::F32).unwrap();
-    let tower = VisionTower::load(ctx, w, &cfg.vision).unwrap();
-    let proj = Projector::load(ctx, w, cfg.vision.hidden, cfg.text.hidden).unwrap();
+    let m = Model::load(ctx, w, cfg, Precision::F32).unwrap();
+    let (tower, proj) = (&m.vision, &m.projector);
     let plan = cfg.anyres.plan(500, 375);
     let mut rec = Recorder::new(ctx);
     let hidden = tower.forward(&mut rec, &pixels, DType::F32).unwrap();
@@ -126,8 +127,7 @@ fn llava_next_layout_gives_identical_results() {
     // and identical language-model logits
     let ids: Vec<i64> = vec![151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198];
     let logits = |w: &WeightSource, cfg: &ModelConfig| {
-        let llm = varco_web::model::llm::Llm::load(ctx(), w, &cfg.text, varco_web::model::llm::Precision::F32).unwrap();
-        let m = varco_web::model::Model { cfg: cfg.clone(), vision: VisionTower::load(ctx(), w, &cfg.vision).unwrap(), projector: Projector::load(ctx(), w, cfg.vision.hidden, cfg.text.hidden).unwrap(), llm };
+        let m = Model::load(ctx(), w, cfg, Precision::F32).unwrap();
         let mut cache = m.llm.new_cache(ctx(), ids.len()).unwrap();
         let l = m.prefill(ctx(), &ids, None, &mut cache).unwrap();
         pollster::block_on(l.to_f32(ctx())).unwrap()
@@ -138,7 +138,7 @@ fn llava_next_layout_gives_identical_results() {
 #[test]
 fn prompts_longer_than_the_context_are_refused() {
     let (w, cfg) = load(&hf_dir(), &hf_config_text());
-    let m = varco_web::model::Model::load(ctx(), &w, &cfg, varco_web::model::llm::Precision::F32).unwrap();
+    let m = Model::load(ctx(), &w, &cfg, Precision::F32).unwrap();
     let e = m.llm.new_cache(ctx(), cfg.text.max_positions + 1).err().unwrap().to_string();
     assert!(e.contains("exceed the model's context"), "{e}");
     let mut cache = m.llm.new_cache(ctx(), 4).unwrap();

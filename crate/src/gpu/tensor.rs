@@ -74,7 +74,8 @@ impl Tensor {
         Self::from_bytes(ctx, bytemuck::cast_slice(data).to_vec(), shape, DType::U32)
     }
 
-    fn from_bytes(ctx: &Context, mut bytes: Vec<u8>, shape: &[usize], dtype: DType) -> Result<Self> {
+    /// Uploads raw little-endian bytes of `dtype` values.
+    pub fn from_bytes(ctx: &Context, mut bytes: Vec<u8>, shape: &[usize], dtype: DType) -> Result<Self> {
         check_binding(ctx, "tensor", bytes.len() as u64)?;
         bytes.resize(Self::bytes_for(shape, dtype) as usize, 0);
         let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -8,8 +8,8 @@ use crate::kernels::attention::{self, AttnArgs, KvLayout};
 use crate::kernels::rope::Rope;
 use crate::kernels::{elementwise, embed, kv_cache, linear, norm};
 use crate::model::config::TextConfig;
-use crate::quant::{QFormat, QMatrix};
-use crate::weights::WeightSource;
+use crate::loader::plan::QuantPlan;
+use crate::loader::Tensors;
 use crate::{Error, Result};
 
 /// How weights and activations are stored.
@@ -43,14 +43,11 @@ impl Precision {
         }
     }
 
-    /// A weight `(n, k)` from row-major f32 values.
-    fn weight(self, ctx: &Context, values: &[f32], n: usize, k: usize) -> Result<Weight> {
+    /// How the checkpoint's matrices are stored when loaded directly.
+    pub fn plan(self) -> QuantPlan {
         match self {
-            Precision::Q4 => Weight::from_q(ctx, &QMatrix::quantize(QFormat::Q4, values, n, k)),
-            _ => {
-                let h: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
-                Weight::from_f16(ctx, &h, n, k)
-            }
+            Precision::F32 | Precision::F16 => QuantPlan::F16,
+            Precision::Q4 => QuantPlan::DEFAULT,
         }
     }
 }
@@ -65,18 +62,8 @@ struct Layer {
     down: Weight,
 }
 
-/// Rows of several checkpoint tensors stacked into one matrix.
-fn stacked(w: &WeightSource, names: &[(String, usize)], k: usize) -> Result<Vec<f32>> {
-    let mut out = Vec::new();
-    for (name, n) in names {
-        out.extend(w.f32(name, &[*n, k])?);
-    }
-    Ok(out)
-}
-
 pub struct Llm {
     pub cfg: TextConfig,
-    pub precision: Precision,
     pub act: DType,
     embed: Weight,
     layers: Vec<Layer>,
@@ -95,46 +82,32 @@ pub struct KvCache {
 }
 
 impl Llm {
-    pub fn load(ctx: &Context, w: &WeightSource, cfg: &TextConfig, precision: Precision) -> Result<Self> {
-        let act = precision.act(ctx)?;
+    /// Takes the LLM's tensors ([`crate::loader::plan::specs`]) out of `t`; activations in `act`.
+    pub fn new(ctx: &Context, t: &mut Tensors, cfg: &TextConfig, act: DType) -> Result<Self> {
         let (h, d) = (cfg.hidden, cfg.head_dim);
         let (qn, kvn, ffn) = (cfg.heads * d, cfg.kv_heads * d, cfg.intermediate);
-        let vec = |name: &str, n: usize| -> Result<Tensor> { Tensor::from_f32(ctx, &w.f32(name, &[n])?, &[n], DType::F32) };
         let mut layers = Vec::new();
         for i in 0..cfg.layers {
-            let p = format!("language_model.model.layers.{i}");
-            let a = format!("{p}.self_attn");
-            let qkv = stacked(w, &[(format!("{a}.q_proj.weight"), qn), (format!("{a}.k_proj.weight"), kvn), (format!("{a}.v_proj.weight"), kvn)], h)?;
-            let mut qkv_b = w.f32(&format!("{a}.q_proj.bias"), &[qn])?;
-            qkv_b.extend(w.f32(&format!("{a}.k_proj.bias"), &[kvn])?);
-            qkv_b.extend(w.f32(&format!("{a}.v_proj.bias"), &[kvn])?);
-            let m = format!("{p}.mlp");
-            let gate_up = stacked(w, &[(format!("{m}.gate_proj.weight"), ffn), (format!("{m}.up_proj.weight"), ffn)], h)?;
+            let p = format!("llm.{i}");
             layers.push(Layer {
-                in_norm: vec(&format!("{p}.input_layernorm.weight"), h)?,
-                qkv: precision.weight(ctx, &qkv, qn + 2 * kvn, h)?,
-                qkv_b: Tensor::from_f32(ctx, &qkv_b, &[qn + 2 * kvn], DType::F32)?,
-                o: precision.weight(ctx, &w.f32(&format!("{a}.o_proj.weight"), &[h, qn])?, h, qn)?,
-                post_norm: vec(&format!("{p}.post_attention_layernorm.weight"), h)?,
-                gate_up: precision.weight(ctx, &gate_up, 2 * ffn, h)?,
-                down: precision.weight(ctx, &w.f32(&format!("{m}.down_proj.weight"), &[h, ffn])?, h, ffn)?,
+                in_norm: t.vector(&format!("{p}.in_norm"), h)?,
+                qkv: t.matrix(&format!("{p}.qkv"), qn + 2 * kvn, h)?,
+                qkv_b: t.vector(&format!("{p}.qkv_bias"), qn + 2 * kvn)?,
+                o: t.matrix(&format!("{p}.o"), h, qn)?,
+                post_norm: t.vector(&format!("{p}.post_norm"), h)?,
+                gate_up: t.matrix(&format!("{p}.gate_up"), 2 * ffn, h)?,
+                down: t.matrix(&format!("{p}.down"), h, ffn)?,
             });
         }
-        let embed_name = "language_model.model.embed_tokens.weight";
-        let embed_values = w.f32(embed_name, &[cfg.vocab, h])?;
-        let embed = precision.weight(ctx, &embed_values, cfg.vocab, h)?;
-        let lm_head = if cfg.tie_word_embeddings && !w.contains("language_model.lm_head.weight") {
-            embed.clone()
-        } else {
-            precision.weight(ctx, &w.f32("language_model.lm_head.weight", &[cfg.vocab, h])?, cfg.vocab, h)?
-        };
+        let embed = t.matrix("llm.embed", cfg.vocab, h)?;
+        // absent: a tied lm_head stored once, as the embedding table
+        let lm_head = if t.contains("llm.lm_head") { t.matrix("llm.lm_head", cfg.vocab, h)? } else { embed.clone() };
         Ok(Llm {
             cfg: cfg.clone(),
-            precision,
             act,
             embed,
             layers,
-            norm: vec("language_model.model.norm.weight", h)?,
+            norm: t.vector("llm.norm", h)?,
             lm_head,
             rope: Rope::new(ctx, d as u32, cfg.rope_theta)?,
         })

@@ -8,6 +8,7 @@ pub mod vision;
 use crate::chat::IMAGE_PLACEHOLDER;
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::image::AnyresPlan;
+use crate::loader::Tensors;
 use crate::weights::WeightSource;
 use crate::{Error, Result};
 use config::ModelConfig;
@@ -26,12 +27,21 @@ pub struct Model {
 }
 
 impl Model {
+    /// Loads a checkpoint directly: its tensors encoded as `precision` says, then uploaded.
     pub fn load(ctx: &Context, w: &WeightSource, cfg: &ModelConfig, precision: Precision) -> Result<Self> {
+        let act = precision.act(ctx)?;
+        let mut t = crate::loader::from_checkpoint(ctx, w, cfg, &precision.plan())?;
+        Self::new(ctx, cfg, act, &mut t)
+    }
+
+    /// Builds the model from its tensors on the GPU (from a checkpoint or a converted model), activations in
+    /// `act`.
+    pub fn new(ctx: &Context, cfg: &ModelConfig, act: DType, t: &mut Tensors) -> Result<Self> {
         Ok(Model {
             cfg: cfg.clone(),
-            vision: VisionTower::load(ctx, w, &cfg.vision)?,
-            projector: Projector::load(ctx, w, cfg.vision.hidden, cfg.text.hidden)?,
-            llm: Llm::load(ctx, w, &cfg.text, precision)?,
+            vision: VisionTower::new(t, &cfg.vision)?,
+            projector: Projector::new(t, cfg.vision.hidden, cfg.text.hidden)?,
+            llm: Llm::new(ctx, t, &cfg.text, act)?,
         })
     }
 

@@ -4,24 +4,14 @@
 //! (docs: MODEL.md §2.2–2.3); checked against the fixtures' `vision_last_hidden` and `image_features`.
 
 use crate::gpu::tensor::Weight;
-use crate::gpu::{Context, DType, Recorder, Tensor};
+use crate::gpu::{DType, Recorder, Tensor};
 use crate::image::AnyresPlan;
 use crate::kernels::attention::{self, AttnArgs, KvLayout};
 use crate::kernels::patch_embed::{self, PatchGeometry};
 use crate::kernels::{elementwise, linear, merge, norm};
 use crate::model::config::VisionConfig;
-use crate::weights::WeightSource;
+use crate::loader::Tensors;
 use crate::Result;
-
-/// An f32 vector (norm weights, biases) from the checkpoint.
-fn vec_f32(ctx: &Context, w: &WeightSource, name: &str, n: usize) -> Result<Tensor> {
-    Tensor::from_f32(ctx, &w.f32(name, &[n])?, &[n], DType::F32)
-}
-
-/// A linear layer's weight `(n, k)` kept in f16 (the vision tower and projector are small; 16-bit is exact).
-fn linear_f16(ctx: &Context, w: &WeightSource, name: &str, n: usize, k: usize) -> Result<Weight> {
-    Weight::from_f16(ctx, &w.f16(name, &[n, k])?, n, k)
-}
 
 struct Layer {
     ln1: (Tensor, Tensor),
@@ -37,27 +27,21 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(ctx: &Context, w: &WeightSource, cfg: &VisionConfig, i: usize) -> Result<Self> {
-        let p = format!("vision_tower.encoder.layers.{i}");
+    fn new(t: &mut Tensors, cfg: &VisionConfig, i: usize) -> Result<Self> {
+        let p = format!("vision.{i}");
         let (h, m) = (cfg.hidden, cfg.intermediate);
-        // q, k and v as one (3h, h) matrix: one matmul, and attention reads them from one row
-        let mut qkv = Vec::with_capacity(3 * h * h);
-        let mut qkv_b = Vec::with_capacity(3 * h);
-        for t in ["q_proj", "k_proj", "v_proj"] {
-            qkv.extend(w.f16(&format!("{p}.self_attn.{t}.weight"), &[h, h])?);
-            qkv_b.extend(w.f32(&format!("{p}.self_attn.{t}.bias"), &[h])?);
-        }
+        let v = |t: &mut Tensors, what: &str, n: usize| t.vector(&format!("{p}.{what}"), n);
         Ok(Layer {
-            ln1: (vec_f32(ctx, w, &format!("{p}.layer_norm1.weight"), h)?, vec_f32(ctx, w, &format!("{p}.layer_norm1.bias"), h)?),
-            qkv: Weight::from_f16(ctx, &qkv, 3 * h, h)?,
-            qkv_b: Tensor::from_f32(ctx, &qkv_b, &[3 * h], DType::F32)?,
-            out: linear_f16(ctx, w, &format!("{p}.self_attn.out_proj.weight"), h, h)?,
-            out_b: vec_f32(ctx, w, &format!("{p}.self_attn.out_proj.bias"), h)?,
-            ln2: (vec_f32(ctx, w, &format!("{p}.layer_norm2.weight"), h)?, vec_f32(ctx, w, &format!("{p}.layer_norm2.bias"), h)?),
-            fc1: linear_f16(ctx, w, &format!("{p}.mlp.fc1.weight"), m, h)?,
-            fc1_b: vec_f32(ctx, w, &format!("{p}.mlp.fc1.bias"), m)?,
-            fc2: linear_f16(ctx, w, &format!("{p}.mlp.fc2.weight"), h, m)?,
-            fc2_b: vec_f32(ctx, w, &format!("{p}.mlp.fc2.bias"), h)?,
+            ln1: (v(t, "ln1_w", h)?, v(t, "ln1_b", h)?),
+            qkv: t.matrix(&format!("{p}.qkv"), 3 * h, h)?,
+            qkv_b: v(t, "qkv_bias", 3 * h)?,
+            out: t.matrix(&format!("{p}.out"), h, h)?,
+            out_b: v(t, "out_bias", h)?,
+            ln2: (v(t, "ln2_w", h)?, v(t, "ln2_b", h)?),
+            fc1: t.matrix(&format!("{p}.fc1"), m, h)?,
+            fc1_b: v(t, "fc1_bias", m)?,
+            fc2: t.matrix(&format!("{p}.fc2"), h, m)?,
+            fc2_b: v(t, "fc2_bias", h)?,
         })
     }
 }
@@ -71,17 +55,16 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
-    pub fn load(ctx: &Context, w: &WeightSource, cfg: &VisionConfig) -> Result<Self> {
-        let e = "vision_tower.embeddings";
+    /// Takes the tower's tensors out of `t`.
+    pub fn new(t: &mut Tensors, cfg: &VisionConfig) -> Result<Self> {
         let (h, p) = (cfg.hidden, cfg.patch_size);
-        let patch = w.f16(&format!("{e}.patch_embedding.weight"), &[h, 3, p, p])?;
         let n_pos = cfg.cells() * cfg.cells();
         Ok(VisionTower {
             cfg: cfg.clone(),
-            patch: Weight::from_f16(ctx, &patch, h, 3 * p * p)?,
-            patch_b: vec_f32(ctx, w, &format!("{e}.patch_embedding.bias"), h)?,
-            pos: Tensor::from_f32(ctx, &w.f32(&format!("{e}.position_embedding.weight"), &[n_pos, h])?, &[n_pos * h], DType::F32)?,
-            layers: (0..cfg.layers).map(|i| Layer::load(ctx, w, cfg, i)).collect::<Result<_>>()?,
+            patch: t.matrix("vision.patch", h, 3 * p * p)?,
+            patch_b: t.vector("vision.patch_bias", h)?,
+            pos: t.vector("vision.pos", n_pos * h)?,
+            layers: (0..cfg.layers).map(|i| Layer::new(t, cfg, i)).collect::<Result<_>>()?,
         })
     }
 
@@ -150,14 +133,14 @@ pub struct Projector {
 }
 
 impl Projector {
-    pub fn load(ctx: &Context, w: &WeightSource, vision_hidden: usize, text_hidden: usize) -> Result<Self> {
-        let p = "multi_modal_projector";
+    /// Takes the projector's tensors and the image newline out of `t`.
+    pub fn new(t: &mut Tensors, vision_hidden: usize, text_hidden: usize) -> Result<Self> {
         Ok(Projector {
-            l1: linear_f16(ctx, w, &format!("{p}.linear_1.weight"), text_hidden, vision_hidden)?,
-            b1: vec_f32(ctx, w, &format!("{p}.linear_1.bias"), text_hidden)?,
-            l2: linear_f16(ctx, w, &format!("{p}.linear_2.weight"), text_hidden, text_hidden)?,
-            b2: vec_f32(ctx, w, &format!("{p}.linear_2.bias"), text_hidden)?,
-            newline: vec_f32(ctx, w, "image_newline", text_hidden)?,
+            l1: t.matrix("projector.fc1", text_hidden, vision_hidden)?,
+            b1: t.vector("projector.fc1_bias", text_hidden)?,
+            l2: t.matrix("projector.fc2", text_hidden, text_hidden)?,
+            b2: t.vector("projector.fc2_bias", text_hidden)?,
+            newline: t.vector("image_newline", text_hidden)?,
             out_dim: text_hidden,
         })
     }

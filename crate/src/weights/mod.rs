@@ -95,6 +95,15 @@ pub enum Dtype {
     Bf16,
 }
 
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::Bf16 => 2,
+        }
+    }
+}
+
 struct Entry {
     file: usize,
     dtype: Dtype,
@@ -214,16 +223,40 @@ impl WeightSource {
 
     /// The tensor as f32 values, after checking its shape.
     pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.rows_f32(name, shape, 0, shape.first().copied().unwrap_or(1))
+    }
+
+    /// Rows `r0..r1` (along the first dimension) of the tensor as f32 values, after checking its shape.
+    pub fn rows_f32(&self, name: &str, shape: &[usize], r0: usize, r1: usize) -> Result<Vec<f32>> {
         let e = self.entry(name)?;
         if e.shape != shape {
             return Err(Error::Checkpoint(format!("tensor {name} has shape {:?}, expected {shape:?}", e.shape)));
         }
-        let bytes = &self.files[e.file][e.range.0..e.range.1];
+        let row: usize = shape.iter().skip(1).product::<usize>() * e.dtype.size();
+        let (a, b) = if shape.is_empty() { (e.range.0, e.range.1) } else { (e.range.0 + r0 * row, e.range.0 + r1 * row) };
+        assert!(r0 <= r1 && b <= e.range.1, "rows {r0}..{r1} of {name} {shape:?}");
+        let bytes = &self.files[e.file][a..b];
         Ok(match e.dtype {
             Dtype::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(bytes),
             Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(bytes).iter().map(|v| v.to_f32()).collect(),
             Dtype::Bf16 => bytemuck::pod_collect_to_vec::<u8, bf16>(bytes).iter().map(|v| v.to_f32()).collect(),
         })
+    }
+
+    /// Tells the OS that the tensor's pages are no longer needed: a memory-mapped checkpoint read tensor by
+    /// tensor then never holds more than one tensor's pages in memory. A hint; no effect on owned bytes.
+    pub fn release(&self, name: &str) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some((e, Bytes::Mapped(m))) = self.entries.get(name).map(|e| (e, &self.files[e.file])) {
+            // whole pages inside the tensor only: a neighbour's pages may still be in use
+            let page = 4096;
+            let a = e.range.0.next_multiple_of(page);
+            let b = e.range.1 / page * page;
+            if b > a {
+                // Safety: a private read-only file mapping; dropped pages are read again from the file if touched.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+            }
+        }
     }
 
     /// The tensor as f16 values (f32 and bf16 checkpoints are rounded), after checking its shape.
