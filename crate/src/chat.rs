@@ -51,6 +51,38 @@ impl ChatTemplate {
         Ok(Self::new(s))
     }
 
+    /// The template's Jinja source (markers dropped).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// A checkpoint directory's template: chat_template.json, else chat_template.jinja, else the
+    /// `chat_template` of tokenizer_config.json (the original LLaVA-NeXT checkpoint).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+        let read = |name: &str| -> Result<Option<String>> {
+            let p = dir.join(name);
+            match std::fs::read_to_string(&p) {
+                Ok(t) => Ok(Some(t)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Template(format!("{}: {e}", p.display()))),
+            }
+        };
+        if let Some(j) = read("chat_template.json")? {
+            return Self::from_json(&j);
+        }
+        if let Some(t) = read("chat_template.jinja")? {
+            return Ok(Self::new(&t));
+        }
+        if let Some(c) = read("tokenizer_config.json")? {
+            let v: serde_json::Value = serde_json::from_str(&c).map_err(|e| Error::Template(format!("tokenizer_config.json: {e}")))?;
+            if let Some(t) = v["chat_template"].as_str() {
+                return Ok(Self::new(t));
+            }
+        }
+        Err(Error::Template(format!("{}: no chat template (chat_template.json, chat_template.jinja or tokenizer_config.json)", dir.display())))
+    }
+
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let mut env = minijinja::Environment::new();
         env.add_template("chat", &self.source).map_err(|e| Error::Template(format!("chat template: {e}")))?;

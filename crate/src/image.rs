@@ -14,7 +14,7 @@ use crate::{Error, Result};
 pub const TILE: u32 = 384;
 
 /// The anyres settings of a checkpoint (from its config).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AnyresConfig {
     /// Candidate canvases as (width, height) in pixels.
     pub pinpoints: Vec<(u32, u32)>,

@@ -33,6 +33,8 @@ pub mod weights;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod convert;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod draw;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod reference;

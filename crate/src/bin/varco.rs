@@ -1,9 +1,10 @@
-//! The `varco` command line: `varco run` (a question about an image, streamed), `varco info` (the adapter),
-//! `varco bench kernels`.
+//! The `varco` command line: `varco run` (a question about an image, streamed), `varco convert` (a checkpoint
+//! into shards for the web), `varco info` (the adapter), `varco bench kernels`.
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use varco_web::bench::{run_kernels, BenchOptions};
+use varco_web::gpu::tensor::WeightFormat;
 use varco_web::gpu::{Context, ContextOptions, DType};
 use varco_web::kernels::linear::MatvecShape;
 
@@ -20,6 +21,8 @@ enum Cmd {
     Info,
     /// Ask the model about an image; the answer streams to stdout.
     Run(RunArgs),
+    /// Convert a checkpoint (either layout) into a manifest and verified shards, for a CDN and the browser.
+    Convert(ConvertArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -28,8 +31,47 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
+struct ConvertArgs {
+    /// Checkpoint directory: config.json, tokenizer.json, a chat template, model.safetensors or shards with
+    /// model.safetensors.index.json (the -HF or the original LLaVA-NeXT layout).
+    #[arg(long)]
+    input: std::path::PathBuf,
+    /// Output directory (must not exist; written as OUTPUT.partial and renamed when complete).
+    #[arg(long)]
+    output: std::path::PathBuf,
+    /// The LLM's linear layers: q4 (default), q8 or f16.
+    #[arg(long, default_value = "q4")]
+    llm: String,
+    /// embed_tokens: q4 (default), q8 or f16.
+    #[arg(long, default_value = "q4")]
+    embed: String,
+    /// lm_head: q8 (default), q4 or f16.
+    #[arg(long, default_value = "q8")]
+    lm_head: String,
+    /// Vision tower and projector: f16 (default), q8 or q4.
+    #[arg(long, default_value = "f16")]
+    vision: String,
+    /// Shard size in MiB (default 64; see docs/FORMAT.md).
+    #[arg(long, default_value_t = 64)]
+    shard_mib: u64,
+    /// Shard size in bytes (a multiple of 256; overrides --shard-mib).
+    #[arg(long)]
+    shard_bytes: Option<u64>,
+    /// Context length for the manifest's GPU-memory figure.
+    #[arg(long, default_value_t = 8192)]
+    context: usize,
+    /// Print each matrix's quantization error (relative RMS) in q4, q8 and f16.
+    #[arg(long)]
+    report: bool,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    report_json: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct RunArgs {
-    /// Checkpoint directory (either layout): config.json, tokenizer.json, chat template, safetensors.
+    /// A checkpoint directory (either layout: config.json, tokenizer.json, chat template, safetensors), or a
+    /// directory made by `varco convert` (manifest.json and shards).
     #[arg(long)]
     model: std::path::PathBuf,
     /// The image (JPEG, PNG, WebP, GIF, BMP). Without one, a text-only chat.
@@ -47,9 +89,10 @@ struct RunArgs {
     /// A question about a region: x1,y1,x2,y2 (0..1 of the image) and the question.
     #[arg(long, num_args = 2, value_names = ["X1,Y1,X2,Y2", "QUESTION"])]
     refer: Option<Vec<String>>,
-    /// f32 (exact), f16 or q4.
-    #[arg(long, default_value = "f32")]
-    precision: String,
+    /// Checkpoints: f32 (exact, the default), f16 or q4 (quantized at load as `varco convert` does).
+    /// Converted models: f32 for f32 activations; by default f16 where the GPU has shader-f16.
+    #[arg(long)]
+    precision: Option<String>,
     #[arg(long, default_value_t = 1024)]
     max_new_tokens: usize,
     /// Sampling temperature (0: greedy).
@@ -111,8 +154,12 @@ enum BenchCmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Convert(a) = cli.cmd {
+        return convert(a);
+    }
     let ctx = pollster::block_on(Context::new(ContextOptions::default())).context("no usable GPU adapter")?;
     match cli.cmd {
+        Cmd::Convert(_) => unreachable!("handled above"),
         Cmd::Run(args) => run(&ctx, args)?,
         Cmd::Info => {
             println!("{}", ctx.describe());
@@ -143,29 +190,98 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn read_text(dir: &std::path::Path, name: &str) -> Result<Option<String>> {
-    let p = dir.join(name);
-    if !p.exists() {
-        return Ok(None);
+fn format_arg(flag: &str, v: &str) -> Result<WeightFormat> {
+    match v {
+        "q4" => Ok(WeightFormat::Q4),
+        "q8" => Ok(WeightFormat::Q8),
+        "f16" => Ok(WeightFormat::F16),
+        _ => anyhow::bail!("--{flag} {v}: expected q4, q8 or f16"),
     }
-    Ok(Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?))
 }
 
-fn chat_template(dir: &std::path::Path) -> Result<varco_web::chat::ChatTemplate> {
-    use varco_web::chat::ChatTemplate;
-    if let Some(j) = read_text(dir, "chat_template.json")? {
-        return Ok(ChatTemplate::from_json(&j)?);
-    }
-    if let Some(t) = read_text(dir, "chat_template.jinja")? {
-        return Ok(ChatTemplate::new(&t));
-    }
-    if let Some(c) = read_text(dir, "tokenizer_config.json")? {
-        let v: serde_json::Value = serde_json::from_str(&c)?;
-        if let Some(t) = v["chat_template"].as_str() {
-            return Ok(ChatTemplate::new(t));
+fn convert(a: ConvertArgs) -> Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use varco_web::convert::{self, Options};
+    use varco_web::loader::plan::QuantPlan;
+    let plan = QuantPlan {
+        llm: format_arg("llm", &a.llm)?,
+        embed: format_arg("embed", &a.embed)?,
+        lm_head: format_arg("lm-head", &a.lm_head)?,
+        vision: format_arg("vision", &a.vision)?,
+    };
+    let opts = Options { plan, shard_size: a.shard_bytes.unwrap_or(a.shard_mib << 20), context: a.context, report: a.report || a.report_json.is_some() };
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}").expect("a valid progress template"),
+    );
+    let start = std::time::Instant::now();
+    let out = convert::convert(&a.input, &a.output, &opts, &mut |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        bar.set_message(p.tensor.to_string());
+    });
+    bar.finish_and_clear();
+    let out = out?;
+    let m = &out.manifest;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "{}: {} tensors in {} shards, {:.1} MB ({:.1} MB/s); GPU memory {:.2} GB at {} tokens of context",
+        a.output.display(),
+        m.tensors.len(),
+        m.shards.len(),
+        m.total_bytes as f64 / 1e6,
+        m.total_bytes as f64 / 1e6 / secs,
+        m.memory.total as f64 / 1e9,
+        m.memory.context
+    );
+    if opts.report {
+        println!("{:<44} {:>14} {:>6} {:>10} {:>10} {:>10}", "tensor", "shape", "stored", "q4 err", "q8 err", "f16 err");
+        for e in &out.errors {
+            println!("{:<44} {:>14} {:>6} {:>10.3e} {:>10.3e} {:>10.3e}", e.name, format!("{}x{}", e.n, e.k), format!("{:?}", e.format).to_lowercase(), e.q4, e.q8, e.f16);
         }
     }
-    anyhow::bail!("{}: no chat template (chat_template.json, chat_template.jinja or tokenizer_config.json)", dir.display())
+    if let Some(p) = &a.report_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&out.errors)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// The model, its tokenizer and chat template, from a checkpoint or a converted directory; the checkpoint
+/// itself too (for --check).
+struct Loaded {
+    model: varco_web::model::Model,
+    tok: varco_web::tokenizer::Tokenizer,
+    template: varco_web::chat::ChatTemplate,
+    checkpoint: Option<varco_web::weights::WeightSource>,
+    precision: Option<varco_web::model::llm::Precision>,
+}
+
+fn load(ctx: &Context, dir: &std::path::Path, precision: Option<&str>) -> Result<Loaded> {
+    use varco_web::chat::ChatTemplate;
+    use varco_web::model::{config::ModelConfig, llm::Precision, Model};
+    use varco_web::tokenizer::Tokenizer;
+    if dir.join(varco_web::loader::manifest::MANIFEST_FILE).exists() {
+        let act = match precision {
+            Some("f32") => DType::F32,
+            None if ctx.caps.f16 => DType::F16,
+            None => DType::F32,
+            Some(p) => anyhow::bail!("--precision {p}: a converted model's weights are fixed; only f32 (activations) can be asked for"),
+        };
+        let (m, mut tensors) = varco_web::loader::stream::load_dir(ctx, dir)?;
+        let tok_path = dir.join(&m.tokenizer.file);
+        let tok_bytes = std::fs::read(&tok_path).with_context(|| format!("reading {}", tok_path.display()))?;
+        let digest = varco_web::loader::stream::hex(&<sha2::Sha256 as sha2::Digest>::digest(&tok_bytes));
+        anyhow::ensure!(digest == m.tokenizer.sha256, "{}: SHA-256 {digest} does not match the manifest", tok_path.display());
+        let model = Model::new(ctx, &m.config, act, &mut tensors)?;
+        return Ok(Loaded { model, tok: Tokenizer::from_bytes(&tok_bytes)?, template: ChatTemplate::new(&m.chat_template), checkpoint: None, precision: None });
+    }
+    let precision = Precision::parse(precision.unwrap_or("f32"))?;
+    let weights = varco_web::weights::WeightSource::open_dir(dir)?;
+    let p = dir.join("config.json");
+    let config = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let cfg = ModelConfig::from_json(&config, &weights)?;
+    let tok_json = std::fs::read(dir.join("tokenizer.json")).with_context(|| format!("{}: no tokenizer.json", dir.display()))?;
+    let model = Model::load(ctx, &weights, &cfg, precision)?;
+    Ok(Loaded { model, tok: Tokenizer::from_bytes(&tok_json)?, template: ChatTemplate::from_dir(dir)?, checkpoint: Some(weights), precision: Some(precision) })
 }
 
 fn run(ctx: &Context, a: RunArgs) -> Result<()> {
@@ -174,7 +290,6 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     use varco_web::chat::{Message, Part, PromptIds};
     use varco_web::generate::{generate, GenerateOptions};
     use varco_web::kernels::sample::Sampling;
-    use varco_web::model::{config::ModelConfig, llm::Precision, Model};
 
     let question = if a.ocr {
         prompts::ocr()
@@ -187,13 +302,7 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     } else {
         a.prompt.clone().unwrap_or_else(prompts::describe)
     };
-    let precision = Precision::parse(&a.precision)?;
-    let weights = varco_web::weights::WeightSource::open_dir(&a.model)?;
-    let config = read_text(&a.model, "config.json")?.with_context(|| format!("{}: no config.json", a.model.display()))?;
-    let cfg = ModelConfig::from_json(&config, &weights)?;
-    let tok_json = std::fs::read(a.model.join("tokenizer.json")).with_context(|| format!("{}: no tokenizer.json", a.model.display()))?;
-    let tok = varco_web::tokenizer::Tokenizer::from_bytes(&tok_json)?;
-    let model = Model::load(ctx, &weights, &cfg, precision)?;
+    let Loaded { model, tok, template, checkpoint, precision } = load(ctx, &a.model, a.precision.as_deref())?;
     let mut parts = Vec::new();
     let mut rgb = None;
     let font = match &a.draw {
@@ -214,7 +323,7 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     };
     let image_wh = rgb.as_ref().map(|i| i.dimensions());
     parts.push(Part::Text { text: question });
-    let prompt = chat_template(&a.model)?.render(&[Message::user(parts)], true)?;
+    let prompt = template.render(&[Message::user(parts)], true)?;
     let ids = PromptIds::new(&tok, &prompt)?;
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
@@ -224,7 +333,10 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     };
     let feats = image.as_ref().map(|(_, f)| f);
     if a.check {
-        check(ctx, &model, &weights, &cfg, &ids.llava_next, feats, rgb.as_ref(), precision)?;
+        let (Some(weights), Some(precision)) = (&checkpoint, precision) else {
+            anyhow::bail!("--check compares with the CPU reference of a checkpoint: give a checkpoint directory, not a converted one")
+        };
+        check(ctx, &model, weights, &model.cfg, &ids.llava_next, feats, rgb.as_ref(), precision)?;
     }
     let stdout = std::io::stdout();
     let json = a.json;

@@ -1,0 +1,165 @@
+//! A converted model (docs/FORMAT.md, "Converted models"): `manifest.json`, the tokenizer file, and shards
+//! that are fixed-size pieces of one byte stream holding every tensor in its GPU layout.
+//!
+//! Each tensor is one or two arrays (data, and scales for the quantized formats) at 256-byte-aligned offsets
+//! of the stream; an array may continue from one shard into the next. A matrix's arrays are row-major, so a
+//! runtime whose binding limit is smaller than the matrix uploads contiguous row ranges as separate buffers
+//! ([`crate::gpu::tensor::Weight::layout`]) without repacking.
+
+use crate::loader::plan::{Kind, QuantPlan};
+use crate::model::config::ModelConfig;
+use crate::model::PREFILL_CHUNK;
+use crate::{Error, Result};
+
+/// The `format` field of every manifest.
+pub const FORMAT: &str = "varco-web-model";
+/// Bumped on any incompatible change; a runtime refuses other versions.
+pub const VERSION: u32 = 1;
+/// Alignment of every array in the stream: at least WebGPU's copy alignment (4) and storage-offset alignment
+/// (256), so a runtime may also bind arrays at an offset of a larger buffer.
+pub const ALIGN: u64 = 256;
+/// Default shard size, 64 MiB (the reasons are in docs/FORMAT.md).
+pub const DEFAULT_SHARD_SIZE: u64 = 64 << 20;
+/// The manifest's file name in a converted directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// A file of the converted directory, with its size and SHA-256 (lowercase hex).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileRef {
+    pub file: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Where an array lies: starting `offset` bytes into shard `shard`, `length` bytes (possibly running on
+/// into the following shards).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArrayRef {
+    pub shard: usize,
+    pub offset: u64,
+    pub length: u64,
+}
+
+/// One runtime tensor: its name ([`crate::loader::plan::specs`]), its form, its data array and, for the
+/// quantized formats, its scale array.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TensorEntry {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: Kind,
+    pub data: ArrayRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scales: Option<ArrayRef>,
+}
+
+/// Generation defaults (from the checkpoint's generation_config.json where it has one).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Generation {
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    pub repetition_penalty: f32,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// GPU memory the model needs, in bytes.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Memory {
+    /// Every tensor's buffers.
+    pub weights: u64,
+    /// KV cache (f16) per token of context.
+    pub kv_per_token: u64,
+    /// The context the total is computed for.
+    pub context: usize,
+    /// Activations at that context: a prefill chunk's buffers, the vision tower at the most tiles, logits.
+    pub activations: u64,
+    /// weights + kv_per_token · context + activations.
+    pub total: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub config: ModelConfig,
+    pub plan: QuantPlan,
+    pub tokenizer: FileRef,
+    pub chat_template: String,
+    pub generation: Generation,
+    pub memory: Memory,
+    pub shard_size: u64,
+    /// Bytes of all shards together.
+    pub total_bytes: u64,
+    pub shards: Vec<FileRef>,
+    pub tensors: Vec<TensorEntry>,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest: format and version, shard sizes, every array inside the stream.
+    pub fn parse(text: &[u8]) -> Result<Self> {
+        let bad = |m: String| Error::Checkpoint(format!("manifest.json: {m}"));
+        let v: serde_json::Value = serde_json::from_slice(text).map_err(|e| bad(e.to_string()))?;
+        if v["format"].as_str() != Some(FORMAT) {
+            return Err(bad(format!("not a varco-web model manifest (format {})", v["format"])));
+        }
+        if v["version"].as_u64() != Some(VERSION as u64) {
+            return Err(bad(format!("format version {} is not supported (this runtime reads version {VERSION})", v["version"])));
+        }
+        let m: Manifest = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+        if m.shard_size == 0 || m.shard_size % ALIGN != 0 {
+            return Err(bad(format!("shard size {} is not a positive multiple of {ALIGN}", m.shard_size)));
+        }
+        let sum: u64 = m.shards.iter().map(|s| s.bytes).sum();
+        let sizes_ok = m.shards.iter().enumerate().all(|(i, s)| if i + 1 < m.shards.len() { s.bytes == m.shard_size } else { s.bytes <= m.shard_size });
+        if sum != m.total_bytes || !sizes_ok {
+            return Err(bad("shard sizes do not add up to total_bytes in shards of shard_size".into()));
+        }
+        for t in &m.tensors {
+            let (dl, sl) = t.kind.array_bytes();
+            let check = |a: &ArrayRef, want: u64, what: &str| {
+                let start = m.start(a);
+                if a.length != want || a.offset >= m.shard_size || start % ALIGN != 0 || start + a.length > m.total_bytes {
+                    return Err(bad(format!("tensor {}: its {what} array {a:?} is not {want} aligned bytes inside the shards", t.name)));
+                }
+                Ok(())
+            };
+            check(&t.data, dl, "data")?;
+            match (&t.scales, sl) {
+                (None, 0) => {}
+                (Some(s), sl) if sl > 0 => check(s, sl, "scale")?,
+                _ => return Err(bad(format!("tensor {}: scales do not match its format", t.name))),
+            }
+        }
+        Ok(m)
+    }
+
+    /// Offset of an array in the whole stream.
+    pub fn start(&self, a: &ArrayRef) -> u64 {
+        a.shard as u64 * self.shard_size + a.offset
+    }
+
+    /// The array at stream offset `start` as a shard reference.
+    pub fn array_at(&self, start: u64, length: u64) -> ArrayRef {
+        ArrayRef { shard: (start / self.shard_size) as usize, offset: start % self.shard_size, length }
+    }
+}
+
+impl Memory {
+    /// The GPU memory of a model with these tensors at `context` tokens (f16 activations and KV cache).
+    pub fn estimate(cfg: &ModelConfig, tensors: &[TensorEntry], context: usize) -> Memory {
+        let weights: u64 = tensors.iter().map(|t| t.data.length.next_multiple_of(16) + t.scales.map_or(0, |s| s.length.next_multiple_of(16))).sum();
+        let (t, v) = (&cfg.text, &cfg.vision);
+        let kv_per_token = (t.layers * 2 * t.kv_heads * t.head_dim * 2) as u64;
+        let (qn, kvn) = (t.heads * t.head_dim, t.kv_heads * t.head_dim);
+        let chunk = PREFILL_CHUNK.min(context);
+        // the prompt's embeddings, one chunk's buffers, logits
+        let llm = context * t.hidden + chunk * (3 * t.hidden + qn + 2 * kvn + qn + 3 * t.intermediate) + t.vocab;
+        // the vision tower on the most tiles: im2col columns, x, y, qkv, attention out, MLP middle; projector
+        let rows = (cfg.anyres.max_patches as usize + 1) * v.cells() * v.cells();
+        let vision = rows * (3 * v.patch_size * v.patch_size + 6 * v.hidden + v.intermediate + 3 * t.hidden);
+        let activations = 2 * (llm + vision) as u64;
+        Memory { weights, kv_per_token, context, activations, total: weights + kv_per_token * context as u64 + activations }
+    }
+}

@@ -67,7 +67,7 @@ pub fn from_checkpoint(ctx: &Context, w: &WeightSource, cfg: &ModelConfig, plan:
         let scales = plan::encode(&spec, w, &mut |b| {
             data.extend_from_slice(b);
             Ok(())
-        })?;
+        }, None)?;
         let t = match spec.kind {
             Kind::Vector { len } => Loaded::Vector(Tensor::from_bytes(ctx, data, &[len], DType::F32)?),
             Kind::Matrix { format, n, k } => Loaded::Matrix(Weight::from_arrays(ctx, format, n, k, &data, &scales, ctx.caps.max_binding)?),

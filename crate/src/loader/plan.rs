@@ -121,6 +121,17 @@ impl Builder<'_> {
     }
 }
 
+/// Checks that every source of `specs` is in the checkpoint with the expected shape (before any work).
+pub fn check_sources(specs: &[Spec], w: &WeightSource) -> Result<()> {
+    for s in specs.iter().flat_map(|s| &s.sources) {
+        let got = w.shape(&s.name)?;
+        if got != s.shape.as_slice() {
+            return Err(Error::Checkpoint(format!("tensor {} has shape {got:?}, expected {:?}", s.name, s.shape)));
+        }
+    }
+    Ok(())
+}
+
 /// Every tensor of the model, in the order the converter writes them (vision first: a page can encode the
 /// image while the rest streams in, in a later version).
 pub fn specs(cfg: &ModelConfig, plan: &QuantPlan, has_lm_head: bool) -> Vec<Spec> {
@@ -187,10 +198,13 @@ pub fn specs(cfg: &ModelConfig, plan: &QuantPlan, has_lm_head: bool) -> Vec<Spec
 /// whatever the tensor's size.
 pub const CHUNK_VALUES: usize = 16 << 20;
 
+/// A callback that sees each chunk of source values (row-major, rows of the matrix's `k`) as it is encoded.
+pub type Observer<'a> = &'a mut dyn FnMut(&[f32]);
+
 /// Encodes `spec` from the checkpoint: the data array goes to `sink` in pieces, in order; the scale array
 /// (quantized formats; a few percent of the data) is returned. Source tensors are read a chunk of rows at a
 /// time and released after use, so memory stays bounded for any tensor size.
-pub fn encode(spec: &Spec, w: &WeightSource, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Vec<u8>> {
+pub fn encode(spec: &Spec, w: &WeightSource, sink: &mut dyn FnMut(&[u8]) -> Result<()>, mut observe: Option<Observer>) -> Result<Vec<u8>> {
     let mut scales: Vec<f16> = Vec::new();
     let mut rows_done = 0;
     for s in &spec.sources {
@@ -201,6 +215,10 @@ pub fn encode(spec: &Spec, w: &WeightSource, sink: &mut dyn FnMut(&[u8]) -> Resu
         while r0 < rows {
             let r1 = (r0 + per).min(rows);
             let vals = w.rows_f32(&s.name, &s.shape, r0, r1)?;
+            w.release_rows(&s.name, r0, r1);
+            if let Some(f) = observe.as_mut() {
+                f(&vals);
+            }
             match spec.kind {
                 Kind::Vector { .. } => sink(bytemuck::cast_slice(&vals))?,
                 Kind::Matrix { format, k, .. } => match format.quant() {
@@ -217,7 +235,6 @@ pub fn encode(spec: &Spec, w: &WeightSource, sink: &mut dyn FnMut(&[u8]) -> Resu
             }
             r0 = r1;
         }
-        w.release(&s.name);
         rows_done += rows;
     }
     if let Kind::Matrix { n, .. } = spec.kind {

@@ -6,7 +6,7 @@ use crate::image::AnyresConfig;
 use crate::weights::{Layout, WeightSource};
 use crate::{Error, Result};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TextConfig {
     pub hidden: usize,
     pub intermediate: usize,
@@ -22,7 +22,7 @@ pub struct TextConfig {
     pub eos_token_id: u32,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VisionConfig {
     pub hidden: usize,
     pub intermediate: usize,
@@ -40,7 +40,7 @@ impl VisionConfig {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelConfig {
     pub text: TextConfig,
     pub vision: VisionConfig,

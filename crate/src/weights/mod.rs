@@ -243,20 +243,23 @@ impl WeightSource {
         })
     }
 
-    /// Tells the OS that the tensor's pages are no longer needed: a memory-mapped checkpoint read tensor by
-    /// tensor then never holds more than one tensor's pages in memory. A hint; no effect on owned bytes.
-    pub fn release(&self, name: &str) {
+    /// Tells the OS that rows `r0..r1` of the tensor are no longer needed: a memory-mapped checkpoint read
+    /// in chunks then holds only the current chunk's pages. A hint; no effect on owned bytes.
+    pub fn release_rows(&self, name: &str, r0: usize, r1: usize) {
         #[cfg(not(target_arch = "wasm32"))]
         if let Some((e, Bytes::Mapped(m))) = self.entries.get(name).map(|e| (e, &self.files[e.file])) {
-            // whole pages inside the tensor only: a neighbour's pages may still be in use
+            let row: usize = e.shape.iter().skip(1).product::<usize>() * e.dtype.size();
+            let (a, b) = if e.shape.is_empty() { e.range } else { (e.range.0 + r0 * row, e.range.0 + r1 * row) };
+            // whole pages inside the range only: a neighbour's pages may still be in use
             let page = 4096;
-            let a = e.range.0.next_multiple_of(page);
-            let b = e.range.1 / page * page;
+            let (a, b) = (a.next_multiple_of(page), b / page * page);
             if b > a {
                 // Safety: a private read-only file mapping; dropped pages are read again from the file if touched.
                 let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
             }
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = (name, r0, r1);
     }
 
     /// The tensor as f16 values (f32 and bf16 checkpoints are rounded), after checking its shape.
