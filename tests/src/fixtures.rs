@@ -38,3 +38,47 @@ pub fn expected(case: &str) -> std::collections::HashMap<String, candle_core::Te
     let p = root().join("cases").join(case).join("expected.safetensors");
     candle_core::safetensors::load(&p, &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// The -HF tensor name under the original LLaVA-NeXT layout's naming.
+pub fn llava_next_name(n: &str) -> String {
+    if let Some(r) = n.strip_prefix("vision_tower.") {
+        format!("model.vision_tower.vision_tower.vision_model.{r}")
+    } else if let Some(r) = n.strip_prefix("multi_modal_projector.linear_1.") {
+        format!("model.mm_projector.0.{r}")
+    } else if let Some(r) = n.strip_prefix("multi_modal_projector.linear_2.") {
+        format!("model.mm_projector.2.{r}")
+    } else if n == "image_newline" {
+        "model.image_newline".into()
+    } else if n == "language_model.lm_head.weight" {
+        "lm_head.weight".into()
+    } else {
+        n.strip_prefix("language_model.").expect("a language-model tensor").to_string()
+    }
+}
+
+/// Writes the tiny model's tensors, renamed by `rename`, into `dir` as `files` safetensors files (with an
+/// index json when more than one); copies the tokenizer, chat template and generation config; writes
+/// `config` as config.json.
+pub fn write_checkpoint(dir: &std::path::Path, rename: impl Fn(&str) -> String, files: usize, config: &[u8]) {
+    let bytes = read("model-hf/model.safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut views: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().map(|(n, v)| (rename(&n), v)).collect();
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    let per = views.len().div_ceil(files);
+    let mut map = serde_json::Map::new();
+    for (i, chunk) in views.chunks(per).enumerate() {
+        let name = if files == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{files:05}.safetensors", i + 1) };
+        for (n, _) in chunk {
+            map.insert(n.clone(), serde_json::Value::String(name.clone()));
+        }
+        safetensors::serialize_to_file(chunk.to_vec(), &None, &dir.join(&name)).unwrap();
+    }
+    if files > 1 {
+        let index = serde_json::json!({"metadata": {}, "weight_map": map});
+        std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    }
+    for f in ["tokenizer.json", "chat_template.json", "generation_config.json"] {
+        std::fs::write(dir.join(f), read(&format!("model-hf/{f}"))).unwrap();
+    }
+    std::fs::write(dir.join("config.json"), config).unwrap();
+}

@@ -93,25 +93,7 @@ fn vision_tower_and_image_features_match_transformers() {
 #[test]
 fn llava_next_layout_gives_identical_results() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = fixtures::read("model-hf/model.safetensors");
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let rename = |n: &str| -> String {
-        if let Some(r) = n.strip_prefix("vision_tower.") {
-            format!("model.vision_tower.vision_tower.vision_model.{r}")
-        } else if let Some(r) = n.strip_prefix("multi_modal_projector.linear_1.") {
-            format!("model.mm_projector.0.{r}")
-        } else if let Some(r) = n.strip_prefix("multi_modal_projector.linear_2.") {
-            format!("model.mm_projector.2.{r}")
-        } else if n == "image_newline" {
-            "model.image_newline".into()
-        } else if n == "language_model.lm_head.weight" {
-            "lm_head.weight".into()
-        } else {
-            n.strip_prefix("language_model.").unwrap().to_string()
-        }
-    };
-    let views: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().map(|(n, v)| (rename(&n), v)).collect();
-    safetensors::serialize_to_file(views, &None::<HashMap<String, String>>, &dir.path().join("model.safetensors")).unwrap();
+    fixtures::write_checkpoint(dir.path(), fixtures::llava_next_name, 1, &fixtures::read("llava-next-config.json"));
     let next_cfg = String::from_utf8(fixtures::read("llava-next-config.json")).unwrap();
     let (w2, cfg2) = load(dir.path(), &next_cfg);
     assert_eq!(w2.layout, Layout::LlavaNext);

@@ -57,3 +57,29 @@ fn all_zero_groups_stay_zero() {
     let q = QMatrix::quantize(QFormat::Q4, &[0.0; 64], 2, 32);
     assert!(q.dequantize().iter().all(|&v| v == 0.0));
 }
+
+#[test]
+fn q8_layout_matches_the_documentation() {
+    // codes 0..32 + 112: values (code − 128)·d; largest magnitude −16 at code 112 → d = 16 / 128 = 0.125
+    let row: Vec<f32> = (0..32).map(|j| (j as f32 - 16.0) * 0.125).collect();
+    let q = QMatrix::quantize(QFormat::Q8, &row, 1, 32);
+    assert_eq!(q.scales[0].to_f32(), 0.125);
+    assert_eq!(q.qs.len(), 8, "eight words a group");
+    // value j is byte j % 4 of word j / 4
+    assert_eq!(q.qs[0], u32::from_le_bytes([112, 113, 114, 115]));
+    assert_eq!(q.qs[7], u32::from_le_bytes([140, 141, 142, 143]));
+    assert_eq!(q.dequantize(), row);
+    // ragged rows pad with the zero code 128
+    let q = QMatrix::quantize(QFormat::Q8, &[1.0; 40], 1, 40);
+    assert_eq!(q.qs[8 + 2], 0x8080_8080);
+}
+
+#[test]
+fn q8_error_is_a_sixteenth_of_q4s() {
+    let mut rng = Rng::new(3);
+    let w = rng.normals(64 * 256, 1.0);
+    let e4 = varco_web::quant::relative_error(QFormat::Q4, &w, 64, 256);
+    let e8 = varco_web::quant::relative_error(QFormat::Q8, &w, 64, 256);
+    assert!((0.08..0.09).contains(&e4), "q4 {e4}");
+    assert!(e8 > e4 / 20.0 && e8 < e4 / 12.0, "q8 {e8} vs q4 {e4}");
+}

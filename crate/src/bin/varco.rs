@@ -48,8 +48,8 @@ struct ConvertArgs {
     /// lm_head: q8 (default), q4 or f16.
     #[arg(long, default_value = "q8")]
     lm_head: String,
-    /// Vision tower and projector: f16 (default), q8 or q4.
-    #[arg(long, default_value = "f16")]
+    /// Vision tower and projector: q8 (default), f16 or q4.
+    #[arg(long, default_value = "q8")]
     vision: String,
     /// Shard size in MiB (default 64; see docs/FORMAT.md).
     #[arg(long, default_value_t = 64)]
@@ -123,6 +123,19 @@ struct RunArgs {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Conversion throughput: converts a checkpoint (or a synthetic one with the 14B's shapes) into a
+    /// temporary directory and prints MB/s and peak memory.
+    Convert {
+        /// A checkpoint directory to convert.
+        #[arg(long, conflicts_with = "synthetic_layers")]
+        input: Option<std::path::PathBuf>,
+        /// Instead: a synthetic checkpoint with the 14B's names and shapes and this many LLM layers.
+        #[arg(long)]
+        synthetic_layers: Option<usize>,
+        /// Where the synthetic checkpoint takes tokenizer.json and its chat template from.
+        #[arg(long, default_value = "../shared/fixtures/tiny-varco-a/model-hf")]
+        like: std::path::PathBuf,
+    },
     /// Every kernel at the 14B model's shapes, against a bandwidth or compute roofline.
     Kernels {
         /// Dispatches per timing.
@@ -158,8 +171,11 @@ fn main() -> Result<()> {
         return convert(a);
     }
     let ctx = pollster::block_on(Context::new(ContextOptions::default())).context("no usable GPU adapter")?;
+    if let Cmd::Bench { what: BenchCmd::Convert { input, synthetic_layers, like } } = cli.cmd {
+        return bench_convert(input, synthetic_layers, &like);
+    }
     match cli.cmd {
-        Cmd::Convert(_) => unreachable!("handled above"),
+        Cmd::Convert(_) | Cmd::Bench { what: BenchCmd::Convert { .. } } => unreachable!("handled above"),
         Cmd::Run(args) => run(&ctx, args)?,
         Cmd::Info => {
             println!("{}", ctx.describe());
@@ -242,6 +258,40 @@ fn convert(a: ConvertArgs) -> Result<()> {
     if let Some(p) = &a.report_json {
         std::fs::write(p, serde_json::to_vec_pretty(&out.errors)?).with_context(|| format!("writing {}", p.display()))?;
     }
+    Ok(())
+}
+
+fn bench_convert(input: Option<std::path::PathBuf>, synthetic_layers: Option<usize>, like: &std::path::Path) -> Result<()> {
+    use varco_web::convert::{self, synthetic, Options};
+    let tmp = tempfile::tempdir()?;
+    let input = match (input, synthetic_layers) {
+        (Some(i), _) => i,
+        (None, layers) => {
+            let dir = tmp.path().join("synthetic");
+            std::fs::create_dir(&dir)?;
+            let t = std::time::Instant::now();
+            let shape = synthetic::Shape { text_layers: layers.unwrap_or(2), vision_layers: 1 };
+            let bytes = synthetic::write(&dir, shape, 1)?;
+            for f in ["tokenizer.json", "chat_template.json"] {
+                std::fs::copy(like.join(f), dir.join(f)).with_context(|| format!("copying {f} from {}", like.display()))?;
+            }
+            eprintln!("synthetic checkpoint: {:.2} GB ({shape:?}) written in {:.1} s", bytes as f64 / 1e9, t.elapsed().as_secs_f64());
+            dir
+        }
+    };
+    let in_bytes: u64 = std::fs::read_dir(&input)?.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "safetensors")).map(|e| e.metadata().map_or(0, |m| m.len())).sum();
+    let t = std::time::Instant::now();
+    let out = convert::convert(&input, &tmp.path().join("out"), &Options::default(), &mut |_| {})?;
+    let secs = t.elapsed().as_secs_f64();
+    let hwm = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(|l| l.to_string()));
+    println!(
+        "convert: {:.2} GB in, {:.2} GB out in {secs:.1} s: {:.0} MB/s read, {:.0} MB/s written; peak memory {}",
+        in_bytes as f64 / 1e9,
+        out.manifest.total_bytes as f64 / 1e9,
+        in_bytes as f64 / 1e6 / secs,
+        out.manifest.total_bytes as f64 / 1e6 / secs,
+        hwm.as_deref().unwrap_or("VmHWM: unknown")
+    );
     Ok(())
 }
 

@@ -8,6 +8,8 @@
 //! The output is deterministic (same input, same bytes), is written into `<output>.partial`, manifest last,
 //! and is renamed into place only when complete: a failed run never leaves something that looks finished.
 
+pub mod synthetic;
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -41,7 +43,8 @@ impl Default for Options {
     }
 }
 
-/// Progress of a conversion, in bytes of output.
+/// Progress of a conversion, in bytes of output (`total` is an upper bound until the last call, where
+/// `done == total`).
 pub struct Progress<'a> {
     pub done: u64,
     pub total: u64,
@@ -66,7 +69,11 @@ pub struct Outcome {
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    let hint = if e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull { " (the disk is full)" } else { "" };
+    let hint = match e.raw_os_error() {
+        Some(28) => " (the disk is full)",
+        Some(27) => " (over the file-size limit)",
+        _ => "",
+    };
     Error::Checkpoint(format!("{}: {e}{hint}", path.display()))
 }
 
@@ -150,6 +157,7 @@ pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn F
             tensors.push(TensorEntry { name: spec.name.clone(), kind: spec.kind, data, scales });
         }
         let (shards, total_bytes) = writer.finish()?;
+        progress(Progress { done: total_bytes, total: total_bytes, tensor: "" });
         let tok_file = "tokenizer.json";
         std::fs::write(tmp.join(tok_file), &tok_bytes).map_err(|e| io(&tmp.join(tok_file), e))?;
         let memory = Memory::estimate(&cfg, &tensors, opts.context);

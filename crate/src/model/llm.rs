@@ -113,6 +113,11 @@ impl Llm {
         })
     }
 
+    /// Buffers holding the largest matrix (more than one where it exceeds the binding limit).
+    pub fn weight_parts(&self) -> usize {
+        self.lm_head.parts.len().max(self.embed.parts.len())
+    }
+
     pub fn new_cache(&self, ctx: &Context, capacity: usize) -> Result<KvCache> {
         if capacity > self.cfg.max_positions {
             return Err(Error::Checkpoint(format!("{capacity} positions exceed the model's context of {}", self.cfg.max_positions)));
