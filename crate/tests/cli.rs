@@ -79,3 +79,38 @@ fn bad_input_is_a_clear_error() {
     let out = varco(&["run", "--model", model.to_str().unwrap(), "--refer", "0.1,0.2,1.5", "what?"]);
     assert!(!out.status.success());
 }
+
+/// `varco convert` then `varco run` on the converted directory: the same answer, token for token, as the
+/// checkpoint quantized at load (`--precision q4`); `--report` prints a row per matrix; a second conversion
+/// into the same place is refused.
+#[test]
+fn convert_then_run_gives_the_4_bit_answer() {
+    let f = fixtures();
+    let dir = std::env::temp_dir().join(format!("varco-convert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_dir = dir.join("tiny");
+    let model = f.join("model-hf");
+    let out = varco(&["convert", "--input", model.to_str().unwrap(), "--output", out_dir.to_str().unwrap(), "--report"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.lines().any(|l| l.starts_with("llm.1.gate_up") && l.contains("q4")), "{report}");
+    assert!(report.lines().any(|l| l.starts_with("llm.lm_head") && l.contains("q8")), "{report}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tensors in"), "a summary line");
+    let image = f.join("cases/grounding_500x375/image.png");
+    let ask = |m: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["run", "--model", m.to_str().unwrap(), "--image", image.to_str().unwrap(), "--ground", "--max-new-tokens", "12", "--json"];
+        args.extend_from_slice(extra);
+        let out = varco(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let converted = ask(&out_dir, &[]);
+    let direct = ask(&model, &["--precision", "q4"]);
+    assert_eq!(converted, direct);
+    let again = varco(&["convert", "--input", model.to_str().unwrap(), "--output", out_dir.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = varco(&["run", "--model", out_dir.to_str().unwrap(), "--precision", "q4", "--prompt", "hi"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("converted model"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
