@@ -123,6 +123,28 @@ struct RunArgs {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// The whole model with the 14B's shapes and random weights (default formats), built on the GPU: decode,
+    /// prefill, vision, time to first token, peak memory, a decode-step profile and the roofline.
+    Model {
+        /// 14b, or small (the same structure, tiny; for CPU drivers).
+        #[arg(long, default_value = "14b")]
+        shape: String,
+        /// Contexts for the decode figure.
+        #[arg(long, value_delimiter = ',', default_value = "1024,8192")]
+        contexts: Vec<usize>,
+        /// Decode steps timed per context.
+        #[arg(long, default_value_t = 32)]
+        steps: usize,
+        /// Prompt tokens for the prefill figure (a 1024×768 image and its question).
+        #[arg(long, default_value_t = 4725)]
+        prompt: usize,
+        /// Tiles for the vision-tower figure.
+        #[arg(long, value_delimiter = ',', default_value = "7,37")]
+        tiles: Vec<usize>,
+        /// Also write the report to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Conversion throughput: converts a checkpoint (or a synthetic one with the 14B's shapes) into a
     /// temporary directory and prints MB/s and peak memory.
     Convert {
@@ -180,6 +202,15 @@ fn main() -> Result<()> {
         Cmd::Info => {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
+        }
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, out } } => {
+            use varco_web::bench::model::{run_model, ModelBenchOptions};
+            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT };
+            let report = run_model(&ctx, &o)?;
+            println!("{report}");
+            if let Some(path) = out {
+                std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+            }
         }
         Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, out } } => {
             let act = match act.as_deref() {

@@ -5,6 +5,7 @@
 //! shader-f16 and subgroups when offered. Kernels pick their variant from [`Caps`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::gpu::shader::{Defines, Shader};
@@ -53,7 +54,29 @@ pub struct Context {
     pub info: wgpu::AdapterInfo,
     pub caps: Caps,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Pipeline address → its label (the shader name and defines), for per-kernel profiles.
+    pipeline_names: Mutex<HashMap<usize, String>>,
     pub(crate) params_pool: Mutex<Vec<wgpu::Buffer>>,
+    pub stats: Stats,
+}
+
+/// What the library has asked of the GPU: a test pins a decode step's dispatches and buffer allocations to
+/// their designed values; the model benchmark reports peak memory.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub dispatches: AtomicU64,
+    /// Buffers created (every allocation of the library goes through [`Context::create_buffer`]).
+    pub buffers: AtomicU64,
+    pub submits: AtomicU64,
+    /// The most buffer memory in use at any submit (native: wgpu's allocator counters; 0 in the browser).
+    pub peak_bytes: AtomicU64,
+}
+
+impl Stats {
+    /// (dispatches, buffers, submits) so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.dispatches.load(Ordering::Relaxed), self.buffers.load(Ordering::Relaxed), self.submits.load(Ordering::Relaxed))
+    }
 }
 
 impl Context {
@@ -124,7 +147,16 @@ impl Context {
             min_storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
             min_uniform_offset_alignment: limits.min_uniform_buffer_offset_alignment,
         };
-        Ok(Context { device, queue, info, caps, pipelines: Mutex::new(HashMap::new()), params_pool: Mutex::new(Vec::new()) })
+        Ok(Context {
+            device,
+            queue,
+            info,
+            caps,
+            pipelines: Mutex::new(HashMap::new()),
+            pipeline_names: Mutex::new(HashMap::new()),
+            params_pool: Mutex::new(Vec::new()),
+            stats: Stats::default(),
+        })
     }
 
     /// One line about the adapter, for logs and benchmark tables.
@@ -164,8 +196,31 @@ impl Context {
             cache: None,
         });
         let pipeline = Arc::new(pipeline);
+        self.pipeline_names.lock().unwrap().insert(Arc::as_ptr(&pipeline) as usize, label);
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// The label (shader name and defines) of a pipeline from [`Context::pipeline`].
+    pub fn pipeline_name(&self, p: &Arc<wgpu::ComputePipeline>) -> String {
+        self.pipeline_names.lock().unwrap().get(&(Arc::as_ptr(p) as usize)).cloned().unwrap_or_default()
+    }
+
+    /// Creates a buffer, counted in [`Stats::buffers`].
+    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
+        self.stats.buffers.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer(desc)
+    }
+
+    /// Bytes of GPU memory held by buffers now (native; 0 where the backend does not count).
+    pub fn buffer_memory(&self) -> u64 {
+        self.device.get_internal_counters().hal.buffer_memory.read().max(0) as u64
+    }
+
+    /// Called at every submit: counts it and updates the peak memory.
+    pub(crate) fn note_submit(&self) {
+        self.stats.submits.fetch_add(1, Ordering::Relaxed);
+        self.stats.peak_bytes.fetch_max(self.buffer_memory(), Ordering::Relaxed);
     }
 
     /// Number of distinct pipelines compiled so far.
@@ -177,7 +232,7 @@ impl Context {
     /// awaits the browser's map callback.
     pub async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let size = size.next_multiple_of(4);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = self.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -217,7 +272,7 @@ impl Context {
         }
         #[cfg(target_arch = "wasm32")]
         {
-            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+            let b = self.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("fence"),
                 size: 4,
                 usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::STORAGE,

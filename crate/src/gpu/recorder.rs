@@ -57,6 +57,7 @@ impl<'c> Recorder<'c> {
         if workgroups.iter().any(|&w| w == 0) {
             return;
         }
+        self.ctx.stats.dispatches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.pending.push(Pending::Dispatch { pipeline, bindings, params: (offset as u64, size), workgroups });
     }
 
@@ -93,7 +94,7 @@ impl<'c> Recorder<'c> {
             return Ok(None);
         }
         let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 });
-        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let resolve = ctx.create_buffer(&wgpu::BufferDescriptor {
             label: Some("timestamps"),
             size: 16,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
@@ -106,14 +107,62 @@ impl<'c> Recorder<'c> {
         Ok(Some(ns * 1e-9))
     }
 
-    fn encode_and_submit(self, timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>) {
+    /// Submits with every dispatch in its own compute pass between two timestamps, waits, and returns each
+    /// dispatch's pipeline label and GPU time in seconds (None without timestamp queries). For profiles:
+    /// the extra passes cost some time of their own.
+    pub async fn submit_profiled(self) -> Result<Option<Vec<(String, f64)>>> {
+        let ctx = self.ctx;
+        let n = self.pending.iter().filter(|p| matches!(p, Pending::Dispatch { .. })).count() as u32;
+        if !ctx.caps.timestamps || n == 0 {
+            self.submit()?;
+            ctx.sync().await?;
+            return Ok(None);
+        }
+        let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor { label: None, ty: wgpu::QueryType::Timestamp, count: 2 * n });
+        let resolve = ctx.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: 16 * n as u64,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let arena = self.arena();
+        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+        let mut names = Vec::new();
+        for p in &self.pending {
+            match p {
+                Pending::Dispatch { pipeline, bindings, params, workgroups } => {
+                    let q = 2 * names.len() as u32;
+                    let bg = bind_group(ctx, &arena, pipeline, bindings, *params);
+                    let timestamp_writes =
+                        Some(wgpu::ComputePassTimestampWrites { query_set: &set, beginning_of_pass_write_index: Some(q), end_of_pass_write_index: Some(q + 1) });
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, &bg, &[]);
+                    pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+                    names.push(ctx.pipeline_name(pipeline));
+                }
+                Pending::Copy { src, src_offset, dst, dst_offset, size } => enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size),
+            }
+        }
+        enc.resolve_query_set(&set, 0..2 * n, &resolve, 0);
+        ctx.queue.submit([enc.finish()]);
+        ctx.note_submit();
+        ctx.params_pool.lock().unwrap().push(arena);
+        let bytes = ctx.read_bytes(&resolve, 0, 16 * n as u64).await?;
+        let t: &[u64] = bytemuck::cast_slice(&bytes);
+        let period = ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(Some(names.into_iter().enumerate().map(|(i, name)| (name, t[2 * i + 1].saturating_sub(t[2 * i]) as f64 * period)).collect()))
+    }
+
+    /// A pooled uniform buffer holding every dispatch's parameters.
+    fn arena(&self) -> wgpu::Buffer {
         let ctx = self.ctx;
         let size = (self.params.len().max(256) as u64).next_multiple_of(256);
         let arena = {
             let mut pool = ctx.params_pool.lock().unwrap();
             match pool.iter().position(|b| b.size() >= size) {
                 Some(i) => pool.swap_remove(i),
-                None => ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                None => ctx.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("params"),
                     size: size.next_power_of_two(),
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
@@ -122,6 +171,12 @@ impl<'c> Recorder<'c> {
             }
         };
         ctx.queue.write_buffer(&arena, 0, &self.params);
+        arena
+    }
+
+    fn encode_and_submit(self, timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>) {
+        let ctx = self.ctx;
+        let arena = self.arena();
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         // Consecutive dispatches share one compute pass; a copy closes it. With timing, the first pass
         // writes the start and the last the end timestamp.
@@ -137,19 +192,7 @@ impl<'c> Recorder<'c> {
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
                 while let Some(Pending::Dispatch { pipeline, bindings, params, workgroups }) = self.pending.get(i) {
-                    let layout = pipeline.get_bind_group_layout(0);
-                    let mut entries = vec![wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &arena,
-                            offset: params.0,
-                            size: wgpu::BufferSize::new(params.1),
-                        }),
-                    }];
-                    for b in bindings {
-                        entries.push(wgpu::BindGroupEntry { binding: b.binding, resource: b.buffer.as_entire_binding() });
-                    }
-                    let bg = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
+                    let bg = bind_group(ctx, &arena, pipeline, bindings, *params);
                     pass.set_pipeline(pipeline);
                     pass.set_bind_group(0, &bg, &[]);
                     pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -166,6 +209,20 @@ impl<'c> Recorder<'c> {
             enc.resolve_query_set(set, 0..2, buf, 0);
         }
         ctx.queue.submit([enc.finish()]);
+        ctx.note_submit();
         ctx.params_pool.lock().unwrap().push(arena);
     }
+}
+
+/// The bind group of one dispatch: its slice of the parameter arena at binding 0, then its storage buffers.
+fn bind_group(ctx: &Context, arena: &wgpu::Buffer, pipeline: &wgpu::ComputePipeline, bindings: &[Binding], params: (u64, u64)) -> wgpu::BindGroup {
+    let layout = pipeline.get_bind_group_layout(0);
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: arena, offset: params.0, size: wgpu::BufferSize::new(params.1) }),
+    }];
+    for b in bindings {
+        entries.push(wgpu::BindGroupEntry { binding: b.binding, resource: b.buffer.as_entire_binding() });
+    }
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries })
 }

@@ -47,7 +47,7 @@ impl Tensor {
     pub fn empty(ctx: &Context, shape: &[usize], dtype: DType) -> Result<Self> {
         let bytes = Self::bytes_for(shape, dtype);
         check_binding(ctx, "tensor", bytes)?;
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes,
             usage: STORAGE,
@@ -78,6 +78,7 @@ impl Tensor {
     pub fn from_bytes(ctx: &Context, mut bytes: Vec<u8>, shape: &[usize], dtype: DType) -> Result<Self> {
         check_binding(ctx, "tensor", bytes.len() as u64)?;
         bytes.resize(Self::bytes_for(shape, dtype) as usize, 0);
+        ctx.stats.buffers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
             contents: &bytes,
@@ -237,7 +238,7 @@ impl Weight {
     pub fn empty(ctx: &Context, format: WeightFormat, n: usize, k: usize, limit: u64) -> Result<(Self, Vec<PartLayout>)> {
         let layout = Self::layout(format, n, k, limit.min(ctx.caps.max_binding))?;
         let alloc = |r: &Range<u64>| {
-            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            ctx.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size: (r.end - r.start).max(16).next_multiple_of(16),
                 usage: STORAGE,
@@ -320,7 +321,7 @@ pub fn f16_rows_padded(values: &[f16], k: usize) -> Vec<u8> {
 /// A read-only storage buffer with `bytes`, padded to 16 bytes.
 pub(crate) fn upload(ctx: &Context, bytes: &[u8]) -> wgpu::Buffer {
     let len = (bytes.len().max(16)).next_multiple_of(16);
-    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+    let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: len as u64,
         usage: STORAGE,

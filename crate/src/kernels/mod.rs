@@ -3,6 +3,7 @@
 //! One file per shader family.
 
 pub mod attention;
+pub mod bandwidth;
 pub mod elementwise;
 pub mod embed;
 pub mod kv_cache;
@@ -125,6 +126,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                 out.push((NORM, base(wg)));
                 out.push((NORM, base(wg).flag("LAYER")));
                 out.push((SAMPLE, base(wg)));
+                out.push((BANDWIDTH, base(wg)));
             }
             for op in ["ADD", "BIAS", "GELU_TANH", "GELU_ERF", "SILU_MUL"] {
                 out.push((ELEMENTWISE, base(WG).flag(op)));

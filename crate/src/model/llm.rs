@@ -113,6 +113,25 @@ impl Llm {
         })
     }
 
+    /// Bytes a decode step reads at `context` tokens: every layer's weights and norms, lm_head, one embedding
+    /// row, and the KV cache (the roofline of `varco bench model`).
+    pub fn decode_read_bytes(&self, context: usize) -> u64 {
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| l.qkv.gpu_bytes() + l.o.gpu_bytes() + l.gate_up.gpu_bytes() + l.down.gpu_bytes() + 4 * (l.qkv_b.len() + 2 * self.cfg.hidden) as u64)
+            .sum();
+        let embed_row = self.embed.gpu_bytes() / self.cfg.vocab as u64;
+        let kv = (self.cfg.layers * 2 * self.cfg.kv_heads * context * self.cfg.head_dim * self.act.size()) as u64;
+        layers + self.lm_head.gpu_bytes() + embed_row + kv
+    }
+
+    /// Bytes of every weight on the GPU.
+    pub fn weight_bytes(&self) -> u64 {
+        let layers: u64 = self.layers.iter().map(|l| l.qkv.gpu_bytes() + l.o.gpu_bytes() + l.gate_up.gpu_bytes() + l.down.gpu_bytes()).sum();
+        layers + self.lm_head.gpu_bytes() + self.embed.gpu_bytes()
+    }
+
     /// Buffers holding the largest matrix (more than one where it exceeds the binding limit).
     pub fn weight_parts(&self) -> usize {
         self.lm_head.parts.len().max(self.embed.parts.len())

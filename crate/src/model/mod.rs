@@ -116,12 +116,17 @@ impl Model {
 
     /// One generated token through the LLM; the logits after it.
     pub fn step(&self, ctx: &Context, id: u32, cache: &mut KvCache) -> Result<Tensor> {
-        let x = Tensor::empty(ctx, &[1, self.cfg.text.hidden], self.llm.act)?;
         let mut rec = Recorder::new(ctx);
-        self.llm.embed(&mut rec, &[id], &x)?;
-        self.llm.forward(&mut rec, &x, cache)?;
-        let logits = self.llm.logits(&mut rec, &x, 0)?;
+        let logits = self.record_step(&mut rec, id, cache)?;
         rec.submit()?;
         Ok(logits)
+    }
+
+    /// Records one decode step into `rec` (the caller submits; the benchmark profiles it).
+    pub fn record_step(&self, rec: &mut Recorder, id: u32, cache: &mut KvCache) -> Result<Tensor> {
+        let x = Tensor::empty(rec.ctx, &[1, self.cfg.text.hidden], self.llm.act)?;
+        self.llm.embed(rec, &[id], &x)?;
+        self.llm.forward(rec, &x, cache)?;
+        self.llm.logits(rec, &x, 0)
     }
 }

@@ -8,6 +8,8 @@
 //! last-level cache, several copies are made and the iterations rotate through them, so the figures are
 //! memory figures, not cache figures.
 
+pub mod model;
+
 use std::time::Instant;
 
 use half::f16;
