@@ -33,15 +33,110 @@ pub struct Generation {
     pub stop: &'static str,
 }
 
-struct SplitMix(u64);
+/// The generator's random numbers (one uniform per sampled token).
+pub struct SplitMix(pub u64);
 impl SplitMix {
-    fn uniform(&mut self) -> f32 {
+    pub fn uniform(&mut self) -> f32 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
     }
+}
+
+/// One token's sampled id on its way back: copied into its own mappable buffer at the end of the submission
+/// that sampled it.
+struct InFlight {
+    staging: wgpu::Buffer,
+    index: wgpu::SubmissionIndex,
+}
+
+/// Samples `logits` into `picked` (on the GPU) and queues the id's copy back; submits `rec`.
+fn sample_and_submit(ctx: &Context, mut rec: Recorder, logits: &Tensor, picked: &Tensor, s: Sampling, u: f32) -> Result<InFlight> {
+    sample::sample(&mut rec, logits, picked, s, u.min(0.999_999))?;
+    let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("token"),
+        size: 4,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    rec.copy(&picked.buffer, 0, &staging, 0, 4);
+    let index = rec.submit_index();
+    Ok(InFlight { staging, index })
+}
+
+fn read_token(ctx: &Context, t: InFlight) -> Result<u32> {
+    let bytes = block_on(ctx.read_mapped(&t.staging, t.index))?;
+    Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+/// Decodes up to `budget` tokens after `logits` with the GPU sampler; `on_token` gets each id in order and
+/// returns false to stop. Pipelined: each step reads its input token on the GPU (the previous step's
+/// sampler output), so step i + 1 is recorded and queued before token i is read back, and the GPU never
+/// waits for the CPU to record. The cost: one step's work after the last token is queued and thrown away.
+#[allow(clippy::too_many_arguments)]
+pub fn decode(
+    ctx: &Context,
+    model: &Model,
+    logits: Tensor,
+    cache: &mut crate::model::llm::KvCache,
+    budget: usize,
+    sampling: Sampling,
+    rng: &mut SplitMix,
+    on_token: &mut dyn FnMut(u32) -> Result<bool>,
+) -> Result<()> {
+    if budget == 0 {
+        return Ok(());
+    }
+    let picked = Tensor::empty(ctx, &[1], DType::U32)?;
+    let mut queue = std::collections::VecDeque::new();
+    queue.push_back(sample_and_submit(ctx, Recorder::new(ctx), &logits, &picked, sampling, rng.uniform())?);
+    let mut queued = 1;
+    let mut done = 0;
+    while let Some(next) = queue.pop_front() {
+        if queued < budget {
+            let mut rec = Recorder::new(ctx);
+            let logits = model.record_step_on_gpu(&mut rec, &picked, cache)?;
+            queue.push_back(sample_and_submit(ctx, rec, &logits, &picked, sampling, rng.uniform())?);
+            queued += 1;
+        }
+        done += 1;
+        if !on_token(read_token(ctx, next)?)? || done == budget {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Decoding with the CPU sampler (a repetition penalty needs the whole row): one step at a time.
+#[allow(clippy::too_many_arguments)]
+fn decode_cpu_sampled(
+    ctx: &Context,
+    model: &Model,
+    mut logits: Tensor,
+    cache: &mut crate::model::llm::KvCache,
+    budget: usize,
+    opts: &GenerateOptions,
+    prompt: &[i64],
+    rng: &mut SplitMix,
+    on_token: &mut dyn FnMut(u32) -> Result<bool>,
+) -> Result<()> {
+    let mut seen: Vec<u32> = prompt.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+    for i in 0..budget {
+        let mut l = block_on(logits.to_f32(ctx))?;
+        for &t in &seen {
+            let v = &mut l[t as usize];
+            *v = if *v < 0.0 { *v * opts.repetition_penalty } else { *v / opts.repetition_penalty };
+        }
+        let id = cpu_sample(&l, opts.sampling, rng.uniform());
+        seen.push(id);
+        if !on_token(id)? || i + 1 == budget {
+            break;
+        }
+        logits = model.step(ctx, id, cache)?;
+    }
+    Ok(())
 }
 
 /// Runs the prompt (LLaVA-NeXT ids, −200 for the image) and generates; `on_text` gets each new piece.
@@ -64,40 +159,27 @@ pub fn generate(
     let mut cache = model.llm.new_cache(ctx, prompt_tokens + budget)?;
     let eos = model.cfg.text.eos_token_id;
     let mut rng = SplitMix(opts.seed);
-    let mut logits = model.prefill(ctx, prompt, image, &mut cache)?;
+    let logits = model.prefill(ctx, prompt, image, &mut cache)?;
     let mut out = Vec::new();
     let mut stream = tok.stream();
     let mut text = String::new();
     let mut stop = "length";
-    let picked = Tensor::empty(ctx, &[1], DType::U32)?;
-    let seen: Vec<u32> = prompt.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
-    for _ in 0..budget {
-        let id = if opts.repetition_penalty != 1.0 {
-            let mut l = block_on(logits.to_f32(ctx))?;
-            for &t in seen.iter().chain(&out) {
-                let v = &mut l[t as usize];
-                *v = if *v < 0.0 { *v * opts.repetition_penalty } else { *v / opts.repetition_penalty };
-            }
-            cpu_sample(&l, opts.sampling, rng.uniform())
-        } else {
-            let mut rec = Recorder::new(ctx);
-            sample::sample(&mut rec, &logits, &picked, opts.sampling, rng.uniform().min(0.999_999))?;
-            rec.submit()?;
-            block_on(picked.to_u32(ctx))?[0]
-        };
+    let mut on_token = |id: u32| -> Result<bool> {
         if id == eos {
             stop = "eos";
-            break;
+            return Ok(false);
         }
         out.push(id);
         if let Some(piece) = stream.push(id)? {
             on_text(&piece);
             text.push_str(&piece);
         }
-        if out.len() == budget {
-            break;
-        }
-        logits = model.step(ctx, id, &mut cache)?;
+        Ok(true)
+    };
+    if opts.repetition_penalty != 1.0 {
+        decode_cpu_sampled(ctx, model, logits, &mut cache, budget, opts, prompt, &mut rng, &mut on_token)?;
+    } else {
+        decode(ctx, model, logits, &mut cache, budget, opts.sampling, &mut rng, &mut on_token)?;
     }
     if let Some(rest) = stream.finish()? {
         on_text(&rest);

@@ -10,6 +10,8 @@ use std::time::Instant;
 use crate::gpu::tensor::Weight;
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::image::AnyresConfig;
+use crate::generate::{decode as decode_loop, SplitMix};
+use crate::kernels::sample::Sampling;
 use crate::kernels::{bandwidth, sample};
 use crate::loader::plan::{self, Kind, QuantPlan};
 use crate::loader::{Loaded, Tensors};
@@ -135,25 +137,21 @@ fn read_id(ctx: &Context, picked: &Tensor) -> Result<u32> {
     Ok(pollster::block_on(picked.to_u32(ctx))?[0] % 1000)
 }
 
-/// Decode at `context` tokens already in the cache: wall time per step (step + sample + read back).
+/// Decode at `context` tokens already in the cache, through generation's own (pipelined) decode loop with
+/// the GPU sampler: wall time per token, each read back.
 fn decode(ctx: &Context, m: &Model, context: usize, steps: usize) -> Result<f64> {
-    let mut cache: KvCache = m.llm.new_cache(ctx, context + steps + 4)?;
+    let mut cache: KvCache = m.llm.new_cache(ctx, context + 2 * steps + 8)?;
     cache.len = context;
-    let picked = Tensor::empty(ctx, &[1], DType::U32)?;
-    let mut id = 1;
-    let mut times = Vec::new();
-    for i in 0..steps + 2 {
+    let mut rng = SplitMix(1);
+    let mut run = |n: usize, cache: &mut KvCache| -> Result<f64> {
+        let logits = m.step(ctx, 1, cache)?;
+        pollster::block_on(ctx.sync())?;
         let t = Instant::now();
-        let mut rec = Recorder::new(ctx);
-        let logits = m.record_step(&mut rec, id, &mut cache)?;
-        pick(&mut rec, &logits, &picked)?;
-        rec.submit()?;
-        id = read_id(ctx, &picked)?;
-        if i >= 2 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    Ok(times.iter().sum::<f64>() / times.len() as f64)
+        decode_loop(ctx, m, logits, cache, n, Sampling::GREEDY, &mut rng, &mut |_| Ok(true))?;
+        Ok(t.elapsed().as_secs_f64() / n as f64)
+    };
+    run(3, &mut cache)?;
+    run(steps, &mut cache)
 }
 
 /// A prompt of `n` token ids (and the image placeholder at `image_at`).

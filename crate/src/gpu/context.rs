@@ -228,6 +228,25 @@ impl Context {
         self.pipelines.lock().unwrap().len()
     }
 
+    /// Maps a MAP_READ buffer written by submission `index` and returns its bytes, waiting for that
+    /// submission only (natively; later ones may still run).
+    pub async fn read_mapped(&self, buffer: &wgpu::Buffer, index: wgpu::SubmissionIndex) -> Result<Vec<u8>> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = index;
+        rx.await.map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
+        let bytes = buffer.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+        buffer.unmap();
+        Ok(bytes)
+    }
+
     /// Copies `size` bytes at `offset` of `buffer` back to the CPU. Native: blocks on the device; wasm32:
     /// awaits the browser's map callback.
     pub async fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {

@@ -84,6 +84,11 @@ impl<'c> Recorder<'c> {
         Ok(())
     }
 
+    /// As [`Recorder::submit`], returning the submission's index (to wait for it alone).
+    pub fn submit_index(self) -> wgpu::SubmissionIndex {
+        self.encode_and_submit(None)
+    }
+
     /// Submits like [`Recorder::submit`], waits, and returns the GPU time of the pass in seconds, measured
     /// with timestamp queries (None where the device has none).
     pub async fn submit_timed(self) -> Result<Option<f64>> {
@@ -174,7 +179,7 @@ impl<'c> Recorder<'c> {
         arena
     }
 
-    fn encode_and_submit(self, timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>) {
+    fn encode_and_submit(self, timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>) -> wgpu::SubmissionIndex {
         let ctx = self.ctx;
         let arena = self.arena();
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
@@ -208,9 +213,10 @@ impl<'c> Recorder<'c> {
         if let Some((set, buf)) = timing {
             enc.resolve_query_set(set, 0..2, buf, 0);
         }
-        ctx.queue.submit([enc.finish()]);
+        let index = ctx.queue.submit([enc.finish()]);
         ctx.note_submit();
         ctx.params_pool.lock().unwrap().push(arena);
+        index
     }
 }
 

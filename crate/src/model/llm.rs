@@ -149,7 +149,12 @@ impl Llm {
     /// Embeddings of `ids` into `out` `(ids.len(), hidden)`; ids ≥ vocab (image positions) are left as they are.
     pub fn embed(&self, rec: &mut Recorder, ids: &[u32], out: &Tensor) -> Result<()> {
         let t = Tensor::from_u32(rec.ctx, ids, &[ids.len()])?;
-        embed::embed(rec, &t, &self.embed, out)
+        self.embed_ids(rec, &t, out)
+    }
+
+    /// As [`Llm::embed`], the ids already on the GPU (a u32 tensor: a sampler's output).
+    pub fn embed_ids(&self, rec: &mut Recorder, ids: &Tensor, out: &Tensor) -> Result<()> {
+        embed::embed(rec, ids, &self.embed, out)
     }
 
     /// Runs `x` `(T, hidden)` through every layer at positions `cache.len ..`, appending to the cache; `x`
@@ -174,8 +179,8 @@ impl Llm {
         for (i, l) in self.layers.iter().enumerate() {
             norm::rms_norm(rec, x, &l.in_norm, &y, eps)?;
             linear::linear(rec, &y, &l.qkv, Some(&l.qkv_b), &qkv)?;
-            self.rope.apply(rec, &qkv, t as u32, c.heads as u32, 0, pos as u32)?;
-            self.rope.apply(rec, &qkv, t as u32, c.kv_heads as u32, qn as u32, pos as u32)?;
+            // q and k heads are adjacent in the fused row: one RoPE dispatch rotates both
+            self.rope.apply(rec, &qkv, t as u32, (c.heads + c.kv_heads) as u32, 0, pos as u32)?;
             kv_cache::append(rec, &qkv, &cache.k[i], &cache.v[i], t as u32, pos as u32, qn as u32, (qn + kvn) as u32)?;
             let lay = KvLayout { offset: 0, head_stride: (cache.capacity * d) as u32, seq_stride: d as u32 };
             let args = AttnArgs {

@@ -124,8 +124,15 @@ impl Model {
 
     /// Records one decode step into `rec` (the caller submits; the benchmark profiles it).
     pub fn record_step(&self, rec: &mut Recorder, id: u32, cache: &mut KvCache) -> Result<Tensor> {
+        let t = Tensor::from_u32(rec.ctx, &[id], &[1])?;
+        self.record_step_on_gpu(rec, &t, cache)
+    }
+
+    /// Records one decode step whose input token is read on the GPU from `id` (a one-element u32 tensor,
+    /// typically the previous step's sampler output): steps can be queued before the CPU sees the token.
+    pub fn record_step_on_gpu(&self, rec: &mut Recorder, id: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let x = Tensor::empty(rec.ctx, &[1, self.cfg.text.hidden], self.llm.act)?;
-        self.llm.embed(rec, &[id], &x)?;
+        self.llm.embed_ids(rec, id, &x)?;
         self.llm.forward(rec, &x, cache)?;
         self.llm.logits(rec, &x, 0)
     }
