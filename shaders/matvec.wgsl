@@ -3,11 +3,7 @@
 // One workgroup computes R outputs of one x row; its WG invocations stride over the row's 16-byte blocks
 // (a block is one q4 group of 32 values, half a q8 group, or 8 f16 values), so consecutive invocations read consecutive
 // blocks and loads coalesce; each x block is loaded once and used for all R rows. Accumulation in f32.
-// NORM fuses the RMSNorm before the matrix (decode's input_layernorm → qkv, post_attention_layernorm →
-// gate/up): y = rsqrt(mean(x²) + eps) · (x ⊙ g) · Wᵀ. The row's sum of squares is gathered from the x loads
-// the workgroup makes anyway (each x value is loaded once per workgroup) and applied to the dot products at
-// the end, so the norm costs no pass of its own.
-// Reference: quant::QMatrix::dequantize, then a plain f64 dot product (tests/src/reference.rs).
+// Reference: quant::Q4Matrix::dequantize, then a plain f64 dot product (tests/src/reference.rs).
 #include "ids.wgsl"
 #include "reduce.wgsl"
 #include "linear_io.wgsl"
@@ -22,21 +18,10 @@
 @group(0) @binding(4) var<storage, read> bias: array<f32>;       // (y_stride)
 #endif
 @group(0) @binding(5) var<storage, read_write> y: array<act>;    // (m, y_stride)
-#ifdef NORM
-@group(0) @binding(6) var<storage, read> g: array<vec4<f32>>;    // (k/4) RMSNorm weight
-
-var<private> ss: f32 = 0.0; // this invocation's share of the row's sum of squares
-#endif
 
 fn xv(i: u32, base: u32, k4: u32) -> vec4<f32> {
     if (i < k4) {
-        let v = vec4<f32>(x[base + i]);
-#ifdef NORM
-        ss += dot(v, v);
-        return v * g[i];
-#else
-        return v;
-#endif
+        return vec4<f32>(x[base + i]);
     }
     return vec4<f32>(0.0);
 }
@@ -135,14 +120,9 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
 #endif
     }
-#ifdef NORM
-    let scale = inverseSqrt(wg_sum(ss, ids) / f32(p.k) + p.eps);
-#else
-    let scale = 1.0;
-#endif
 #for r in 0..R
     {
-        let t = wg_sum(acc{r}, ids) * scale;
+        let t = wg_sum(acc{r}, ids);
         if (ids.lid == 0u && row0 + {r}u < p.n) {
             var v = t;
 #ifdef BIAS

@@ -8,7 +8,7 @@ struct Params {
     y_offset: u32,  // output column of this part's row 0
     y_stride: u32,  // elements per row of y
     x_stride4: u32, // vec4s per row of x
-    eps: f32,       // NORM (matvec): the RMSNorm epsilon
+    _p0: u32,
 }
 
 #ifdef W_Q

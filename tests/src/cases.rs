@@ -75,28 +75,6 @@ pub async fn matvec_suite(ctx: &Context, act: DType, format: WeightFormat) {
     linear_case(ctx, act, format, LinearKernel::Matvec(linear::MATVEC_SHAPE), 1, 203, 160, true, 2048, 7).await;
 }
 
-/// RMSNorm fused into the matrix-vector kernel (decode), and its unfused form for many rows, against the
-/// norm then the product in f64.
-pub async fn norm_linear_suite(ctx: &Context, act: DType, format: WeightFormat) {
-    for (i, &(m, n, k, bias)) in [(1, 7, 96, true), (1, 130, 516, false), (2, 61, 4304, true), (9, 37, 88, true)].iter().enumerate() {
-        let mut rng = Rng::new(900 + i as u64);
-        let (w, wv) = random_weight(ctx, &mut rng, n, k, format, u64::MAX);
-        let x = as_stored(&rng.normals(m * k, 3.0), act);
-        let g: Vec<f32> = rng.normals(k, 0.3).iter().map(|v| 1.0 + v).collect();
-        let b = rng.normals(n, 1.0);
-        let (xt, gt, bt) = (upload(ctx, &x, &[m, k], act), upload(ctx, &g, &[k], DType::F32), upload(ctx, &b, &[n], DType::F32));
-        let scratch = poisoned(ctx, &[m, k], act);
-        let y = poisoned(ctx, &[m, n], act);
-        let bias_t = bias.then_some(&bt);
-        run(ctx, |rec| linear::norm_linear(rec, &xt, &gt, 1e-6, &w, bias_t, &y, &scratch)).await;
-        let normed: Vec<f32> = r::rms_norm(&x, &g, k, 1e-6).iter().map(|&v| v as f32).collect();
-        // the unfused path stores the normed rows in the activation type first
-        let normed = if m > linear::MATVEC_MAX_ROWS { as_stored(&normed, act) } else { normed };
-        let want = r::linear(&normed, &wv, bias.then_some(&b[..]), m, n, k);
-        assert_close(&format!("norm_linear {format:?} {act:?} m={m} n={n} k={k}"), &read_guarded(ctx, &y).await, &want, tol(act, k > 512));
-    }
-}
-
 pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
     let big = u64::MAX;
     let tiles: &[u32] = if ctx.caps.max_workgroup_storage >= 32768 { &[64, 128] } else { &[64] };

@@ -27,8 +27,6 @@ macro_rules! browser_test {
 browser_test!(matvec_q4, matvec_suite, WeightFormat::Q4);
 browser_test!(matvec_q8, matvec_suite, WeightFormat::Q8);
 browser_test!(matvec_f16_weights, matvec_suite, WeightFormat::F16);
-browser_test!(norm_linear_q4, norm_linear_suite, WeightFormat::Q4);
-browser_test!(norm_linear_f16_weights, norm_linear_suite, WeightFormat::F16);
 browser_test!(matmul_q4, matmul_suite, WeightFormat::Q4);
 browser_test!(matmul_q8, matmul_suite, WeightFormat::Q8);
 browser_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);

@@ -43,8 +43,6 @@ macro_rules! kernel_test {
 kernel_test!(matvec_q4, matvec_suite, WeightFormat::Q4);
 kernel_test!(matvec_q8, matvec_suite, WeightFormat::Q8);
 kernel_test!(matvec_f16_weights, matvec_suite, WeightFormat::F16);
-kernel_test!(norm_linear_q4, norm_linear_suite, WeightFormat::Q4);
-kernel_test!(norm_linear_f16_weights, norm_linear_suite, WeightFormat::F16);
 kernel_test!(matmul_q4, matmul_suite, WeightFormat::Q4);
 kernel_test!(matmul_q8, matmul_suite, WeightFormat::Q8);
 kernel_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);

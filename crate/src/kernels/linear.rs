@@ -43,7 +43,7 @@ struct Params {
     y_offset: u32,
     y_stride: u32,
     x_stride4: u32,
-    eps: f32,
+    _p: u32,
 }
 
 fn check_shapes(x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<(usize, usize)> {
@@ -69,7 +69,7 @@ impl Params {
             y_offset: part.rows.start as u32,
             y_stride: w.n as u32,
             x_stride4: (w.k / 4) as u32,
-            eps: 0.0,
+            _p: 0,
         }
     }
 }
@@ -98,40 +98,17 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
 
 /// The matrix-vector kernel, one workgroup row per row of x.
 pub fn matvec(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, shape: MatvecShape) -> Result<()> {
-    matvec_impl(rec, x, None, w, bias, y, shape)
-}
-
-/// `y = rms_norm(x) · Wᵀ (+ bias)`: RMSNorm with weight `g` (f32, length k) fused into the matrix-vector
-/// kernel (decode), or a norm pass into `scratch` (same shape as x) then the matrix-matrix kernel.
-#[allow(clippy::too_many_arguments)]
-pub fn norm_linear(rec: &mut Recorder, x: &Tensor, g: &Tensor, eps: f32, w: &Weight, bias: Option<&Tensor>, y: &Tensor, scratch: &Tensor) -> Result<()> {
-    let (m, k) = check_shapes(x, w, bias, y)?;
-    check("linear", g.len() == k && g.dtype == crate::gpu::DType::F32, || format!("the norm weight must be f32 of length {k}"))?;
-    if m <= MATVEC_MAX_ROWS {
-        matvec_impl(rec, x, Some((g, eps)), w, bias, y, matvec_shape(w.n, w.k))
-    } else {
-        crate::kernels::norm::rms_norm(rec, x, g, scratch, eps)?;
-        matmul(rec, scratch, w, bias, y)
-    }
-}
-
-fn matvec_impl(rec: &mut Recorder, x: &Tensor, norm: Option<(&Tensor, f32)>, w: &Weight, bias: Option<&Tensor>, y: &Tensor, shape: MatvecShape) -> Result<()> {
     let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matvec", &[x, y])?;
-    let defines = weight_defines(
-        base_defines(rec.ctx, act, shape.wg)?.value("R", shape.rows).flag_if("BIAS", bias.is_some()).flag_if("NORM", norm.is_some()),
-        w.format,
-    );
+    let defines = weight_defines(base_defines(rec.ctx, act, shape.wg)?
+        .value("R", shape.rows)
+        .flag_if("BIAS", bias.is_some()), w.format);
     let pipeline = rec.ctx.pipeline(&MATVEC, &defines)?;
     for part in &w.parts {
         let n = part.rows.len() as u32;
-        let mut params = Params::new(0, w, part);
+        let params = Params::new(0, w, part);
         let g = grid(rec.ctx, n.div_ceil(shape.rows), m as u32);
-        let mut b = bindings(x, y, part, bias);
-        if let Some((gw, eps)) = norm {
-            params.eps = eps;
-            b.push(Binding::new(6, &gw.buffer));
-        }
+        let b = bindings(x, y, part, bias);
         rec.dispatch(pipeline.clone(), &params, b, g);
     }
     Ok(())

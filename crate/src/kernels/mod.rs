@@ -92,9 +92,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
             for wfmt in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
                 for bias in [false, true] {
                     for (wg, rows) in [(32, 1), (32, 2), (32, 4), (64, 2), (64, 4), (128, 2), (128, 8), (256, 4)] {
-                        for norm in [false, true] {
-                            out.push((MATVEC, weight_defines(base(wg).value("R", rows), wfmt).flag_if("BIAS", bias).flag_if("NORM", norm)));
-                        }
+                        out.push((MATVEC, weight_defines(base(wg).value("R", rows), wfmt).flag_if("BIAS", bias)));
                     }
                     for tile in [64, 128] {
                         out.push((MATMUL, weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias)));

@@ -177,7 +177,8 @@ impl Llm {
         let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(c.heads as u32, c.kv_heads as u32, d as u32, (pos + t) as u32)], DType::F32)?;
         let eps = c.rms_eps as f32;
         for (i, l) in self.layers.iter().enumerate() {
-            linear::norm_linear(rec, x, &l.in_norm, eps, &l.qkv, Some(&l.qkv_b), &qkv, &y)?;
+            norm::rms_norm(rec, x, &l.in_norm, &y, eps)?;
+            linear::linear(rec, &y, &l.qkv, Some(&l.qkv_b), &qkv)?;
             // q and k heads are adjacent in the fused row: one RoPE dispatch rotates both
             self.rope.apply(rec, &qkv, t as u32, (c.heads + c.kv_heads) as u32, 0, pos as u32)?;
             kv_cache::append(rec, &qkv, &cache.k[i], &cache.v[i], t as u32, pos as u32, qn as u32, (qn + kvn) as u32)?;
@@ -205,7 +206,8 @@ impl Llm {
             }
             linear::linear(rec, &att, &l.o, None, &y)?;
             elementwise::add(rec, x, &y)?;
-            linear::norm_linear(rec, x, &l.post_norm, eps, &l.gate_up, None, &gu, &y)?;
+            norm::rms_norm(rec, x, &l.post_norm, &y, eps)?;
+            linear::linear(rec, &y, &l.gate_up, None, &gu)?;
             elementwise::silu_mul(rec, &gu, &mid)?;
             linear::linear(rec, &mid, &l.down, None, &y)?;
             elementwise::add(rec, x, &y)?;
@@ -221,8 +223,9 @@ impl Llm {
         let last = Tensor::empty(rec.ctx, &[1, h], self.act)?;
         rec.copy(&x.buffer, row as u64 * size, &last.buffer, 0, size);
         let y = Tensor::empty(rec.ctx, &[1, h], self.act)?;
+        norm::rms_norm(rec, &last, &self.norm, &y, self.cfg.rms_eps as f32)?;
         let logits = Tensor::empty(rec.ctx, &[1, self.cfg.vocab], self.act)?;
-        linear::norm_linear(rec, &last, &self.norm, self.cfg.rms_eps as f32, &self.lm_head, None, &logits, &y)?;
+        linear::linear(rec, &y, &self.lm_head, None, &logits)?;
         Ok(logits)
     }
 }
