@@ -29,7 +29,7 @@ pub struct Generation {
     pub prompt_tokens: usize,
     pub ids: Vec<u32>,
     pub text: String,
-    /// Why it stopped: "eos" or "length".
+    /// Why it stopped: "eos", "length" or "interrupted".
     pub stop: &'static str,
 }
 
@@ -66,8 +66,8 @@ fn sample_and_submit(ctx: &Context, mut rec: Recorder, logits: &Tensor, picked: 
     Ok(InFlight { staging, index })
 }
 
-fn read_token(ctx: &Context, t: InFlight) -> Result<u32> {
-    let bytes = block_on(ctx.read_mapped(&t.staging, t.index))?;
+async fn read_token(ctx: &Context, t: InFlight) -> Result<u32> {
+    let bytes = ctx.read_mapped(&t.staging, t.index).await?;
     Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
@@ -76,7 +76,7 @@ fn read_token(ctx: &Context, t: InFlight) -> Result<u32> {
 /// sampler output), so step i + 1 is recorded and queued before token i is read back, and the GPU never
 /// waits for the CPU to record. The cost: one step's work after the last token is queued and thrown away.
 #[allow(clippy::too_many_arguments)]
-pub fn decode(
+pub async fn decode(
     ctx: &Context,
     model: &Model,
     logits: Tensor,
@@ -102,7 +102,7 @@ pub fn decode(
             queued += 1;
         }
         done += 1;
-        if !on_token(read_token(ctx, next)?)? || done == budget {
+        if !on_token(read_token(ctx, next).await?)? || done == budget {
             break;
         }
     }
@@ -111,7 +111,7 @@ pub fn decode(
 
 /// Decoding with the CPU sampler (a repetition penalty needs the whole row): one step at a time.
 #[allow(clippy::too_many_arguments)]
-fn decode_cpu_sampled(
+async fn decode_cpu_sampled(
     ctx: &Context,
     model: &Model,
     mut logits: Tensor,
@@ -124,7 +124,7 @@ fn decode_cpu_sampled(
 ) -> Result<()> {
     let mut seen: Vec<u32> = prompt.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
     for i in 0..budget {
-        let mut l = block_on(logits.to_f32(ctx))?;
+        let mut l = logits.to_f32(ctx).await?;
         for &t in &seen {
             let v = &mut l[t as usize];
             *v = if *v < 0.0 { *v * opts.repetition_penalty } else { *v / opts.repetition_penalty };
@@ -140,6 +140,8 @@ fn decode_cpu_sampled(
 }
 
 /// Runs the prompt (LLaVA-NeXT ids, −200 for the image) and generates; `on_text` gets each new piece.
+/// Native: blocks until done ([`generate_async`] is the same, awaitable; the browser's form).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn generate(
     ctx: &Context,
     model: &Model,
@@ -147,7 +149,23 @@ pub fn generate(
     prompt: &[i64],
     image: Option<&Tensor>,
     opts: &GenerateOptions,
+    on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    pollster::block_on(generate_async(ctx, model, tok, prompt, image, opts, on_text, || false))
+}
+
+/// [`generate`], awaitable; `interrupted` is asked before each token is taken (a true ends the answer
+/// with stop = "interrupted").
+#[allow(clippy::too_many_arguments)]
+pub async fn generate_async(
+    ctx: &Context,
+    model: &Model,
+    tok: &Tokenizer,
+    prompt: &[i64],
+    image: Option<&Tensor>,
+    opts: &GenerateOptions,
     mut on_text: impl FnMut(&str),
+    interrupted: impl Fn() -> bool,
 ) -> Result<Generation> {
     let n_img = image.map_or(0, |t| t.shape[0]);
     let prompt_tokens = prompt.iter().filter(|&&i| i != crate::chat::IMAGE_PLACEHOLDER).count() + n_img;
@@ -165,6 +183,10 @@ pub fn generate(
     let mut text = String::new();
     let mut stop = "length";
     let mut on_token = |id: u32| -> Result<bool> {
+        if interrupted() {
+            stop = "interrupted";
+            return Ok(false);
+        }
         if id == eos {
             stop = "eos";
             return Ok(false);
@@ -177,25 +199,15 @@ pub fn generate(
         Ok(true)
     };
     if opts.repetition_penalty != 1.0 {
-        decode_cpu_sampled(ctx, model, logits, &mut cache, budget, opts, prompt, &mut rng, &mut on_token)?;
+        decode_cpu_sampled(ctx, model, logits, &mut cache, budget, opts, prompt, &mut rng, &mut on_token).await?;
     } else {
-        decode(ctx, model, logits, &mut cache, budget, opts.sampling, &mut rng, &mut on_token)?;
+        decode(ctx, model, logits, &mut cache, budget, opts.sampling, &mut rng, &mut on_token).await?;
     }
     if let Some(rest) = stream.finish()? {
         on_text(&rest);
         text.push_str(&rest);
     }
     Ok(Generation { prompt_tokens, ids: out, text, stop })
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    pollster::block_on(f)
-}
-
-#[cfg(target_arch = "wasm32")]
-fn block_on<F: std::future::Future>(_f: F) -> F::Output {
-    unimplemented!("generation in the browser is driven asynchronously by the worker (issue 5)")
 }
 
 /// The sampler of sample.wgsl on the CPU (for rows the CPU has touched): same order and cut-offs.

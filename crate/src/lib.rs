@@ -39,4 +39,7 @@ pub mod draw;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod reference;
 
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
 pub use error::{Error, Result};

@@ -88,3 +88,92 @@ async fn model_reproduces_text_only_ko() {
         }
     }
 }
+
+/// A converted model in memory: the tiny fixture with every matrix in f16 (so that the browser's f32 path
+/// must reproduce transformers' tokens), laid out as `varco convert` documents it (docs/FORMAT.md §2:
+/// 256-aligned arrays in one stream, cut into shards) — an independent writer of the format the engine reads.
+fn converted_tiny(shard_size: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+    use sha2::{Digest, Sha256};
+    use varco_web::loader::manifest::{self, ArrayRef, FileRef, Generation, Manifest, Memory, TensorEntry};
+    use varco_web::loader::plan::{self, QuantPlan};
+    use varco_web::model::config::ModelConfig;
+    use varco_web::weights::WeightSource;
+    const WEIGHTS: &[u8] = include_bytes!("../../../shared/fixtures/tiny-varco-a/model-hf/model.safetensors");
+    const CONFIG: &str = include_str!("../../../shared/fixtures/tiny-varco-a/model-hf/config.json");
+    const TEMPLATE: &str = include_str!("../../../shared/fixtures/tiny-varco-a/model-hf/chat_template.json");
+    let w = WeightSource::from_bytes(vec![WEIGHTS.to_vec()]).unwrap();
+    let cfg = ModelConfig::from_json(CONFIG, &w).unwrap();
+    let mut stream: Vec<u8> = Vec::new();
+    let mut tensors = Vec::new();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    for spec in plan::specs(&cfg, &QuantPlan::F16, true) {
+        stream.resize(stream.len().next_multiple_of(256), 0);
+        let start = stream.len() as u64;
+        let scales = plan::encode(&spec, &w, &mut |b| {
+            stream.extend_from_slice(b);
+            Ok(())
+        }, None)
+        .unwrap();
+        assert!(scales.is_empty(), "f16 matrices have no scales");
+        let at = |s: u64, len: u64| ArrayRef { shard: (s / shard_size) as usize, offset: s % shard_size, length: len };
+        tensors.push(TensorEntry { name: spec.name, kind: spec.kind, data: at(start, stream.len() as u64 - start), scales: None });
+    }
+    let shards: Vec<Vec<u8>> = stream.chunks(shard_size as usize).map(|c| c.to_vec()).collect();
+    let tok = TOKENIZER;
+    let template = varco_web::chat::ChatTemplate::from_json(TEMPLATE).unwrap();
+    let m = Manifest {
+        format: manifest::FORMAT.into(),
+        version: manifest::VERSION,
+        memory: Memory::estimate(&cfg, &tensors, 4096),
+        config: cfg,
+        plan: QuantPlan::F16,
+        tokenizer: FileRef { file: "tokenizer.json".into(), bytes: tok.len() as u64, sha256: hex(&Sha256::digest(tok)) },
+        chat_template: template.source().to_string(),
+        generation: Generation { max_new_tokens: 16, temperature: 0.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, eos_token_ids: vec![151645] },
+        shard_size,
+        total_bytes: stream.len() as u64,
+        shards: shards.iter().enumerate().map(|(i, s)| FileRef { file: format!("shard-{i:05}.bin"), bytes: s.len() as u64, sha256: hex(&Sha256::digest(s)) }).collect(),
+        tensors,
+    };
+    (serde_json::to_vec(&m).unwrap(), shards)
+}
+
+const TOKENIZER: &[u8] = include_bytes!("../../../shared/fixtures/tiny-varco-a/model-hf/tokenizer.json");
+
+/// The browser engine: a converted model fed in 64 KiB pieces (verified shard by shard), then a
+/// conversation answered with transformers' greedy tokens (text_only_ko, f32 path); a flipped byte in a
+/// shard is refused.
+#[wasm_bindgen_test]
+async fn engine_loads_pieces_and_answers_like_transformers() {
+    use varco_web::web::Engine;
+    const CASE: &str = include_str!("../../../shared/fixtures/tiny-varco-a/cases/text_only_ko/case.json");
+    let case: serde_json::Value = serde_json::from_str(CASE).unwrap();
+    let (manifest, shards) = converted_tiny(1 << 20);
+    assert!(shards.len() > 3);
+    let engine = Engine::create(manifest.clone()).await.unwrap();
+    for (i, s) in shards.iter().enumerate() {
+        for (j, piece) in s.chunks(64 << 10).enumerate() {
+            engine.write(i as u32, (j * (64 << 10)) as f64, piece).unwrap();
+        }
+        engine.verify_shard(i as u32).unwrap();
+    }
+    engine.finish(TOKENIZER).unwrap();
+    let request = serde_json::json!({"messages": case["conversation"], "max_new_tokens": 16}).to_string();
+    let pieces = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
+    let sink = pieces.clone();
+    let on_text = wasm_bindgen::closure::Closure::<dyn FnMut(String)>::new(move |s: String| sink.borrow_mut().push_str(&s));
+    let out = wasm_bindgen_futures::JsFuture::from(engine.generate(request, None, on_text.as_ref().clone().into())).await.unwrap();
+    let out: serde_json::Value = serde_json::from_str(&out.as_string().unwrap()).unwrap();
+    assert_eq!(out["ids"], case["generated_ids"], "greedy tokens");
+    assert_eq!(out["text"], case["generated_text"]);
+    assert_eq!(*pieces.borrow(), case["generated_text"].as_str().unwrap(), "the streamed pieces make the text");
+
+    // a flipped byte: the shard's hash does not match
+    let bad = Engine::create(manifest).await.unwrap();
+    let mut s1 = shards[1].clone();
+    s1[1000] ^= 1;
+    bad.write(1, 0.0, &s1).unwrap();
+    let e = bad.verify_shard(1).err().expect("a corrupt shard is refused");
+    let msg: String = js_sys::Error::from(e).message().into();
+    assert!(msg.contains("corrupt"), "{msg}");
+}

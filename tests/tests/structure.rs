@@ -37,10 +37,10 @@ fn a_decode_step_has_its_designed_dispatches_and_allocations() {
         let mut cache = m.llm.new_cache(&ctx, 16).unwrap();
         let logits = m.prefill(&ctx, &[151644, 872, 198], None, &mut cache).unwrap();
         let mut n = 0;
-        decode(&ctx, &m, logits, &mut cache, budget, Sampling::GREEDY, &mut SplitMix(0), &mut |_| {
+        pollster::block_on(decode(&ctx, &m, logits, &mut cache, budget, Sampling::GREEDY, &mut SplitMix(0), &mut |_| {
             n += 1;
             Ok(true)
-        })
+        }))
         .unwrap();
         assert_eq!(n, budget);
         let after = ctx.stats.counts();

@@ -147,7 +147,7 @@ fn decode(ctx: &Context, m: &Model, context: usize, steps: usize) -> Result<f64>
         let logits = m.step(ctx, 1, cache)?;
         pollster::block_on(ctx.sync())?;
         let t = Instant::now();
-        decode_loop(ctx, m, logits, cache, n, Sampling::GREEDY, &mut rng, &mut |_| Ok(true))?;
+        pollster::block_on(decode_loop(ctx, m, logits, cache, n, Sampling::GREEDY, &mut rng, &mut |_| Ok(true)))?;
         Ok(t.elapsed().as_secs_f64() / n as f64)
     };
     run(3, &mut cache)?;

@@ -26,9 +26,8 @@ struct ShardHash {
     fed: Option<u64>,
 }
 
-pub struct Upload<'a> {
-    ctx: &'a Context,
-    manifest: &'a Manifest,
+pub struct Upload {
+    manifest: Manifest,
     dests: Vec<Dest>,
     tensors: Tensors,
     hashes: Vec<ShardHash>,
@@ -40,9 +39,9 @@ pub struct Upload<'a> {
 /// submission (natively; browsers copy at once).
 const FLUSH_BYTES: u64 = 256 << 20;
 
-impl<'a> Upload<'a> {
+impl Upload {
     /// Checks the model against the adapter's limits, then allocates every tensor's buffers.
-    pub fn new(ctx: &'a Context, manifest: &'a Manifest) -> Result<Self> {
+    pub fn new(ctx: &Context, manifest: &Manifest) -> Result<Self> {
         let mut dests = Vec::new();
         let mut tensors = Tensors::default();
         for t in &manifest.tensors {
@@ -66,13 +65,13 @@ impl<'a> Upload<'a> {
         }
         dests.sort_by_key(|d| d.start);
         let hashes = manifest.shards.iter().map(|_| ShardHash { hasher: Sha256::new(), fed: Some(0) }).collect();
-        Ok(Upload { ctx, manifest, dests, tensors, hashes, written: 0, since_flush: 0 })
+        Ok(Upload { manifest: manifest.clone(), dests, tensors, hashes, written: 0, since_flush: 0 })
     }
 
     /// Writes `bytes` found at `offset` of shard `shard` into every buffer they belong to. `offset` and the
     /// length must be multiples of 4 (the shards' arrays are 256-aligned, so any 4-aligned cut works).
-    pub fn write(&mut self, shard: usize, offset: u64, bytes: &[u8]) -> Result<()> {
-        let m = self.manifest;
+    pub fn write(&mut self, ctx: &Context, shard: usize, offset: u64, bytes: &[u8]) -> Result<()> {
+        let m = &self.manifest;
         let info = m.shards.get(shard).ok_or_else(|| Error::Checkpoint(format!("shard {shard} is not in the manifest")))?;
         if offset + bytes.len() as u64 > info.bytes || offset % 4 != 0 || bytes.len() % 4 != 0 {
             return Err(Error::Checkpoint(format!("shard {}: piece {offset}+{} is outside it or not 4-aligned", info.file, bytes.len())));
@@ -93,13 +92,13 @@ impl<'a> Upload<'a> {
             }
             let (a, b) = (d.start.max(c0), d.end.min(c1));
             if a < b {
-                self.ctx.queue.write_buffer(&d.buffer, a - d.start, &bytes[(a - c0) as usize..(b - c0) as usize]);
+                ctx.queue.write_buffer(&d.buffer, a - d.start, &bytes[(a - c0) as usize..(b - c0) as usize]);
                 self.written += b - a;
                 self.since_flush += b - a;
             }
         }
         if self.since_flush >= FLUSH_BYTES {
-            self.flush()?;
+            self.flush(ctx)?;
         }
         Ok(())
     }
@@ -124,12 +123,17 @@ impl<'a> Upload<'a> {
     }
 
     /// Submits what was written so far and waits for it (natively: frees the staging memory).
-    fn flush(&mut self) -> Result<()> {
-        self.ctx.queue.submit([]);
+    fn flush(&mut self, ctx: &Context) -> Result<()> {
+        ctx.queue.submit([]);
         #[cfg(not(target_arch = "wasm32"))]
-        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Device(e.to_string()))?;
+        ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Device(e.to_string()))?;
         self.since_flush = 0;
         Ok(())
+    }
+
+    /// The manifest being loaded.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 
     /// Bytes written into GPU buffers so far.
@@ -138,12 +142,12 @@ impl<'a> Upload<'a> {
     }
 
     /// The tensors, once every byte of every array has been written.
-    pub fn finish(mut self) -> Result<Tensors> {
+    pub fn finish(mut self, ctx: &Context) -> Result<Tensors> {
         let need: u64 = self.dests.iter().map(|d| d.end - d.start).sum();
         if self.written != need {
             return Err(Error::Checkpoint(format!("the model is incomplete: {} of {need} bytes were uploaded", self.written)));
         }
-        self.flush()?;
+        self.flush(ctx)?;
         Ok(self.tensors)
     }
 }
@@ -178,12 +182,12 @@ pub fn load_dir(ctx: &Context, dir: &std::path::Path) -> Result<(Manifest, Tenso
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Checkpoint(format!("{}: {e}", p.display())))?;
         for off in (0..map.len()).step_by(WINDOW) {
             let end = (off + WINDOW).min(map.len());
-            up.write(i, off as u64, &map[off..end])?;
+            up.write(ctx, i, off as u64, &map[off..end])?;
             // Safety: as above; dropped pages of a read-only file mapping are read again if touched.
             let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, end - off) };
         }
         up.verify_shard(i)?;
     }
-    let tensors = up.finish()?;
+    let tensors = up.finish(ctx)?;
     Ok((manifest, tensors))
 }
