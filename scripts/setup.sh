@@ -11,6 +11,8 @@ dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || pkgs+=(mesa-vulkan-drivers)
 command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || pkgs+=(chromium-driver)
 dpkg -s fonts-nanum >/dev/null 2>&1 || pkgs+=(fonts-nanum)   # Hangul labels of --draw
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)              # the npm package's build and tests
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 if [ ${#pkgs[@]} -gt 0 ]; then
     echo "setup: apt-get install ${pkgs[*]}"
     apt-get update -qq
@@ -25,4 +27,6 @@ if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $wb\$"; then
     echo "setup: cargo install wasm-bindgen-cli $wb (a few minutes)"
     cargo install -q wasm-bindgen-cli --version "$wb"
 fi
+# the npm package's dev dependencies (typescript, playwright-core), pinned by web/package-lock.json
+(cd web && npm ci --no-audit --no-fund --loglevel=error)
 echo "setup: done"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: native tests (GPU-free shader validation, the 4-bit format, references, and every
-# kernel on the Vulkan adapter — lavapipe on a machine without a GPU), then the kernels' f32 paths in
-# headless Chromium through wasm-bindgen-test. Needs what scripts/setup.sh installs.
+# The test command: native tests (GPU-free shader validation, the weight formats, references, every
+# kernel and the model on the Vulkan adapter — lavapipe on a machine without a GPU, the converter), then the
+# wasm build in headless Chromium through wasm-bindgen-test, then the npm package (web/) end to end in
+# Chromium with a local server as the CDN. Needs what scripts/setup.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"          # else a GL llvmpipe adapter shows up beside lavapipe
@@ -14,3 +15,9 @@ echo "== browser tests (headless Chromium, WebGPU)"
 cd tests
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner WASM_BINDGEN_TEST_TIMEOUT=300 \
     cargo test --target wasm32-unknown-unknown -p varco-tests --test browser
+cd ..
+
+echo "== the npm package in headless Chromium"
+bash scripts/build-web.sh
+cargo build --bin varco   # converts the test model (the native tests built it already: instant)
+(cd web && VARCO_BIN="$PWD/../target/debug/varco" npm test)

@@ -191,3 +191,20 @@ async fn run(inner: &Inner, request_json: &str, image: Option<&[u8]>, on_text: &
     })
     .to_string())
 }
+
+/// The text of a task prompt: `ocr`, `ground` (optional phrase), `refer` (box x1,y1,x2,y2 in 0..1 and a
+/// question), `describe` — the model's own conventions (answer::prompts).
+#[wasm_bindgen]
+pub fn task_prompt(kind: &str, phrase: Option<String>, bbox: Option<Vec<f32>>) -> Result<String, JsValue> {
+    use crate::answer::prompts;
+    Ok(match kind {
+        "ocr" => prompts::ocr(),
+        "describe" => prompts::describe(),
+        "ground" => prompts::ground(phrase.as_deref().filter(|p| !p.is_empty())),
+        "refer" => {
+            let b = bbox.filter(|b| b.len() == 4 && b.iter().all(|v| (0.0..=1.0).contains(v))).ok_or_else(|| js_err("refer needs a box of four numbers in 0..1"))?;
+            prompts::refer("this", [b[0], b[1], b[2], b[3]], &format!(" {}", phrase.unwrap_or_default()))
+        }
+        _ => return Err(js_err(format!("unknown task {kind:?}"))),
+    })
+}

@@ -60,14 +60,14 @@ fn all_zero_groups_stay_zero() {
 
 #[test]
 fn q8_layout_matches_the_documentation() {
-    // codes 0..32 + 112: values (code − 128)·d; largest magnitude −16 at code 112 → d = 16 / 128 = 0.125
-    let row: Vec<f32> = (0..32).map(|j| (j as f32 - 16.0) * 0.125).collect();
+    // codes 8·j (0, 8, …, 248): values (code − 128)·0.125; the largest magnitude −16 at code 0 → d = 16 / 128
+    let row: Vec<f32> = (0..32).map(|j| ((8 * j) as f32 - 128.0) * 0.125).collect();
     let q = QMatrix::quantize(QFormat::Q8, &row, 1, 32);
     assert_eq!(q.scales[0].to_f32(), 0.125);
     assert_eq!(q.qs.len(), 8, "eight words a group");
     // value j is byte j % 4 of word j / 4
-    assert_eq!(q.qs[0], u32::from_le_bytes([112, 113, 114, 115]));
-    assert_eq!(q.qs[7], u32::from_le_bytes([140, 141, 142, 143]));
+    assert_eq!(q.qs[0], u32::from_le_bytes([0, 8, 16, 24]));
+    assert_eq!(q.qs[7], u32::from_le_bytes([224, 232, 240, 248]));
     assert_eq!(q.dequantize(), row);
     // ragged rows pad with the zero code 128
     let q = QMatrix::quantize(QFormat::Q8, &[1.0; 40], 1, 40);

@@ -1,0 +1,247 @@
+// varco-web: VARCO-VISION on the user's own GPU. Everything runs in a Web Worker; the model is downloaded
+// once into IndexedDB (verified, resumable) and answers offline afterwards. Nothing is sent anywhere.
+
+import { AbortError, EngineError, rebuild } from "./errors.js";
+export * from "./errors.js";
+
+export type ImageInput = Blob | File | ImageBitmap | ImageData | string | URL;
+export type ContentPart = { type: "text"; text: string } | { type: "image"; image: ImageInput } | { type: "image_url"; image_url: { url: string } };
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string | ContentPart[];
+}
+export interface Progress {
+  phase: "download" | "gpu";
+  loaded: number;
+  total: number;
+  shard: number;
+  /** Bytes per second (download). */
+  rate?: number;
+  /** Seconds left (download), when known. */
+  eta?: number | null;
+}
+export interface Box {
+  x1: number; y1: number; x2: number; y2: number;
+}
+export interface Span {
+  kind: string;
+  text: string;
+  boxes: Box[];
+  boxes_px?: Box[];
+}
+export interface Answer {
+  text: string;
+  spans: Span[];
+  stop: "eos" | "length" | "interrupted";
+  usage: { prompt_tokens: number; completion_tokens: number; image_tokens: number | null };
+}
+export interface CompletionRequest {
+  messages: ChatMessage[];
+  stream?: boolean;
+  max_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  seed?: number;
+  repetition_penalty?: number;
+  signal?: AbortSignal;
+}
+export interface Completion {
+  id: string;
+  object: "chat.completion";
+  choices: { index: 0; message: { role: "assistant"; content: string }; finish_reason: "stop" | "length" }[];
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  /** varco-web: the answer's spans and boxes (grounding, referring, OCR). */
+  spans: Span[];
+}
+export interface CompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  choices: { index: 0; delta: { content?: string }; finish_reason: "stop" | "length" | null }[];
+}
+export interface CachedModel {
+  key: string; url: string; bytes: number; complete: boolean; added: number;
+}
+export interface EngineOptions {
+  manifestUrl: string;
+  onProgress?: (p: Progress) => void;
+  signal?: AbortSignal;
+  /** Where the worker script is (default: beside this module). */
+  workerUrl?: string | URL;
+}
+
+type Pending = { resolve: (v: any) => void; reject: (e: Error) => void; onProgress?: (p: Progress) => void; onText?: (s: string) => void };
+
+class Rpc {
+  private next = 1;
+  private pending = new Map<number, Pending>();
+  constructor(readonly worker: Worker) {
+    // a worker that fails to start or dies fails every pending call instead of leaving it waiting
+    worker.onerror = (ev) => {
+      ev.preventDefault();
+      const err = new EngineError(`the varco-web worker failed: ${ev.message || "it could not be loaded"}`);
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+    worker.onmessage = (ev) => {
+      const m = ev.data;
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      if (m.type === "progress") p.onProgress?.(m);
+      else if (m.type === "text") p.onText?.(m.piece);
+      else {
+        this.pending.delete(m.id);
+        if (m.type === "result") p.resolve(m.value);
+        else p.reject(rebuild(m));
+      }
+    };
+  }
+  call(op: string, args: object = {}, extra: Partial<Pending> = {}, transfer: Transferable[] = [], signal?: AbortSignal): Promise<any> {
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, ...extra });
+      if (signal) {
+        if (signal.aborted) {
+          this.pending.delete(id);
+          return reject(new AbortError("cancelled"));
+        }
+        signal.addEventListener("abort", () => this.worker.postMessage({ id: this.next++, op: "abort", target: id }), { once: true });
+      }
+      this.worker.postMessage({ id, op, ...args }, transfer);
+    });
+  }
+}
+
+/** Encoded image bytes (the engine decodes them exactly as the native runtime does, EXIF included). */
+async function imageBytes(img: ImageInput): Promise<ArrayBuffer> {
+  if (typeof img === "string" || img instanceof URL) {
+    const res = await fetch(img.toString());
+    if (!res.ok) throw new Error(`${img}: HTTP ${res.status}`);
+    return res.arrayBuffer();
+  }
+  if (img instanceof Blob) return img.arrayBuffer();
+  // pixels: re-encoded losslessly as PNG
+  const canvas = new OffscreenCanvas(img.width, img.height);
+  const g = canvas.getContext("2d")!;
+  if (img instanceof ImageData) g.putImageData(img, 0, 0);
+  else g.drawImage(img, 0, 0);
+  return (await canvas.convertToBlob({ type: "image/png" })).arrayBuffer();
+}
+
+/** OpenAI-shaped messages → the engine's (text and image parts) and the one image's bytes. */
+async function convert(messages: ChatMessage[]): Promise<{ messages: any[]; image?: ArrayBuffer }> {
+  let image: ArrayBuffer | undefined;
+  const out = [];
+  for (const m of messages) {
+    const parts = typeof m.content === "string" ? [{ type: "text" as const, text: m.content }] : m.content;
+    const content = [];
+    for (const p of parts) {
+      if (p.type === "text") content.push({ type: "text", text: p.text });
+      else {
+        if (image) throw new Error("varco-web takes one image per conversation");
+        image = await imageBytes(p.type === "image" ? p.image : p.image_url.url);
+        content.push({ type: "image" });
+      }
+    }
+    out.push({ role: m.role, content });
+  }
+  return { messages: out, image };
+}
+
+export class VarcoEngine {
+  /** What the worker found: adapter, shader-f16, subgroups, limits, the model's memory needs. */
+  capabilities: any;
+  private constructor(private rpc: Rpc, readonly modelKey: string) {}
+
+  static async create(o: EngineOptions): Promise<VarcoEngine> {
+    const worker = new Worker(o.workerUrl ?? new URL("./worker.js", import.meta.url), { type: "module" });
+    const rpc = new Rpc(worker);
+    try {
+      const r = await rpc.call("load", { manifestUrl: new URL(o.manifestUrl, location.href).toString() }, { onProgress: o.onProgress }, [], o.signal);
+      const e = new VarcoEngine(rpc, r.key);
+      e.capabilities = r.capabilities;
+      return e;
+    } catch (err) {
+      worker.terminate();
+      throw err;
+    }
+  }
+
+  private async answer(req: CompletionRequest, onText?: (s: string) => void): Promise<Answer> {
+    const { messages, image } = await convert(req.messages);
+    const request = {
+      messages, max_new_tokens: req.max_tokens, temperature: req.temperature, top_p: req.top_p, top_k: req.top_k, seed: req.seed,
+      repetition_penalty: req.repetition_penalty,
+    };
+    const onAbort = () => this.interrupt();
+    req.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const r = await this.rpc.call("chat", { request, image }, { onText }, image ? [image] : []);
+      return { text: r.text, spans: r.spans, stop: r.stop, usage: { prompt_tokens: r.prompt_tokens, completion_tokens: r.ids.length, image_tokens: r.image_tokens } };
+    } finally {
+      req.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  readonly chat = {
+    completions: {
+      create: (req: CompletionRequest): any => (req.stream ? this.stream(req) : this.complete(req)),
+    },
+  };
+
+  private async complete(req: CompletionRequest): Promise<Completion> {
+    const a = await this.answer(req);
+    return {
+      id: `chatcmpl-${Date.now()}`,
+      object: "chat.completion",
+      choices: [{ index: 0, message: { role: "assistant", content: a.text }, finish_reason: a.stop === "length" ? "length" : "stop" }],
+      usage: { prompt_tokens: a.usage.prompt_tokens, completion_tokens: a.usage.completion_tokens, total_tokens: a.usage.prompt_tokens + a.usage.completion_tokens },
+      spans: a.spans,
+    };
+  }
+
+  private async *stream(req: CompletionRequest): AsyncGenerator<CompletionChunk> {
+    const id = `chatcmpl-${Date.now()}`;
+    const queue: string[] = [];
+    let wake: (() => void) | undefined;
+    let finished: Answer | undefined;
+    let failed: unknown;
+    this.answer(req, (s) => { queue.push(s); wake?.(); })
+      .then((a) => { finished = a; wake?.(); }, (e) => { failed = e; wake?.(); });
+    for (;;) {
+      while (queue.length) yield { id, object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: queue.shift()! }, finish_reason: null }] };
+      if (failed) throw failed;
+      if (finished) {
+        yield { id, object: "chat.completion.chunk", choices: [{ index: 0, delta: {}, finish_reason: finished.stop === "length" ? "length" : "stop" }] };
+        return;
+      }
+      await new Promise<void>((r) => (wake = r));
+    }
+  }
+
+  private async task(image: ImageInput, kind: string, phrase?: string, bbox?: number[], onText?: (s: string) => void): Promise<Answer> {
+    const text: string = await this.rpc.call("prompt", { kind, phrase, bbox });
+    return this.answer({ messages: [{ role: "user", content: [{ type: "image", image }, { type: "text", text }] }] }, onText);
+  }
+  /** Every piece of text with its box. */
+  ocr(image: ImageInput, onText?: (s: string) => void) { return this.task(image, "ocr", undefined, undefined, onText); }
+  /** The objects the description mentions with their boxes, or only `phrase`. */
+  ground(image: ImageInput, phrase?: string, onText?: (s: string) => void) { return this.task(image, "ground", phrase, undefined, onText); }
+  /** A question about a region: box as [x1, y1, x2, y2] in 0..1 of the image. */
+  refer(image: ImageInput, box: [number, number, number, number], question: string, onText?: (s: string) => void) { return this.task(image, "refer", question, box, onText); }
+
+  /** Stops the running answer after the current token. */
+  interrupt() { void this.rpc.call("interrupt"); }
+  /** Frees the GPU memory and ends the worker (the cache stays). */
+  async unload() { await this.rpc.call("unload"); this.rpc.worker.terminate(); }
+
+  readonly cache = {
+    list: (): Promise<CachedModel[]> => this.rpc.call("cache.list"),
+    delete: (key: string): Promise<void> => this.rpc.call("cache.delete", { key }),
+    usage: (): Promise<{ usage?: number; quota?: number }> => this.rpc.call("cache.usage"),
+  };
+}
+
+export function createEngine(o: EngineOptions): Promise<VarcoEngine> {
+  return VarcoEngine.create(o);
+}

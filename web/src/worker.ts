@@ -1,0 +1,230 @@
+// The Web Worker: owns the wasm engine, the downloads and the IndexedDB cache, so the page's main thread
+// only posts messages. Protocol: {id, op, ...} in; {id, type: "progress" | "text" | "result" | "error"} out.
+
+import init, { Engine, task_prompt } from "../pkg/varco_web.js";
+import { Cache, CHUNK, type ModelRecord } from "./cache.js";
+
+type Msg = { id: number; op: string; [k: string]: any };
+
+const post = (m: any, transfer: Transferable[] = []) => (self as any).postMessage(m, transfer);
+
+class Fail extends Error {
+  constructor(public kind: string, message: string) {
+    super(message);
+  }
+}
+
+let engine: Engine | undefined;
+let cache: Cache | undefined;
+const aborts = new Map<number, AbortController>();
+
+async function sha256Hex(data: ArrayBuffer | Uint8Array): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", data as BufferSource);
+  return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Manifest {
+  shard_size: number;
+  total_bytes: number;
+  shards: { file: string; bytes: number; sha256: string }[];
+  tokenizer: { file: string; bytes: number; sha256: string };
+  memory: { total: number; weights: number };
+}
+
+/** The manifest: from the network, else (offline) the one cached for this URL. */
+async function manifestFor(url: string, signal: AbortSignal): Promise<{ bytes: ArrayBuffer; key: string; cached?: ModelRecord }> {
+  try {
+    const res = await fetch(url, { signal, cache: "no-cache" });
+    if (!res.ok) throw new Fail("DownloadError", `${url}: HTTP ${res.status}`);
+    const bytes = await res.arrayBuffer();
+    const key = await sha256Hex(bytes);
+    return { bytes, key, cached: await cache!.model(key) };
+  } catch (e) {
+    if (signal.aborted) throw new Fail("AbortError", "cancelled");
+    const key = await cache!.keyForUrl(url);
+    const cached = key ? await cache!.model(key) : undefined;
+    if (!cached) throw e instanceof Fail ? e : new Fail("DownloadError", `${url}: ${(e as Error).message} (and no cached copy)`);
+    return { bytes: cached.manifest, key: cached.key, cached };
+  }
+}
+
+/** Downloads one shard into the cache, resuming from its stored chunks, retrying with backoff, verifying. */
+async function downloadShard(
+  base: URL, key: string, i: number, s: Manifest["shards"][0], signal: AbortSignal, onBytes: (n: number) => void,
+): Promise<void> {
+  const url = new URL(s.file, base).toString();
+  for (let attempt = 0; ; attempt++) {
+    let failures = 0;
+    for (;;) {
+      let offset = (await cache!.chunkCount(key, i)) * CHUNK;
+      if (offset >= s.bytes) break;
+      try {
+        const res = await fetch(url, { signal, cache: "no-store", headers: offset > 0 ? { Range: `bytes=${offset}-` } : {} });
+        if (offset > 0 && res.status === 200) {
+          // the server ignored the range: start the shard again
+          await cache!.deleteShard(key, i);
+          onBytes(-offset);
+          offset = 0;
+        } else if (!res.ok) {
+          throw new Fail("DownloadError", `${url}: HTTP ${res.status}`);
+        }
+        const reader = res.body!.getReader();
+        let buf = new Uint8Array(Math.min(CHUNK, s.bytes - offset));
+        let fill = 0;
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          let v = value;
+          while (v.length > 0) {
+            const n = Math.min(v.length, buf.length - fill);
+            buf.set(v.subarray(0, n), fill);
+            fill += n;
+            v = v.subarray(n);
+            onBytes(n);
+            if (fill === buf.length) {
+              await cache!.putChunk(key, i, offset / CHUNK, buf.buffer);
+              offset += fill;
+              failures = 0;
+              if (offset >= s.bytes) break;
+              buf = new Uint8Array(Math.min(CHUNK, s.bytes - offset));
+              fill = 0;
+            }
+          }
+        }
+        if (offset < s.bytes) {
+          onBytes(-fill);
+          throw new Fail("DownloadError", `${url}: the connection closed at byte ${offset + fill} of ${s.bytes}`);
+        }
+      } catch (e) {
+        if (signal.aborted) throw new Fail("AbortError", "cancelled");
+        if (++failures > 5) throw e instanceof Fail ? e : new Fail("DownloadError", `${url}: ${(e as Error).message}`);
+        await sleep(200 * 2 ** failures);
+      }
+    }
+    // verify the stored shard
+    const whole = new Uint8Array(s.bytes);
+    const n = Math.ceil(s.bytes / CHUNK);
+    for (let c = 0; c < n; c++) whole.set(new Uint8Array(await cache!.chunk(key, i, c)), c * CHUNK);
+    if ((await sha256Hex(whole)) === s.sha256) return;
+    await cache!.deleteShard(key, i);
+    onBytes(-s.bytes);
+    if (attempt >= 1) throw new Fail("IntegrityError", `${s.file}: SHA-256 mismatch after a second download`);
+  }
+}
+
+async function load(m: Msg, signal: AbortSignal) {
+  await init();
+  if (!(navigator as any).gpu) throw new Fail("NoWebGPUError", "this browser has no WebGPU");
+  cache ??= await Cache.open();
+  const { bytes, key, cached } = await manifestFor(m.manifestUrl, signal);
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new Fail("ModelFormatError", `manifest.json: ${(e as Error).message}`);
+  }
+  const record: ModelRecord = cached ?? { key, url: m.manifestUrl, manifest: bytes, done: manifest.shards.map(() => false), bytes: manifest.total_bytes, added: Date.now() };
+  await cache.putModel(record);
+  const missing = manifest.shards.map((s, i) => (record.done[i] ? 0 : s.bytes)).reduce((a, b) => a + b, 0);
+  if (missing > 0) {
+    const est = await navigator.storage?.estimate?.();
+    if (est && est.quota !== undefined && est.usage !== undefined && est.quota - est.usage < missing) {
+      throw new Fail("QuotaError", `the model needs ${(missing / 1e6).toFixed(1)} MB more storage; this site may use ${((est.quota - est.usage) / 1e6).toFixed(1)} MB`);
+    }
+    await navigator.storage?.persist?.().catch(() => false);
+  }
+  const base = new URL(m.manifestUrl, self.location.href);
+  // downloads: a few shards at a time
+  const total = manifest.total_bytes;
+  let loaded = manifest.shards.reduce((a, s, i) => a + (record.done[i] ? s.bytes : 0), 0);
+  for (let i = 0; i < manifest.shards.length; i++) if (!record.done[i]) loaded += (await cache.chunkCount(key, i)) * CHUNK;
+  const t0 = performance.now();
+  const start = loaded;
+  const report = (shard: number) => {
+    const secs = (performance.now() - t0) / 1000;
+    const rate = secs > 0 ? (loaded - start) / secs : 0;
+    post({ id: m.id, type: "progress", phase: "download", loaded, total, shard, rate, eta: rate > 0 ? (total - loaded) / rate : null });
+  };
+  const queue = manifest.shards.map((_, i) => i).filter((i) => !record.done[i]);
+  const worker = async () => {
+    for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
+      const shard = i;
+      await downloadShard(base, key, shard, manifest.shards[shard], signal, (n) => {
+        loaded += n;
+        report(shard);
+      });
+      record.done[shard] = true;
+      await cache!.putModel(record);
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  let tok = await cache.file(key, "tokenizer");
+  if (!tok) {
+    const res = await fetch(new URL(manifest.tokenizer.file, base), { signal });
+    if (!res.ok) throw new Fail("DownloadError", `${manifest.tokenizer.file}: HTTP ${res.status}`);
+    tok = await res.arrayBuffer();
+    if ((await sha256Hex(tok)) !== manifest.tokenizer.sha256) throw new Fail("IntegrityError", `${manifest.tokenizer.file}: SHA-256 mismatch`);
+    await cache.putFile(key, "tokenizer", tok);
+  }
+  // into the GPU, shard by shard, chunk by chunk (each shard checked again on the way)
+  engine?.free();
+  engine = undefined;
+  let e: Engine;
+  try {
+    e = await Engine.create(new Uint8Array(bytes));
+  } catch (err) {
+    throw new Fail("GPUMemoryError", String((err as Error).message ?? err));
+  }
+  let up = 0;
+  for (let i = 0; i < manifest.shards.length; i++) {
+    const n = Math.ceil(manifest.shards[i].bytes / CHUNK);
+    for (let c = 0; c < n; c++) {
+      if (signal.aborted) throw new Fail("AbortError", "cancelled");
+      const chunk = new Uint8Array(await cache.chunk(key, i, c));
+      e.write(i, c * CHUNK, chunk);
+      up += chunk.length;
+      post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total, shard: i });
+    }
+    e.verify_shard(i);
+  }
+  e.finish(new Uint8Array(tok));
+  engine = e;
+  return { key, capabilities: JSON.parse(e.capabilities()) };
+}
+
+async function chat(m: Msg) {
+  if (!engine) throw new Fail("EngineError", "no model is loaded");
+  const image: Uint8Array | undefined = m.image ? new Uint8Array(m.image) : undefined;
+  const out = await engine.generate(JSON.stringify(m.request), image, (piece: string) => post({ id: m.id, type: "text", piece }));
+  return JSON.parse(out as string);
+}
+
+async function handle(m: Msg) {
+  const ac = new AbortController();
+  aborts.set(m.id, ac);
+  try {
+    let value: any;
+    switch (m.op) {
+      case "load": value = await load(m, ac.signal); break;
+      case "chat": value = await chat(m); break;
+      case "prompt": value = task_prompt(m.kind, m.phrase ?? undefined, m.bbox ? new Float32Array(m.bbox) : undefined); break;
+      case "interrupt": engine?.interrupt(); break;
+      case "abort": aborts.get(m.target)?.abort(); break;
+      case "unload": engine?.free(); engine = undefined; break;
+      case "cache.list": cache ??= await Cache.open(); value = (await cache.list()).map((r) => ({ key: r.key, url: r.url, bytes: r.bytes, complete: r.done.every(Boolean), added: r.added })); break;
+      case "cache.delete": cache ??= await Cache.open(); await cache.delete(m.key); break;
+      case "cache.usage": value = await navigator.storage?.estimate?.(); break;
+      default: throw new Fail("EngineError", `unknown operation ${m.op}`);
+    }
+    post({ id: m.id, type: "result", value });
+  } catch (e) {
+    const kind = e instanceof Fail ? e.kind : /memory|limit|too large|allows at most/i.test(String(e)) ? "GPUMemoryError" : "EngineError";
+    post({ id: m.id, type: "error", name: kind, message: String((e as Error)?.message ?? e) });
+  } finally {
+    aborts.delete(m.id);
+  }
+}
+
+self.onmessage = (ev: MessageEvent<Msg>) => void handle(ev.data);

@@ -1,0 +1,54 @@
+// A static server acting as the CDN in the browser tests: serves the package (web/), a converted model
+// (/model/), with HTTP Range, a request log, and faults the test switches on: drop a connection after N
+// bytes of a file (once), flip a byte of a file, refuse every model request (the CDN offline).
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+
+const types = { ".js": "text/javascript", ".html": "text/html", ".json": "application/json", ".wasm": "application/wasm" };
+
+export function serve({ webDir, modelDir }) {
+  const state = { log: [], faults: { drop: new Map(), flip: new Set(), offline: false } };
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, "http://x");
+    state.log.push({ path: url.pathname, range: req.headers.range ?? null });
+    if (state.faults.offline && url.pathname.startsWith("/model/")) {
+      req.socket.destroy();
+      return;
+    }
+    let file;
+    if (url.pathname === "/") file = path.join(webDir, "test", "page.html");
+    else if (url.pathname.startsWith("/model/")) file = path.join(modelDir, url.pathname.slice(7));
+    else file = path.join(webDir, url.pathname);
+    if (!fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+      res.writeHead(404).end();
+      return;
+    }
+    let data = fs.readFileSync(file);
+    const name = path.basename(file);
+    if (state.faults.flip.has(name)) {
+      data = Buffer.from(data);
+      data[data.length >> 1] ^= 0x40;
+    }
+    let start = 0;
+    let status = 200;
+    const headers = { "content-type": types[path.extname(file)] ?? "application/octet-stream", "accept-ranges": "bytes", "cache-control": "no-store" };
+    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
+    if (m) {
+      start = Number(m[1]);
+      status = 206;
+      headers["content-range"] = `bytes ${start}-${data.length - 1}/${data.length}`;
+    }
+    const body = data.subarray(start);
+    headers["content-length"] = body.length;
+    res.writeHead(status, headers);
+    const drop = state.faults.drop.get(name);
+    if (drop !== undefined && drop > start && drop < data.length) {
+      state.faults.drop.delete(name);
+      res.write(body.subarray(0, drop - start), () => setTimeout(() => req.socket.destroy(), 50));
+      return;
+    }
+    res.end(body);
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({ server, state, url: `http://127.0.0.1:${server.address().port}` })));
+}
