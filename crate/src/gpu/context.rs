@@ -241,8 +241,10 @@ impl Context {
             .map_err(|e| Error::Readback(e.to_string()))?;
         #[cfg(target_arch = "wasm32")]
         let _ = index;
-        rx.await.map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
-        let bytes = buffer.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+        rx.await
+            .map_err(|_| Error::Readback("the map callback was dropped".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let bytes = buffer.slice(..).get_mapped_range().map_err(|e| Error::Readback(format!("{e:?}")))?.to_vec();
         buffer.unmap();
         Ok(bytes)
     }
@@ -259,25 +261,8 @@ impl Context {
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        let (tx, rx) = futures_channel::oneshot::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        rx.await
-            .map_err(|_| Error::Readback("the map callback was dropped".into()))?
-            .map_err(|e| Error::Readback(e.to_string()))?;
-        let bytes = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| Error::Readback(format!("{e:?}")))?
-            .to_vec();
-        staging.unmap();
-        Ok(bytes)
+        let index = self.queue.submit([enc.finish()]);
+        self.read_mapped(&staging, index).await
     }
 
     /// Waits until all submitted work is done (native); on wasm32 a tiny readback serves as the fence.

@@ -183,8 +183,7 @@ pub fn load_dir(ctx: &Context, dir: &std::path::Path) -> Result<(Manifest, Tenso
         for off in (0..map.len()).step_by(WINDOW) {
             let end = (off + WINDOW).min(map.len());
             up.write(ctx, i, off as u64, &map[off..end])?;
-            // Safety: as above; dropped pages of a read-only file mapping are read again if touched.
-            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, end - off) };
+            crate::weights::drop_pages(&map, off, end);
         }
         up.verify_shard(i)?;
     }

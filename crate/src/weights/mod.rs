@@ -87,6 +87,18 @@ impl Layout {
     }
 }
 
+/// Tells the OS that bytes `a..b` of a read-only file mapping are no longer needed (whole pages inside the
+/// range only: a neighbour's pages may still be in use). A hint: dropped pages are read again if touched.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn drop_pages(map: &memmap2::Mmap, a: usize, b: usize) {
+    let page = 4096;
+    let (a, b) = (a.next_multiple_of(page), b / page * page);
+    if b > a {
+        // Safety: a private read-only file mapping; dropped pages are read again from the file if touched.
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+    }
+}
+
 /// Element types a checkpoint may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dtype {
@@ -250,13 +262,7 @@ impl WeightSource {
         if let Some((e, Bytes::Mapped(m))) = self.entries.get(name).map(|e| (e, &self.files[e.file])) {
             let row: usize = e.shape.iter().skip(1).product::<usize>() * e.dtype.size();
             let (a, b) = if e.shape.is_empty() { e.range } else { (e.range.0 + r0 * row, e.range.0 + r1 * row) };
-            // whole pages inside the range only: a neighbour's pages may still be in use
-            let page = 4096;
-            let (a, b) = (a.next_multiple_of(page), b / page * page);
-            if b > a {
-                // Safety: a private read-only file mapping; dropped pages are read again from the file if touched.
-                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
-            }
+            drop_pages(m, a, b);
         }
         #[cfg(target_arch = "wasm32")]
         let _ = (name, r0, r1);
