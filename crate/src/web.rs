@@ -23,6 +23,37 @@ fn js_err(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
 }
 
+/// An error with the name of the npm package's error class it becomes.
+fn named(name: &str, e: impl std::fmt::Display) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name(name);
+    err.into()
+}
+
+/// A crate error as the npm package's class: limits and allocation → GPUMemoryError, a bad manifest →
+/// ModelFormatError, no adapter → NoWebGPUError.
+fn classify(e: crate::Error) -> JsValue {
+    use crate::Error as E;
+    let name = match &e {
+        E::TooLarge { .. } => "GPUMemoryError",
+        E::NoAdapter(_) | E::Device(_) => "NoWebGPUError",
+        E::Checkpoint(_) => "ModelFormatError",
+        _ => "EngineError",
+    };
+    named(name, e)
+}
+
+fn capabilities_json(c: &Context, manifest: &Manifest) -> String {
+    serde_json::json!({
+        "adapter": c.describe(),
+        "shader_f16": c.caps.f16,
+        "subgroups": c.caps.subgroups,
+        "max_binding": c.caps.max_binding,
+        "model_memory": manifest.memory,
+    })
+    .to_string()
+}
+
 struct Ready {
     model: Model,
     tok: Tokenizer,
@@ -64,12 +95,27 @@ struct Request {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Parses the manifest, opens the GPU, refuses models the adapter cannot hold (a tensor part larger than
-    /// its buffer limit), and allocates every tensor's buffers.
+    /// Before downloading: parses the manifest, opens the GPU and refuses a model the adapter cannot hold
+    /// (a tensor or working buffer above its per-buffer limit). Resolves to the capabilities JSON.
+    pub async fn check(manifest_json: Vec<u8>) -> Result<String, JsValue> {
+        let manifest = Manifest::parse(&manifest_json).map_err(classify)?;
+        let ctx = Context::new(ContextOptions::default()).await.map_err(classify)?;
+        manifest.check_limits(ctx.caps.max_binding, if ctx.caps.f16 { 2 } else { 4 }).map_err(classify)?;
+        Ok(capabilities_json(&ctx, &manifest))
+    }
+
+    /// Parses the manifest, opens the GPU, checks the model against the adapter's limits, and allocates every
+    /// tensor's buffers (an allocation the GPU refuses for lack of memory is a GPUMemoryError).
     pub async fn create(manifest_json: Vec<u8>) -> Result<Engine, JsValue> {
-        let manifest = Manifest::parse(&manifest_json).map_err(js_err)?;
-        let ctx = Context::new(ContextOptions::default()).await.map_err(js_err)?;
-        let upload = Upload::new(&ctx, &manifest).map_err(js_err)?;
+        let manifest = Manifest::parse(&manifest_json).map_err(classify)?;
+        let ctx = Context::new(ContextOptions::default()).await.map_err(classify)?;
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let upload = Upload::new(&ctx, &manifest).map_err(classify);
+        if let Some(e) = scope.pop().await {
+            let gb = manifest.memory.weights as f64 / 1e9;
+            return Err(named("GPUMemoryError", format!("the GPU could not allocate the model's {gb:.2} GB of weights: {e}")));
+        }
+        let upload = upload?;
         Ok(Engine {
             inner: Rc::new(Inner { ctx, manifest, upload: RefCell::new(Some(upload)), ready: RefCell::new(None), interrupt: Cell::new(false), busy: Cell::new(false) }),
         })
@@ -77,15 +123,7 @@ impl Engine {
 
     /// The adapter and what the model needs, as JSON.
     pub fn capabilities(&self) -> String {
-        let c = &self.inner.ctx;
-        serde_json::json!({
-            "adapter": c.describe(),
-            "shader_f16": c.caps.f16,
-            "subgroups": c.caps.subgroups,
-            "max_binding": c.caps.max_binding,
-            "model_memory": self.inner.manifest.memory,
-        })
-        .to_string()
+        capabilities_json(&self.inner.ctx, &self.inner.manifest)
     }
 
     /// Writes `bytes` found at `offset` of shard `shard` into the GPU buffers they belong to.
@@ -134,11 +172,6 @@ impl Engine {
     /// Stops the running generation after the current token.
     pub fn interrupt(&self) {
         self.inner.interrupt.set(true);
-    }
-
-    /// Bytes of GPU memory the model's buffers take.
-    pub fn gpu_bytes(&self) -> f64 {
-        self.inner.manifest.memory.weights as f64
     }
 }
 

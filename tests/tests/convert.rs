@@ -324,3 +324,35 @@ fn retype(path: &Path, name: &str, dtype: safetensors::Dtype, shape: Option<Vec<
         owned.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, &None, path).unwrap();
 }
+
+#[test]
+fn a_model_the_adapter_cannot_hold_is_refused_before_anything_is_allocated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    let m = convert_to(&hf_dir(), &dir, &small_shards(QuantPlan::DEFAULT)).manifest;
+    m.check_limits(1 << 30, 2).expect("the tiny model fits a 1 GiB buffer limit");
+    // a context whose KV cache for one layer (kv_heads · context · head_dim f16 values) is above the limit
+    let mut long = m.clone();
+    long.memory.context = 1 << 30;
+    let t = &m.config.text;
+    let kv = ((t.kv_heads * t.head_dim * 2) as u64) << 30;
+    match long.check_limits(1 << 30, 2) {
+        Err(varco_web::Error::TooLarge { what, needed, limit }) => {
+            assert!(what.contains("KV cache"), "{what}");
+            assert_eq!((needed, limit), (kv, 1 << 30));
+        }
+        other => panic!("a 2^30-token context was not refused: {other:?}"),
+    }
+    // a limit below two rows of a matrix: named, whatever the splitting
+    match m.check_limits(64, 2) {
+        Err(varco_web::Error::TooLarge { what, .. }) => assert!(what.contains("tensor"), "{what}"),
+        other => panic!("a 64-byte limit was not refused: {other:?}"),
+    }
+    // the loader checks before allocating: the same manifest on the GPU is refused with the same cause
+    let p = dir.join("manifest.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    v["memory"]["context"] = serde_json::json!(1u64 << 40);
+    std::fs::write(&p, v.to_string()).unwrap();
+    let e = load_dir(ctx(), &dir).err().expect("the model with a 2^40-token context loaded").to_string();
+    assert!(e.contains("KV cache") && e.contains("adapter allows at most"), "{e}");
+}

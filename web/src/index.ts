@@ -19,6 +19,17 @@ export interface Progress {
   rate?: number;
   /** Seconds left (download), when known. */
   eta?: number | null;
+  /** Bytes of the engine's wasm memory (it stays bounded however large the model). */
+  heap?: number;
+}
+/** What the worker found before downloading: the adapter and what the model needs. */
+export interface Capabilities {
+  adapter: string;
+  shader_f16: boolean;
+  subgroups: boolean;
+  /** The largest buffer the engine may bind, bytes. */
+  max_binding: number;
+  model_memory: { weights: number; kv_per_token: number; context: number; activations: number; total: number };
 }
 export interface Box {
   x1: number; y1: number; x2: number; y2: number;
@@ -65,12 +76,17 @@ export interface CachedModel {
 export interface EngineOptions {
   manifestUrl: string;
   onProgress?: (p: Progress) => void;
+  /** Called once the GPU was checked against the model, before anything is downloaded. */
+  onCapabilities?: (c: Capabilities) => void;
   signal?: AbortSignal;
   /** Where the worker script is (default: beside this module). */
   workerUrl?: string | URL;
 }
 
-type Pending = { resolve: (v: any) => void; reject: (e: Error) => void; onProgress?: (p: Progress) => void; onText?: (s: string) => void };
+type Pending = {
+  resolve: (v: any) => void; reject: (e: Error) => void;
+  onProgress?: (p: Progress) => void; onCapabilities?: (c: Capabilities) => void; onText?: (s: string) => void;
+};
 
 class Rpc {
   private next = 1;
@@ -88,6 +104,7 @@ class Rpc {
       const p = this.pending.get(m.id);
       if (!p) return;
       if (m.type === "progress") p.onProgress?.(m);
+      else if (m.type === "capabilities") p.onCapabilities?.(m.capabilities);
       else if (m.type === "text") p.onText?.(m.piece);
       else {
         this.pending.delete(m.id);
@@ -150,14 +167,14 @@ async function convert(messages: ChatMessage[]): Promise<{ messages: any[]; imag
 
 export class VarcoEngine {
   /** What the worker found: adapter, shader-f16, subgroups, limits, the model's memory needs. */
-  capabilities: any;
+  capabilities!: Capabilities;
   private constructor(private rpc: Rpc, readonly modelKey: string) {}
 
   static async create(o: EngineOptions): Promise<VarcoEngine> {
     const worker = new Worker(o.workerUrl ?? new URL("./worker.js", import.meta.url), { type: "module" });
     const rpc = new Rpc(worker);
     try {
-      const r = await rpc.call("load", { manifestUrl: new URL(o.manifestUrl, location.href).toString() }, { onProgress: o.onProgress }, [], o.signal);
+      const r = await rpc.call("load", { manifestUrl: new URL(o.manifestUrl, location.href).toString() }, { onProgress: o.onProgress, onCapabilities: o.onCapabilities }, [], o.signal);
       const e = new VarcoEngine(rpc, r.key);
       e.capabilities = r.capabilities;
       return e;

@@ -16,6 +16,9 @@ class Fail extends Error {
 
 let engine: Engine | undefined;
 let cache: Cache | undefined;
+let memory: WebAssembly.Memory | undefined;
+/** Bytes of wasm linear memory (it only grows): reported with progress, bounded while loading. */
+const heap = () => memory?.buffer.byteLength ?? 0;
 const aborts = new Map<number, AbortController>();
 
 async function sha256Hex(data: ArrayBuffer | Uint8Array): Promise<string> {
@@ -99,6 +102,7 @@ async function downloadShard(
         }
       } catch (e) {
         if (signal.aborted) throw new Fail("AbortError", "cancelled");
+        if ((e as Error)?.name === "QuotaExceededError") throw new Fail("QuotaError", `storing ${s.file}: the browser's storage quota for this site is used up`);
         if (++failures > 5) throw e instanceof Fail ? e : new Fail("DownloadError", `${url}: ${(e as Error).message}`);
         await sleep(200 * 2 ** failures);
       }
@@ -115,7 +119,7 @@ async function downloadShard(
 }
 
 async function load(m: Msg, signal: AbortSignal) {
-  await init();
+  memory = (await init()).memory;
   if (!(navigator as any).gpu) throw new Fail("NoWebGPUError", "this browser has no WebGPU");
   cache ??= await Cache.open();
   const { bytes, key, cached } = await manifestFor(m.manifestUrl, signal);
@@ -125,6 +129,9 @@ async function load(m: Msg, signal: AbortSignal) {
   } catch (e) {
     throw new Fail("ModelFormatError", `manifest.json: ${(e as Error).message}`);
   }
+  // refuse a model this GPU cannot hold before downloading any of it
+  const capabilities = JSON.parse(await Engine.check(new Uint8Array(bytes)));
+  post({ id: m.id, type: "capabilities", capabilities });
   const record: ModelRecord = cached ?? { key, url: m.manifestUrl, manifest: bytes, done: manifest.shards.map(() => false), bytes: manifest.total_bytes, added: Date.now() };
   await cache.putModel(record);
   const missing = manifest.shards.map((s, i) => (record.done[i] ? 0 : s.bytes)).reduce((a, b) => a + b, 0);
@@ -145,7 +152,7 @@ async function load(m: Msg, signal: AbortSignal) {
   const report = (shard: number) => {
     const secs = (performance.now() - t0) / 1000;
     const rate = secs > 0 ? (loaded - start) / secs : 0;
-    post({ id: m.id, type: "progress", phase: "download", loaded, total, shard, rate, eta: rate > 0 ? (total - loaded) / rate : null });
+    post({ id: m.id, type: "progress", phase: "download", loaded, total, shard, rate, eta: rate > 0 ? (total - loaded) / rate : null, heap: heap() });
   };
   const queue = manifest.shards.map((_, i) => i).filter((i) => !record.done[i]);
   const worker = async () => {
@@ -171,12 +178,7 @@ async function load(m: Msg, signal: AbortSignal) {
   // into the GPU, shard by shard, chunk by chunk (each shard checked again on the way)
   engine?.free();
   engine = undefined;
-  let e: Engine;
-  try {
-    e = await Engine.create(new Uint8Array(bytes));
-  } catch (err) {
-    throw new Fail("GPUMemoryError", String((err as Error).message ?? err));
-  }
+  const e = await Engine.create(new Uint8Array(bytes));
   let up = 0;
   for (let i = 0; i < manifest.shards.length; i++) {
     const n = Math.ceil(manifest.shards[i].bytes / CHUNK);
@@ -185,7 +187,7 @@ async function load(m: Msg, signal: AbortSignal) {
       const chunk = new Uint8Array(await cache.chunk(key, i, c));
       e.write(i, c * CHUNK, chunk);
       up += chunk.length;
-      post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total, shard: i });
+      post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total, shard: i, heap: heap() });
     }
     e.verify_shard(i);
   }
@@ -220,7 +222,9 @@ async function handle(m: Msg) {
     }
     post({ id: m.id, type: "result", value });
   } catch (e) {
-    const kind = e instanceof Fail ? e.kind : /memory|limit|too large|allows at most/i.test(String(e)) ? "GPUMemoryError" : "EngineError";
+    // Fail: ours; an Error named after one of the package's classes: from the wasm engine
+    const name = (e as Error)?.name;
+    const kind = e instanceof Fail ? e.kind : /^(GPUMemory|NoWebGPU|ModelFormat|Quota)Error$/.test(name) ? name : "EngineError";
     post({ id: m.id, type: "error", name: kind, message: String((e as Error)?.message ?? e) });
   } finally {
     aborts.delete(m.id);

@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { serve } from "./server.mjs";
+import { serve, noFaults } from "./server.mjs";
 
 const web = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const repo = path.resolve(web, "..");
@@ -19,6 +19,9 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "varco-web-test-"));
 const modelDir = path.join(tmp, "model");
 const kase = JSON.parse(fs.readFileSync(path.join(fixtures, "cases/text_only_ko/case.json"), "utf8"));
 let srv;
+// the engine's wasm memory while loading: measured 3.1 MiB (code's data, stack, one 1 MiB record); the f16
+// test model (20.7 MB) is five times as large
+const HEAP_BOUND = 4 << 20;
 
 before(async () => {
   assert.ok(bin, "the varco binary (cargo build --bin varco) is needed to convert the test model");
@@ -28,6 +31,7 @@ before(async () => {
 });
 
 after(() => {
+  srv?.server.closeAllConnections();
   srv?.server.close();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
@@ -48,20 +52,32 @@ async function browser(profile = fs.mkdtempSync(path.join(tmp, "profile-"))) {
 const shardRequests = (from = 0) => srv.state.log.slice(from).filter((r) => r.path.startsWith("/model/shard-"));
 
 test("loads into IndexedDB and the GPU, answers as transformers, then makes no request", async () => {
-  srv.state.faults = { drop: new Map(), flip: new Set(), offline: false };
+  srv.state.faults = noFaults();
   const { ctx, page } = await browser();
   try {
     const start = srv.state.log.length;
     const r = await page.evaluate(async (messages) => {
-      const phases = new Set();
-      const e = await varco.createEngine({ manifestUrl: "/model/manifest.json", onProgress: (p) => phases.add(p.phase) });
+      const events = [];
+      let heap = 0;
+      const e = await varco.createEngine({
+        manifestUrl: "/model/manifest.json",
+        onCapabilities: (c) => events.push("capabilities"),
+        onProgress: (p) => { events.push(p.phase); heap = Math.max(heap, p.heap); },
+      });
       window.engine = e;
       const c = await e.chat.completions.create({ messages, max_tokens: 16 });
-      return { c, phases: [...phases], cached: await e.cache.list() };
+      return { c, events, heap, cached: await e.cache.list(), caps: e.capabilities };
     }, kase.conversation);
     assert.equal(r.c.choices[0].message.content, kase.generated_text);
+    // the GPU is checked against the model before anything is downloaded
+    assert.equal(r.events[0], "capabilities");
+    assert.deepEqual([...new Set(r.events)], ["capabilities", "download", "gpu"]);
+    assert.equal(r.caps.model_memory.total, JSON.parse(fs.readFileSync(path.join(modelDir, "manifest.json"))).memory.total);
+    // the shards pass through the wasm memory a 1 MiB record at a time: it stays under a bound a fraction
+    // of the model's size (wasm memory never shrinks, so the largest figure is the peak)
+    assert.ok(r.caps.model_memory.weights > 4 * HEAP_BOUND);
+    assert.ok(r.heap > 0 && r.heap <= HEAP_BOUND, `wasm memory reached ${r.heap} bytes while loading`);
     assert.equal(r.c.usage.completion_tokens, kase.generated_ids.length);
-    assert.deepEqual(r.phases.sort(), ["download", "gpu"]);
     assert.equal(r.cached.length, 1);
     assert.ok(r.cached[0].complete);
     const manifest = JSON.parse(fs.readFileSync(path.join(modelDir, "manifest.json"), "utf8"));
@@ -84,7 +100,7 @@ test("loads into IndexedDB and the GPU, answers as transformers, then makes no r
 });
 
 test("a connection dropped mid-shard resumes with a Range request; a corrupt shard is refused", async () => {
-  srv.state.faults = { drop: new Map([["shard-00001.bin", 2_600_000]]), flip: new Set(), offline: false };
+  srv.state.faults = { ...noFaults(), drop: new Map([["shard-00001.bin", 2_600_000]]) };
   let { ctx, page } = await browser();
   try {
     const start = srv.state.log.length;
@@ -102,7 +118,7 @@ test("a connection dropped mid-shard resumes with a Range request; a corrupt sha
   } finally {
     await ctx.close();
   }
-  srv.state.faults = { drop: new Map(), flip: new Set(["shard-00002.bin"]), offline: false };
+  srv.state.faults = { ...noFaults(), flip: new Set(["shard-00002.bin"]) };
   ({ ctx, page } = await browser());
   try {
     const err = await page.evaluate(async () => {
@@ -123,7 +139,7 @@ test("a connection dropped mid-shard resumes with a Range request; a corrupt sha
 });
 
 test("with the CDN offline after the first load, a reload answers from IndexedDB; the page stays responsive", async () => {
-  srv.state.faults = { drop: new Map(), flip: new Set(), offline: false };
+  srv.state.faults = noFaults();
   const first = await browser();
   const profile = first.profile;
   await first.page.evaluate(async () => { await varco.createEngine({ manifestUrl: "/model/manifest.json" }); });
@@ -154,3 +170,105 @@ test("with the CDN offline after the first load, a reload answers from IndexedDB
   }
 });
 
+
+/** Stored 1 MiB records per shard, read from the page (same origin as the worker). */
+const storedRecords = (page) => page.evaluate(async () => {
+  if (!(await indexedDB.databases()).some((d) => d.name === "varco-web")) return {};
+  const db = await new Promise((ok, fail) => { const r = indexedDB.open("varco-web"); r.onsuccess = () => ok(r.result); r.onerror = () => fail(r.error); });
+  try {
+    if (!db.objectStoreNames.contains("chunks")) return {};
+    const keys = await new Promise((ok) => { const r = db.transaction("chunks").objectStore("chunks").getAllKeys(); r.onsuccess = () => ok(r.result); });
+    const n = {};
+    for (const k of keys) n[k[1]] = (n[k[1]] ?? 0) + 1;
+    return n;
+  } finally {
+    db.close();
+  }
+});
+
+test("a reload in the middle of a download resumes every shard from its stored records", async () => {
+  const manifest = JSON.parse(fs.readFileSync(path.join(modelDir, "manifest.json"), "utf8"));
+  // every shard's response stops after 2.6 MB and hangs: four shards in flight, two records of each stored
+  srv.state.faults = { ...noFaults(), stall: new Map(manifest.shards.map((s) => [s.file, 2_600_000])) };
+  const { ctx, page } = await browser();
+  try {
+    await page.evaluate(() => { window.loading = varco.createEngine({ manifestUrl: "/model/manifest.json" }).catch((e) => e); });
+    let stored = {};
+    for (let t = 0; t < 300 && !(Object.keys(stored).length === 4 && Object.values(stored).every((n) => n === 2)); t++) {
+      await new Promise((r) => setTimeout(r, 200));
+      stored = await storedRecords(page);
+    }
+    assert.deepEqual(stored, { 0: 2, 1: 2, 2: 2, 3: 2 }, "four shards in flight with two records each");
+    srv.state.faults = noFaults();
+    const start = srv.state.log.length;
+    await page.reload();
+    await page.waitForFunction(() => window.ready === true);
+    const text = await page.evaluate(async (messages) => {
+      const e = await varco.createEngine({ manifestUrl: "/model/manifest.json" });
+      return (await e.chat.completions.create({ messages, max_tokens: 16 })).choices[0].message.content;
+    }, kase.conversation);
+    assert.equal(text, kase.generated_text);
+    const after = shardRequests(start).map((r) => [r.path.slice("/model/".length), r.range]);
+    const want = manifest.shards.map((s, i) => [s.file, i < 4 ? `bytes=${2 << 20}-` : null]);
+    assert.deepEqual(after.sort(), want, "each shard asked for once, from its first byte not stored");
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("a quota too small is refused before downloading; storage filling up mid-download fails clearly", async () => {
+  srv.state.faults = noFaults();
+  const { ctx, page } = await browser();
+  const failure = (workerUrl) => page.evaluate(async (workerUrl) => {
+    try {
+      await varco.createEngine({ manifestUrl: "/model/manifest.json", workerUrl });
+      return null;
+    } catch (e) {
+      return { name: e.name, message: e.message, typed: e instanceof varco.QuotaError };
+    }
+  }, workerUrl);
+  try {
+    // the browser refuses this origin's writes past 5 MB
+    const cdp = await ctx.newCDPSession(page);
+    await cdp.send("Storage.overrideQuotaForOrigin", { origin: srv.url, quotaSize: 5_000_000 });
+    // estimate() says 5 MB: refused before any shard is asked for, with the figures
+    let start = srv.state.log.length;
+    const err = await failure("/test/small-quota-worker.js");
+    assert.ok(err?.typed, `not a QuotaError: ${JSON.stringify(err)}`);
+    assert.match(err.message, /needs 20\.\d MB more storage; this site may use [0-5]\.\d MB/);
+    assert.deepEqual(shardRequests(start), [], "nothing downloaded");
+    // estimate() says there is room (10 GB) but the browser refuses the writes: the
+    // first refused write ends the load with a QuotaError, not retries and a DownloadError
+    start = srv.state.log.length;
+    const err2 = await failure(undefined);
+    assert.ok(err2?.typed, `not a QuotaError: ${JSON.stringify(err2)}`);
+    assert.match(err2.message, /storing shard-0000\d\.bin: the browser's storage quota for this site is used up/);
+    assert.ok(shardRequests(start).length <= 5, "no retries");
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("a model the adapter cannot hold is refused before any download", async () => {
+  const m = JSON.parse(fs.readFileSync(path.join(modelDir, "manifest.json"), "utf8"));
+  m.memory.context = 2 ** 30; // one layer's KV cache at this context is far above any buffer limit
+  srv.state.faults = { ...noFaults(), manifest: JSON.stringify(m) };
+  const { ctx, page } = await browser();
+  try {
+    const start = srv.state.log.length;
+    const err = await page.evaluate(async () => {
+      try {
+        await varco.createEngine({ manifestUrl: "/model/manifest.json" });
+        return null;
+      } catch (e) {
+        return { name: e.name, message: e.message, typed: e instanceof varco.GPUMemoryError };
+      }
+    });
+    assert.ok(err?.typed, `not a GPUMemoryError: ${JSON.stringify(err)}`);
+    assert.match(err.message, /KV cache at 1073741824 tokens .* adapter allows at most \d+/);
+    assert.deepEqual(shardRequests(start), [], "nothing downloaded");
+  } finally {
+    srv.state.faults = noFaults();
+    await ctx.close();
+  }
+});

@@ -1,14 +1,17 @@
 // A static server acting as the CDN in the browser tests: serves the package (web/), a converted model
 // (/model/), with HTTP Range, a request log, and faults the test switches on: drop a connection after N
-// bytes of a file (once), flip a byte of a file, refuse every model request (the CDN offline).
+// bytes of a file (once), stall one after N bytes (the bytes sent, then nothing: a download in progress),
+// flip a byte of a file, serve another manifest, refuse every model request (the CDN offline).
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 
 const types = { ".js": "text/javascript", ".html": "text/html", ".json": "application/json", ".wasm": "application/wasm" };
 
+export const noFaults = () => ({ drop: new Map(), stall: new Map(), flip: new Set(), manifest: null, offline: false });
+
 export function serve({ webDir, modelDir }) {
-  const state = { log: [], faults: { drop: new Map(), flip: new Set(), offline: false } };
+  const state = { log: [], faults: noFaults() };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, "http://x");
     state.log.push({ path: url.pathname, range: req.headers.range ?? null });
@@ -24,8 +27,8 @@ export function serve({ webDir, modelDir }) {
       res.writeHead(404).end();
       return;
     }
-    let data = fs.readFileSync(file);
     const name = path.basename(file);
+    let data = url.pathname === "/model/manifest.json" && state.faults.manifest ? Buffer.from(state.faults.manifest) : fs.readFileSync(file);
     if (state.faults.flip.has(name)) {
       data = Buffer.from(data);
       data[data.length >> 1] ^= 0x40;
@@ -42,6 +45,11 @@ export function serve({ webDir, modelDir }) {
     const body = data.subarray(start);
     headers["content-length"] = body.length;
     res.writeHead(status, headers);
+    const stall = state.faults.stall.get(name);
+    if (stall !== undefined && stall > start && stall < data.length) {
+      res.write(body.subarray(0, stall - start));
+      return;
+    }
     const drop = state.faults.drop.get(name);
     if (drop !== undefined && drop > start && drop < data.length) {
       state.faults.drop.delete(name);

@@ -6,6 +6,7 @@
 //! runtime whose binding limit is smaller than the matrix uploads contiguous row ranges as separate buffers
 //! ([`crate::gpu::tensor::Weight::layout`]) without repacking.
 
+use crate::gpu::tensor::Weight;
 use crate::loader::plan::{Kind, QuantPlan};
 use crate::model::config::ModelConfig;
 use crate::model::PREFILL_CHUNK;
@@ -133,6 +134,40 @@ impl Manifest {
             }
         }
         Ok(m)
+    }
+
+    /// Refuses a model that the adapter cannot hold, before anything is downloaded or allocated: every
+    /// tensor (a matrix may be split by rows, a row pair may not), and the largest working buffers at the
+    /// manifest's context — a layer's KV cache, a prefill chunk's MLP, the logits, the vision tower on the
+    /// most tiles — against `max_binding`, the adapter's per-buffer limit. `act`: bytes per activation
+    /// value (2 with shader-f16, else 4).
+    pub fn check_limits(&self, max_binding: u64, act: usize) -> Result<()> {
+        // in u64: a manifest's context may make these overflow a 32-bit usize (wasm32)
+        let too_large = |what: String, needed: u64| {
+            if needed > max_binding {
+                return Err(Error::TooLarge { what, needed, limit: max_binding });
+            }
+            Ok(())
+        };
+        for t in &self.tensors {
+            match t.kind {
+                Kind::Vector { len } => too_large(format!("tensor {}", t.name), len as u64 * 4)?,
+                Kind::Matrix { format, n, k } => {
+                    Weight::layout(format, n, k, max_binding).map_err(|e| match e {
+                        Error::TooLarge { needed, limit, .. } => Error::TooLarge { what: format!("two rows of tensor {}", t.name), needed, limit },
+                        e => e,
+                    })?;
+                }
+            }
+        }
+        let (t, v) = (&self.config.text, &self.config.vision);
+        let (context, act) = (self.memory.context as u64, act as u64);
+        let rows = ((self.config.anyres.max_patches as usize + 1) * v.cells() * v.cells()) as u64;
+        too_large(format!("a layer's KV cache at {context} tokens of context"), t.kv_heads as u64 * context * t.head_dim as u64 * act)?;
+        too_large("a prefill chunk's MLP activations".into(), PREFILL_CHUNK.min(context as usize) as u64 * 2 * t.intermediate as u64 * act)?;
+        too_large("the logits".into(), t.vocab as u64 * 4)?;
+        too_large("the vision tower's activations on the most tiles".into(), rows * (3 * v.hidden).max(v.intermediate) as u64 * act)?;
+        Ok(())
     }
 
     /// Offset of an array in the whole stream.

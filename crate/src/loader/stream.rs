@@ -42,6 +42,7 @@ const FLUSH_BYTES: u64 = 256 << 20;
 impl Upload {
     /// Checks the model against the adapter's limits, then allocates every tensor's buffers.
     pub fn new(ctx: &Context, manifest: &Manifest) -> Result<Self> {
+        manifest.check_limits(ctx.caps.max_binding, if ctx.caps.f16 { 2 } else { 4 })?;
         let mut dests = Vec::new();
         let mut tensors = Tensors::default();
         for t in &manifest.tensors {
