@@ -79,6 +79,9 @@ export interface EngineOptions {
   /** Called once the GPU was checked against the model, before anything is downloaded. */
   onCapabilities?: (c: Capabilities) => void;
   signal?: AbortSignal;
+  /** Keep the versions of this model cached before (default: once a newer manifest at the same URL has
+   * loaded, the older versions' storage is freed). */
+  keepOldVersions?: boolean;
   /** Where the worker script is (default: beside this module). */
   workerUrl?: string | URL;
 }
@@ -174,7 +177,7 @@ export class VarcoEngine {
     const worker = new Worker(o.workerUrl ?? new URL("./worker.js", import.meta.url), { type: "module" });
     const rpc = new Rpc(worker);
     try {
-      const r = await rpc.call("load", { manifestUrl: new URL(o.manifestUrl, location.href).toString() }, { onProgress: o.onProgress, onCapabilities: o.onCapabilities }, [], o.signal);
+      const r = await rpc.call("load", { manifestUrl: new URL(o.manifestUrl, location.href).toString(), keepOldVersions: o.keepOldVersions }, { onProgress: o.onProgress, onCapabilities: o.onCapabilities }, [], o.signal);
       const e = new VarcoEngine(rpc, r.key);
       e.capabilities = r.capabilities;
       return e;

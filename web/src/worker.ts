@@ -193,6 +193,10 @@ async function load(m: Msg, signal: AbortSignal) {
   }
   e.finish(new Uint8Array(tok));
   engine = e;
+  // older versions of this model (cached from the same URL) are superseded now: free their storage
+  if (m.keepOldVersions !== true) {
+    for (const old of await cache.list()) if (old.url === record.url && old.key !== key) await cache.delete(old.key);
+  }
   return { key, capabilities: JSON.parse(e.capabilities()) };
 }
 

@@ -94,6 +94,23 @@ test("loads into IndexedDB and the GPU, answers as transformers, then makes no r
     assert.ok(pieces.length > 1);
     assert.equal(pieces.join(""), kase.generated_text);
     assert.deepEqual(srv.state.log.slice(before), [], "no request after the model is loaded");
+    // a new version of the model at the same URL (another manifest: another key) replaces the old one in the
+    // cache once loaded; deleting it frees the storage
+    const m = JSON.parse(fs.readFileSync(path.join(modelDir, "manifest.json"), "utf8"));
+    m.generation.max_new_tokens += 1;
+    srv.state.faults = { ...noFaults(), manifest: JSON.stringify(m) };
+    const v2 = await page.evaluate(async () => {
+      const e = await varco.createEngine({ manifestUrl: "/model/manifest.json" });
+      const listed = await e.cache.list();
+      const used = (await e.cache.usage()).usage;
+      await e.cache.delete(e.modelKey);
+      return { key: e.modelKey, listed, used, after: await e.cache.list(), usedAfter: (await e.cache.usage()).usage };
+    });
+    srv.state.faults = noFaults();
+    assert.notEqual(v2.key, r.cached[0].key);
+    assert.deepEqual(v2.listed.map((x) => x.key), [v2.key], "the old version was removed");
+    assert.deepEqual(v2.after, []);
+    assert.ok(v2.usedAfter < v2.used - 15e6, `deleting freed ${v2.used - v2.usedAfter} bytes`);
   } finally {
     await ctx.close();
   }
