@@ -29,4 +29,6 @@ if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $wb\$"; then
 fi
 # the npm package's dev dependencies (typescript, playwright-core), pinned by web/package-lock.json
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
+# the demo's (vite), pinned by web/demo/package-lock.json
+(cd web/demo && npm ci --no-audit --no-fund --loglevel=error)
 echo "setup: done"

@@ -2,7 +2,8 @@
 # The test command: native tests (GPU-free shader validation, the weight formats, references, every
 # kernel and the model on the Vulkan adapter — lavapipe on a machine without a GPU, the converter), then the
 # wasm build in headless Chromium through wasm-bindgen-test, then the npm package (web/) end to end in
-# Chromium with a local server as the CDN. Needs what scripts/setup.sh installs.
+# Chromium with a local server as the CDN, then the demo page (web/demo) and `npm pack` into a fresh Vite
+# app. Needs what scripts/setup.sh installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"          # else a GL llvmpipe adapter shows up beside lavapipe
@@ -21,3 +22,6 @@ echo "== the npm package in headless Chromium"
 bash scripts/build-web.sh
 cargo build --bin varco   # converts the test model (the native tests built it already: instant)
 (cd web && VARCO_BIN="$PWD/../target/debug/varco" npm test)
+
+echo "== the demo page in headless Chromium, and the package in a fresh Vite app"
+(cd web/demo && npm run build --silent && VARCO_BIN="$PWD/../../target/debug/varco" npm test)

@@ -132,7 +132,7 @@ pub mod prompts {
     use super::format_box;
 
     pub fn describe() -> String {
-        "Describe the image in detail.".into()
+        "Describe this image.".into()
     }
 
     /// Grounding: every object the answer mentions comes with its boxes.
@@ -141,6 +141,24 @@ pub mod prompts {
             Some(p) => format!("<gro>\nFind {p}."),
             None => "<gro>\nDescribe the image in detail.".into(),
         }
+    }
+
+    /// The task prompts in Korean (the model answers in the language it is asked in).
+    pub mod ko {
+        pub fn describe() -> String {
+            "이 이미지를 설명해 주세요.".into()
+        }
+
+        pub fn ground(phrase: Option<&str>) -> String {
+            match phrase {
+                Some(p) => format!("<gro>\n이미지에서 {p} 찾아 주세요."),
+                None => "<gro>\n이미지를 자세히 설명해 주세요.".into(),
+            }
+        }
+
+        /// Referring's label for the region ("this thing"); the question follows it directly, as Korean
+        /// particles attach to it (`이 물건은 …`).
+        pub const REFER_LABEL: &str = "이 물건";
     }
 
     /// Referring: a question about the region `b` (0..1 corners), called `label` in the question.

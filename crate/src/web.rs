@@ -226,18 +226,40 @@ async fn run(inner: &Inner, request_json: &str, image: Option<&[u8]>, on_text: &
 }
 
 /// The text of a task prompt: `ocr`, `ground` (optional phrase), `refer` (box x1,y1,x2,y2 in 0..1 and a
-/// question), `describe` — the model's own conventions (answer::prompts).
+/// question), `describe` — the model's own conventions (answer::prompts), in English or, with `lang` "ko",
+/// Korean.
 #[wasm_bindgen]
-pub fn task_prompt(kind: &str, phrase: Option<String>, bbox: Option<Vec<f32>>) -> Result<String, JsValue> {
+pub fn task_prompt(kind: &str, phrase: Option<String>, bbox: Option<Vec<f32>>, lang: Option<String>) -> Result<String, JsValue> {
     use crate::answer::prompts;
+    let ko = match lang.as_deref() {
+        None | Some("en") => false,
+        Some("ko") => true,
+        Some(l) => return Err(js_err(format!("language {l:?}: the prompts are in en or ko"))),
+    };
+    let phrase = phrase.filter(|p| !p.trim().is_empty());
     Ok(match kind {
         "ocr" => prompts::ocr(),
+        "describe" if ko => prompts::ko::describe(),
         "describe" => prompts::describe(),
-        "ground" => prompts::ground(phrase.as_deref().filter(|p| !p.is_empty())),
+        "ground" if ko => prompts::ko::ground(phrase.as_deref()),
+        "ground" => prompts::ground(phrase.as_deref()),
         "refer" => {
             let b = bbox.filter(|b| b.len() == 4 && b.iter().all(|v| (0.0..=1.0).contains(v))).ok_or_else(|| js_err("refer needs a box of four numbers in 0..1"))?;
-            prompts::refer("this", [b[0], b[1], b[2], b[3]], &format!(" {}", phrase.unwrap_or_default()))
+            let q = phrase.unwrap_or_default();
+            if ko {
+                prompts::refer(prompts::ko::REFER_LABEL, [b[0], b[1], b[2], b[3]], q.trim())
+            } else {
+                prompts::refer("this", [b[0], b[1], b[2], b[3]], &format!(" {}", q.trim()))
+            }
         }
         _ => return Err(js_err(format!("unknown task {kind:?}"))),
     })
+}
+
+/// The spans and boxes of an answer's text (as `generate` returns them), for results saved earlier;
+/// `width`, `height`: the image's, for pixel coordinates (0: none).
+#[wasm_bindgen]
+pub fn parse_answer(text: &str, width: u32, height: u32) -> String {
+    let wh = (width > 0 && height > 0).then_some((width, height));
+    serde_json::to_string(&crate::answer::parse(text, wh)).unwrap_or_else(|_| "[]".into())
 }

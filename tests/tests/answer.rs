@@ -68,7 +68,10 @@ fn prompts_match_the_card() {
     assert_eq!(format_coord(0.0394), "0.039");
     assert_eq!(format_box([0.039, 0.138, 0.283, 0.257]), "0.039, 0.138, 0.283, 0.257");
     // the referring_ko fixture's prompt, rebuilt
-    assert_eq!(prompts::refer("이 물건", [0.039, 0.138, 0.283, 0.257], "은 어떻게 쓰는거야?"), "<obj>이 물건</obj><bbox>0.039, 0.138, 0.283, 0.257</bbox>은 어떻게 쓰는거야?");
+    assert_eq!(prompts::refer(prompts::ko::REFER_LABEL, [0.039, 0.138, 0.283, 0.257], "은 어떻게 쓰는거야?"), "<obj>이 물건</obj><bbox>0.039, 0.138, 0.283, 0.257</bbox>은 어떻게 쓰는거야?");
+    // the describe fixture's prompt
+    assert_eq!(prompts::describe(), "Describe this image.");
+    assert!(prompts::ko::ground(None).starts_with("<gro>\n") && prompts::ko::ground(Some("고양이")).contains("고양이"));
     assert_eq!(prompts::ground(None), "<gro>\nDescribe the image in detail.");
     assert_eq!(prompts::ocr(), "<ocr>");
     // a referring prompt parses back into its box

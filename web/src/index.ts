@@ -12,9 +12,17 @@ export interface ChatMessage {
 }
 export interface Progress {
   phase: "download" | "gpu";
+  /** Bytes done of all shards (download: stored; gpu: uploaded). */
   loaded: number;
   total: number;
+  /** The shard this event is about, of `shards`. */
   shard: number;
+  shards: number;
+  /** Download: bytes stored of this shard, and its size. */
+  shard_loaded?: number;
+  shard_total?: number;
+  /** Download: bytes that were already stored when this load began (a resumed download). */
+  resumed?: number;
   /** Bytes per second (download). */
   rate?: number;
   /** Seconds left (download), when known. */
@@ -31,20 +39,41 @@ export interface Capabilities {
   max_binding: number;
   model_memory: { weights: number; kv_per_token: number; context: number; activations: number; total: number };
 }
+/** A box: corners in 0..1 of the original image's width (x) and height (y), and in its pixels. */
 export interface Box {
   x1: number; y1: number; x2: number; y2: number;
+  pixels: [number, number, number, number] | null;
 }
+/** A marked piece of an answer: an object (grounding, referring) or a piece of text (OCR), with its boxes. */
 export interface Span {
-  kind: string;
+  kind: "object" | "text";
   text: string;
   boxes: Box[];
-  boxes_px?: Box[];
+}
+export interface Timings {
+  /** Seconds from the request to the first piece of text: image encoding and prefill. */
+  prefill_s: number;
+  /** Seconds from the first piece to the end. */
+  decode_s: number;
+  prefill_tokens_per_s: number;
+  decode_tokens_per_s: number;
 }
 export interface Answer {
   text: string;
   spans: Span[];
   stop: "eos" | "length" | "interrupted";
   usage: { prompt_tokens: number; completion_tokens: number; image_tokens: number | null };
+  timings: Timings;
+}
+export type Lang = "en" | "ko";
+export interface TaskOptions {
+  /** The prompt's language (default "en"). */
+  lang?: Lang;
+  /** Each new piece of the answer as it is generated. */
+  onText?: (piece: string) => void;
+  max_tokens?: number;
+  /** Aborting stops the answer after the current token. */
+  signal?: AbortSignal;
 }
 export interface CompletionRequest {
   messages: ChatMessage[];
@@ -64,11 +93,17 @@ export interface Completion {
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
   /** varco-web: the answer's spans and boxes (grounding, referring, OCR). */
   spans: Span[];
+  /** varco-web: prefill and decode speed. */
+  timings: Timings;
 }
 export interface CompletionChunk {
   id: string;
   object: "chat.completion.chunk";
   choices: { index: 0; delta: { content?: string }; finish_reason: "stop" | "length" | null }[];
+  /** On the last chunk only (as OpenAI's stream_options.include_usage), with varco-web's spans and timings. */
+  usage?: Completion["usage"];
+  spans?: Span[];
+  timings?: Timings;
 }
 export interface CachedModel {
   key: string; url: string; bytes: number; complete: boolean; added: number;
@@ -174,7 +209,8 @@ export class VarcoEngine {
   private constructor(private rpc: Rpc, readonly modelKey: string) {}
 
   static async create(o: EngineOptions): Promise<VarcoEngine> {
-    const worker = new Worker(o.workerUrl ?? new URL("./worker.js", import.meta.url), { type: "module" });
+    // written out so that bundlers (Vite, webpack) see the worker and bundle it with its wasm
+    const worker = o.workerUrl ? new Worker(o.workerUrl, { type: "module" }) : new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     const rpc = new Rpc(worker);
     try {
       const r = await rpc.call("load", { manifestUrl: new URL(o.manifestUrl, location.href).toString(), keepOldVersions: o.keepOldVersions }, { onProgress: o.onProgress, onCapabilities: o.onCapabilities }, [], o.signal);
@@ -195,9 +231,17 @@ export class VarcoEngine {
     };
     const onAbort = () => this.interrupt();
     req.signal?.addEventListener("abort", onAbort, { once: true });
+    const t0 = performance.now();
+    let t1: number | undefined;
+    const first = (s: string) => { t1 ??= performance.now(); onText?.(s); };
     try {
-      const r = await this.rpc.call("chat", { request, image }, { onText }, image ? [image] : []);
-      return { text: r.text, spans: r.spans, stop: r.stop, usage: { prompt_tokens: r.prompt_tokens, completion_tokens: r.ids.length, image_tokens: r.image_tokens } };
+      const r = await this.rpc.call("chat", { request, image }, { onText: first }, image ? [image] : []);
+      const t2 = performance.now();
+      const prefill = ((t1 ?? t2) - t0) / 1000;
+      const decode = (t2 - (t1 ?? t2)) / 1000;
+      const n = r.ids.length;
+      const timings = { prefill_s: prefill, decode_s: decode, prefill_tokens_per_s: prefill > 0 ? r.prompt_tokens / prefill : 0, decode_tokens_per_s: decode > 0 && n > 1 ? (n - 1) / decode : 0 };
+      return { text: r.text, spans: r.spans, stop: r.stop, usage: { prompt_tokens: r.prompt_tokens, completion_tokens: n, image_tokens: r.image_tokens }, timings };
     } finally {
       req.signal?.removeEventListener("abort", onAbort);
     }
@@ -217,6 +261,7 @@ export class VarcoEngine {
       choices: [{ index: 0, message: { role: "assistant", content: a.text }, finish_reason: a.stop === "length" ? "length" : "stop" }],
       usage: { prompt_tokens: a.usage.prompt_tokens, completion_tokens: a.usage.completion_tokens, total_tokens: a.usage.prompt_tokens + a.usage.completion_tokens },
       spans: a.spans,
+      timings: a.timings,
     };
   }
 
@@ -232,23 +277,38 @@ export class VarcoEngine {
       while (queue.length) yield { id, object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: queue.shift()! }, finish_reason: null }] };
       if (failed) throw failed;
       if (finished) {
-        yield { id, object: "chat.completion.chunk", choices: [{ index: 0, delta: {}, finish_reason: finished.stop === "length" ? "length" : "stop" }] };
+        const u = finished.usage;
+        yield {
+          id, object: "chat.completion.chunk", choices: [{ index: 0, delta: {}, finish_reason: finished.stop === "length" ? "length" : "stop" }],
+          usage: { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.prompt_tokens + u.completion_tokens },
+          spans: finished.spans, timings: finished.timings,
+        };
         return;
       }
       await new Promise<void>((r) => (wake = r));
     }
   }
 
-  private async task(image: ImageInput, kind: string, phrase?: string, bbox?: number[], onText?: (s: string) => void): Promise<Answer> {
-    const text: string = await this.rpc.call("prompt", { kind, phrase, bbox });
-    return this.answer({ messages: [{ role: "user", content: [{ type: "image", image }, { type: "text", text }] }] }, onText);
+  private async task(image: ImageInput, kind: string, o: TaskOptions, phrase?: string, bbox?: number[]): Promise<Answer> {
+    const text: string = await this.rpc.call("prompt", { kind, phrase, bbox, lang: o.lang });
+    return this.answer({ messages: [{ role: "user", content: [{ type: "image", image }, { type: "text", text }] }], max_tokens: o.max_tokens, signal: o.signal }, o.onText);
   }
+  /** A description of the image. */
+  describe(image: ImageInput, o: TaskOptions = {}) { return this.task(image, "describe", o); }
   /** Every piece of text with its box. */
-  ocr(image: ImageInput, onText?: (s: string) => void) { return this.task(image, "ocr", undefined, undefined, onText); }
+  ocr(image: ImageInput, o: TaskOptions = {}) { return this.task(image, "ocr", o); }
   /** The objects the description mentions with their boxes, or only `phrase`. */
-  ground(image: ImageInput, phrase?: string, onText?: (s: string) => void) { return this.task(image, "ground", phrase, undefined, onText); }
+  ground(image: ImageInput, phrase?: string, o: TaskOptions = {}) { return this.task(image, "ground", o, phrase); }
   /** A question about a region: box as [x1, y1, x2, y2] in 0..1 of the image. */
-  refer(image: ImageInput, box: [number, number, number, number], question: string, onText?: (s: string) => void) { return this.task(image, "refer", question, box, onText); }
+  refer(image: ImageInput, box: [number, number, number, number], question: string, o: TaskOptions = {}) { return this.task(image, "refer", o, question, box); }
+  /** The prompt text a task sends (what `ocr`, `ground`, `refer`, `describe` ask), e.g. to start a chat. */
+  prompt(kind: "describe" | "ocr" | "ground" | "refer", o: { lang?: Lang; phrase?: string; box?: [number, number, number, number] } = {}): Promise<string> {
+    return this.rpc.call("prompt", { kind, phrase: o.phrase, bbox: o.box, lang: o.lang });
+  }
+  /** The spans and boxes of an answer's text (e.g. a result saved earlier); the image size adds pixels. */
+  parseAnswer(text: string, width = 0, height = 0): Promise<Span[]> {
+    return this.rpc.call("parse", { text, width, height });
+  }
 
   /** Stops the running answer after the current token. */
   interrupt() { void this.rpc.call("interrupt"); }

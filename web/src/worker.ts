@@ -1,7 +1,7 @@
 // The Web Worker: owns the wasm engine, the downloads and the IndexedDB cache, so the page's main thread
 // only posts messages. Protocol: {id, op, ...} in; {id, type: "progress" | "text" | "result" | "error"} out.
 
-import init, { Engine, task_prompt } from "../pkg/varco_web.js";
+import init, { Engine, parse_answer, task_prompt } from "../pkg/varco_web.js";
 import { Cache, CHUNK, type ModelRecord } from "./cache.js";
 
 type Msg = { id: number; op: string; [k: string]: any };
@@ -149,10 +149,15 @@ async function load(m: Msg, signal: AbortSignal) {
   for (let i = 0; i < manifest.shards.length; i++) if (!record.done[i]) loaded += (await cache.chunkCount(key, i)) * CHUNK;
   const t0 = performance.now();
   const start = loaded;
+  // bytes stored per shard (the complete ones, and the records of partial ones: what a resume keeps)
+  const perShard = await Promise.all(manifest.shards.map(async (s, i) => (record.done[i] ? s.bytes : Math.min(s.bytes, (await cache!.chunkCount(key, i)) * CHUNK))));
   const report = (shard: number) => {
     const secs = (performance.now() - t0) / 1000;
     const rate = secs > 0 ? (loaded - start) / secs : 0;
-    post({ id: m.id, type: "progress", phase: "download", loaded, total, shard, rate, eta: rate > 0 ? (total - loaded) / rate : null, heap: heap() });
+    post({
+      id: m.id, type: "progress", phase: "download", loaded, total, shard, shard_loaded: perShard[shard], shard_total: manifest.shards[shard].bytes,
+      shards: manifest.shards.length, resumed: start, rate, eta: rate > 0 ? (total - loaded) / rate : null, heap: heap(),
+    });
   };
   const queue = manifest.shards.map((_, i) => i).filter((i) => !record.done[i]);
   const worker = async () => {
@@ -160,6 +165,7 @@ async function load(m: Msg, signal: AbortSignal) {
       const shard = i;
       await downloadShard(base, key, shard, manifest.shards[shard], signal, (n) => {
         loaded += n;
+        perShard[shard] += n;
         report(shard);
       });
       record.done[shard] = true;
@@ -187,7 +193,7 @@ async function load(m: Msg, signal: AbortSignal) {
       const chunk = new Uint8Array(await cache.chunk(key, i, c));
       e.write(i, c * CHUNK, chunk);
       up += chunk.length;
-      post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total, shard: i, heap: heap() });
+      post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total, shard: i, shards: manifest.shards.length, heap: heap() });
     }
     e.verify_shard(i);
   }
@@ -215,7 +221,8 @@ async function handle(m: Msg) {
     switch (m.op) {
       case "load": value = await load(m, ac.signal); break;
       case "chat": value = await chat(m); break;
-      case "prompt": value = task_prompt(m.kind, m.phrase ?? undefined, m.bbox ? new Float32Array(m.bbox) : undefined); break;
+      case "prompt": value = task_prompt(m.kind, m.phrase ?? undefined, m.bbox ? new Float32Array(m.bbox) : undefined, m.lang ?? undefined); break;
+      case "parse": value = JSON.parse(parse_answer(m.text, m.width ?? 0, m.height ?? 0)); break;
       case "interrupt": engine?.interrupt(); break;
       case "abort": aborts.get(m.target)?.abort(); break;
       case "unload": engine?.free(); engine = undefined; break;

@@ -6,11 +6,15 @@ import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 
-const types = { ".js": "text/javascript", ".html": "text/html", ".json": "application/json", ".wasm": "application/wasm" };
+const types = {
+  ".js": "text/javascript", ".html": "text/html", ".json": "application/json", ".wasm": "application/wasm", ".css": "text/css",
+  ".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml",
+};
 
 export const noFaults = () => ({ drop: new Map(), stall: new Map(), flip: new Set(), manifest: null, offline: false });
 
-export function serve({ webDir, modelDir }) {
+/** Serves `webDir` (`/` is `index` in it) and `modelDir` at /model/. */
+export function serve({ webDir, modelDir, index = "test/page.html" }) {
   const state = { log: [], faults: noFaults() };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, "http://x");
@@ -20,7 +24,7 @@ export function serve({ webDir, modelDir }) {
       return;
     }
     let file;
-    if (url.pathname === "/") file = path.join(webDir, "test", "page.html");
+    if (url.pathname === "/") file = path.join(webDir, index);
     else if (url.pathname.startsWith("/model/")) file = path.join(modelDir, url.pathname.slice(7));
     else file = path.join(webDir, url.pathname);
     if (!fs.existsSync(file) || fs.statSync(file).isDirectory()) {

@@ -1,0 +1,307 @@
+// The demo page end to end in headless Chromium (WebGPU on SwiftShader), served as static files with a
+// local server, and the npm package installed from its tarball into a fresh Vite app.
+//
+// Expected answers are transformers' (the reference fixtures); the test model is converted with every matrix
+// in f16 so that the browser's f32 path must reproduce them. Box positions are computed here from the
+// coordinates in the answer text.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { serve } from "../../test/server.mjs";
+
+const demo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const web = path.resolve(demo, "..");
+const repo = path.resolve(web, "..");
+const fixtures = path.join(process.env.VARCO_FIXTURES ?? path.join(repo, "..", "shared", "fixtures"), "tiny-varco-a");
+const bin = [process.env.VARCO_BIN, path.join(repo, "target/debug/varco"), path.join(repo, "target/release/varco")].find((p) => p && fs.existsSync(p));
+const shots = process.env.VARCO_SCREENSHOTS ?? path.join(demo, "screenshots");
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "varco-demo-test-"));
+const f16 = path.join(tmp, "f16");
+const kase = (name) => ({ ...JSON.parse(fs.readFileSync(path.join(fixtures, "cases", name, "case.json"), "utf8")), png: path.join(fixtures, "cases", name, "image.png") });
+const promptOf = (k) => k.conversation.at(-1).content.find((p) => p.type === "text").text;
+let srv;
+
+before(async () => {
+  assert.ok(fs.existsSync(path.join(demo, "dist/index.html")), "build the demo first (npm run build in web/demo)");
+  assert.ok(bin, "the varco binary (cargo build --bin varco) is needed to convert the test model");
+  execFileSync(bin, ["convert", "--input", path.join(fixtures, "model-hf"), "--output", f16,
+    "--llm", "f16", "--embed", "f16", "--lm-head", "f16", "--vision", "f16", "--shard-bytes", String(4 << 20)], { stdio: "inherit" });
+  srv = await serve({ webDir: path.join(demo, "dist"), modelDir: f16, index: "index.html" });
+  fs.mkdirSync(shots, { recursive: true });
+});
+
+after(() => {
+  srv?.server.closeAllConnections();
+  srv?.server.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+async function open(query = "", { webgpu = true, viewport = { width: 1280, height: 900 } } = {}) {
+  const ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(tmp, "profile-")), {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    viewport,
+    acceptDownloads: true,
+    args: [...(webgpu ? ["--enable-unsafe-webgpu"] : []), "--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking"],
+  });
+  const page = ctx.pages()[0] ?? (await ctx.newPage());
+  const problems = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(m.text());
+  });
+  page.on("pageerror", (e) => problems.push(String(e)));
+  await page.goto(`${srv.url}/${query}`);
+  return { ctx, page, problems };
+}
+
+const state = (page, s, timeout = 300_000) => page.waitForSelector(`body[data-state="${s}"]`, { timeout });
+
+/** Runs the form and returns the last answer's text once generation is over; counts its streamed updates. */
+async function ask(page) {
+  await page.evaluate(() => {
+    window.updates = 0;
+    new MutationObserver(() => window.updates++).observe(document.getElementById("transcript"), { subtree: true, childList: true, characterData: true });
+  });
+  await page.click("#run");
+  await state(page, "running", 10_000).catch(() => {});
+  await state(page, "ready");
+  const err = await page.$eval("#error", (e) => (e.hidden ? null : e.textContent));
+  assert.equal(err, null);
+  return {
+    text: await page.$$eval("#transcript li.assistant .text", (l) => l.at(-1).textContent),
+    prompt: await page.$$eval("#transcript li.user .text", (l) => l.at(-1).textContent),
+    updates: await page.evaluate(() => window.updates),
+  };
+}
+
+async function mode(page, m) {
+  await page.check(`input[name=mode][value=${m}]`);
+}
+
+test("every mode answers as transformers, streamed; the referring box is drawn; the default model loads", async () => {
+  // the demo's embedded default: the tiny model in the default 4-bit plan, committed with the page
+  {
+    const { ctx, page, problems } = await open();
+    try {
+      await state(page, "ready");
+      assert.ok(await page.isVisible("#notice"), "the page says it runs a tiny test model with random weights");
+      assert.match(await page.textContent("#notice"), /tiny test model with random weights/);
+      assert.match(await page.textContent("#caps"), /Adapter.*shader-f16.*Subgroups.*Largest buffer.*Model needs/s);
+      assert.deepEqual(problems, []);
+    } finally {
+      await ctx.close();
+    }
+  }
+  const { ctx, page, problems } = await open("?manifest=/model/manifest.json&max_tokens=16");
+  try {
+    await state(page, "ready");
+    assert.ok(!(await page.isVisible("#notice")), "another model: no tiny-model notice");
+
+    const describe = kase("describe_640x480");
+    await page.setInputFiles("#file", describe.png);
+    await page.waitForSelector("#stage:not([hidden])");
+    await mode(page, "describe");
+    let r = await ask(page);
+    assert.equal(r.prompt, promptOf(describe));
+    assert.equal(r.text, describe.generated_text);
+    assert.ok(r.updates > 2, "streamed in pieces");
+    assert.match(await page.textContent("#speed"), /^Prefill \d+ tokens in [\d.]+ s \(\d+ tokens\/s\) · decode 16 tokens at [\d.]+ tokens\/s$/);
+
+    const ground = kase("grounding_500x375");
+    await page.setInputFiles("#file", ground.png);
+    await mode(page, "ground");
+    r = await ask(page);
+    assert.equal(r.prompt, promptOf(ground));
+    assert.equal(r.text, ground.generated_text);
+
+    const ocr = kase("rgba_300x200");
+    await page.setInputFiles("#file", ocr.png);
+    await mode(page, "ocr");
+    r = await ask(page);
+    assert.equal(r.prompt, promptOf(ocr));
+    assert.equal(r.text, ocr.generated_text);
+
+    // referring, in Korean: a box drawn with the mouse shows and fills the fields; typed corners redraw it
+    const refer = kase("referring_ko_1024x768");
+    await page.setInputFiles("#file", refer.png);
+    await page.waitForFunction(() => document.getElementById("image-info").textContent.includes("1024 × 768"));
+    await mode(page, "refer");
+    await page.selectOption("#lang", "ko");
+    const img = await page.$eval("#photo", (e) => { const b = e.getBoundingClientRect(); return { x: b.x, y: b.y, w: b.width, h: b.height }; });
+    await page.mouse.move(img.x + 0.25 * img.w, img.y + 0.5 * img.h);
+    await page.mouse.down();
+    await page.mouse.move(img.x + 0.5 * img.w, img.y + 0.6 * img.h, { steps: 4 });
+    await page.mouse.move(img.x + 0.75 * img.w, img.y + 0.75 * img.h, { steps: 4 });
+    await page.mouse.up();
+    const fields = await page.$$eval("#box-fields input", (es) => es.map((e) => Number(e.value)));
+    fields.forEach((v, i) => assert.ok(Math.abs(v - [0.25, 0.5, 0.75, 0.75][i]) < 0.01, `drawn box ${fields}`));
+    const drawn = await page.$eval("#overlay rect.region", (e) => { const b = e.getBoundingClientRect(); return { x: b.x, y: b.y, w: b.width, h: b.height }; });
+    assert.ok(Math.abs(drawn.x - (img.x + 0.25 * img.w)) < 2 && Math.abs(drawn.w - 0.5 * img.w) < 2 && Math.abs(drawn.h - 0.25 * img.h) < 2, JSON.stringify({ drawn, img }));
+    const box = /<bbox>([\d.]+), ([\d.]+), ([\d.]+), ([\d.]+)<\/bbox>/.exec(promptOf(refer)).slice(1);
+    for (const [i, id] of ["x1", "y1", "x2", "y2"].entries()) await page.fill(`#${id}`, box[i]);
+    await page.fill("#question", promptOf(refer).split("</bbox>")[1]);
+    r = await ask(page);
+    assert.equal(r.prompt, promptOf(refer));
+    assert.equal(r.text, refer.generated_text);
+    await page.screenshot({ path: path.join(shots, "refer-desktop.png") });
+
+    // chat over several turns about one image: the first turn is the describe case; the second sees the first
+    await page.selectOption("#lang", "en");
+    await page.setInputFiles("#file", describe.png);
+    await mode(page, "chat");
+    await page.fill("#message", promptOf(describe));
+    r = await ask(page);
+    assert.equal(r.text, describe.generated_text);
+    const first = await page.textContent("#speed");
+    await page.fill("#message", "What else is in it?");
+    r = await ask(page);
+    assert.equal(await page.$$eval("#transcript li", (l) => l.length), 4);
+    assert.ok(r.text.length > 0);
+    const tokens = (s) => Number(/Prefill (\d+) tokens/.exec(s)[1]);
+    assert.ok(tokens(await page.textContent("#speed")) > tokens(first) + 16, "the second turn's prompt holds the first turn");
+    assert.deepEqual(problems, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("a saved OCR result: boxes where its coordinates say, at any size; hover links box and text; text, never HTML; copy and download", async () => {
+  const followup = kase("multiturn_ocr_followup");
+  const answer = followup.conversation[1].content[0].text;
+  const xss = `<char><img src=x onerror="window.pwned=1">\u003cscript>window.pwned=2\u003c/script></char><bbox>0.6, 0.1, 0.9, 0.2</bbox>`;
+  const text = `${answer}\n${xss}`;
+  const saved = path.join(tmp, "saved.varco.json");
+  fs.writeFileSync(saved, JSON.stringify({ mode: "ocr", text }));
+  // the spans, parsed here from the text
+  const want = [...text.matchAll(/<char>(.*?)<\/char><bbox>([\d.]+), ([\d.]+), ([\d.]+), ([\d.]+)<\/bbox>/g)].map((m) => ({ text: m[1], box: m.slice(2).map(Number) }));
+  assert.equal(want.length, 3);
+  const reading = [...want].sort((a, b) => a.box[1] - b.box[1]);
+
+  const { ctx, page, problems } = await open();
+  try {
+    await state(page, "ready");
+    const image = kase("ocr_1920x1080");
+    await page.setInputFiles("#file", image.png);
+    await page.waitForFunction(() => document.getElementById("image-info").textContent.includes("1920 × 1080"));
+    await page.setInputFiles("#open-result", saved);
+    await page.waitForSelector("#spans li");
+    assert.deepEqual(await page.$$eval("#spans li", (l) => l.map((e) => e.textContent)), reading.map((w) => w.text), "OCR list in reading order");
+
+    const check = async (label) => {
+      const got = await page.$$eval("#overlay g.span", (gs) => gs.map((g) => {
+        const r = g.querySelector("rect").getBoundingClientRect();
+        return { text: g.querySelector("text").textContent, x: r.x, y: r.y, w: r.width, h: r.height };
+      }));
+      const img = await page.$eval("#photo", (e) => { const b = e.getBoundingClientRect(); return { x: b.x, y: b.y, w: b.width, h: b.height }; });
+      assert.equal(got.length, 3);
+      for (const w of want) {
+        const g = got.find((x) => x.text === w.text);
+        assert.ok(g, `${label}: no box labelled ${w.text}`);
+        const [x1, y1, x2, y2] = w.box;
+        const near = (a, b) => Math.abs(a - b) < 1.5;
+        assert.ok(near(g.x, img.x + x1 * img.w) && near(g.y, img.y + y1 * img.h) && near(g.w, (x2 - x1) * img.w) && near(g.h, (y2 - y1) * img.h),
+          `${label}: ${w.text} drawn at ${JSON.stringify(g)}, image at ${JSON.stringify(img)}`);
+      }
+    };
+    await check("desktop");
+    await page.screenshot({ path: path.join(shots, "ocr-desktop.png"), fullPage: true });
+
+    // hovering a box highlights its line in the list, and the reverse
+    const i = await page.$$eval("#spans li", (l) => l.findIndex((e) => e.textContent === "OPEN 24H"));
+    await page.hover(`#overlay g.span[data-span="${i}"] rect`);
+    assert.ok(await page.$eval(`#spans li[data-span="${i}"]`, (e) => e.classList.contains("hot")));
+    await page.hover(`#spans li[data-span="${(i + 1) % 3}"]`);
+    assert.ok(await page.$eval(`#overlay g.span[data-span="${(i + 1) % 3}"]`, (e) => e.classList.contains("hot")));
+    assert.ok(!(await page.$eval(`#spans li[data-span="${i}"]`, (e) => e.classList.contains("hot"))));
+
+    // the markup in the answer is text: nothing ran, no element was made from it
+    assert.equal(await page.evaluate(() => window.pwned), undefined);
+    assert.equal(await page.$$eval("#answer img, #answer script, #overlay img, #overlay script", (l) => l.length), 0);
+    assert.ok((await page.textContent("#spans")).includes('<img src=x onerror="window.pwned=1">'));
+    assert.ok((await page.textContent("#transcript")).includes("<script>window.pwned=2</script>"));
+
+    // downloads: the text in reading order, and the result with its spans
+    const [txt] = await Promise.all([page.waitForEvent("download"), page.click("#save-txt")]);
+    assert.equal(fs.readFileSync(await txt.path(), "utf8"), reading.map((w) => w.text).join("\n"));
+    const [json] = await Promise.all([page.waitForEvent("download"), page.click("#save-json")]);
+    const back = JSON.parse(fs.readFileSync(await json.path(), "utf8"));
+    assert.equal(back.text, text);
+    assert.deepEqual(back.spans.map((s) => [s.boxes[0].x1, s.boxes[0].y1]), want.map((w) => [w.box[0], w.box[1]]));
+    back.spans[0].boxes[0].pixels.forEach((v, k) => assert.ok(Math.abs(v - want[0].box[k] * (k % 2 ? 1080 : 1920)) < 1e-3, `pixel coordinates ${back.spans[0].boxes[0].pixels}`));
+
+    // a phone's width: the layout reflows, the boxes follow the image
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(200);
+    await check("phone");
+    await page.screenshot({ path: path.join(shots, "ocr-phone.png"), fullPage: true });
+    assert.deepEqual(problems, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("clear messages: no WebGPU, a model that cannot be downloaded", async () => {
+  let { ctx, page } = await open("", { webgpu: false });
+  try {
+    await state(page, "error");
+    assert.match(await page.textContent("#error"), /no WebGPU.*NoWebGPUError/s);
+  } finally {
+    await ctx.close();
+  }
+  ({ ctx, page } = await open("?manifest=/model/missing.json"));
+  try {
+    await state(page, "error");
+    assert.match(await page.textContent("#error"), /download failed.*DownloadError: .*missing\.json: HTTP 404/s);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("npm pack gives a package that a fresh Vite app installs from the tarball and runs in a worker", async () => {
+  const app = path.join(tmp, "app");
+  fs.mkdirSync(path.join(app, "src"), { recursive: true });
+  const tarball = execFileSync("npm", ["pack", "--pack-destination", tmp, "--silent"], { cwd: web, encoding: "utf8" }).trim().split("\n").at(-1);
+  const vite = JSON.parse(fs.readFileSync(path.join(demo, "package.json"), "utf8")).devDependencies.vite;
+  fs.writeFileSync(path.join(app, "package.json"), JSON.stringify({
+    name: "fresh-app", private: true, type: "module",
+    dependencies: { "varco-web": `file:${path.join(tmp, tarball)}` }, devDependencies: { vite },
+  }));
+  fs.writeFileSync(path.join(app, "vite.config.js"), `export default { base: "./", worker: { format: "es" }, build: { assetsInlineLimit: 0 } };\n`);
+  fs.writeFileSync(path.join(app, "index.html"), `<!doctype html><meta charset="utf-8"><script type="module" src="./src/main.js"></script>\n`);
+  fs.writeFileSync(path.join(app, "src/main.js"), `import { createEngine } from "varco-web";
+window.answer = async (messages) => {
+  const e = await createEngine({ manifestUrl: "/model/manifest.json" });
+  return (await e.chat.completions.create({ messages, max_tokens: 16 })).choices[0].message.content;
+};
+window.ready = true;
+`);
+  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"], { cwd: app, stdio: "inherit" });
+  assert.ok(!fs.lstatSync(path.join(app, "node_modules/varco-web")).isSymbolicLink(), "installed from the tarball, not linked");
+  execFileSync(path.join(app, "node_modules/.bin/vite"), ["build", "--logLevel", "warn"], { cwd: app, stdio: "inherit" });
+  const assets = fs.readdirSync(path.join(app, "dist/assets"));
+  assert.ok(assets.some((f) => /^worker-.*\.js$/.test(f)) && assets.some((f) => f.endsWith(".wasm")), `the worker and the wasm bundled: ${assets}`);
+  const own = await serve({ webDir: path.join(app, "dist"), modelDir: f16, index: "index.html" });
+  const ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(tmp, "profile-")), {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", headless: true,
+    args: ["--enable-unsafe-webgpu", "--no-sandbox", "--disable-dev-shm-usage"],
+  });
+  try {
+    const page = ctx.pages()[0] ?? (await ctx.newPage());
+    const workers = [];
+    page.on("worker", (w) => workers.push(w.url()));
+    await page.goto(own.url + "/");
+    await page.waitForFunction(() => window.ready === true);
+    const k = kase("text_only_ko");
+    assert.equal(await page.evaluate((m) => window.answer(m), k.conversation), k.generated_text);
+    assert.ok(workers.some((u) => /\/assets\/worker-.*\.js$/.test(u)), `ran in the bundled worker: ${workers}`);
+  } finally {
+    await ctx.close();
+    own.server.closeAllConnections();
+    own.server.close();
+  }
+});
