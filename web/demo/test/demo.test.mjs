@@ -12,7 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { serve } from "../../test/server.mjs";
+import { serve, noFaults } from "../../test/server.mjs";
 
 const demo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const web = path.resolve(demo, "..");
@@ -55,6 +55,10 @@ async function open(query = "", { webgpu = true, viewport = { width: 1280, heigh
     if (m.type() === "error") problems.push(m.text());
   });
   page.on("pageerror", (e) => problems.push(String(e)));
+  // nothing but the page's own origin is ever asked for
+  page.on("request", (r) => {
+    if (!r.url().startsWith(srv.url + "/") && !r.url().startsWith("blob:")) problems.push(`third-party request: ${r.url()}`);
+  });
   await page.goto(`${srv.url}/${query}`);
   return { ctx, page, problems };
 }
@@ -303,5 +307,85 @@ window.ready = true;
     await ctx.close();
     own.server.closeAllConnections();
     own.server.close();
+  }
+});
+
+test("images by drop and paste; a photo with EXIF orientation is shown upright", async () => {
+  const { ctx, page, problems } = await open();
+  try {
+    await state(page, "ready");
+    // a 16×8 JPEG, left red, right blue, with EXIF orientation 6 (rotate 90° clockwise): upright it is 8×16
+    // with red on top. Made in the page, then dropped on the drop zone as a file.
+    const info = await page.evaluate(async () => {
+      const c = new OffscreenCanvas(16, 8);
+      const g = c.getContext("2d");
+      g.fillStyle = "#f00"; g.fillRect(0, 0, 8, 8);
+      g.fillStyle = "#00f"; g.fillRect(8, 0, 8, 8);
+      const jpg = new Uint8Array(await (await c.convertToBlob({ type: "image/jpeg", quality: 1 })).arrayBuffer());
+      const tiff = [...new TextEncoder().encode("Exif\0\0II*\0"), 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0];
+      const app1 = [0xff, 0xe1, (tiff.length + 2) >> 8, (tiff.length + 2) & 255, ...tiff];
+      const file = new File([jpg.slice(0, 2), new Uint8Array(app1), jpg.slice(2)], "rotated.jpg", { type: "image/jpeg" });
+      const dt = new DataTransfer();
+      dt.items.add(file);
+      document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+      await new Promise((r) => setTimeout(r, 500));
+      const img = document.getElementById("photo");
+      await img.decode();
+      const b = img.getBoundingClientRect();
+      return { text: document.getElementById("image-info").textContent, w: b.width, h: b.height };
+    });
+    assert.equal(info.text, "rotated.jpg, 8 × 16");
+    assert.ok(Math.abs(info.h / info.w - 2) < 0.05, `shown upright: ${info.w} × ${info.h}`);
+    // red on top, blue below, as shown
+    const [top, bottom] = await page.$eval("#photo", (img) => {
+      const c = document.createElement("canvas");
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      const g = c.getContext("2d");
+      g.drawImage(img, 0, 0);
+      return [[4, 2], [4, 13]].map(([x, y]) => [...g.getImageData(x, y, 1, 1).data]);
+    });
+    assert.ok(top[0] > 200 && top[2] < 60 && bottom[2] > 200 && bottom[0] < 60, `top ${top}, bottom ${bottom}`);
+    // pasted: the clipboard's image replaces it
+    const pasted = await page.evaluate(async (bytes) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(bytes)], "", { type: "image/png" }));
+      document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true }));
+      await new Promise((r) => setTimeout(r, 500));
+      return document.getElementById("image-info").textContent;
+    }, [...fs.readFileSync(kase("rgba_300x200").png)]);
+    assert.equal(pasted, "pasted image, 300 × 200");
+    // not an image: a clear message, the previous image kept
+    await page.setInputFiles("#file", { name: "notes.png", mimeType: "image/png", buffer: Buffer.from("not a png") });
+    await page.waitForSelector("#error:not([hidden])");
+    assert.match(await page.textContent("#error"), /notes\.png: the browser cannot decode this image/);
+    assert.equal(await page.textContent("#image-info"), "pasted image, 300 × 200");
+    assert.deepEqual(problems, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("a download cancelled mid-way says so, and loading again resumes it", async () => {
+  const m = JSON.parse(fs.readFileSync(path.join(f16, "manifest.json"), "utf8"));
+  srv.state.faults = { ...noFaults(), stall: new Map(m.shards.map((s) => [s.file, 2_600_000])) };
+  const { ctx, page } = await open("?manifest=/model/manifest.json");
+  try {
+    await page.waitForFunction(() => /Downloading/.test(document.getElementById("total-text").textContent));
+    assert.equal(await page.$$eval("#shards meter", (l) => l.length), m.shards.length, "one meter per shard");
+    await page.waitForTimeout(1500); // the four shards in flight store their first records
+    await page.click("#cancel");
+    await state(page, "error");
+    assert.match(await page.textContent("#error"), /Cancelled\. Loading again resumes where it stopped/);
+    srv.state.faults = noFaults();
+    const start = srv.state.log.length;
+    await page.click("#load");
+    await page.waitForFunction(() => /resumed: 8\.4 MB were already stored/.test(document.getElementById("total-text").textContent));
+    await state(page, "ready");
+    const ranges = srv.state.log.slice(start).filter((r) => r.path.startsWith("/model/shard-")).map((r) => r.range);
+    assert.ok(ranges.filter((r) => r === `bytes=${2 << 20}-`).length === 4, `four shards resumed at 2 MiB: ${JSON.stringify(ranges)}`);
+  } finally {
+    srv.state.faults = noFaults();
+    await ctx.close();
   }
 });
