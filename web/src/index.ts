@@ -11,7 +11,8 @@ export interface ChatMessage {
   content: string | ContentPart[];
 }
 export interface Progress {
-  phase: "download" | "gpu";
+  /** download: into the cache; waiting: another tab is downloading this model; gpu: into GPU memory. */
+  phase: "download" | "waiting" | "gpu";
   /** Bytes done of all shards (download: stored; gpu: uploaded). */
   loaded: number;
   total: number;

@@ -118,22 +118,26 @@ async function downloadShard(
   }
 }
 
-async function load(m: Msg, signal: AbortSignal) {
-  memory = (await init()).memory;
-  if (!(navigator as any).gpu) throw new Fail("NoWebGPUError", "this browser has no WebGPU");
-  cache ??= await Cache.open();
-  const { bytes, key, cached } = await manifestFor(m.manifestUrl, signal);
-  let manifest: Manifest;
+/** Runs `fn` holding the Web Lock `name`; while another context holds it, calls `onWait` and waits. */
+async function exclusive<T>(name: string, signal: AbortSignal, onWait: () => void, fn: () => Promise<T>): Promise<T> {
+  const locks: LockManager | undefined = (navigator as any).locks;
+  if (!locks) return fn();
+  const now = await locks.request(name, { ifAvailable: true }, async (lock) => (lock ? { value: await fn() } : null));
+  if (now) return now.value;
+  onWait();
   try {
-    manifest = JSON.parse(new TextDecoder().decode(bytes));
+    return await locks.request(name, { signal }, fn);
   } catch (e) {
-    throw new Fail("ModelFormatError", `manifest.json: ${(e as Error).message}`);
+    if (signal.aborted) throw new Fail("AbortError", "cancelled");
+    throw e;
   }
-  // refuse a model this GPU cannot hold before downloading any of it
-  const capabilities = JSON.parse(await Engine.check(new Uint8Array(bytes)));
-  post({ id: m.id, type: "capabilities", capabilities });
-  const record: ModelRecord = cached ?? { key, url: m.manifestUrl, manifest: bytes, done: manifest.shards.map(() => false), bytes: manifest.total_bytes, added: Date.now() };
-  await cache.putModel(record);
+}
+
+/** Downloads what the cache lacks of a model (shards, tokenizer); returns the tokenizer's bytes. */
+async function download(m: Msg, key: string, manifest: Manifest, base: URL, signal: AbortSignal): Promise<ArrayBuffer> {
+  // read again: another tab may have stored shards while this one waited
+  const cache_ = cache!;
+  const record = (await cache_.model(key))!;
   const missing = manifest.shards.map((s, i) => (record.done[i] ? 0 : s.bytes)).reduce((a, b) => a + b, 0);
   if (missing > 0) {
     const est = await navigator.storage?.estimate?.();
@@ -142,15 +146,14 @@ async function load(m: Msg, signal: AbortSignal) {
     }
     await navigator.storage?.persist?.().catch(() => false);
   }
-  const base = new URL(m.manifestUrl, self.location.href);
   // downloads: a few shards at a time
   const total = manifest.total_bytes;
   let loaded = manifest.shards.reduce((a, s, i) => a + (record.done[i] ? s.bytes : 0), 0);
-  for (let i = 0; i < manifest.shards.length; i++) if (!record.done[i]) loaded += (await cache.chunkCount(key, i)) * CHUNK;
+  for (let i = 0; i < manifest.shards.length; i++) if (!record.done[i]) loaded += (await cache_.chunkCount(key, i)) * CHUNK;
   const t0 = performance.now();
   const start = loaded;
   // bytes stored per shard (the complete ones, and the records of partial ones: what a resume keeps)
-  const perShard = await Promise.all(manifest.shards.map(async (s, i) => (record.done[i] ? s.bytes : Math.min(s.bytes, (await cache!.chunkCount(key, i)) * CHUNK))));
+  const perShard = await Promise.all(manifest.shards.map(async (s, i) => (record.done[i] ? s.bytes : Math.min(s.bytes, (await cache_.chunkCount(key, i)) * CHUNK))));
   const report = (shard: number) => {
     const secs = (performance.now() - t0) / 1000;
     const rate = secs > 0 ? (loaded - start) / secs : 0;
@@ -169,18 +172,41 @@ async function load(m: Msg, signal: AbortSignal) {
         report(shard);
       });
       record.done[shard] = true;
-      await cache!.putModel(record);
+      await cache_.putModel(record);
     }
   };
   await Promise.all([worker(), worker(), worker(), worker()]);
-  let tok = await cache.file(key, "tokenizer");
+  let tok = await cache_.file(key, "tokenizer");
   if (!tok) {
     const res = await fetch(new URL(manifest.tokenizer.file, base), { signal });
     if (!res.ok) throw new Fail("DownloadError", `${manifest.tokenizer.file}: HTTP ${res.status}`);
     tok = await res.arrayBuffer();
     if ((await sha256Hex(tok)) !== manifest.tokenizer.sha256) throw new Fail("IntegrityError", `${manifest.tokenizer.file}: SHA-256 mismatch`);
-    await cache.putFile(key, "tokenizer", tok);
+    await cache_.putFile(key, "tokenizer", tok);
   }
+  return tok;
+}
+
+async function load(m: Msg, signal: AbortSignal) {
+  memory = (await init()).memory;
+  if (!(navigator as any).gpu) throw new Fail("NoWebGPUError", "this browser has no WebGPU");
+  cache ??= await Cache.open();
+  const { bytes, key, cached } = await manifestFor(m.manifestUrl, signal);
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new Fail("ModelFormatError", `manifest.json: ${(e as Error).message}`);
+  }
+  // refuse a model this GPU cannot hold before downloading any of it
+  const capabilities = JSON.parse(await Engine.check(new Uint8Array(bytes)));
+  post({ id: m.id, type: "capabilities", capabilities });
+  const fresh: ModelRecord = cached ?? { key, url: m.manifestUrl, manifest: bytes, done: manifest.shards.map(() => false), bytes: manifest.total_bytes, added: Date.now() };
+  await cache.putModel(fresh);
+  const base = new URL(m.manifestUrl, self.location.href);
+  // one tab downloads a model at a time: another tab loading it waits, then finds it stored
+  const tok = await exclusive(`varco-web:${key}`, signal, () => post({ id: m.id, type: "progress", phase: "waiting", loaded: 0, total: manifest.total_bytes, shard: 0, shards: manifest.shards.length }),
+    async () => download(m, key, manifest, base, signal));
   // into the GPU, shard by shard, chunk by chunk (each shard checked again on the way)
   engine?.free();
   engine = undefined;
@@ -193,7 +219,7 @@ async function load(m: Msg, signal: AbortSignal) {
       const chunk = new Uint8Array(await cache.chunk(key, i, c));
       e.write(i, c * CHUNK, chunk);
       up += chunk.length;
-      post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total, shard: i, shards: manifest.shards.length, heap: heap() });
+      post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total: manifest.total_bytes, shard: i, shards: manifest.shards.length, heap: heap() });
     }
     e.verify_shard(i);
   }
@@ -201,7 +227,7 @@ async function load(m: Msg, signal: AbortSignal) {
   engine = e;
   // older versions of this model (cached from the same URL) are superseded now: free their storage
   if (m.keepOldVersions !== true) {
-    for (const old of await cache.list()) if (old.url === record.url && old.key !== key) await cache.delete(old.key);
+    for (const old of await cache.list()) if (old.url === fresh.url && old.key !== key) await cache.delete(old.key);
   }
   return { key, capabilities: JSON.parse(e.capabilities()) };
 }

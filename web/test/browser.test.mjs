@@ -289,3 +289,29 @@ test("a model the adapter cannot hold is refused before any download", async () 
     await ctx.close();
   }
 });
+
+test("two tabs loading the same model download it once", async () => {
+  srv.state.faults = noFaults();
+  const { ctx, page } = await browser();
+  try {
+    const second = await ctx.newPage();
+    await second.goto(srv.url + "/");
+    await second.waitForFunction(() => window.ready === true);
+    const start = srv.state.log.length;
+    const load = (p) => p.evaluate(async (messages) => {
+      const phases = new Set();
+      const e = await varco.createEngine({ manifestUrl: "/model/manifest.json", onProgress: (x) => phases.add(x.phase) });
+      const text = (await e.chat.completions.create({ messages, max_tokens: 16 })).choices[0].message.content;
+      return { text, phases: [...phases].sort() };
+    }, kase.conversation);
+    const [a, b] = await Promise.all([load(page), load(second)]);
+    assert.equal(a.text, kase.generated_text);
+    assert.equal(b.text, kase.generated_text);
+    const manifest = JSON.parse(fs.readFileSync(path.join(modelDir, "manifest.json"), "utf8"));
+    assert.deepEqual(shardRequests(start).map((r) => r.path).sort(), manifest.shards.map((s) => `/model/${s.file}`), "each shard fetched once");
+    // one tab downloaded, the other waited for it
+    assert.deepEqual([a.phases, b.phases].sort(), [["download", "gpu"], ["gpu", "waiting"]]);
+  } finally {
+    await ctx.close();
+  }
+});

@@ -79,6 +79,10 @@ function renderCaps(c: Capabilities, storage?: StorageEstimate) {
 }
 
 function renderProgress(p: Progress) {
+  if (p.phase === "waiting") {
+    $("status").textContent = "Another tab is downloading this model: waiting for it…";
+    return;
+  }
   $("progress").hidden = false;
   const bar = $<HTMLProgressElement>("total-bar");
   bar.value = p.total ? p.loaded / p.total : 0;

@@ -389,3 +389,13 @@ test("a download cancelled mid-way says so, and loading again resumes it", async
     await ctx.close();
   }
 });
+
+test("the committed default model is the converter's output for the tiny fixture", () => {
+  const out = path.join(tmp, "tiny");
+  execFileSync(bin, ["convert", "--input", path.join(fixtures, "model-hf"), "--output", out, "--shard-mib", "2"], { stdio: "ignore" });
+  const committed = path.join(demo, "public/models/tiny");
+  assert.deepEqual(fs.readdirSync(committed).sort(), fs.readdirSync(out).sort());
+  for (const f of fs.readdirSync(out)) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(committed, f))), `${f} differs: run scripts/demo.sh`);
+  const m = JSON.parse(fs.readFileSync(path.join(committed, "manifest.json"), "utf8"));
+  assert.equal(m.plan.llm, "q4", "the default 4-bit plan");
+});
