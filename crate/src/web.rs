@@ -44,12 +44,19 @@ fn classify(e: crate::Error) -> JsValue {
 }
 
 fn capabilities_json(c: &Context, manifest: &Manifest) -> String {
+    // the manifest's figures are for f16 activations and KV cache; without shader-f16 they are f32
+    let mut memory = manifest.memory.clone();
+    if !c.caps.f16 {
+        memory.kv_per_token *= 2;
+        memory.activations *= 2;
+        memory.total = memory.weights + memory.kv_per_token * memory.context as u64 + memory.activations;
+    }
     serde_json::json!({
         "adapter": c.describe(),
         "shader_f16": c.caps.f16,
         "subgroups": c.caps.subgroups,
         "max_binding": c.caps.max_binding,
-        "model_memory": manifest.memory,
+        "model_memory": memory,
     })
     .to_string()
 }
@@ -163,8 +170,14 @@ impl Engine {
                 return Err(js_err("a generation is already running"));
             }
             inner.interrupt.set(false);
+            // the KV cache and the activations are allocated per request: a GPU out of memory is caught here
+            let scope = inner.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
             let out = run(&inner, &request_json, image.as_deref(), &on_text).await;
+            let oom = scope.pop().await;
             inner.busy.set(false);
+            if let Some(e) = oom {
+                return Err(named("GPUMemoryError", format!("the GPU ran out of memory for this request (a shorter conversation or a smaller image needs less): {e}")));
+            }
             out.map(JsValue::from)
         })
     }
@@ -172,6 +185,15 @@ impl Engine {
     /// Stops the running generation after the current token.
     pub fn interrupt(&self) {
         self.inner.interrupt.set(true);
+    }
+}
+
+/// A request's failure: a buffer above the adapter's limits is a GPUMemoryError, anything else (a prompt longer
+/// than the context, a bad image) an EngineError.
+fn request_err(e: crate::Error) -> JsValue {
+    match e {
+        crate::Error::TooLarge { .. } => named("GPUMemoryError", e),
+        e => named("EngineError", e),
     }
 }
 
@@ -183,7 +205,7 @@ async fn run(inner: &Inner, request_json: &str, image: Option<&[u8]>, on_text: &
     let (rgb, feats) = match (has_image, image) {
         (true, Some(bytes)) => {
             let img = crate::image::decode(bytes, Default::default()).map_err(js_err)?;
-            let (plan, f) = r.model.encode_image(&inner.ctx, &img).map_err(js_err)?;
+            let (plan, f) = r.model.encode_image(&inner.ctx, &img).map_err(request_err)?;
             (Some((img.dimensions(), plan.n_tokens)), Some(f))
         }
         (false, None) => (None, None),
@@ -212,7 +234,7 @@ async fn run(inner: &Inner, request_json: &str, image: Option<&[u8]>, on_text: &
         || inner.interrupt.get(),
     )
     .await
-    .map_err(js_err)?;
+    .map_err(request_err)?;
     let spans = answer::parse(&gen.text, rgb.map(|(wh, _)| wh));
     Ok(serde_json::json!({
         "text": gen.text,
@@ -262,4 +284,30 @@ pub fn task_prompt(kind: &str, phrase: Option<String>, bbox: Option<Vec<f32>>, l
 pub fn parse_answer(text: &str, width: u32, height: u32) -> String {
     let wh = (width > 0 && height > 0).then_some((width, height));
     serde_json::to_string(&crate::answer::parse(text, wh)).unwrap_or_else(|_| "[]".into())
+}
+
+/// SHA-256 fed in pieces: the worker checks a stored shard a record at a time (WebCrypto has no streaming
+/// digest, and the shard should not be assembled whole).
+#[wasm_bindgen]
+pub struct Sha256(sha2::Sha256);
+
+#[wasm_bindgen]
+impl Sha256 {
+    #[wasm_bindgen(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Sha256 {
+        use sha2::Digest;
+        Sha256(sha2::Sha256::new())
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        self.0.update(bytes);
+    }
+
+    /// The digest so far, lowercase hex.
+    pub fn hex(&self) -> String {
+        use sha2::Digest;
+        crate::loader::stream::hex(&self.0.clone().finalize())
+    }
 }

@@ -130,13 +130,13 @@ type Pending = {
 class Rpc {
   private next = 1;
   private pending = new Map<number, Pending>();
+  /** Set once the worker failed or was ended: every later call fails at once with it. */
+  private dead?: Error;
   constructor(readonly worker: Worker) {
     // a worker that fails to start or dies fails every pending call instead of leaving it waiting
     worker.onerror = (ev) => {
       ev.preventDefault();
-      const err = new EngineError(`the varco-web worker failed: ${ev.message || "it could not be loaded"}`);
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
+      this.end(new EngineError(`the varco-web worker failed: ${ev.message || "it could not be loaded"}`));
     };
     worker.onmessage = (ev) => {
       const m = ev.data;
@@ -152,8 +152,16 @@ class Rpc {
       }
     };
   }
+  /** Ends the worker; pending and later calls fail with `err`. */
+  end(err: Error) {
+    this.dead ??= err;
+    this.worker.terminate();
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
   call(op: string, args: object = {}, extra: Partial<Pending> = {}, transfer: Transferable[] = [], signal?: AbortSignal): Promise<any> {
     const id = this.next++;
+    if (this.dead) return Promise.reject(this.dead);
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, ...extra });
       if (signal) {
@@ -213,19 +221,37 @@ export class VarcoEngine {
     // written out so that bundlers (Vite, webpack) see the worker and bundle it with its wasm
     const worker = o.workerUrl ? new Worker(o.workerUrl, { type: "module" }) : new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     const rpc = new Rpc(worker);
+    // the cache should not be evicted under storage pressure (asked here: persist() exists on pages only)
+    void navigator.storage?.persist?.().catch(() => false);
     try {
       const r = await rpc.call("load", { manifestUrl: new URL(o.manifestUrl, location.href).toString(), keepOldVersions: o.keepOldVersions }, { onProgress: o.onProgress, onCapabilities: o.onCapabilities }, [], o.signal);
       const e = new VarcoEngine(rpc, r.key);
       e.capabilities = r.capabilities;
       return e;
     } catch (err) {
-      worker.terminate();
+      rpc.end(new EngineError("this engine failed to load"));
       throw err;
     }
   }
 
+  /** Settles when the answer before the latest request has ended: requests run one after another. */
+  private turn: Promise<void> = Promise.resolve();
+
   private async answer(req: CompletionRequest, onText?: (s: string) => void): Promise<Answer> {
+    const before = this.turn;
+    let done!: () => void;
+    this.turn = new Promise<void>((r) => (done = r));
+    try {
+      await before;
+      return await this.answerNow(req, onText);
+    } finally {
+      done();
+    }
+  }
+
+  private async answerNow(req: CompletionRequest, onText?: (s: string) => void): Promise<Answer> {
     const { messages, image } = await convert(req.messages);
+    if (req.signal?.aborted) throw new AbortError("cancelled");
     const request = {
       messages, max_new_tokens: req.max_tokens, temperature: req.temperature, top_p: req.top_p, top_k: req.top_k, seed: req.seed,
       repetition_penalty: req.repetition_penalty,
@@ -273,20 +299,25 @@ export class VarcoEngine {
     let finished: Answer | undefined;
     let failed: unknown;
     this.answer(req, (s) => { queue.push(s); wake?.(); })
-      .then((a) => { finished = a; wake?.(); }, (e) => { failed = e; wake?.(); });
-    for (;;) {
-      while (queue.length) yield { id, object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: queue.shift()! }, finish_reason: null }] };
-      if (failed) throw failed;
-      if (finished) {
-        const u = finished.usage;
-        yield {
-          id, object: "chat.completion.chunk", choices: [{ index: 0, delta: {}, finish_reason: finished.stop === "length" ? "length" : "stop" }],
-          usage: { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.prompt_tokens + u.completion_tokens },
-          spans: finished.spans, timings: finished.timings,
-        };
-        return;
+      .then((a) => { finished = a; wake?.(); }, (e) => { failed = e ?? new EngineError("failed"); wake?.(); });
+    try {
+      for (;;) {
+        while (queue.length) yield { id, object: "chat.completion.chunk", choices: [{ index: 0, delta: { content: queue.shift()! }, finish_reason: null }] };
+        if (failed) throw failed;
+        if (finished) {
+          const u = finished.usage;
+          yield {
+            id, object: "chat.completion.chunk", choices: [{ index: 0, delta: {}, finish_reason: finished.stop === "length" ? "length" : "stop" }],
+            usage: { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.prompt_tokens + u.completion_tokens },
+            spans: finished.spans, timings: finished.timings,
+          };
+          return;
+        }
+        await new Promise<void>((r) => (wake = r));
       }
-      await new Promise<void>((r) => (wake = r));
+    } finally {
+      // the caller stopped reading before the end: stop generating too
+      if (!finished && !failed) this.interrupt();
     }
   }
 
@@ -312,9 +343,12 @@ export class VarcoEngine {
   }
 
   /** Stops the running answer after the current token. */
-  interrupt() { void this.rpc.call("interrupt"); }
+  interrupt() { this.rpc.call("interrupt").catch(() => {}); }
   /** Frees the GPU memory and ends the worker (the cache stays). */
-  async unload() { await this.rpc.call("unload"); this.rpc.worker.terminate(); }
+  async unload() {
+    await this.rpc.call("unload").catch(() => {});
+    this.rpc.end(new EngineError("the engine was unloaded"));
+  }
 
   readonly cache = {
     list: (): Promise<CachedModel[]> => this.rpc.call("cache.list"),

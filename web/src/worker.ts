@@ -1,7 +1,7 @@
 // The Web Worker: owns the wasm engine, the downloads and the IndexedDB cache, so the page's main thread
 // only posts messages. Protocol: {id, op, ...} in; {id, type: "progress" | "text" | "result" | "error"} out.
 
-import init, { Engine, parse_answer, task_prompt } from "../pkg/varco_web.js";
+import init, { Engine, Sha256, parse_answer, task_prompt } from "../pkg/varco_web.js";
 import { Cache, CHUNK, type ModelRecord } from "./cache.js";
 
 type Msg = { id: number; op: string; [k: string]: any };
@@ -63,6 +63,8 @@ async function downloadShard(
     for (;;) {
       let offset = (await cache!.chunkCount(key, i)) * CHUNK;
       if (offset >= s.bytes) break;
+      // bytes received but not yet stored as a whole record: counted in progress, taken back on a failure
+      let fill = 0;
       try {
         const res = await fetch(url, { signal, cache: "no-store", headers: offset > 0 ? { Range: `bytes=${offset}-` } : {} });
         if (offset > 0 && res.status === 200) {
@@ -75,8 +77,7 @@ async function downloadShard(
         }
         const reader = res.body!.getReader();
         let buf = new Uint8Array(Math.min(CHUNK, s.bytes - offset));
-        let fill = 0;
-        for (;;) {
+        while (offset < s.bytes) {
           const { done, value } = await reader.read();
           if (done) break;
           let v = value;
@@ -90,28 +91,35 @@ async function downloadShard(
               await cache!.putChunk(key, i, offset / CHUNK, buf.buffer);
               offset += fill;
               failures = 0;
-              if (offset >= s.bytes) break;
-              buf = new Uint8Array(Math.min(CHUNK, s.bytes - offset));
               fill = 0;
+              if (offset >= s.bytes) {
+                // the whole shard is stored; anything more the server sends is not ours
+                await reader.cancel().catch(() => {});
+                break;
+              }
+              buf = new Uint8Array(Math.min(CHUNK, s.bytes - offset));
             }
           }
         }
         if (offset < s.bytes) {
-          onBytes(-fill);
           throw new Fail("DownloadError", `${url}: the connection closed at byte ${offset + fill} of ${s.bytes}`);
         }
       } catch (e) {
+        onBytes(-fill);
         if (signal.aborted) throw new Fail("AbortError", "cancelled");
         if ((e as Error)?.name === "QuotaExceededError") throw new Fail("QuotaError", `storing ${s.file}: the browser's storage quota for this site is used up`);
         if (++failures > 5) throw e instanceof Fail ? e : new Fail("DownloadError", `${url}: ${(e as Error).message}`);
         await sleep(200 * 2 ** failures);
       }
     }
-    // verify the stored shard
-    const whole = new Uint8Array(s.bytes);
-    const n = Math.ceil(s.bytes / CHUNK);
-    for (let c = 0; c < n; c++) whole.set(new Uint8Array(await cache!.chunk(key, i, c)), c * CHUNK);
-    if ((await sha256Hex(whole)) === s.sha256) return;
+    // verify the stored shard, a record at a time
+    const h = new Sha256();
+    try {
+      for (let c = 0; c < Math.ceil(s.bytes / CHUNK); c++) h.update(new Uint8Array(await cache!.chunk(key, i, c)));
+      if (h.hex() === s.sha256) return;
+    } finally {
+      h.free();
+    }
     await cache!.deleteShard(key, i);
     onBytes(-s.bytes);
     if (attempt >= 1) throw new Fail("IntegrityError", `${s.file}: SHA-256 mismatch after a second download`);
@@ -138,30 +146,34 @@ async function download(m: Msg, key: string, manifest: Manifest, base: URL, sign
   // read again: another tab may have stored shards while this one waited
   const cache_ = cache!;
   const record = (await cache_.model(key))!;
-  const missing = manifest.shards.map((s, i) => (record.done[i] ? 0 : s.bytes)).reduce((a, b) => a + b, 0);
+  // bytes stored per shard (the complete ones, and the records of partial ones: what a resume keeps)
+  const perShard = await Promise.all(manifest.shards.map(async (s, i) => (record.done[i] ? s.bytes : Math.min(s.bytes, (await cache_.chunkCount(key, i)) * CHUNK))));
+  const total = manifest.total_bytes;
+  let loaded = perShard.reduce((a, b) => a + b, 0);
+  const missing = total - loaded;
   if (missing > 0) {
     const est = await navigator.storage?.estimate?.();
     if (est && est.quota !== undefined && est.usage !== undefined && est.quota - est.usage < missing) {
       throw new Fail("QuotaError", `the model needs ${(missing / 1e6).toFixed(1)} MB more storage; this site may use ${((est.quota - est.usage) / 1e6).toFixed(1)} MB`);
     }
-    await navigator.storage?.persist?.().catch(() => false);
   }
-  // downloads: a few shards at a time
-  const total = manifest.total_bytes;
-  let loaded = manifest.shards.reduce((a, s, i) => a + (record.done[i] ? s.bytes : 0), 0);
-  for (let i = 0; i < manifest.shards.length; i++) if (!record.done[i]) loaded += (await cache_.chunkCount(key, i)) * CHUNK;
+  // downloads: a few shards at a time; progress at most every 50 ms per shard, and at its end
   const t0 = performance.now();
   const start = loaded;
-  // bytes stored per shard (the complete ones, and the records of partial ones: what a resume keeps)
-  const perShard = await Promise.all(manifest.shards.map(async (s, i) => (record.done[i] ? s.bytes : Math.min(s.bytes, (await cache_.chunkCount(key, i)) * CHUNK))));
-  const report = (shard: number) => {
-    const secs = (performance.now() - t0) / 1000;
+  const sent = perShard.map(() => 0);
+  const report = (shard: number, force = false) => {
+    const now = performance.now();
+    if (!force && now - sent[shard] < 50 && perShard[shard] < manifest.shards[shard].bytes) return;
+    sent[shard] = now;
+    const secs = (now - t0) / 1000;
     const rate = secs > 0 ? (loaded - start) / secs : 0;
     post({
       id: m.id, type: "progress", phase: "download", loaded, total, shard, shard_loaded: perShard[shard], shard_total: manifest.shards[shard].bytes,
       shards: manifest.shards.length, resumed: start, rate, eta: rate > 0 ? (total - loaded) / rate : null, heap: heap(),
     });
   };
+  // what is stored already (a resumed download), shown before anything arrives
+  if (missing > 0) perShard.forEach((n, i) => n > 0 && report(i, true));
   const queue = manifest.shards.map((_, i) => i).filter((i) => !record.done[i]);
   const worker = async () => {
     for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
@@ -187,7 +199,7 @@ async function download(m: Msg, key: string, manifest: Manifest, base: URL, sign
   return tok;
 }
 
-async function load(m: Msg, signal: AbortSignal) {
+async function load(m: Msg, signal: AbortSignal, retried = false): Promise<{ key: string; capabilities: unknown }> {
   memory = (await init()).memory;
   if (!(navigator as any).gpu) throw new Fail("NoWebGPUError", "this browser has no WebGPU");
   cache ??= await Cache.open();
@@ -212,18 +224,38 @@ async function load(m: Msg, signal: AbortSignal) {
   engine = undefined;
   const e = await Engine.create(new Uint8Array(bytes));
   let up = 0;
-  for (let i = 0; i < manifest.shards.length; i++) {
-    const n = Math.ceil(manifest.shards[i].bytes / CHUNK);
-    for (let c = 0; c < n; c++) {
-      if (signal.aborted) throw new Fail("AbortError", "cancelled");
-      const chunk = new Uint8Array(await cache.chunk(key, i, c));
-      e.write(i, c * CHUNK, chunk);
-      up += chunk.length;
-      post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total: manifest.total_bytes, shard: i, shards: manifest.shards.length, heap: heap() });
+  try {
+    for (let i = 0; i < manifest.shards.length; i++) {
+      try {
+        const n = Math.ceil(manifest.shards[i].bytes / CHUNK);
+        for (let c = 0; c < n; c++) {
+          if (signal.aborted) throw new Fail("AbortError", "cancelled");
+          const chunk = new Uint8Array(await cache.chunk(key, i, c));
+          e.write(i, c * CHUNK, chunk);
+          up += chunk.length;
+          post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total: manifest.total_bytes, shard: i, shards: manifest.shards.length, heap: heap() });
+        }
+        e.verify_shard(i);
+      } catch (err) {
+        if (signal.aborted || err instanceof Fail) throw err;
+        // the stored copy of this shard is damaged or gone (storage cleared, disk error): drop it and fetch it again,
+        // once
+        await cache.deleteShard(key, i);
+        const r = await cache.model(key);
+        if (r) {
+          r.done[i] = false;
+          await cache.putModel(r);
+        }
+        if (retried) throw new Fail("IntegrityError", `${manifest.shards[i].file}: the stored copy is damaged again after downloading it anew (${(err as Error)?.message ?? err})`);
+        e.free();
+        return load(m, signal, true);
+      }
     }
-    e.verify_shard(i);
+    e.finish(new Uint8Array(tok));
+  } catch (err) {
+    if (engine !== e) e.free();
+    throw err;
   }
-  e.finish(new Uint8Array(tok));
   engine = e;
   // older versions of this model (cached from the same URL) are superseded now: free their storage
   if (m.keepOldVersions !== true) {

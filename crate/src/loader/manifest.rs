@@ -164,6 +164,7 @@ impl Manifest {
         let (context, act) = (self.memory.context as u64, act as u64);
         let rows = ((self.config.anyres.max_patches as usize + 1) * v.cells() * v.cells()) as u64;
         too_large(format!("a layer's KV cache at {context} tokens of context"), t.kv_heads as u64 * context * t.head_dim as u64 * act)?;
+        too_large(format!("the prompt's embeddings at {context} tokens"), context * t.hidden as u64 * act)?;
         too_large("a prefill chunk's MLP activations".into(), PREFILL_CHUNK.min(context as usize) as u64 * 2 * t.intermediate as u64 * act)?;
         too_large("the logits".into(), t.vocab as u64 * 4)?;
         too_large("the vision tower's activations on the most tiles".into(), rows * (3 * v.hidden).max(v.intermediate) as u64 * act)?;

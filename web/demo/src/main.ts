@@ -157,6 +157,7 @@ $("cancel").addEventListener("click", () => loading?.abort());
 // ---------------------------------------------------------------------------------------------- image
 
 async function takeImage(blob: Blob, name = "image") {
+  if (running) return showError(Object.assign(new Error("wait for the answer (or press Stop) before changing the image"), { name: "Busy" }));
   if (!blob.type.startsWith("image/") && blob.type !== "") return showError(new Error(`${name} is not an image`));
   // decoded upright (EXIF) to know its size; the engine decodes the same file the same way
   let bmp: ImageBitmap;
@@ -173,7 +174,7 @@ async function takeImage(blob: Blob, name = "image") {
   setImageSize(picture.width, picture.height);
   $("stage").hidden = false;
   $("image-info").textContent = `${name}, ${picture.width} × ${picture.height}`;
-  region = undefined;
+  setRegion(undefined);
   chat = [];
   $("transcript").replaceChildren();
   showSpans([]);
@@ -184,10 +185,11 @@ $("file").addEventListener("change", (ev) => {
   const f = (ev.target as HTMLInputElement).files?.[0];
   if (f) void takeImage(f, f.name);
 });
+// a file dropped anywhere on the page is taken (and never opened by the browser in place of the page)
 const drop = $("drop");
-drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (ev) => {
+document.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+document.addEventListener("dragleave", (ev) => { if (!ev.relatedTarget) drop.classList.remove("over"); });
+document.addEventListener("drop", (ev) => {
   ev.preventDefault();
   drop.classList.remove("over");
   const f = ev.dataTransfer?.files[0];
@@ -234,6 +236,7 @@ overlay.addEventListener("pointermove", (ev) => {
   setRegion([round3(Math.min(a, x)), round3(Math.min(b, y)), round3(Math.max(a, x)), round3(Math.max(b, y))]);
 });
 overlay.addEventListener("pointerup", () => (dragStart = undefined));
+overlay.addEventListener("pointercancel", () => (dragStart = undefined));
 
 // ---------------------------------------------------------------------------------------------- asking
 
@@ -245,6 +248,7 @@ function showMode() {
 document.querySelectorAll("input[name=mode]").forEach((r) => r.addEventListener("change", showMode));
 showMode();
 $("new-chat").addEventListener("click", () => {
+  if (running) return;
   chat = [];
   $("transcript").replaceChildren();
   showSpans([]);
@@ -264,8 +268,8 @@ function turn(role: "user" | "assistant", text: string): HTMLElement {
   return body;
 }
 
-function showSpans(spans: Span[]) {
-  const ordered = mode() === "ocr" ? readingOrder(spans) : spans;
+function showSpans(spans: Span[], m: Mode = mode()) {
+  const ordered = m === "ocr" ? readingOrder(spans) : spans;
   renderSpans(ordered, $("spans"));
   $("results").hidden = ordered.length === 0;
 }
@@ -277,9 +281,25 @@ $("ask-form").addEventListener("submit", (ev) => {
 $("stop").addEventListener("click", () => running?.abort());
 
 async function ask() {
-  if (!engine) return;
+  if (!engine || running) return;
   const m = mode();
   if (m !== "chat" && !picture) return showError(Object.assign(new Error("choose an image first"), { name: "NoImage" }));
+  if (m === "refer" && !region) return showError(Object.assign(new Error("draw a box on the image first"), { name: "NoBox" }));
+  const run = (running = new AbortController());
+  setState("running");
+  $("error").hidden = true;
+  try {
+    await answer(m, run.signal);
+  } catch (e) {
+    showError(e);
+    $("speed").textContent = "";
+  } finally {
+    running = undefined;
+    setState(engine ? "ready" : "error");
+  }
+}
+
+async function answer(m: Mode, signal: AbortSignal) {
   const lang = $<HTMLSelectElement>("lang").value as "en" | "ko";
   const maxField = $<HTMLInputElement>("max-tokens").value;
   const max_tokens = maxField ? Number(maxField) : undefined;
@@ -288,10 +308,9 @@ async function ask() {
     prompt = $<HTMLTextAreaElement>("message").value.trim();
     if (!prompt) return;
   } else if (m === "refer") {
-    if (!region) return showError(Object.assign(new Error("draw a box on the image first"), { name: "NoBox" }));
-    prompt = await engine.prompt("refer", { lang, box: region, phrase: $<HTMLInputElement>("question").value });
+    prompt = await engine!.prompt("refer", { lang, box: region, phrase: $<HTMLInputElement>("question").value });
   } else {
-    prompt = await engine.prompt(m, { lang, phrase: m === "ground" ? $<HTMLInputElement>("phrase").value : undefined });
+    prompt = await engine!.prompt(m, { lang, phrase: m === "ground" ? $<HTMLInputElement>("phrase").value : undefined });
   }
   if (m !== "chat") {
     chat = [];
@@ -304,14 +323,11 @@ async function ask() {
   chat.push({ role: "user", content });
   turn("user", prompt);
   const out = turn("assistant", "");
-  running = new AbortController();
-  setState("running");
-  $("error").hidden = true;
   $("speed").textContent = "Reading the image and the prompt…";
   let text = "";
   try {
     let done: any;
-    for await (const chunk of await engine.chat.completions.create({ messages: chat, stream: true, max_tokens, signal: running.signal })) {
+    for await (const chunk of await engine!.chat.completions.create({ messages: chat, stream: true, max_tokens, signal })) {
       const piece = chunk.choices[0].delta.content;
       if (piece) {
         text += piece;
@@ -325,14 +341,10 @@ async function ask() {
     const u = done.usage;
     $("speed").textContent = `Prefill ${u.prompt_tokens} tokens in ${t.prefill_s.toFixed(2)} s (${t.prefill_tokens_per_s.toFixed(0)} tokens/s) · decode ${u.completion_tokens} tokens at ${t.decode_tokens_per_s.toFixed(1)} tokens/s`;
     last = { mode: m, image: picture ? { name: picture.name, width: picture.width, height: picture.height } : null, prompt, text, spans: done.spans };
-    showSpans(done.spans);
+    showSpans(done.spans, m);
   } catch (e) {
     chat.pop();
-    showError(e);
-    $("speed").textContent = "";
-  } finally {
-    running = undefined;
-    setState(engine ? "ready" : "error");
+    throw e;
   }
 }
 
@@ -377,4 +389,12 @@ const manifest = params.get("manifest") ?? DEFAULT_MANIFEST;
 $<HTMLInputElement>("manifest").value = manifest;
 if (params.get("max_tokens")) $<HTMLInputElement>("max-tokens").value = params.get("max_tokens")!;
 setState("idle");
-void load(manifest);
+// a model on this page's own host loads at once; one elsewhere (a link may name any) only when asked
+let origin: string;
+try {
+  origin = new URL(manifest, location.href).origin;
+} catch {
+  origin = "";
+}
+if (origin === location.origin) void load(manifest);
+else $("status").textContent = `Press Load to download the model from ${origin || manifest}.`;

@@ -257,6 +257,17 @@ test("clear messages: no WebGPU, a model that cannot be downloaded", async () =>
   } finally {
     await ctx.close();
   }
+  // a model on another host (a link may name any) waits for the Load button
+  ({ ctx, page } = await open(`?manifest=${encodeURIComponent(srv.url.replace("127.0.0.1", "localhost") + "/model/manifest.json")}`));
+  try {
+    const start = srv.state.log.length;
+    await page.waitForTimeout(1000);
+    assert.match(await page.textContent("#status"), /^Press Load to download the model from http:\/\/localhost:\d+\.$/);
+    assert.deepEqual(srv.state.log.slice(start).filter((r) => r.path.startsWith("/model/")), []);
+    assert.equal(await page.getAttribute("body", "data-state"), "idle");
+  } finally {
+    await ctx.close();
+  }
   ({ ctx, page } = await open("?manifest=/model/missing.json"));
   try {
     await state(page, "error");
