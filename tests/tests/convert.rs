@@ -348,11 +348,11 @@ fn a_model_the_adapter_cannot_hold_is_refused_before_anything_is_allocated() {
         Err(varco_web::Error::TooLarge { what, .. }) => assert!(what.contains("tensor"), "{what}"),
         other => panic!("a 64-byte limit was not refused: {other:?}"),
     }
-    // the loader checks before allocating: the same manifest on the GPU is refused with the same cause
-    let p = dir.join("manifest.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    v["memory"]["context"] = serde_json::json!(1u64 << 40);
-    std::fs::write(&p, v.to_string()).unwrap();
-    let e = load_dir(ctx(), &dir).err().expect("the model with a 2^40-token context loaded").to_string();
-    assert!(e.contains("KV cache") && e.contains("adapter allows at most"), "{e}");
+    // the loader checks the tensors before allocating any: under a 4 KiB binding limit the model is refused,
+    // naming a tensor, and no buffer was created
+    let tiny = pollster::block_on(Context::new(ContextOptions { max_binding_override: Some(4096), ..Default::default() })).unwrap();
+    let before = tiny.stats.counts().1;
+    let e = load_dir(&tiny, &dir).err().expect("the model loaded under a 4 KiB binding limit").to_string();
+    assert!(e.contains("tensor ") && e.contains("adapter allows at most 4096"), "{e}");
+    assert_eq!(tiny.stats.counts().1, before, "nothing allocated");
 }

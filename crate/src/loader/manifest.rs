@@ -136,30 +136,38 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Refuses tensors the adapter cannot bind: a matrix may be split by rows, but a pair of its rows, and
+    /// every vector, must fit `max_binding`.
+    pub fn check_tensors(&self, max_binding: u64) -> Result<()> {
+        for t in &self.tensors {
+            let too_large = |what: String, needed: u64| Error::TooLarge { what, needed, limit: max_binding };
+            match t.kind {
+                Kind::Vector { len } if len as u64 * 4 > max_binding => return Err(too_large(format!("tensor {}", t.name), len as u64 * 4)),
+                Kind::Vector { .. } => {}
+                Kind::Matrix { format, n, k } => {
+                    Weight::layout(format, n, k, max_binding).map_err(|e| match e {
+                        Error::TooLarge { needed, .. } => too_large(format!("two rows of tensor {}", t.name), needed),
+                        e => e,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a model that the adapter cannot hold, before anything is downloaded or allocated: every
-    /// tensor (a matrix may be split by rows, a row pair may not), and the largest working buffers at the
-    /// manifest's context — a layer's KV cache, a prefill chunk's MLP, the logits, the vision tower on the
-    /// most tiles — against `max_binding`, the adapter's per-buffer limit. `act`: bytes per activation
-    /// value (2 with shader-f16, else 4).
+    /// tensor ([`Self::check_tensors`]), and the largest working buffers at the manifest's context — a layer's
+    /// KV cache, the prompt's embeddings, a prefill chunk's MLP, the logits, the vision tower on the most
+    /// tiles — against `max_binding`, the adapter's per-buffer limit. `act`: bytes per activation value (2
+    /// with shader-f16, else 4).
     pub fn check_limits(&self, max_binding: u64, act: usize) -> Result<()> {
-        // in u64: a manifest's context may make these overflow a 32-bit usize (wasm32)
+        self.check_tensors(max_binding)?;
         let too_large = |what: String, needed: u64| {
             if needed > max_binding {
                 return Err(Error::TooLarge { what, needed, limit: max_binding });
             }
             Ok(())
         };
-        for t in &self.tensors {
-            match t.kind {
-                Kind::Vector { len } => too_large(format!("tensor {}", t.name), len as u64 * 4)?,
-                Kind::Matrix { format, n, k } => {
-                    Weight::layout(format, n, k, max_binding).map_err(|e| match e {
-                        Error::TooLarge { needed, limit, .. } => Error::TooLarge { what: format!("two rows of tensor {}", t.name), needed, limit },
-                        e => e,
-                    })?;
-                }
-            }
-        }
         let (t, v) = (&self.config.text, &self.config.vision);
         let (context, act) = (self.memory.context as u64, act as u64);
         let rows = ((self.config.anyres.max_patches as usize + 1) * v.cells() * v.cells()) as u64;

@@ -42,7 +42,9 @@ const FLUSH_BYTES: u64 = 256 << 20;
 impl Upload {
     /// Checks the model against the adapter's limits, then allocates every tensor's buffers.
     pub fn new(ctx: &Context, manifest: &Manifest) -> Result<Self> {
-        manifest.check_limits(ctx.caps.max_binding, if ctx.caps.f16 { 2 } else { 4 })?;
+        // the tensors only: the working buffers depend on what is asked (a text-only use needs no vision
+        // activations); the browser checks those too before downloading (Engine::check)
+        manifest.check_tensors(ctx.caps.max_binding)?;
         let mut dests = Vec::new();
         let mut tensors = Tensors::default();
         for t in &manifest.tensors {

@@ -410,3 +410,33 @@ test("the committed default model is the converter's output for the tiny fixture
   const m = JSON.parse(fs.readFileSync(path.join(committed, "manifest.json"), "utf8"));
   assert.equal(m.plan.llm, "q4", "the default 4-bit plan");
 });
+
+test("Stop ends an answer early; the next question runs", async () => {
+  const { ctx, page, problems } = await open("?manifest=/model/manifest.json");
+  try {
+    await state(page, "ready");
+    const k = kase("text_only_ko");
+    await mode(page, "chat");
+    await page.fill("#max-tokens", "400");
+    await page.fill("#message", promptOf(k));
+    await page.click("#run");
+    await page.waitForFunction(() => (document.querySelector("#transcript li.assistant .text")?.textContent ?? "").length > 0);
+    await page.click("#stop");
+    await state(page, "ready");
+    const n = Number(/decode (\d+) tokens/.exec(await page.textContent("#speed"))[1]);
+    assert.ok(n >= 1 && n < 400, `stopped after ${n} tokens`);
+    // greedy: what was written before Stop is the start of transformers' answer (or holds all of it)
+    const t = await page.textContent("#transcript li.assistant .text");
+    assert.ok(t.length > 0 && (k.generated_text.startsWith(t) || t.startsWith(k.generated_text)), JSON.stringify(t));
+    await page.fill("#max-tokens", "16");
+    await page.click("#new-chat");
+    await page.fill("#message", promptOf(k));
+    await page.click("#run");
+    await state(page, "running", 10_000).catch(() => {});
+    await state(page, "ready");
+    assert.equal(await page.$$eval("#transcript li.assistant .text", (l) => l.at(-1).textContent), k.generated_text);
+    assert.deepEqual(problems, []);
+  } finally {
+    await ctx.close();
+  }
+});
