@@ -5,7 +5,7 @@
 // never as HTML.
 
 import { createEngine, type Capabilities, type ChatMessage, type Progress, type Span, type VarcoEngine } from "varco-web";
-import { drawRegion, renderSpans, readingOrder, setImageSize, type Region } from "./overlay";
+import { drawRegion, fitLabels, renderSpans, readingOrder, setImageSize, type Region } from "./overlay";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
@@ -35,6 +35,9 @@ const mb = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
 const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
 const secs = (s: number) => (s < 90 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`);
 
+/** A message about what the user did (not a failure of the engine). */
+class UserError extends Error {}
+
 function showError(e: unknown) {
   const err = e as Error;
   const advice: Record<string, string> = {
@@ -48,7 +51,9 @@ function showError(e: unknown) {
   };
   const p = $("error");
   p.hidden = false;
-  p.textContent = `${advice[err?.name] ?? "Something went wrong."} (${err?.name ?? "Error"}: ${err?.message ?? String(e)})`;
+  // the page's own messages (no image, no box, busy, a file it cannot read) say all there is to say
+  if (err instanceof UserError) p.textContent = `${err.message}.`;
+  else p.textContent = `${advice[err?.name] ?? "Something went wrong."} (${err?.name ?? "Error"}: ${err?.message ?? String(e)})`;
 }
 
 // ---------------------------------------------------------------------------------------------- model
@@ -157,22 +162,22 @@ $("cancel").addEventListener("click", () => loading?.abort());
 // ---------------------------------------------------------------------------------------------- image
 
 async function takeImage(blob: Blob, name = "image") {
-  if (running) return showError(Object.assign(new Error("wait for the answer (or press Stop) before changing the image"), { name: "Busy" }));
-  if (!blob.type.startsWith("image/") && blob.type !== "") return showError(new Error(`${name} is not an image`));
+  if (running) return showError(new UserError("Wait for the answer (or press Stop) before changing the image"));
+  if (!blob.type.startsWith("image/") && blob.type !== "") return showError(new UserError(`${name} is not an image`));
   // decoded upright (EXIF) to know its size; the engine decodes the same file the same way
   let bmp: ImageBitmap;
   try {
     bmp = await createImageBitmap(blob, { imageOrientation: "from-image" });
   } catch {
-    return showError(Object.assign(new Error(`${name}: the browser cannot decode this image`), { name: "ImageError" }));
+    return showError(new UserError(`${name}: the browser cannot decode this image`));
   }
   if (picture) URL.revokeObjectURL(picture.url);
   picture = { blob, name, width: bmp.width, height: bmp.height, url: URL.createObjectURL(blob) };
   bmp.close();
   const img = $<HTMLImageElement>("photo");
   img.src = picture.url;
-  setImageSize(picture.width, picture.height);
   $("stage").hidden = false;
+  setImageSize(picture.width, picture.height);
   $("image-info").textContent = `${name}, ${picture.width} × ${picture.height}`;
   setRegion(undefined);
   chat = [];
@@ -217,6 +222,7 @@ for (const inp of boxInputs) {
   });
 }
 const overlay = $("overlay") as unknown as SVGSVGElement;
+new ResizeObserver(fitLabels).observe(overlay);
 let dragStart: [number, number] | undefined;
 const at = (ev: PointerEvent): [number, number] => {
   const r = overlay.getBoundingClientRect();
@@ -283,8 +289,8 @@ $("stop").addEventListener("click", () => running?.abort());
 async function ask() {
   if (!engine || running) return;
   const m = mode();
-  if (m !== "chat" && !picture) return showError(Object.assign(new Error("choose an image first"), { name: "NoImage" }));
-  if (m === "refer" && !region) return showError(Object.assign(new Error("draw a box on the image first"), { name: "NoBox" }));
+  if (m !== "chat" && !picture) return showError(new UserError("Choose an image first"));
+  if (m === "refer" && !region) return showError(new UserError("Draw a box on the image first"));
   const run = (running = new AbortController());
   setState("running");
   $("error").hidden = true;
@@ -379,7 +385,7 @@ $("open-result").addEventListener("change", async (ev) => {
     turn("assistant", r.text);
     showSpans(spans);
   } catch (e) {
-    showError(Object.assign(new Error(`${f.name}: ${(e as Error).message}`), { name: "ResultError" }));
+    showError(new UserError(`${f.name}: ${(e as Error).message}`));
   }
 });
 

@@ -14,6 +14,13 @@ export function setImageSize(width: number, height: number) {
   size = [width, height];
   svg().setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg().replaceChildren();
+  fitLabels();
+}
+
+/** Labels stay 13 CSS pixels high whatever the image's scale on screen (call when it changes). */
+export function fitLabels() {
+  const shown = svg().getBoundingClientRect().width;
+  if (shown > 0) svg().style.setProperty("--unit", String(size[0] / shown));
 }
 
 /** Colour of the i-th span: golden-angle hues, distinct for neighbours. */
@@ -35,8 +42,6 @@ export function renderSpans(spans: Span[], list: HTMLElement) {
   const s = svg();
   s.querySelectorAll("g.span").forEach((g) => g.remove());
   list.replaceChildren();
-  const [w] = size;
-  const font = Math.max(10, Math.round(w / 45));
   spans.forEach((span, i) => {
     const c = colour(i);
     const g = document.createElementNS(SVG, "g");
@@ -46,9 +51,10 @@ export function renderSpans(spans: Span[], list: HTMLElement) {
     for (const b of span.boxes) {
       g.append(rect([b.x1, b.y1, b.x2, b.y2], "box"));
       const label = document.createElementNS(SVG, "text");
-      label.setAttribute("x", String(b.x1 * size[0] + 2));
-      label.setAttribute("y", String(Math.max(font, b.y1 * size[1] - 3)));
-      label.setAttribute("font-size", String(font));
+      // above the box's top edge (inside it when the box touches the image's top); sized by CSS
+      label.setAttribute("x", String(b.x1 * size[0]));
+      label.setAttribute("y", String(b.y1 * size[1]));
+      if (b.y1 < 0.05) label.setAttribute("class", "inside");
       label.textContent = span.text;
       g.append(label);
     }
