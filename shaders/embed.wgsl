@@ -2,7 +2,7 @@
 // dequantized on
 // the fly. A weight split over several buffers is gathered one part at a time: this part holds rows
 // row_begin..row_end and writes only the tokens that fall there. One invocation per output element.
-// Reference: quant::Q4Matrix::get.
+// Reference: quant::QMatrix::get (or the f16 values).
 #include "ids.wgsl"
 
 struct Params {

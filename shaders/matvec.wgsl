@@ -3,7 +3,9 @@
 // One workgroup computes R outputs of one x row; its WG invocations stride over the row's 16-byte blocks
 // (a block is one q4 group of 32 values, half a q8 group, or 8 f16 values), so consecutive invocations read consecutive
 // blocks and loads coalesce; each x block is loaded once and used for all R rows. Accumulation in f32.
-// Reference: quant::Q4Matrix::dequantize, then a plain f64 dot product (tests/src/reference.rs).
+// MULTI: R outputs of MX rows of x (a short prompt: tens of tokens): each weight block is loaded and
+// dequantized once and used for all MX rows, so the weights are read ceil(m / MX) times, not m times.
+// Reference: quant::QMatrix::dequantize (or the f16 values), then a plain f64 dot product (tests/src/reference.rs).
 #include "ids.wgsl"
 #include "reduce.wgsl"
 #include "linear_io.wgsl"
@@ -39,6 +41,103 @@ fn h8(v: vec2<u32>) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
 }
 
+#ifdef MULTI
+@compute @workgroup_size(WG)
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row0 = flat_wg(wg, nwg) * R;
+    let m0 = wg.y * MX;
+    let k4 = p.k / 4u;
+    // rows past the end read row 0 (W) or the last row (x), in bounds, and are never written
+#for r in 0..R
+    let n{r} = select(0u, row0 + {r}u, row0 + {r}u < p.n);
+#endfor
+#for j in 0..MX
+    let xb{j} = min(m0 + {j}u, p.m - 1u) * p.x_stride4;
+#endfor
+#for r in 0..R
+#for j in 0..MX
+    var acc{r}_{j} = 0.0;
+#endfor
+#endfor
+    for (var c = ids.lid; c < p.kb; c += WG) {
+#for r in 0..R
+        let w{r} = w[n{r} * p.kb + c];
+#ifdef W_Q4
+        let d{r} = scale(n{r} * p.kb + c);
+        let q{r}_0 = nib(w{r}.x, 0u);
+        let q{r}_1 = nib(w{r}.x, 16u);
+        let q{r}_2 = nib(w{r}.y, 0u);
+        let q{r}_3 = nib(w{r}.y, 16u);
+        let q{r}_4 = nib(w{r}.z, 0u);
+        let q{r}_5 = nib(w{r}.z, 16u);
+        let q{r}_6 = nib(w{r}.w, 0u);
+        let q{r}_7 = nib(w{r}.w, 16u);
+#endif
+#ifdef W_Q8
+        let d{r} = scale((n{r} * p.kb + c) >> 1u);
+        let q{r}_0 = byt(w{r}.x);
+        let q{r}_1 = byt(w{r}.y);
+        let q{r}_2 = byt(w{r}.z);
+        let q{r}_3 = byt(w{r}.w);
+#endif
+#ifdef W_F16
+        let q{r}_0 = h8(w{r}.xy);
+        let q{r}_1 = h8(w{r}.zw);
+#endif
+#endfor
+#for j in 0..MX
+        {
+#ifdef W_Q4
+            let i0 = c * 8u;
+            let x0 = xv(i0, xb{j}, k4);
+            let x1 = xv(i0 + 1u, xb{j}, k4);
+            let x2 = xv(i0 + 2u, xb{j}, k4);
+            let x3 = xv(i0 + 3u, xb{j}, k4);
+            let x4 = xv(i0 + 4u, xb{j}, k4);
+            let x5 = xv(i0 + 5u, xb{j}, k4);
+            let x6 = xv(i0 + 6u, xb{j}, k4);
+            let x7 = xv(i0 + 7u, xb{j}, k4);
+#for r in 0..R
+            acc{r}_{j} += d{r} * (dot(x0, q{r}_0) + dot(x1, q{r}_1) + dot(x2, q{r}_2) + dot(x3, q{r}_3)
+                + dot(x4, q{r}_4) + dot(x5, q{r}_5) + dot(x6, q{r}_6) + dot(x7, q{r}_7));
+#endfor
+#endif
+#ifdef W_Q8
+            let i0 = c * 4u;
+            let x0 = xv(i0, xb{j}, k4);
+            let x1 = xv(i0 + 1u, xb{j}, k4);
+            let x2 = xv(i0 + 2u, xb{j}, k4);
+            let x3 = xv(i0 + 3u, xb{j}, k4);
+#for r in 0..R
+            acc{r}_{j} += d{r} * (dot(x0, q{r}_0) + dot(x1, q{r}_1) + dot(x2, q{r}_2) + dot(x3, q{r}_3));
+#endfor
+#endif
+#ifdef W_F16
+            let x0 = xv(c * 2u, xb{j}, k4);
+            let x1 = xv(c * 2u + 1u, xb{j}, k4);
+#for r in 0..R
+            acc{r}_{j} += dot(x0, q{r}_0) + dot(x1, q{r}_1);
+#endfor
+#endif
+        }
+#endfor
+    }
+#for r in 0..R
+#for j in 0..MX
+    {
+        let t = wg_sum(acc{r}_{j}, ids);
+        if (ids.lid == 0u && row0 + {r}u < p.n && m0 + {j}u < p.m) {
+            var v = t;
+#ifdef BIAS
+            v += bias[p.y_offset + row0 + {r}u];
+#endif
+            y[(m0 + {j}u) * p.y_stride + p.y_offset + row0 + {r}u] = act(v);
+        }
+    }
+#endfor
+#endfor
+}
+#else
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row0 = flat_wg(wg, nwg) * R;
@@ -133,3 +232,4 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     }
 #endfor
 }
+#endif

@@ -1,5 +1,10 @@
-//! One error type for the library, grouped by subsystem. The CLI and tests wrap it in anyhow; `wasm.rs`
-//! turns it into a JS error with the same message.
+//! One error type for the library, grouped by subsystem. The CLI and tests wrap it in anyhow; `web.rs`
+//! turns it into a JS error of the npm package's class ([`Error::class`]) with the same message.
+//!
+//! What the model is (a checkpoint, a converted directory, its tokenizer and template) fails as
+//! [`Error::Checkpoint`], [`Error::Tokenizer`] or [`Error::Template`]; what a request asks (a conversation
+//! longer than the context, an image where the prompt has no place for one) fails as [`Error::Request`] and
+//! leaves the model as it was.
 
 use thiserror::Error;
 
@@ -16,6 +21,8 @@ pub enum Error {
     Shader { shader: String, message: String },
     #[error("{what} needs {needed} bytes but the adapter allows at most {limit}")]
     TooLarge { what: String, needed: u64, limit: u64 },
+    #[error("the GPU ran out of memory for {what} ({:.1} MB): {detail}", *.bytes as f64 / 1e6)]
+    OutOfMemory { what: String, bytes: u64, detail: String },
 
     // --- kernels ---
     #[error("kernel {kernel}: {message}")]
@@ -38,6 +45,10 @@ pub enum Error {
     // --- quantization ---
     #[error("quantization: {0}")]
     Quant(String),
+
+    // --- requests ---
+    #[error("{0}")]
+    Request(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -45,5 +56,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn kernel(kernel: &'static str, message: impl Into<String>) -> Self {
         Error::Kernel { kernel, message: message.into() }
+    }
+
+    pub(crate) fn request(message: impl Into<String>) -> Self {
+        Error::Request(message.into())
+    }
+
+    /// The npm package's error class for this error (web/src/errors.ts): the one mapping from errors to
+    /// what a page can switch on.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Error::NoAdapter(_) | Error::Device(_) => "NoWebGPUError",
+            Error::TooLarge { .. } | Error::OutOfMemory { .. } => "GPUMemoryError",
+            Error::Checkpoint(_) | Error::Tokenizer(_) | Error::Template(_) | Error::Quant(_) => "ModelFormatError",
+            Error::Readback(_) | Error::Shader { .. } | Error::Kernel { .. } | Error::Image(_) | Error::Request(_) => "EngineError",
+        }
     }
 }

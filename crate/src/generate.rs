@@ -1,36 +1,82 @@
-//! Generation: greedy or sampled (temperature, top-k, top-p on the GPU, so a step reads back one id;
-//! a repetition penalty switches to the CPU sampler, which sees the whole row), stop at `<|im_end|>` or
-//! max_new_tokens, text streamed as whole characters.
+//! What a request may ask of generation, and the rules that do not touch the GPU: sampling settings (the GPU
+//! sampler takes them; a repetition penalty needs the whole row, so it switches to [`cpu_sample`]), the
+//! token budget, the stop ids, the random draws, and turning ids into streamed text.
 
-use crate::gpu::{Context, DType, Recorder, Tensor};
-use crate::kernels::sample::{self, Sampling};
-use crate::model::Model;
-use crate::tokenizer::Tokenizer;
-use crate::{Error, Result};
+use crate::loader::manifest::Generation;
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::Result;
 
-#[derive(Clone, Debug)]
+/// Sampling settings. `temperature <= 0` is greedy; `top_k = 0` and `top_p = 1` switch those filters off.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+}
+
+impl Sampling {
+    pub const GREEDY: Sampling = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0 };
+}
+
+/// What one request asks of generation; each unset field takes the model's default.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+pub struct Settings {
+    #[serde(default)]
+    pub max_new_tokens: Option<usize>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub repetition_penalty: Option<f32>,
+    /// Generate the whole budget, whatever the stop ids say (benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
+}
+
+/// The settings of one generation, complete.
+#[derive(Clone, Debug, PartialEq)]
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
     pub sampling: Sampling,
     pub seed: u64,
     /// transformers' RepetitionPenaltyLogitsProcessor (1 = off).
     pub repetition_penalty: f32,
+    /// Ids that end the answer (empty: none does).
+    pub stop_ids: Vec<u32>,
 }
 
-impl Default for GenerateOptions {
-    /// The model card's settings: greedy, 1024 new tokens.
-    fn default() -> Self {
-        GenerateOptions { max_new_tokens: 1024, sampling: Sampling::GREEDY, seed: 0, repetition_penalty: 1.0 }
+impl GenerateOptions {
+    /// `s` over the model's defaults `d`.
+    pub fn new(d: &Generation, s: &Settings) -> Self {
+        GenerateOptions {
+            max_new_tokens: s.max_new_tokens.unwrap_or(d.max_new_tokens),
+            sampling: Sampling {
+                temperature: s.temperature.unwrap_or(d.temperature),
+                top_k: s.top_k.unwrap_or(d.top_k),
+                top_p: s.top_p.unwrap_or(d.top_p),
+            },
+            seed: s.seed.unwrap_or(0),
+            repetition_penalty: s.repetition_penalty.unwrap_or(d.repetition_penalty),
+            stop_ids: if s.ignore_eos { Vec::new() } else { d.eos_token_ids.clone() },
+        }
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct Generation {
-    pub prompt_tokens: usize,
-    pub ids: Vec<u32>,
-    pub text: String,
-    /// Why it stopped: "eos", "length" or "interrupted".
-    pub stop: &'static str,
+/// Why an answer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stop {
+    /// A stop id (not part of the answer's ids or text).
+    Eos,
+    /// The token budget (or the context) ran out.
+    Length,
+    /// The caller interrupted it.
+    Interrupted,
 }
 
 /// The generator's random numbers (one uniform per sampled token).
@@ -45,169 +91,56 @@ impl SplitMix {
     }
 }
 
-/// One token's sampled id on its way back: copied into its own mappable buffer at the end of the submission
-/// that sampled it.
-struct InFlight {
-    staging: wgpu::Buffer,
-    index: wgpu::SubmissionIndex,
+/// Generated ids into the answer: the stop rules, the ids kept, and the text streamed as whole characters.
+pub struct Answering<'t> {
+    stream: StreamDecoder<'t>,
+    stop_ids: Vec<u32>,
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub stop: Stop,
 }
 
-/// Samples `logits` into `picked` (on the GPU) and queues the id's copy back; submits `rec`.
-fn sample_and_submit(ctx: &Context, mut rec: Recorder, logits: &Tensor, picked: &Tensor, s: Sampling, u: f32) -> Result<InFlight> {
-    sample::sample(&mut rec, logits, picked, s, u.min(0.999_999))?;
-    let staging = ctx.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("token"),
-        size: 4,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    rec.copy(&picked.buffer, 0, &staging, 0, 4);
-    let index = rec.submit_index();
-    Ok(InFlight { staging, index })
-}
-
-async fn read_token(ctx: &Context, t: InFlight) -> Result<u32> {
-    let bytes = ctx.read_mapped(&t.staging, t.index).await?;
-    Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-}
-
-/// Decodes up to `budget` tokens after `logits` with the GPU sampler; `on_token` gets each id in order and
-/// returns false to stop. Pipelined: each step reads its input token on the GPU (the previous step's
-/// sampler output), so step i + 1 is recorded and queued before token i is read back, and the GPU never
-/// waits for the CPU to record. The cost: one step's work after the last token is queued and thrown away.
-#[allow(clippy::too_many_arguments)]
-pub async fn decode(
-    ctx: &Context,
-    model: &Model,
-    logits: Tensor,
-    cache: &mut crate::model::llm::KvCache,
-    budget: usize,
-    sampling: Sampling,
-    rng: &mut SplitMix,
-    on_token: &mut dyn FnMut(u32) -> Result<bool>,
-) -> Result<()> {
-    if budget == 0 {
-        return Ok(());
+impl<'t> Answering<'t> {
+    pub fn new(tok: &'t Tokenizer, stop_ids: &[u32]) -> Self {
+        Answering { stream: tok.stream(), stop_ids: stop_ids.to_vec(), ids: Vec::new(), text: String::new(), stop: Stop::Length }
     }
-    let picked = Tensor::empty(ctx, &[1], DType::U32)?;
-    let mut queue = std::collections::VecDeque::new();
-    queue.push_back(sample_and_submit(ctx, Recorder::new(ctx), &logits, &picked, sampling, rng.uniform())?);
-    let mut queued = 1;
-    let mut done = 0;
-    while let Some(next) = queue.pop_front() {
-        if queued < budget {
-            let mut rec = Recorder::new(ctx);
-            let logits = model.record_step_on_gpu(&mut rec, &picked, cache)?;
-            queue.push_back(sample_and_submit(ctx, rec, &logits, &picked, sampling, rng.uniform())?);
-            queued += 1;
-        }
-        done += 1;
-        if !on_token(read_token(ctx, next).await?)? || done == budget {
-            break;
-        }
-    }
-    Ok(())
-}
 
-/// Decoding with the CPU sampler (a repetition penalty needs the whole row): one step at a time.
-#[allow(clippy::too_many_arguments)]
-async fn decode_cpu_sampled(
-    ctx: &Context,
-    model: &Model,
-    mut logits: Tensor,
-    cache: &mut crate::model::llm::KvCache,
-    budget: usize,
-    opts: &GenerateOptions,
-    prompt: &[i64],
-    rng: &mut SplitMix,
-    on_token: &mut dyn FnMut(u32) -> Result<bool>,
-) -> Result<()> {
-    let mut seen: Vec<u32> = prompt.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
-    for i in 0..budget {
-        let mut l = logits.to_f32(ctx).await?;
-        for &t in &seen {
-            let v = &mut l[t as usize];
-            *v = if *v < 0.0 { *v * opts.repetition_penalty } else { *v / opts.repetition_penalty };
-        }
-        let id = cpu_sample(&l, opts.sampling, rng.uniform());
-        seen.push(id);
-        if !on_token(id)? || i + 1 == budget {
-            break;
-        }
-        logits = model.step(ctx, id, cache)?;
-    }
-    Ok(())
-}
-
-/// Runs the prompt (LLaVA-NeXT ids, −200 for the image) and generates; `on_text` gets each new piece.
-/// Native: blocks until done ([`generate_async`] is the same, awaitable; the browser's form).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn generate(
-    ctx: &Context,
-    model: &Model,
-    tok: &Tokenizer,
-    prompt: &[i64],
-    image: Option<&Tensor>,
-    opts: &GenerateOptions,
-    on_text: impl FnMut(&str),
-) -> Result<Generation> {
-    pollster::block_on(generate_async(ctx, model, tok, prompt, image, opts, on_text, || false))
-}
-
-/// [`generate`], awaitable; `interrupted` is asked before each token is taken (a true ends the answer
-/// with stop = "interrupted").
-#[allow(clippy::too_many_arguments)]
-pub async fn generate_async(
-    ctx: &Context,
-    model: &Model,
-    tok: &Tokenizer,
-    prompt: &[i64],
-    image: Option<&Tensor>,
-    opts: &GenerateOptions,
-    mut on_text: impl FnMut(&str),
-    interrupted: impl Fn() -> bool,
-) -> Result<Generation> {
-    let n_img = image.map_or(0, |t| t.shape[0]);
-    let prompt_tokens = prompt.iter().filter(|&&i| i != crate::chat::IMAGE_PLACEHOLDER).count() + n_img;
-    let max_pos = model.cfg.text.max_positions;
-    if prompt_tokens >= max_pos {
-        return Err(Error::Checkpoint(format!("the prompt is {prompt_tokens} tokens; the model's context is {max_pos}")));
-    }
-    let budget = opts.max_new_tokens.min(max_pos - prompt_tokens);
-    let mut cache = model.llm.new_cache(ctx, prompt_tokens + budget)?;
-    let eos = model.cfg.text.eos_token_id;
-    let mut rng = SplitMix(opts.seed);
-    let logits = model.prefill(ctx, prompt, image, &mut cache)?;
-    let mut out = Vec::new();
-    let mut stream = tok.stream();
-    let mut text = String::new();
-    let mut stop = "length";
-    let mut on_token = |id: u32| -> Result<bool> {
-        if interrupted() {
-            stop = "interrupted";
+    /// Takes the next id unless `interrupted` or it is a stop id; the new text, if any, goes to `on_text`.
+    /// False: the answer has ended.
+    pub fn push(&mut self, id: u32, interrupted: bool, on_text: &mut dyn FnMut(&str)) -> Result<bool> {
+        if interrupted {
+            self.stop = Stop::Interrupted;
             return Ok(false);
         }
-        if id == eos {
-            stop = "eos";
+        if self.stop_ids.contains(&id) {
+            self.stop = Stop::Eos;
             return Ok(false);
         }
-        out.push(id);
-        if let Some(piece) = stream.push(id)? {
+        self.ids.push(id);
+        if let Some(piece) = self.stream.push(id)? {
             on_text(&piece);
-            text.push_str(&piece);
+            self.text.push_str(&piece);
         }
         Ok(true)
-    };
-    if opts.repetition_penalty != 1.0 {
-        decode_cpu_sampled(ctx, model, logits, &mut cache, budget, opts, prompt, &mut rng, &mut on_token).await?;
-    } else {
-        decode(ctx, model, logits, &mut cache, budget, opts.sampling, &mut rng, &mut on_token).await?;
     }
-    if let Some(rest) = stream.finish()? {
-        on_text(&rest);
-        text.push_str(&rest);
+
+    /// The end: what the detokenizer held back goes out.
+    pub fn finish(&mut self, on_text: &mut dyn FnMut(&str)) -> Result<()> {
+        if let Some(rest) = self.stream.finish()? {
+            on_text(&rest);
+            self.text.push_str(&rest);
+        }
+        Ok(())
     }
-    Ok(Generation { prompt_tokens, ids: out, text, stop })
+}
+
+/// transformers' repetition penalty on a row of logits: every id in `seen` made less likely.
+pub fn penalize(l: &mut [f32], seen: &[u32], penalty: f32) {
+    for &t in seen {
+        if let Some(v) = l.get_mut(t as usize) {
+            *v = if *v < 0.0 { *v * penalty } else { *v / penalty };
+        }
+    }
 }
 
 /// The sampler of sample.wgsl on the CPU (for rows the CPU has touched): same order and cut-offs.

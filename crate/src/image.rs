@@ -50,6 +50,13 @@ pub struct AnyresPlan {
     pub n_tokens: u32,
 }
 
+impl AnyresPlan {
+    /// Tiles the vision tower encodes: the base image and the grid's.
+    pub fn tiles(&self) -> usize {
+        1 + (self.grid_wh.0 * self.grid_wh.1) as usize
+    }
+}
+
 /// LLaVA-NeXT `select_best_resolution`: the canvas that keeps the most original pixels, then wastes least;
 /// first in list order on ties.
 pub fn select_best_resolution(w: u32, h: u32, pinpoints: &[(u32, u32)]) -> (u32, u32) {

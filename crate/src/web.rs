@@ -2,45 +2,35 @@
 //! worker owns downloading, IndexedDB and messaging; this owns the GPU. A model is loaded by
 //! [`Engine::create`] (manifest → every buffer allocated, after checking the adapter's limits), then
 //! [`Engine::write`] with pieces of shards as they are read from IndexedDB (straight into GPU buffers: the
-//! wasm heap holds one piece at a time), then [`Engine::finish`] with the tokenizer.
+//! wasm heap holds one piece at a time), then [`Engine::finish`] with the tokenizer, which makes the
+//! [`Session`] that answers every request. Every error crosses as a JS error named after the package's
+//! class ([`Error::class`]).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
-use crate::answer;
-use crate::chat::{ChatTemplate, Message, Part, PromptIds};
-use crate::generate::{generate_async, GenerateOptions};
-use crate::gpu::{Context, ContextOptions, DType};
-use crate::kernels::sample::Sampling;
+use crate::chat::{ChatTemplate, Message};
+use crate::generate::Settings;
+use crate::gpu::{Context, ContextOptions};
 use crate::loader::manifest::Manifest;
 use crate::loader::stream::Upload;
 use crate::model::Model;
+use crate::session::{Prompt, Request, Session};
 use crate::tokenizer::Tokenizer;
+use crate::Error;
 
-fn js_err(e: impl std::fmt::Display) -> JsValue {
-    js_sys::Error::new(&e.to_string()).into()
-}
-
-/// An error with the name of the npm package's error class it becomes.
-fn named(name: &str, e: impl std::fmt::Display) -> JsValue {
+/// A crate error as a JS error named after the npm package's class ([`Error::class`]).
+fn js_err(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
-    err.set_name(name);
+    err.set_name(e.class());
     err.into()
 }
 
-/// A crate error as the npm package's class: limits and allocation → GPUMemoryError, a bad manifest →
-/// ModelFormatError, no adapter → NoWebGPUError.
-fn classify(e: crate::Error) -> JsValue {
-    use crate::Error as E;
-    let name = match &e {
-        E::TooLarge { .. } => "GPUMemoryError",
-        E::NoAdapter(_) | E::Device(_) => "NoWebGPUError",
-        E::Checkpoint(_) => "ModelFormatError",
-        _ => "EngineError",
-    };
-    named(name, e)
+/// A misuse of the engine by its caller (the worker), as an EngineError.
+fn misuse(msg: &str) -> JsValue {
+    js_err(Error::request(msg))
 }
 
 fn capabilities_json(c: &Context, manifest: &Manifest) -> String {
@@ -61,19 +51,12 @@ fn capabilities_json(c: &Context, manifest: &Manifest) -> String {
     .to_string()
 }
 
-struct Ready {
-    model: Model,
-    tok: Tokenizer,
-    template: ChatTemplate,
-}
-
 struct Inner {
     ctx: Context,
     manifest: Manifest,
     upload: RefCell<Option<Upload>>,
-    ready: RefCell<Option<Ready>>,
+    session: RefCell<Option<Session>>,
     interrupt: Cell<bool>,
-    busy: Cell<bool>,
 }
 
 /// One model on the GPU.
@@ -82,22 +65,19 @@ pub struct Engine {
     inner: Rc<Inner>,
 }
 
-/// A generation request (JSON from the worker).
+/// A request from the worker (JSON): the conversation, generation settings over the model's defaults, and
+/// whether to reuse what the cache holds of the prompt.
 #[derive(serde::Deserialize)]
-struct Request {
+struct WireRequest {
     messages: Vec<Message>,
-    #[serde(default)]
-    max_new_tokens: Option<usize>,
-    #[serde(default)]
-    temperature: Option<f32>,
-    #[serde(default)]
-    top_k: Option<u32>,
-    #[serde(default)]
-    top_p: Option<f32>,
-    #[serde(default)]
-    seed: Option<u64>,
-    #[serde(default)]
-    repetition_penalty: Option<f32>,
+    #[serde(flatten)]
+    settings: Settings,
+    #[serde(default = "yes")]
+    cache_prompt: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[wasm_bindgen]
@@ -105,26 +85,22 @@ impl Engine {
     /// Before downloading: parses the manifest, opens the GPU and refuses a model the adapter cannot hold
     /// (a tensor or working buffer above its per-buffer limit). Resolves to the capabilities JSON.
     pub async fn check(manifest_json: Vec<u8>) -> Result<String, JsValue> {
-        let manifest = Manifest::parse(&manifest_json).map_err(classify)?;
-        let ctx = Context::new(ContextOptions::default()).await.map_err(classify)?;
-        manifest.check_limits(ctx.caps.max_binding, if ctx.caps.f16 { 2 } else { 4 }).map_err(classify)?;
+        let manifest = Manifest::parse(&manifest_json).map_err(js_err)?;
+        let ctx = Context::new(ContextOptions::default()).await.map_err(js_err)?;
+        let act = crate::model::activation(&ctx, None).map_err(js_err)?;
+        manifest.check_limits(ctx.caps.max_binding, act.size()).map_err(js_err)?;
         Ok(capabilities_json(&ctx, &manifest))
     }
 
     /// Parses the manifest, opens the GPU, checks the model against the adapter's limits, and allocates every
     /// tensor's buffers (an allocation the GPU refuses for lack of memory is a GPUMemoryError).
     pub async fn create(manifest_json: Vec<u8>) -> Result<Engine, JsValue> {
-        let manifest = Manifest::parse(&manifest_json).map_err(classify)?;
-        let ctx = Context::new(ContextOptions::default()).await.map_err(classify)?;
-        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let upload = Upload::new(&ctx, &manifest).map_err(classify);
-        if let Some(e) = scope.pop().await {
-            let gb = manifest.memory.weights as f64 / 1e9;
-            return Err(named("GPUMemoryError", format!("the GPU could not allocate the model's {gb:.2} GB of weights: {e}")));
-        }
-        let upload = upload?;
+        let manifest = Manifest::parse(&manifest_json).map_err(js_err)?;
+        let ctx = Context::new(ContextOptions::default()).await.map_err(js_err)?;
+        let weights = manifest.memory.weights;
+        let upload = ctx.out_of_memory_scope("the model's weights", weights, async { Upload::new(&ctx, &manifest) }).await.map_err(js_err)?;
         Ok(Engine {
-            inner: Rc::new(Inner { ctx, manifest, upload: RefCell::new(Some(upload)), ready: RefCell::new(None), interrupt: Cell::new(false), busy: Cell::new(false) }),
+            inner: Rc::new(Inner { ctx, manifest, upload: RefCell::new(Some(upload)), session: RefCell::new(None), interrupt: Cell::new(false) }),
         })
     }
 
@@ -136,115 +112,69 @@ impl Engine {
     /// Writes `bytes` found at `offset` of shard `shard` into the GPU buffers they belong to.
     pub fn write(&self, shard: u32, offset: f64, bytes: &[u8]) -> Result<(), JsValue> {
         let mut up = self.inner.upload.borrow_mut();
-        let up = up.as_mut().ok_or_else(|| js_err("the model is already loaded"))?;
+        let up = up.as_mut().ok_or_else(|| misuse("the model is already loaded"))?;
         up.write(&self.inner.ctx, shard as usize, offset as u64, bytes).map_err(js_err)
     }
 
     /// Checks a shard's SHA-256 after it was written whole and in order.
     pub fn verify_shard(&self, shard: u32) -> Result<(), JsValue> {
         let mut up = self.inner.upload.borrow_mut();
-        let up = up.as_mut().ok_or_else(|| js_err("the model is already loaded"))?;
+        let up = up.as_mut().ok_or_else(|| misuse("the model is already loaded"))?;
         up.verify_shard(shard as usize).map_err(js_err)
     }
 
     /// Completes loading: every byte must have been written; `tokenizer_json` is the manifest's tokenizer.
-    pub fn finish(&self, tokenizer_json: &[u8]) -> Result<(), JsValue> {
+    /// The session's KV cache holds the manifest's context, or `max_context` tokens when given (fewer: less
+    /// GPU memory).
+    pub async fn finish(&self, tokenizer_json: Vec<u8>, max_context: Option<u32>) -> Result<(), JsValue> {
         let i = &self.inner;
-        let up = i.upload.borrow_mut().take().ok_or_else(|| js_err("the model is already loaded"))?;
+        let up = i.upload.borrow_mut().take().ok_or_else(|| misuse("the model is already loaded"))?;
         let mut tensors = up.finish(&i.ctx).map_err(js_err)?;
-        let act = if i.ctx.caps.f16 { DType::F16 } else { DType::F32 };
+        let act = crate::model::activation(&i.ctx, None).map_err(js_err)?;
         let model = Model::new(&i.ctx, &i.manifest.config, act, &mut tensors).map_err(js_err)?;
-        let tok = Tokenizer::from_bytes(tokenizer_json).map_err(js_err)?;
-        *i.ready.borrow_mut() = Some(Ready { model, tok, template: ChatTemplate::new(&i.manifest.chat_template) });
+        let tok = Tokenizer::from_bytes(&tokenizer_json).map_err(js_err)?;
+        let context = max_context.map_or(i.manifest.memory.context, |c| c as usize);
+        let template = ChatTemplate::new(&i.manifest.chat_template);
+        let session = Session::new(&i.ctx, model, tok, template, i.manifest.generation.clone(), context).await.map_err(js_err)?;
+        *i.session.borrow_mut() = Some(session);
         Ok(())
     }
 
-    /// Answers a conversation (request JSON: `messages` with `text` and `image` parts, sampling options).
-    /// `image`: the encoded file (JPEG, PNG, WebP, GIF, BMP) for the conversation's image part, decoded here
-    /// exactly as natively (EXIF, alpha over white). `on_text` gets each new piece of text. Resolves to a
-    /// JSON result: text, ids, stop, token counts and the parsed spans with boxes.
+    /// Answers a conversation (request JSON: `messages` with `text` and `image` parts, generation settings,
+    /// `cache_prompt`). `image`: the encoded file (JPEG, PNG, WebP, GIF, BMP) for the conversation's image
+    /// part, decoded here exactly as natively (EXIF, alpha over white). `on_text` gets each new piece of
+    /// text. Resolves to the answer as JSON (the session's `Answer`, as `varco run --json` prints it).
     pub fn generate(&self, request_json: String, image: Option<Vec<u8>>, on_text: js_sys::Function) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            if inner.busy.replace(true) {
-                return Err(js_err("a generation is already running"));
-            }
+            // one request at a time: a second one while the first runs is refused, not queued
+            let Ok(mut session) = inner.session.try_borrow_mut() else {
+                return Err(misuse("a generation is already running"));
+            };
+            let session = session.as_mut().ok_or_else(|| misuse("the model is not loaded yet"))?;
             inner.interrupt.set(false);
-            // the KV cache and the activations are allocated per request: a GPU out of memory is caught here
-            let scope = inner.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-            let out = run(&inner, &request_json, image.as_deref(), &on_text).await;
-            let oom = scope.pop().await;
-            inner.busy.set(false);
-            if let Some(e) = oom {
-                return Err(named("GPUMemoryError", format!("the GPU ran out of memory for this request (a shorter conversation or a smaller image needs less): {e}")));
-            }
-            out.map(JsValue::from)
+            let wire: WireRequest = serde_json::from_str(&request_json).map_err(|e| misuse(&format!("request: {e}")))?;
+            let image = image.map(|b| crate::image::decode(&b, Default::default())).transpose().map_err(js_err)?;
+            let req = Request { prompt: Prompt::Chat(wire.messages), image, settings: wire.settings, reuse: wire.cache_prompt };
+            let answer = session
+                .answer(
+                    &inner.ctx,
+                    &req,
+                    &mut |piece| {
+                        let _ = on_text.call1(&JsValue::NULL, &JsValue::from_str(piece));
+                    },
+                    &|| inner.interrupt.get(),
+                )
+                .await
+                .map_err(js_err)?;
+            Ok(JsValue::from(serde_json::to_string(&answer).map_err(|e| misuse(&e.to_string()))?))
         })
     }
 
-    /// Stops the running generation after the current token.
+    /// Stops the running generation after the current token (or prefill chunk).
     pub fn interrupt(&self) {
         self.inner.interrupt.set(true);
     }
-}
-
-/// A request's failure: a buffer above the adapter's limits is a GPUMemoryError, anything else (a prompt longer
-/// than the context, a bad image) an EngineError.
-fn request_err(e: crate::Error) -> JsValue {
-    match e {
-        crate::Error::TooLarge { .. } => named("GPUMemoryError", e),
-        e => named("EngineError", e),
-    }
-}
-
-async fn run(inner: &Inner, request_json: &str, image: Option<&[u8]>, on_text: &js_sys::Function) -> Result<String, JsValue> {
-    let ready = inner.ready.borrow();
-    let r = ready.as_ref().ok_or_else(|| js_err("the model is not loaded yet"))?;
-    let req: Request = serde_json::from_str(request_json).map_err(|e| js_err(format!("request: {e}")))?;
-    let has_image = req.messages.iter().flat_map(|m| &m.content).any(|p| matches!(p, Part::Image));
-    let (rgb, feats) = match (has_image, image) {
-        (true, Some(bytes)) => {
-            let img = crate::image::decode(bytes, Default::default()).map_err(js_err)?;
-            let (plan, f) = r.model.encode_image(&inner.ctx, &img).map_err(request_err)?;
-            (Some((img.dimensions(), plan.n_tokens)), Some(f))
-        }
-        (false, None) => (None, None),
-        (true, None) => return Err(js_err("the conversation has an image part but no image was given")),
-        (false, Some(_)) => return Err(js_err("an image was given but no message has an image part")),
-    };
-    let prompt = r.template.render(&req.messages, true).map_err(js_err)?;
-    let ids = PromptIds::new(&r.tok, &prompt).map_err(js_err)?;
-    let g = &inner.manifest.generation;
-    let opts = GenerateOptions {
-        max_new_tokens: req.max_new_tokens.unwrap_or(g.max_new_tokens),
-        sampling: Sampling { temperature: req.temperature.unwrap_or(g.temperature), top_k: req.top_k.unwrap_or(g.top_k), top_p: req.top_p.unwrap_or(g.top_p) },
-        seed: req.seed.unwrap_or(0),
-        repetition_penalty: req.repetition_penalty.unwrap_or(g.repetition_penalty),
-    };
-    let gen = generate_async(
-        &inner.ctx,
-        &r.model,
-        &r.tok,
-        &ids.llava_next,
-        feats.as_ref(),
-        &opts,
-        |piece| {
-            let _ = on_text.call1(&JsValue::NULL, &JsValue::from_str(piece));
-        },
-        || inner.interrupt.get(),
-    )
-    .await
-    .map_err(request_err)?;
-    let spans = answer::parse(&gen.text, rgb.map(|(wh, _)| wh));
-    Ok(serde_json::json!({
-        "text": gen.text,
-        "ids": gen.ids,
-        "stop": gen.stop,
-        "prompt_tokens": gen.prompt_tokens,
-        "image_tokens": rgb.map(|(_, n)| n),
-        "spans": spans,
-    })
-    .to_string())
 }
 
 /// The text of a task prompt: `ocr`, `ground` (optional phrase), `refer` (box x1,y1,x2,y2 in 0..1 and a
@@ -256,7 +186,7 @@ pub fn task_prompt(kind: &str, phrase: Option<String>, bbox: Option<Vec<f32>>, l
     let ko = match lang.as_deref() {
         None | Some("en") => false,
         Some("ko") => true,
-        Some(l) => return Err(js_err(format!("language {l:?}: the prompts are in en or ko"))),
+        Some(l) => return Err(misuse(&format!("language {l:?}: the prompts are in en or ko"))),
     };
     let phrase = phrase.filter(|p| !p.trim().is_empty());
     Ok(match kind {
@@ -266,7 +196,7 @@ pub fn task_prompt(kind: &str, phrase: Option<String>, bbox: Option<Vec<f32>>, l
         "ground" if ko => prompts::ko::ground(phrase.as_deref()),
         "ground" => prompts::ground(phrase.as_deref()),
         "refer" => {
-            let b = bbox.filter(|b| b.len() == 4 && b.iter().all(|v| (0.0..=1.0).contains(v))).ok_or_else(|| js_err("refer needs a box of four numbers in 0..1"))?;
+            let b = bbox.filter(|b| b.len() == 4 && b.iter().all(|v| (0.0..=1.0).contains(v))).ok_or_else(|| misuse("refer needs a box of four numbers in 0..1"))?;
             let q = phrase.unwrap_or_default();
             if ko {
                 prompts::refer(prompts::ko::REFER_LABEL, [b[0], b[1], b[2], b[3]], q.trim())
@@ -274,7 +204,7 @@ pub fn task_prompt(kind: &str, phrase: Option<String>, bbox: Option<Vec<f32>>, l
                 prompts::refer("this", [b[0], b[1], b[2], b[3]], &format!(" {}", q.trim()))
             }
         }
-        _ => return Err(js_err(format!("unknown task {kind:?}"))),
+        _ => return Err(misuse(&format!("unknown task {kind:?}"))),
     })
 }
 

@@ -36,6 +36,8 @@ pub fn random_weight(ctx: &Context, rng: &mut Rng, n: usize, k: usize, format: W
 #[derive(Clone, Copy, Debug)]
 pub enum LinearKernel {
     Matvec(MatvecShape),
+    /// The MULTI variant: this many x rows a workgroup.
+    MatvecMulti(MatvecShape, u32),
     Matmul(u32),
 }
 
@@ -52,6 +54,7 @@ pub async fn linear_case(ctx: &Context, act: DType, format: WeightFormat, kernel
     let bias_t = bias.then_some(&bt);
     run(ctx, |rec| match kernel {
         LinearKernel::Matvec(s) => linear::matvec(rec, &xt, &w, bias_t, &y, s),
+        LinearKernel::MatvecMulti(s, mx) => linear::matvec_multi(rec, &xt, &w, bias_t, &y, s, mx),
         LinearKernel::Matmul(t) => linear::matmul_with_tile(rec, &xt, &w, bias_t, &y, t),
     })
     .await;
@@ -73,6 +76,12 @@ pub async fn matvec_suite(ctx: &Context, act: DType, format: WeightFormat) {
     }
     // A weight split over several buffers (as embed_tokens / lm_head on a 128 MiB-binding device).
     linear_case(ctx, act, format, LinearKernel::Matvec(linear::MATVEC_SHAPE), 1, 203, 160, true, 2048, 7).await;
+    // Short prompts (MULTI): rows of x that fill one, several and part of a group, a weight in parts
+    let multi = LinearKernel::MatvecMulti(linear::MULTI_SHAPE, linear::MULTI_ROWS);
+    for (i, &(m, n, k, bias)) in [(5, 3, 32, true), (8, 37, 96, false), (13, 61, 520, true), (64, 130, 260, false)].iter().enumerate() {
+        linear_case(ctx, act, format, multi, m, n, k, bias, big, 150 + i as u64).await;
+    }
+    linear_case(ctx, act, format, multi, 11, 203, 160, true, 2048, 9).await;
 }
 
 pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
@@ -329,12 +338,12 @@ pub async fn resize_suite(ctx: &Context, act: DType) {
 
 pub async fn sample_suite(ctx: &Context, act: DType) {
     let settings = [
-        sample::Sampling::GREEDY,
-        sample::Sampling { temperature: 0.7, top_k: 0, top_p: 1.0 },
-        sample::Sampling { temperature: 1.0, top_k: 40, top_p: 1.0 },
-        sample::Sampling { temperature: 0.8, top_k: 0, top_p: 0.9 },
-        sample::Sampling { temperature: 1.3, top_k: 50, top_p: 0.8 },
-        sample::Sampling { temperature: 1.0, top_k: 5, top_p: 0.0 },
+        sample::SampleArgs::ARGMAX,
+        sample::SampleArgs { temperature: 0.7, top_k: 0, top_p: 1.0 },
+        sample::SampleArgs { temperature: 1.0, top_k: 40, top_p: 1.0 },
+        sample::SampleArgs { temperature: 0.8, top_k: 0, top_p: 0.9 },
+        sample::SampleArgs { temperature: 1.3, top_k: 50, top_p: 0.8 },
+        sample::SampleArgs { temperature: 1.0, top_k: 5, top_p: 0.0 },
     ];
     for (ci, &n) in [1usize, 7, 1000, 151_680].iter().enumerate() {
         let mut rng = Rng::new(1100 + ci as u64);

@@ -82,3 +82,42 @@ pub fn write_checkpoint(dir: &std::path::Path, rename: impl Fn(&str) -> String, 
     }
     std::fs::write(dir.join("config.json"), config).unwrap();
 }
+
+/// The tiny fixture model, loaded from its checkpoint in `precision`.
+pub fn model(ctx: &varco_web::gpu::Context, precision: varco_web::loader::Precision) -> varco_web::model::Model {
+    let (w, cfg) = checkpoint();
+    varco_web::loader::load_checkpoint(ctx, &w, &cfg, precision).expect("load the fixture model")
+}
+
+/// The fixture checkpoint and its config.
+pub fn checkpoint() -> (varco_web::weights::WeightSource, varco_web::model::config::ModelConfig) {
+    let w = varco_web::weights::WeightSource::open_dir(&root().join("model-hf")).expect("open the fixture checkpoint");
+    let cfg = varco_web::model::config::ModelConfig::from_json(&String::from_utf8(read("model-hf/config.json")).unwrap(), &w).expect("its config");
+    (w, cfg)
+}
+
+/// A session over the fixture model in `precision` with `context` positions, its tokenizer, template and
+/// generation defaults.
+pub fn session(ctx: &varco_web::gpu::Context, precision: varco_web::loader::Precision, context: usize) -> varco_web::session::Session {
+    let dir = root().join("model-hf");
+    let m = model(ctx, precision);
+    let tok = varco_web::tokenizer::Tokenizer::from_bytes(&read("model-hf/tokenizer.json")).unwrap();
+    let template = varco_web::chat::ChatTemplate::from_dir(&dir).unwrap();
+    let generation = varco_web::loader::manifest::Generation::from_dir(&dir, m.cfg.text.eos_token_id).unwrap();
+    pollster::block_on(varco_web::session::Session::new(ctx, m, tok, template, generation, context)).expect("a session")
+}
+
+/// Runs LLaVA-NeXT ids (−200 where `image`'s embeddings go) through the model into `cache`; the logits after
+/// the last token are in `ws`.
+pub fn prefill(
+    ctx: &varco_web::gpu::Context,
+    m: &varco_web::model::Model,
+    ids: &[i64],
+    image: Option<&varco_web::gpu::Tensor>,
+    cache: &mut varco_web::model::llm::KvCache,
+    ws: &varco_web::model::decode::Workspace,
+) -> varco_web::Result<()> {
+    let runs = varco_web::session::text_runs(ids, m.cfg.text.vocab)?;
+    let inputs = varco_web::session::prompt_inputs(&runs, image)?;
+    m.prefill(ctx, &inputs, cache, ws)
+}

@@ -12,13 +12,14 @@ use varco_tests::fixtures;
 use varco_tests::harness::rel_error;
 use varco_web::convert::{self, partial_path, Options};
 use varco_web::gpu::tensor::WeightFormat;
-use varco_web::gpu::{Context, ContextOptions, DType};
+use varco_web::gpu::{Context, ContextOptions};
 use varco_web::image::{decode, DecodeLimits};
 use varco_web::loader::manifest::Manifest;
 use varco_web::loader::plan::{Kind, QuantPlan};
 use varco_web::loader::stream::load_dir;
-use varco_web::model::config::ModelConfig;
-use varco_web::model::llm::Precision;
+use varco_web::loader::{load_checkpoint, Precision};
+use varco_web::model::activation;
+use varco_web::model::decode::Workspace;
 use varco_web::model::Model;
 use varco_web::weights::WeightSource;
 
@@ -165,21 +166,18 @@ fn logits_on(c: &Context, m: &Model, name: &str) -> Vec<f32> {
         let img = decode(&fixtures::read(&format!("cases/{name}/image.png")), DecodeLimits::default()).unwrap();
         m.encode_image(c, &img).unwrap().1
     });
-    let mut cache = m.llm.new_cache(c, ids.len() + feats.as_ref().map_or(0, |f| f.shape[0])).unwrap();
-    let l = m.prefill(c, &ids, feats.as_ref(), &mut cache).unwrap();
-    pollster::block_on(l.to_f32(c)).unwrap()
+    let n = ids.len() + feats.as_ref().map_or(0, |f| f.shape[0]);
+    let mut cache = m.llm.new_cache(c, n).unwrap();
+    let ws = Workspace::new(c, m, n).unwrap();
+    fixtures::prefill(c, m, &ids, feats.as_ref(), &mut cache, &ws).unwrap();
+    pollster::block_on(ws.logits().to_f32(c)).unwrap()
 }
 
-fn checkpoint() -> (WeightSource, ModelConfig) {
-    let w = WeightSource::open_dir(&hf_dir()).unwrap();
-    let cfg = ModelConfig::from_json(&String::from_utf8(fixtures::read("model-hf/config.json")).unwrap(), &w).unwrap();
-    (w, cfg)
-}
+use fixtures::checkpoint;
 
 fn converted(ctx: &Context, dir: &Path) -> Model {
     let (m, mut t) = load_dir(ctx, dir).unwrap();
-    let act = if ctx.caps.f16 { DType::F16 } else { DType::F32 };
-    Model::new(ctx, &m.config, act, &mut t).unwrap()
+    Model::new(ctx, &m.config, activation(ctx, None).unwrap(), &mut t).unwrap()
 }
 
 #[test]
@@ -188,12 +186,12 @@ fn the_converted_model_computes_what_the_direct_4_bit_load_does() {
     let dir = tmp.path().join("m");
     convert_to(&hf_dir(), &dir, &small_shards(QuantPlan::DEFAULT));
     let (w, cfg) = checkpoint();
-    let direct = logits(&Model::load(ctx(), &w, &cfg, Precision::Q4).unwrap());
+    let direct = logits(&load_checkpoint(ctx(), &w, &cfg, Precision::Q4).unwrap());
     let conv = logits(&converted(ctx(), &dir));
     assert_eq!(direct, conv, "a converted model gives the same logits as the checkpoint quantized at load");
     // a runtime with a small binding limit splits embed_tokens and lm_head (2.4 and 4.9 MB) while streaming
     // them in: same result (a text-only case: the image's activations would not fit 1 MiB bindings)
-    let text = logits_on(ctx(), &Model::load(ctx(), &w, &cfg, Precision::Q4).unwrap(), "text_only_ko");
+    let text = logits_on(ctx(), &load_checkpoint(ctx(), &w, &cfg, Precision::Q4).unwrap(), "text_only_ko");
     let small = pollster::block_on(Context::new(ContextOptions { max_binding_override: Some(1 << 20), ..Default::default() })).unwrap();
     let m = converted(&small, &dir);
     assert!(m.llm.weight_parts() > 1, "the 1 MiB limit splits weights");
@@ -203,7 +201,7 @@ fn the_converted_model_computes_what_the_direct_4_bit_load_does() {
 #[test]
 fn every_precision_plan_converts_loads_and_is_as_accurate_as_its_bits() {
     let (w, cfg) = checkpoint();
-    let exact = logits(&Model::load(ctx(), &w, &cfg, Precision::F32).unwrap());
+    let exact = logits(&load_checkpoint(ctx(), &w, &cfg, Precision::F32).unwrap());
     let tmp = tempfile::tempdir().unwrap();
     let plans = [
         ("default", QuantPlan::DEFAULT),
@@ -231,8 +229,7 @@ fn every_precision_plan_converts_loads_and_is_as_accurate_as_its_bits() {
         }
         // the stream loader against encoding the same plan at load
         let mut direct_t = varco_web::loader::from_checkpoint(ctx(), &w, &cfg, plan).unwrap();
-        let act = if ctx().caps.f16 { DType::F16 } else { DType::F32 };
-        let direct = logits(&Model::new(ctx(), &cfg, act, &mut direct_t).unwrap());
+        let direct = logits(&Model::new(ctx(), &cfg, activation(ctx(), None).unwrap(), &mut direct_t).unwrap());
         let conv = logits(&converted(ctx(), &dir));
         assert_eq!(direct, conv, "{name}: converted and direct loads differ");
         let e = rel_error(&conv, &exact.iter().map(|&v| v as f64).collect::<Vec<_>>());
@@ -351,8 +348,8 @@ fn a_model_the_adapter_cannot_hold_is_refused_before_anything_is_allocated() {
     // the loader checks the tensors before allocating any: under a 4 KiB binding limit the model is refused,
     // naming a tensor, and no buffer was created
     let tiny = pollster::block_on(Context::new(ContextOptions { max_binding_override: Some(4096), ..Default::default() })).unwrap();
-    let before = tiny.stats.counts().1;
+    let before = tiny.stats.counts().buffers;
     let e = load_dir(&tiny, &dir).err().expect("the model loaded under a 4 KiB binding limit").to_string();
     assert!(e.contains("tensor ") && e.contains("adapter allows at most 4096"), "{e}");
-    assert_eq!(tiny.stats.counts().1, before, "nothing allocated");
+    assert_eq!(tiny.stats.counts().buffers, before, "nothing allocated");
 }

@@ -9,10 +9,9 @@ use candle_core::DType as CDType;
 use varco_tests::fixtures;
 use varco_web::gpu::{Context, ContextOptions};
 use varco_web::image::{decode, DecodeLimits};
-use varco_web::model::config::ModelConfig;
-use varco_web::model::llm::Precision;
+use varco_web::loader::Precision;
+use varco_web::model::decode::Workspace;
 use varco_web::model::Model;
-use varco_web::weights::WeightSource;
 
 fn ctx() -> &'static Context {
     static C: OnceLock<Context> = OnceLock::new();
@@ -20,10 +19,7 @@ fn ctx() -> &'static Context {
 }
 
 fn model(precision: Precision) -> Model {
-    let dir = fixtures::root().join("model-hf");
-    let w = WeightSource::open_dir(&dir).unwrap();
-    let cfg = ModelConfig::from_json(&String::from_utf8(fixtures::read("model-hf/config.json")).unwrap(), &w).unwrap();
-    Model::load(ctx(), &w, &cfg, precision).unwrap()
+    fixtures::model(ctx(), precision)
 }
 
 struct Report {
@@ -52,11 +48,13 @@ fn run_case(m: &Model, case: &str, tol: f64, strict: bool) -> Report {
         assert_eq!(plan.n_tokens as u64, c["n_image_tokens"].as_u64().unwrap());
         Some(feats)
     };
-    let mut cache = m.llm.new_cache(ctx, ids.len() + image.as_ref().map_or(0, |t| t.shape[0]) + generated.len()).unwrap();
-    let mut logits = m.prefill(ctx, &ids, image.as_ref(), &mut cache).unwrap();
+    let n = ids.len() + image.as_ref().map_or(0, |t| t.shape[0]) + generated.len();
+    let mut cache = m.llm.new_cache(ctx, n).unwrap();
+    let mut ws = Workspace::new(ctx, m, n).unwrap();
+    fixtures::prefill(ctx, m, &ids, image.as_ref(), &mut cache, &ws).unwrap();
     let mut report = Report { worst_rel: 0.0, mean_rel: 0.0, greedy_checked: 0, top1_agree: 0 };
     for step in 0..generated.len() {
-        let l = pollster::block_on(logits.to_f32(ctx)).unwrap();
+        let l = pollster::block_on(m.read_logits(ctx, &mut ws)).unwrap();
         if step == 0 {
             if let Some(full) = exp.get("prefill_last_logits") {
                 let full = full.to_dtype(CDType::F64).unwrap().to_vec1::<f64>().unwrap();
@@ -84,7 +82,7 @@ fn run_case(m: &Model, case: &str, tol: f64, strict: bool) -> Report {
             report.greedy_checked += 1;
         }
         if step + 1 < generated.len() {
-            logits = m.step(ctx, generated[step], &mut cache).unwrap();
+            m.step(ctx, &mut ws, &mut cache, generated[step]).unwrap();
         }
     }
     report

@@ -13,8 +13,8 @@ use varco_tests::harness::{assert_close, rel_error};
 use varco_web::gpu::{Context, ContextOptions, DType, Recorder, Tensor};
 use varco_web::image::{normalize, AnyresConfig};
 use varco_web::model::config::ModelConfig;
-use varco_web::model::llm::Precision;
-use varco_web::model::Model;
+use varco_web::loader::{load_checkpoint, Precision};
+use varco_web::model::decode::Workspace;
 use varco_web::weights::{Layout, WeightSource};
 
 fn ctx() -> &'static Context {
@@ -43,7 +43,7 @@ fn image_path(w: &WeightSource, cfg: &ModelConfig) -> (Vec<f32>, Vec<f32>) {
     assert_eq!(tiles.len(), n_tiles);
     let px = normalize(&tiles);
     let pixels = Tensor::from_f32(ctx, &px, &[n_tiles, 3, s, s], DType::F32).unwrap();
-    let m = Model::load(ctx, w, cfg, Precision::F32).unwrap();
+    let m = load_checkpoint(ctx, w, cfg, Precision::F32).unwrap();
     let (tower, proj) = (&m.vision, &m.projector);
     let plan = cfg.anyres.plan(500, 375);
     let mut rec = Recorder::new(ctx);
@@ -109,27 +109,52 @@ fn llava_next_layout_gives_identical_results() {
     // and identical language-model logits
     let ids: Vec<i64> = vec![151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198];
     let logits = |w: &WeightSource, cfg: &ModelConfig| {
-        let m = Model::load(ctx(), w, cfg, Precision::F32).unwrap();
+        let m = load_checkpoint(ctx(), w, cfg, Precision::F32).unwrap();
         let mut cache = m.llm.new_cache(ctx(), ids.len()).unwrap();
-        let l = m.prefill(ctx(), &ids, None, &mut cache).unwrap();
-        pollster::block_on(l.to_f32(ctx())).unwrap()
+        let ws = Workspace::new(ctx(), &m, ids.len()).unwrap();
+        fixtures::prefill(ctx(), &m, &ids, None, &mut cache, &ws).unwrap();
+        pollster::block_on(ws.logits().to_f32(ctx())).unwrap()
     };
     assert_eq!(logits(&w1, &cfg1), logits(&w2, &cfg2), "identical logits");
 }
 
+/// What a request asks beyond the model or the context is a request error (the npm package's EngineError),
+/// told in the user's terms, and the session answers the next request as if nothing happened.
 #[test]
-fn prompts_longer_than_the_context_are_refused() {
-    let (w, cfg) = load(&hf_dir(), &hf_config_text());
-    let m = Model::load(ctx(), &w, &cfg, Precision::F32).unwrap();
+fn requests_beyond_the_context_or_the_vocabulary_are_refused() {
+    use varco_web::chat::{Message, Part};
+    use varco_web::session::{Prompt, Request};
+    use varco_web::Error;
+    let mut s = fixtures::session(ctx(), Precision::F32, 40);
+    let ask = |s: &mut varco_web::session::Session, prompt: Prompt, image: Option<image::RgbImage>| {
+        let req = Request { prompt, image, settings: Default::default(), reuse: true };
+        pollster::block_on(s.answer(ctx(), &req, &mut |_| {}, &|| false))
+    };
+    let request_error = |r: varco_web::Result<varco_web::session::Answer>, says: &str| {
+        let e = r.err().expect("refused");
+        assert!(matches!(e, Error::Request(_)), "{e:?} is not a request error");
+        assert_eq!(e.class(), "EngineError");
+        assert!(e.to_string().contains(says), "{e} does not say {says:?}");
+    };
+    let long = Prompt::Chat(vec![Message::user(vec![Part::Text { text: "word ".repeat(60) }])]);
+    request_error(ask(&mut s, long, None), "the context holds 40");
+    request_error(ask(&mut s, Prompt::Ids(vec![1, 999_999]), None), "outside the vocabulary");
+    request_error(ask(&mut s, Prompt::Ids(vec![1, -200, 3]), None), "no image was given");
+    let img = image::RgbImage::new(8, 8);
+    request_error(ask(&mut s, Prompt::Ids(vec![1, 2, 3]), Some(img)), "no message has an image part");
+    let two = Prompt::Chat(vec![Message::user(vec![Part::Image, Part::Image, Part::Text { text: "?".into() }])]);
+    request_error(ask(&mut s, two, None), "this model takes one");
+    request_error(ask(&mut s, Prompt::Chat(vec![]), None), "no messages");
+    let bad_role = Prompt::Chat(vec![Message { role: "tool".into(), content: vec![Part::Text { text: "?".into() }] }]);
+    request_error(ask(&mut s, bad_role, None), "role");
+    // a context larger than the model's is refused when the session is made
+    let (w, cfg) = fixtures::checkpoint();
+    let m = load_checkpoint(ctx(), &w, &cfg, Precision::F32).unwrap();
     let e = m.llm.new_cache(ctx(), cfg.text.max_positions + 1).err().unwrap().to_string();
     assert!(e.contains("exceed the model's context"), "{e}");
-    let mut cache = m.llm.new_cache(ctx(), 4).unwrap();
-    let e = m.prefill(ctx(), &[1, 2, 3, 4, 5], None, &mut cache).unwrap_err().to_string();
-    assert!(e.contains("the prompt is 5 tokens"), "{e}");
-    let e = m.prefill(ctx(), &[1, -200, 3], None, &mut cache).unwrap_err().to_string();
-    assert!(e.contains("image placeholders"), "{e}");
-    let e = m.prefill(ctx(), &[1, 999_999], None, &mut cache).unwrap_err().to_string();
-    assert!(e.contains("outside the vocabulary"), "{e}");
+    // still usable
+    let ok = ask(&mut s, Prompt::Ids(vec![151644, 872, 198]), None).expect("a short prompt is answered");
+    assert!(ok.usage.prompt_tokens == 3 && !ok.generated_ids.is_empty());
 }
 
 #[test]

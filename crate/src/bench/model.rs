@@ -1,23 +1,26 @@
 //! `varco bench model`: the whole model with VARCO-VISION-14B's shapes and random weights in the converter's
-//! default formats, built directly on the GPU (no file), measured through the same code as the real model:
-//! decode tokens/s at several contexts, prefill tokens/s, the vision tower, time to first token for a
-//! 1024×768 image, peak GPU memory, a per-kernel profile of one decode step, and the decode roofline
-//! (bytes a step reads ÷ the GPU's measured read bandwidth).
+//! default formats, built directly on the GPU (no file), measured through the same [`Session`] that answers
+//! the CLI and the browser: decode tokens/s at several contexts, prefill tokens/s, the vision tower, time to
+//! first token for a 1024×768 image and for a follow-up question about it, peak GPU memory, a per-kernel
+//! profile of one decode step, and the decode roofline (bytes a step reads ÷ the GPU's measured read
+//! bandwidth).
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Instant;
 
+use crate::chat::{ChatTemplate, IMAGE_PLACEHOLDER};
+use crate::generate::Settings;
 use crate::gpu::tensor::Weight;
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::image::AnyresConfig;
-use crate::generate::{decode as decode_loop, SplitMix};
-use crate::kernels::sample::Sampling;
-use crate::kernels::{bandwidth, sample};
+use crate::kernels::bandwidth;
+use crate::loader::manifest::{Generation, Manifest};
 use crate::loader::plan::{self, Kind, QuantPlan};
-use crate::loader::{Loaded, Tensors};
 use crate::model::config::{ModelConfig, TextConfig, VisionConfig};
-use crate::model::llm::KvCache;
-use crate::model::Model;
+use crate::model::{Loaded, Model, Tensors};
+use crate::session::{Answer, Prompt, Request, Session};
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// VARCO-VISION-14B (MODEL.md §1), or a small model of the same structure for trying the benchmark on a CPU
@@ -121,6 +124,11 @@ pub struct ModelBenchOptions {
     /// Tile counts for the vision figure.
     pub tiles: Vec<usize>,
     pub plan: QuantPlan,
+    /// Runs of each figure; the median is reported.
+    pub runs: usize,
+    /// A converted model's directory whose tokenizer and chat template the session uses (the weights are
+    /// random and of `shape`).
+    pub like: std::path::PathBuf,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -128,49 +136,43 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Greedy sampling of `logits` and the one u32 read back: what generation does after each step.
-fn pick(rec: &mut Recorder, logits: &Tensor, picked: &Tensor) -> Result<()> {
-    sample::sample(rec, logits, picked, sample::Sampling::GREEDY, 0.5)
+/// `n` token ids (the image placeholder at `image_at`), all different from those of `salt`s other than
+/// this one.
+fn prompt_ids(n: usize, vocab: usize, image_at: Option<usize>, salt: usize) -> Vec<i64> {
+    (0..n).map(|i| if Some(i) == image_at { IMAGE_PLACEHOLDER } else { ((i * 7919 + salt * 104_729) % 150_000.min(vocab)) as i64 }).collect()
 }
 
-fn read_id(ctx: &Context, picked: &Tensor) -> Result<u32> {
-    Ok(pollster::block_on(picked.to_u32(ctx))?[0] % 1000)
+/// The tokenizer, chat template and generation defaults of a converted model's directory.
+fn text_of(dir: &Path) -> Result<(Tokenizer, ChatTemplate, Generation)> {
+    let read = |f: &str| std::fs::read(dir.join(f)).map_err(|e| Error::Checkpoint(format!("{}: {e} (--like names a converted model's directory)", dir.join(f).display())));
+    let m = Manifest::parse(&read(crate::loader::manifest::MANIFEST_FILE)?)?;
+    Ok((Tokenizer::from_bytes(&read(&m.tokenizer.file)?)?, ChatTemplate::new(&m.chat_template), m.generation))
 }
 
-/// Decode at `context` tokens already in the cache, through generation's own (pipelined) decode loop with
-/// the GPU sampler: wall time per token, each read back.
-fn decode(ctx: &Context, m: &Model, context: usize, steps: usize) -> Result<f64> {
-    let mut cache: KvCache = m.llm.new_cache(ctx, context + 2 * steps + 8)?;
-    cache.len = context;
-    let mut rng = SplitMix(1);
-    let mut run = |n: usize, cache: &mut KvCache| -> Result<f64> {
-        let logits = m.step(ctx, 1, cache)?;
-        pollster::block_on(ctx.sync())?;
-        let t = Instant::now();
-        pollster::block_on(decode_loop(ctx, m, logits, cache, n, Sampling::GREEDY, &mut rng, &mut |_| Ok(true)))?;
-        Ok(t.elapsed().as_secs_f64() / n as f64)
+fn ask(ctx: &Context, s: &mut Session, ids: Vec<i64>, image: Option<&image::RgbImage>, max_new_tokens: usize, reuse: bool) -> Result<Answer> {
+    let req = Request {
+        prompt: Prompt::Ids(ids),
+        image: image.cloned(),
+        settings: Settings { max_new_tokens: Some(max_new_tokens), ignore_eos: true, ..Settings::default() },
+        reuse,
     };
-    run(3, &mut cache)?;
-    run(steps, &mut cache)
+    pollster::block_on(s.answer(ctx, &req, &mut |_| {}, &|| false))
 }
 
-/// A prompt of `n` token ids (and the image placeholder at `image_at`).
-fn prompt_ids(n: usize, vocab: usize, image_at: Option<usize>) -> Vec<i64> {
-    (0..n).map(|i| if Some(i) == image_at { crate::chat::IMAGE_PLACEHOLDER } else { ((i * 7919) % vocab) as i64 }).collect()
-}
-
-/// Prefill of `ids` (with image features): wall time to the first token read back.
-fn prefill(ctx: &Context, m: &Model, ids: &[i64], image: Option<&Tensor>) -> Result<f64> {
-    let n = ids.len() + image.map_or(0, |t| t.shape[0]);
-    let mut cache = m.llm.new_cache(ctx, n + 1)?;
-    let picked = Tensor::empty(ctx, &[1], DType::U32)?;
-    let t = Instant::now();
-    let logits = m.prefill(ctx, ids, image, &mut cache)?;
-    let mut rec = Recorder::new(ctx);
-    pick(&mut rec, &logits, &picked)?;
-    rec.submit()?;
-    read_id(ctx, &picked)?;
-    Ok(t.elapsed().as_secs_f64())
+/// Decode at `context` tokens already in the cache: tokens/s between the first generated token and the
+/// last, each read back (generation's own pipelined loop).
+fn decode(ctx: &Context, s: &mut Session, context: usize, steps: usize) -> Result<f64> {
+    let vocab = s.model.cfg.text.vocab;
+    let filler: Vec<u32> = prompt_ids(context, vocab, None, 0).iter().map(|&i| i as u32).collect();
+    s.reset();
+    s.assume_prefilled(&filler)?;
+    let mut ids: Vec<i64> = filler.iter().map(|&i| i as i64).collect();
+    ids.push(1);
+    let a = ask(ctx, s, ids, None, steps + 1, true)?;
+    if a.usage.cached_tokens != context || a.generated_ids.len() != steps + 1 {
+        return Err(Error::request(format!("decode at {context}: {} cached, {} generated", a.usage.cached_tokens, a.generated_ids.len())));
+    }
+    Ok(a.timings.decode_tokens_per_s)
 }
 
 /// The vision tower and projector on `tiles` tiles (GPU, waited for).
@@ -209,85 +211,108 @@ fn read_bandwidth(ctx: &Context) -> Result<Option<f64>> {
 /// Runs everything and returns a Markdown report.
 pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
     let cfg = config(&o.shape)?;
+    let runs = o.runs.max(1);
     let mut r = String::new();
     let t = Instant::now();
     let mut tensors = random_tensors(ctx, &cfg, &o.plan)?;
-    let act = if ctx.caps.f16 { DType::F16 } else { DType::F32 };
+    let act = crate::model::activation(ctx, None)?;
     let m = Model::new(ctx, &cfg, act, &mut tensors)?;
+    let (tok, template, generation) = text_of(&o.like)?;
+    let built = t.elapsed().as_secs_f64();
+    let context = (o.contexts.iter().max().copied().unwrap_or(1024) + o.steps + 2).max(o.prompt + 2).max(8192).min(cfg.text.max_positions);
+    let mut s = pollster::block_on(Session::new(ctx, m, tok, template, generation, context))?;
     let _ = writeln!(r, "# varco bench model --shape {}\n", o.shape);
-    let _ = writeln!(r, "adapter: {}; activations {act:?}; plan {:?}", ctx.describe(), o.plan);
-    let _ = writeln!(r, "weights: {:.2} GB on the GPU (LLM {:.2} GB), built in {:.1} s\n", ctx.buffer_memory() as f64 / 1e9, m.llm.weight_bytes() as f64 / 1e9, t.elapsed().as_secs_f64());
+    let _ = writeln!(r, "adapter: {}; activations {act:?}; plan {:?}; median of {runs} runs", ctx.describe(), o.plan);
+    let _ = writeln!(
+        r,
+        "weights: {:.2} GB on the GPU (LLM {:.2} GB), built in {built:.1} s; session: {context} tokens of context\n",
+        ctx.buffer_memory() as f64 / 1e9,
+        s.model.llm.weight_bytes() as f64 / 1e9,
+    );
 
     let bw = read_bandwidth(ctx)?;
     let _ = writeln!(r, "measured read bandwidth: {}\n", bw.map_or("n/a (no timestamps)".into(), |b| format!("{b:.0} GB/s")));
     let _ = writeln!(r, "| decode | ms/token | tokens/s | bytes/step | roofline tokens/s | fraction |\n|---|---:|---:|---:|---:|---:|");
+    decode(ctx, &mut s, 64, 4)?; // compiles the decode pipelines
     for &c in &o.contexts {
-        let s = decode(ctx, &m, c, o.steps)?;
-        let bytes = m.llm.decode_read_bytes(c);
+        let tps = median((0..runs).map(|_| decode(ctx, &mut s, c, o.steps)).collect::<Result<_>>()?);
+        let bytes = s.model.llm.decode_read_bytes(c);
         let (floor, frac) = match bw {
-            Some(b) => (format!("{:.0}", b * 1e9 / bytes as f64), format!("{:.0} %", 100.0 / s / (b * 1e9 / bytes as f64))),
+            Some(b) => (format!("{:.0}", b * 1e9 / bytes as f64), format!("{:.0} %", 100.0 * tps / (b * 1e9 / bytes as f64))),
             None => ("n/a".into(), "n/a".into()),
         };
-        let _ = writeln!(r, "| {c} context | {:.2} | {:.1} | {:.2} GB | {floor} | {frac} |", s * 1e3, 1.0 / s, bytes as f64 / 1e9);
+        let _ = writeln!(r, "| {c} context | {:.2} | {tps:.1} | {:.2} GB | {floor} | {frac} |", 1e3 / tps, bytes as f64 / 1e9);
     }
 
-    let ids = prompt_ids(o.prompt, cfg.text.vocab, None);
-    prefill(ctx, &m, &ids[..o.prompt.min(64)], None)?; // compiles the prefill pipelines
-    let p = prefill(ctx, &m, &ids, None)?;
+    let vocab = cfg.text.vocab;
+    s.reset();
+    ask(ctx, &mut s, prompt_ids(o.prompt.min(64), vocab, None, 1), None, 1, false)?; // compiles the prefill pipelines
+    let p = median((0..runs).map(|i| ask(ctx, &mut s, prompt_ids(o.prompt, vocab, None, 2 + i), None, 1, false).map(|a| a.timings.first_token_s)).collect::<Result<_>>()?);
     let _ = writeln!(r, "\nprefill, {} tokens: {:.2} s, {:.0} tokens/s (to the first token read back)", o.prompt, p, o.prompt as f64 / p);
 
     for &tiles in &o.tiles {
-        vision(ctx, &m, tiles.min(2))?;
-        let v = vision(ctx, &m, tiles)?;
+        vision(ctx, &s.model, tiles.min(2))?;
+        let v = median((0..runs).map(|_| vision(ctx, &s.model, tiles)).collect::<Result<_>>()?);
         let _ = writeln!(r, "vision tower + projector, {tiles} tiles: {:.3} s", v);
     }
 
     // time to first token for a 1024×768 image: tiles (CPU), tower and merge, prefill of the whole prompt
     let img = image::RgbImage::from_fn(1024, 768, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8]));
-    let question = prompt_ids(26, cfg.text.vocab, Some(5));
-    let run_ttft = || -> Result<(f64, f64, usize)> {
-        let t = Instant::now();
-        let (plan, feats) = m.encode_image(ctx, &img)?;
-        pollster::block_on(ctx.sync())?;
-        let enc = t.elapsed().as_secs_f64();
-        prefill(ctx, &m, &question, Some(&feats))?;
-        Ok((t.elapsed().as_secs_f64(), enc, question.len() - 1 + plan.n_tokens as usize))
+    let question = |salt: usize| -> Vec<i64> {
+        // the template's 14 tokens before the image, then a 20-token question after it
+        let mut ids = prompt_ids(14, vocab, None, 9);
+        ids.push(IMAGE_PLACEHOLDER);
+        ids.extend(prompt_ids(20, vocab, None, 100 + salt));
+        ids
     };
-    run_ttft()?;
-    let (ttft, enc, n) = run_ttft()?;
-    let _ = writeln!(r, "time to first token, 1024×768 image ({n} prompt tokens): {:.2} s (image encoding {:.2} s, prefill {:.2} s)", ttft, enc, ttft - enc);
+    ask(ctx, &mut s, question(0), Some(&img), 1, false)?;
+    let firsts = (0..runs).map(|i| ask(ctx, &mut s, question(1 + i), Some(&img), 1, false)).collect::<Result<Vec<_>>>()?;
+    let a = &firsts[0];
+    let ttft = median(firsts.iter().map(|a| a.timings.first_token_s).collect());
+    let enc = median(firsts.iter().map(|a| a.timings.image_s).collect());
+    let _ = writeln!(
+        r,
+        "time to first token, 1024×768 image ({} prompt tokens): {ttft:.2} s (image encoding {enc:.2} s, prefill {:.2} s)",
+        a.usage.prompt_tokens,
+        ttft - enc
+    );
+    // a follow-up question about the same image after a first answer: only the question runs
+    let mut follow = Vec::new();
+    for i in 0..runs {
+        ask(ctx, &mut s, question(10 + 2 * i), Some(&img), 8, false)?;
+        let b = ask(ctx, &mut s, question(11 + 2 * i), Some(&img), 1, true)?;
+        follow.push((b.timings.first_token_s, b.usage.prompt_tokens - b.usage.cached_tokens));
+    }
+    let f = median(follow.iter().map(|f| f.0).collect());
+    let _ = writeln!(r, "follow-up question about the same image (20 tokens, {} prompt tokens run): time to first token {:.0} ms", follow[0].1, f * 1e3);
     let _ = writeln!(r, "peak GPU memory (buffers at any submit): {:.2} GB", ctx.stats.peak_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9);
 
     // one decode step at the first context, every dispatch timed on its own
     let c = o.contexts.first().copied().unwrap_or(1024);
-    let mut cache = m.llm.new_cache(ctx, c + 2)?;
-    cache.len = c;
-    let picked = Tensor::empty(ctx, &[1], DType::U32)?;
-    let mut rec = Recorder::new(ctx);
-    let logits = m.record_step(&mut rec, 1, &mut cache)?;
-    pick(&mut rec, &logits, &picked)?;
-    let n_dispatch = rec.len();
-    if let Some(prof) = pollster::block_on(rec.submit_profiled())? {
-        let total: f64 = prof.iter().map(|p| p.1).sum();
-        let mut by: Vec<(String, usize, f64)> = Vec::new();
-        for (name, s) in prof {
-            let key = name.split('[').next().unwrap_or("").to_string();
-            match by.iter_mut().find(|b| b.0 == key) {
-                Some(b) => {
-                    b.1 += 1;
-                    b.2 += s;
+    match pollster::block_on(s.profile_step(ctx, c))? {
+        Some(prof) => {
+            let total: f64 = prof.iter().map(|p| p.1).sum();
+            let mut by: Vec<(String, usize, f64)> = Vec::new();
+            for (name, t) in &prof {
+                let key = name.split('[').next().unwrap_or("").to_string();
+                match by.iter_mut().find(|b| b.0 == key) {
+                    Some(b) => {
+                        b.1 += 1;
+                        b.2 += t;
+                    }
+                    None => by.push((key, 1, *t)),
                 }
-                None => by.push((key, 1, s)),
+            }
+            by.sort_by(|a, b| b.2.total_cmp(&a.2));
+            let _ = writeln!(r, "\none decode step at {c} context: {} dispatches, {:.2} ms of GPU time when timed one by one\n", prof.len(), total * 1e3);
+            let _ = writeln!(r, "| kernel | dispatches | µs | share |\n|---|---:|---:|---:|");
+            for (k, n, t) in by {
+                let _ = writeln!(r, "| {k} | {n} | {:.0} | {:.1} % |", t * 1e6, 100.0 * t / total);
             }
         }
-        by.sort_by(|a, b| b.2.total_cmp(&a.2));
-        let _ = writeln!(r, "\none decode step at {c} context: {n_dispatch} dispatches, {:.2} ms of GPU time when timed one by one\n", total * 1e3);
-        let _ = writeln!(r, "| kernel | dispatches | µs | share |\n|---|---:|---:|---:|");
-        for (k, n, s) in by {
-            let _ = writeln!(r, "| {k} | {n} | {:.0} | {:.1} % |", s * 1e6, 100.0 * s / total);
+        None => {
+            let _ = writeln!(r, "\none decode step: no timestamps for a profile");
         }
-    } else {
-        let _ = writeln!(r, "\none decode step: {n_dispatch} dispatches (no timestamps for a profile)");
     }
     Ok(r)
 }

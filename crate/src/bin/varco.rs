@@ -7,6 +7,10 @@ use varco_web::bench::{run_kernels, BenchOptions};
 use varco_web::gpu::tensor::WeightFormat;
 use varco_web::gpu::{Context, ContextOptions, DType};
 use varco_web::kernels::linear::MatvecShape;
+use varco_web::loader::Precision;
+
+/// Tokens of context `varco run` gives a checkpoint's session (a converted model's manifest names its own).
+const DEFAULT_CONTEXT: usize = 8192;
 
 #[derive(Parser)]
 #[command(name = "varco", version, about = "VARCO-VISION on WebGPU: tools")]
@@ -93,19 +97,23 @@ struct RunArgs {
     /// Converted models: f32 for f32 activations; by default f16 where the GPU has shader-f16.
     #[arg(long)]
     precision: Option<String>,
-    #[arg(long, default_value_t = 1024)]
-    max_new_tokens: usize,
-    /// Sampling temperature (0: greedy).
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    #[arg(long, default_value_t = 0)]
-    top_k: u32,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
+    /// The answer's most tokens (default: the model's generation defaults, 1024 for VARCO).
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Sampling temperature (0: greedy; default: the model's generation defaults).
+    #[arg(long)]
+    temperature: Option<f32>,
+    #[arg(long)]
+    top_k: Option<u32>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    /// Tokens of context the session holds (default: a converted model's own, else 8192).
+    #[arg(long)]
+    max_context: Option<usize>,
     /// Print one JSON object (token counts, ids, text, spans and boxes) instead of streaming.
     #[arg(long)]
     json: bool,
@@ -141,6 +149,12 @@ enum BenchCmd {
         /// Tiles for the vision-tower figure.
         #[arg(long, value_delimiter = ',', default_value = "7,37")]
         tiles: Vec<usize>,
+        /// Runs of each figure (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// A converted model whose tokenizer and chat template the benchmark's session uses.
+        #[arg(long, default_value = "web/demo/public/models/tiny")]
+        like: std::path::PathBuf,
         /// Also write the report to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -203,9 +217,9 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, out } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, out } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions};
-            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT };
+            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT, runs, like };
             let report = run_model(&ctx, &o)?;
             println!("{report}");
             if let Some(path) = out {
@@ -326,34 +340,44 @@ fn bench_convert(input: Option<std::path::PathBuf>, synthetic_layers: Option<usi
     Ok(())
 }
 
-/// The model, its tokenizer and chat template, from a checkpoint or a converted directory; the checkpoint
-/// itself too (for --check).
+/// The model, its tokenizer, chat template and generation defaults, from a checkpoint or a converted
+/// directory; the checkpoint itself too (for --check).
 struct Loaded {
     model: varco_web::model::Model,
     tok: varco_web::tokenizer::Tokenizer,
     template: varco_web::chat::ChatTemplate,
-    checkpoint: Option<varco_web::weights::WeightSource>,
-    precision: Option<varco_web::model::llm::Precision>,
+    generation: varco_web::loader::manifest::Generation,
+    /// The context the model was made for (a converted model's manifest), if it says.
+    context: Option<usize>,
+    checkpoint: Option<(varco_web::weights::WeightSource, Precision)>,
 }
 
 fn load(ctx: &Context, dir: &std::path::Path, precision: Option<&str>) -> Result<Loaded> {
     use varco_web::chat::ChatTemplate;
-    use varco_web::model::{config::ModelConfig, llm::Precision, Model};
+    use varco_web::loader::manifest::Generation;
+    use varco_web::model::{config::ModelConfig, Model};
     use varco_web::tokenizer::Tokenizer;
     if dir.join(varco_web::loader::manifest::MANIFEST_FILE).exists() {
         let act = match precision {
-            Some("f32") => DType::F32,
-            None if ctx.caps.f16 => DType::F16,
-            None => DType::F32,
+            Some("f32") => Some(DType::F32),
+            None => None,
             Some(p) => anyhow::bail!("--precision {p}: a converted model's weights are fixed; only f32 (activations) can be asked for"),
         };
+        let act = varco_web::model::activation(ctx, act)?;
         let (m, mut tensors) = varco_web::loader::stream::load_dir(ctx, dir)?;
         let tok_path = dir.join(&m.tokenizer.file);
         let tok_bytes = std::fs::read(&tok_path).with_context(|| format!("reading {}", tok_path.display()))?;
         let digest = varco_web::loader::stream::hex(&<sha2::Sha256 as sha2::Digest>::digest(&tok_bytes));
         anyhow::ensure!(digest == m.tokenizer.sha256, "{}: SHA-256 {digest} does not match the manifest", tok_path.display());
         let model = Model::new(ctx, &m.config, act, &mut tensors)?;
-        return Ok(Loaded { model, tok: Tokenizer::from_bytes(&tok_bytes)?, template: ChatTemplate::new(&m.chat_template), checkpoint: None, precision: None });
+        return Ok(Loaded {
+            model,
+            tok: Tokenizer::from_bytes(&tok_bytes)?,
+            template: ChatTemplate::new(&m.chat_template),
+            generation: m.generation,
+            context: Some(m.memory.context),
+            checkpoint: None,
+        });
     }
     let precision = Precision::parse(precision.unwrap_or("f32"))?;
     let weights = varco_web::weights::WeightSource::open_dir(dir)?;
@@ -361,16 +385,23 @@ fn load(ctx: &Context, dir: &std::path::Path, precision: Option<&str>) -> Result
     let config = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     let cfg = ModelConfig::from_json(&config, &weights)?;
     let tok_json = std::fs::read(dir.join("tokenizer.json")).with_context(|| format!("{}: no tokenizer.json", dir.display()))?;
-    let model = Model::load(ctx, &weights, &cfg, precision)?;
-    Ok(Loaded { model, tok: Tokenizer::from_bytes(&tok_json)?, template: ChatTemplate::from_dir(dir)?, checkpoint: Some(weights), precision: Some(precision) })
+    let model = varco_web::loader::load_checkpoint(ctx, &weights, &cfg, precision)?;
+    Ok(Loaded {
+        model,
+        tok: Tokenizer::from_bytes(&tok_json)?,
+        template: ChatTemplate::from_dir(dir)?,
+        generation: Generation::from_dir(dir, cfg.text.eos_token_id)?,
+        context: None,
+        checkpoint: Some((weights, precision)),
+    })
 }
 
 fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     use std::io::Write;
-    use varco_web::answer::{self, prompts};
-    use varco_web::chat::{Message, Part, PromptIds};
-    use varco_web::generate::{generate, GenerateOptions};
-    use varco_web::kernels::sample::Sampling;
+    use varco_web::answer::prompts;
+    use varco_web::chat::{Message, Part};
+    use varco_web::generate::Settings;
+    use varco_web::session::{Request, Session};
 
     let question = if a.ocr {
         prompts::ocr()
@@ -383,9 +414,6 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     } else {
         a.prompt.clone().unwrap_or_else(prompts::describe)
     };
-    let Loaded { model, tok, template, checkpoint, precision } = load(ctx, &a.model, a.precision.as_deref())?;
-    let mut parts = Vec::new();
-    let mut rgb = None;
     let font = match &a.draw {
         Some(_) => Some(varco_web::draw::load_font(a.font.as_deref())?),
         None => None,
@@ -394,79 +422,78 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     let image = match &a.image {
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            let img = varco_web::image::decode(&bytes, Default::default())?;
-            parts.push(Part::Image);
-            let enc = model.encode_image(ctx, &img)?;
-            rgb = Some(img);
-            Some(enc)
+            Some(varco_web::image::decode(&bytes, Default::default())?)
         }
         None => None,
     };
-    let image_wh = rgb.as_ref().map(|i| i.dimensions());
+    let Loaded { model, tok, template, generation, context, checkpoint } = load(ctx, &a.model, a.precision.as_deref())?;
+    let mut parts = Vec::new();
+    if image.is_some() {
+        parts.push(Part::Image);
+    }
     parts.push(Part::Text { text: question });
-    let prompt = template.render(&[Message::user(parts)], true)?;
-    let ids = PromptIds::new(&tok, &prompt)?;
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        sampling: Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p },
-        seed: a.seed,
-        repetition_penalty: a.repetition_penalty,
-    };
-    let feats = image.as_ref().map(|(_, f)| f);
+    let messages = vec![Message::user(parts)];
     if a.check {
-        let (Some(weights), Some(precision)) = (&checkpoint, precision) else {
+        let Some((weights, precision)) = &checkpoint else {
             anyhow::bail!("--check compares with the CPU reference of a checkpoint: give a checkpoint directory, not a converted one")
         };
-        check(ctx, &model, weights, &model.cfg, &ids.llava_next, feats, rgb.as_ref(), precision)?;
+        let text = template.render(&messages, true)?;
+        let ids = varco_web::chat::PromptIds::new(&tok, &text)?;
+        check(ctx, &model, weights, &ids.llava_next, image.as_ref(), *precision)?;
     }
+    let context = a.max_context.or(context).unwrap_or(DEFAULT_CONTEXT).min(model.cfg.text.max_positions);
+    let mut session = pollster::block_on(Session::new(ctx, model, tok, template, generation, context))?;
+    let settings = Settings {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+        repetition_penalty: a.repetition_penalty,
+        ignore_eos: false,
+    };
+    let req = Request { settings, ..Request::chat(messages, image) };
     let stdout = std::io::stdout();
     let json = a.json;
-    let gen = generate(ctx, &model, &tok, &ids.llava_next, feats, &opts, |piece| {
-        if !json {
-            let mut o = stdout.lock();
-            let _ = o.write_all(piece.as_bytes());
-            let _ = o.flush();
-        }
-    })?;
-    let spans = answer::parse(&gen.text, image_wh);
-    if let (Some(path), Some(img), Some(font)) = (&a.draw, &rgb, &font) {
-        let drawn = varco_web::draw::draw(img, &spans, font);
+    let answer = pollster::block_on(session.answer(
+        ctx,
+        &req,
+        &mut |piece| {
+            if !json {
+                let mut o = stdout.lock();
+                let _ = o.write_all(piece.as_bytes());
+                let _ = o.flush();
+            }
+        },
+        &|| false,
+    ))?;
+    if let (Some(path), Some(img), Some(font)) = (&a.draw, &req.image, &font) {
+        let drawn = varco_web::draw::draw(img, &answer.spans, font);
         // written beside, then moved, so a failed run never leaves half a PNG
         let tmp = path.with_extension("partial.png");
         drawn.save(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     }
     if json {
-        let out = serde_json::json!({
-            "prompt_tokens": gen.prompt_tokens,
-            "image_tokens": image.as_ref().map(|(p, _)| p.n_tokens),
-            "generated_ids": gen.ids,
-            "text": gen.text,
-            "stop": gen.stop,
-            "spans": spans,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         println!();
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check(
-    ctx: &Context,
-    model: &varco_web::model::Model,
-    weights: &varco_web::weights::WeightSource,
-    cfg: &varco_web::model::config::ModelConfig,
-    ids: &[i64],
-    feats: Option<&varco_web::gpu::Tensor>,
-    rgb: Option<&image::RgbImage>,
-    precision: varco_web::model::llm::Precision,
-) -> Result<()> {
-    use varco_web::model::llm::Precision;
-    let n = ids.len() + feats.map_or(0, |f| f.shape[0]);
+/// Compares the GPU's logits after the prompt with the CPU reference's.
+fn check(ctx: &Context, model: &varco_web::model::Model, weights: &varco_web::weights::WeightSource, ids: &[i64], rgb: Option<&image::RgbImage>, precision: Precision) -> Result<()> {
+    use varco_web::model::decode::Workspace;
+    let cfg = &model.cfg;
+    let feats = rgb.map(|img| model.encode_image(ctx, img)).transpose()?.map(|(_, f)| f);
+    let n = ids.len() + feats.as_ref().map_or(0, |f| f.shape[0]);
     let mut cache = model.llm.new_cache(ctx, n)?;
-    let gpu = pollster::block_on(model.prefill(ctx, ids, feats, &mut cache)?.to_f32(ctx))?;
+    let ws = Workspace::new(ctx, model, n)?;
+    let runs = varco_web::session::text_runs(ids, cfg.text.vocab)?;
+    let inputs = varco_web::session::prompt_inputs(&runs, feats.as_ref())?;
+    model.prefill(ctx, &inputs, &mut cache, &ws)?;
+    let gpu = pollster::block_on(ws.logits().to_f32(ctx))?;
     let r = varco_web::reference::Reference::new(weights, cfg);
     let img = match rgb {
         Some(img) => {

@@ -96,7 +96,7 @@ pub fn convert(input: &Path, output: &Path, opts: &Options, progress: &mut dyn F
     // the image token as the tokenizer has it (the original checkpoint's config does not name it)
     cfg.image_token_id = tok.token_id("<image>").or(cfg.image_token_id);
     let template = ChatTemplate::from_dir(input)?;
-    let generation = generation_defaults(input, &cfg)?;
+    let generation = Generation::from_dir(input, cfg.text.eos_token_id)?;
     let specs = plan::specs(&cfg, &opts.plan, w.contains("language_model.lm_head.weight"));
     plan::check_sources(&specs, &w)?;
 
@@ -204,32 +204,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| io(path, e))?;
     f.write_all(bytes).map_err(|e| io(path, e))?;
     f.sync_all().map_err(|e| io(path, e))
-}
-
-/// generation_config.json's settings where present; greedy with 1024 new tokens otherwise (the model card).
-fn generation_defaults(dir: &Path, cfg: &ModelConfig) -> Result<Generation> {
-    let p = dir.join("generation_config.json");
-    let v: serde_json::Value = match std::fs::read_to_string(&p) {
-        Ok(t) => serde_json::from_str(&t).map_err(|e| Error::Checkpoint(format!("{}: {e}", p.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
-        Err(e) => return Err(io(&p, e)),
-    };
-    let mut eos: Vec<u32> = match &v["eos_token_id"] {
-        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
-        x => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-    };
-    if !eos.contains(&cfg.text.eos_token_id) {
-        eos.push(cfg.text.eos_token_id);
-    }
-    let sample = v["do_sample"].as_bool().unwrap_or(false);
-    Ok(Generation {
-        max_new_tokens: v["max_new_tokens"].as_u64().unwrap_or(1024) as usize,
-        temperature: if sample { v["temperature"].as_f64().unwrap_or(1.0) as f32 } else { 0.0 },
-        top_k: if sample { v["top_k"].as_u64().unwrap_or(0) as u32 } else { 0 },
-        top_p: if sample { v["top_p"].as_f64().unwrap_or(1.0) as f32 } else { 1.0 },
-        repetition_penalty: v["repetition_penalty"].as_f64().unwrap_or(1.0) as f32,
-        eos_token_ids: eos,
-    })
 }
 
 /// Writes one byte stream as consecutive shard files of `size` bytes, hashing each on the way.

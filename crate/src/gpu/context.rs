@@ -16,7 +16,8 @@ use crate::{Error, Result};
 pub struct Caps {
     /// `shader-f16`: f16 activations are allowed.
     pub f16: bool,
-    /// Subgroup operations are enabled and the subgroup size is fixed and known.
+    /// Subgroup operations are enabled. The size lies somewhere in `subgroup_min_size..=subgroup_max_size`
+    /// (a device may pick it per pipeline): the kernels' reductions work for any size in 4..=128.
     pub subgroups: bool,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
@@ -56,6 +57,8 @@ pub struct Context {
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Pipeline address → its label (the shader name and defines), for per-kernel profiles.
     pipeline_names: Mutex<HashMap<usize, String>>,
+    /// Pipeline address → its bind group layout (asked once: in a browser each ask is a call).
+    layouts: Mutex<HashMap<usize, wgpu::BindGroupLayout>>,
     pub(crate) params_pool: Mutex<Vec<wgpu::Buffer>>,
     pub stats: Stats,
 }
@@ -68,14 +71,42 @@ pub struct Stats {
     /// Buffers created (every allocation of the library goes through [`Context::create_buffer`]).
     pub buffers: AtomicU64,
     pub submits: AtomicU64,
+    /// Bind groups created.
+    pub bind_groups: AtomicU64,
     /// The most buffer memory in use at any submit (native: wgpu's allocator counters; 0 in the browser).
     pub peak_bytes: AtomicU64,
 }
 
+/// A snapshot of [`Stats`]' counters; subtract two to get what happened in between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub dispatches: u64,
+    pub buffers: u64,
+    pub bind_groups: u64,
+    pub submits: u64,
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Counts;
+    fn sub(self, o: Counts) -> Counts {
+        Counts {
+            dispatches: self.dispatches - o.dispatches,
+            buffers: self.buffers - o.buffers,
+            bind_groups: self.bind_groups - o.bind_groups,
+            submits: self.submits - o.submits,
+        }
+    }
+}
+
 impl Stats {
-    /// (dispatches, buffers, submits) so far.
-    pub fn counts(&self) -> (u64, u64, u64) {
-        (self.dispatches.load(Ordering::Relaxed), self.buffers.load(Ordering::Relaxed), self.submits.load(Ordering::Relaxed))
+    /// The counters now.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+            buffers: self.buffers.load(Ordering::Relaxed),
+            bind_groups: self.bind_groups.load(Ordering::Relaxed),
+            submits: self.submits.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -154,6 +185,7 @@ impl Context {
             caps,
             pipelines: Mutex::new(HashMap::new()),
             pipeline_names: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
             params_pool: Mutex::new(Vec::new()),
             stats: Stats::default(),
         })
@@ -204,6 +236,23 @@ impl Context {
     /// The label (shader name and defines) of a pipeline from [`Context::pipeline`].
     pub fn pipeline_name(&self, p: &Arc<wgpu::ComputePipeline>) -> String {
         self.pipeline_names.lock().unwrap().get(&(Arc::as_ptr(p) as usize)).cloned().unwrap_or_default()
+    }
+
+    /// The bind group layout of a pipeline from [`Context::pipeline`].
+    pub(crate) fn bind_group_layout(&self, p: &Arc<wgpu::ComputePipeline>) -> wgpu::BindGroupLayout {
+        self.layouts.lock().unwrap().entry(Arc::as_ptr(p) as usize).or_insert_with(|| p.get_bind_group_layout(0)).clone()
+    }
+
+    /// Runs `f`, catching the GPU's out-of-memory refusals of what it allocates: an allocation the GPU
+    /// cannot make is an [`Error::OutOfMemory`] naming `what` and `bytes`, instead of a buffer that fails
+    /// every later use.
+    pub async fn out_of_memory_scope<T>(&self, what: &str, bytes: u64, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let out = f.await;
+        match scope.pop().await {
+            Some(e) => Err(Error::OutOfMemory { what: what.to_string(), bytes, detail: e.to_string() }),
+            None => out,
+        }
     }
 
     /// Creates a buffer, counted in [`Stats::buffers`].

@@ -6,7 +6,7 @@ mod recorder;
 pub mod shader;
 pub mod tensor;
 
-pub use context::{Caps, Context, ContextOptions, Stats};
-pub use recorder::{Binding, Recorder};
+pub use context::{Caps, Context, ContextOptions, Counts, Stats};
+pub use recorder::{Binding, Recorder, StepCache};
 pub use shader::{Defines, Shader};
 pub use tensor::{DType, Tensor};

@@ -3,7 +3,12 @@
 //!
 //! Parameters of all dispatches go into one uniform arena (each at an aligned offset), written with a single
 //! `write_buffer` at submit; arena buffers are pooled in the [`Context`] so a steady loop allocates none.
+//! A step recorded again and again over the same buffers (a decode step) goes through a [`StepCache`]: its
+//! own arena and the bind groups of its dispatches, made at the first step and found again at every later
+//! one, so that a token creates neither a buffer nor a bind group (in a browser each is a call into the
+//! GPU process).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::gpu::Context;
@@ -28,15 +33,51 @@ enum Pending {
     Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, size: u64 },
 }
 
+/// What identifies a dispatch's bind group: its pipeline, its slice of the arena and its storage buffers.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: usize,
+    params: (u64, u64),
+    buffers: Vec<(u32, wgpu::Buffer)>,
+}
+
+/// The parameter arena and bind groups of a step that is recorded many times with the same buffers (the
+/// decode step): see the module header. The parameters of each recording are written into the arena only
+/// where they differ from the last ones (a token's position changes a few of them).
+#[derive(Default)]
+pub struct StepCache {
+    arena: Option<wgpu::Buffer>,
+    /// What the arena holds now.
+    written: Vec<u8>,
+    groups: HashMap<BindKey, wgpu::BindGroup>,
+}
+
+impl StepCache {
+    /// Bind groups held (one per distinct dispatch of the step).
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
 pub struct Recorder<'c> {
     pub ctx: &'c Context,
     params: Vec<u8>,
     pending: Vec<Pending>,
+    reuse: Option<&'c mut StepCache>,
 }
 
 impl<'c> Recorder<'c> {
     pub fn new(ctx: &'c Context) -> Self {
-        Recorder { ctx, params: Vec::new(), pending: Vec::new() }
+        Recorder { ctx, params: Vec::new(), pending: Vec::new(), reuse: None }
+    }
+
+    /// A recorder whose arena and bind groups come from `cache` (and are kept there for the next time).
+    pub fn reusing(ctx: &'c Context, cache: &'c mut StepCache) -> Self {
+        Recorder { ctx, params: Vec::new(), pending: Vec::new(), reuse: Some(cache) }
     }
 
     /// Queues one dispatch. `params` is bound as a uniform at `@binding(0)`.
@@ -69,13 +110,13 @@ impl<'c> Recorder<'c> {
         }
     }
 
-    /// Number of dispatches recorded so far.
+    /// Number of dispatches recorded so far (copies not counted).
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending.iter().filter(|p| matches!(p, Pending::Dispatch { .. })).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.len() == 0
     }
 
     /// Encodes everything into one compute pass and submits it.
@@ -130,7 +171,7 @@ impl<'c> Recorder<'c> {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let arena = self.arena();
+        let arena = self.pooled_arena();
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
         let mut names = Vec::new();
         for p in &self.pending {
@@ -160,9 +201,9 @@ impl<'c> Recorder<'c> {
     }
 
     /// A pooled uniform buffer holding every dispatch's parameters.
-    fn arena(&self) -> wgpu::Buffer {
+    fn pooled_arena(&self) -> wgpu::Buffer {
         let ctx = self.ctx;
-        let size = (self.params.len().max(256) as u64).next_multiple_of(256);
+        let size = arena_size(self.params.len());
         let arena = {
             let mut pool = ctx.params_pool.lock().unwrap();
             match pool.iter().position(|b| b.size() >= size) {
@@ -179,9 +220,41 @@ impl<'c> Recorder<'c> {
         arena
     }
 
-    fn encode_and_submit(self, timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>) -> wgpu::SubmissionIndex {
+    /// The step cache's arena (made, or made larger, when the step needs more room; its bind groups go with
+    /// an arena that is replaced), holding this recording's parameters.
+    fn cached_arena(ctx: &Context, cache: &mut StepCache, params: &[u8]) -> wgpu::Buffer {
+        let size = arena_size(params.len());
+        if cache.arena.as_ref().is_none_or(|a| a.size() < size) {
+            cache.arena = Some(ctx.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step params"),
+                size,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+            cache.groups.clear();
+            cache.written.clear();
+        }
+        let arena = cache.arena.clone().expect("made above");
+        // only the bytes that changed since the last step (write_buffer wants 4-byte multiples)
+        let same = params.len() == cache.written.len();
+        let first = if same { params.iter().zip(&cache.written).position(|(a, b)| a != b) } else { Some(0) };
+        if let Some(first) = first {
+            let last = if same { params.len() - params.iter().rev().zip(cache.written.iter().rev()).position(|(a, b)| a != b).unwrap_or(0) } else { params.len() };
+            let (a, b) = (first / 4 * 4, last.next_multiple_of(4).min(params.len()));
+            ctx.queue.write_buffer(&arena, a as u64, &params[a..b]);
+            cache.written.clear();
+            cache.written.extend_from_slice(params);
+        }
+        arena
+    }
+
+    fn encode_and_submit(mut self, timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>) -> wgpu::SubmissionIndex {
         let ctx = self.ctx;
-        let arena = self.arena();
+        let mut reuse = self.reuse.take();
+        let arena = match reuse.as_deref_mut() {
+            Some(c) => Self::cached_arena(ctx, c, &self.params),
+            None => self.pooled_arena(),
+        };
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         // Consecutive dispatches share one compute pass; a copy closes it. With timing, the first pass
         // writes the start and the last the end timestamp.
@@ -197,7 +270,17 @@ impl<'c> Recorder<'c> {
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
                 while let Some(Pending::Dispatch { pipeline, bindings, params, workgroups }) = self.pending.get(i) {
-                    let bg = bind_group(ctx, &arena, pipeline, bindings, *params);
+                    let bg = match reuse.as_deref_mut() {
+                        Some(c) => {
+                            let key = BindKey {
+                                pipeline: Arc::as_ptr(pipeline) as usize,
+                                params: *params,
+                                buffers: bindings.iter().map(|b| (b.binding, b.buffer.clone())).collect(),
+                            };
+                            c.groups.entry(key).or_insert_with(|| bind_group(ctx, &arena, pipeline, bindings, *params)).clone()
+                        }
+                        None => bind_group(ctx, &arena, pipeline, bindings, *params),
+                    };
                     pass.set_pipeline(pipeline);
                     pass.set_bind_group(0, &bg, &[]);
                     pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -215,14 +298,21 @@ impl<'c> Recorder<'c> {
         }
         let index = ctx.queue.submit([enc.finish()]);
         ctx.note_submit();
-        ctx.params_pool.lock().unwrap().push(arena);
+        if reuse.is_none() {
+            ctx.params_pool.lock().unwrap().push(arena);
+        }
         index
     }
 }
 
+/// Bytes of an arena for `len` bytes of parameters.
+fn arena_size(len: usize) -> u64 {
+    (len.max(256) as u64).next_multiple_of(256)
+}
+
 /// The bind group of one dispatch: its slice of the parameter arena at binding 0, then its storage buffers.
-fn bind_group(ctx: &Context, arena: &wgpu::Buffer, pipeline: &wgpu::ComputePipeline, bindings: &[Binding], params: (u64, u64)) -> wgpu::BindGroup {
-    let layout = pipeline.get_bind_group_layout(0);
+fn bind_group(ctx: &Context, arena: &wgpu::Buffer, pipeline: &Arc<wgpu::ComputePipeline>, bindings: &[Binding], params: (u64, u64)) -> wgpu::BindGroup {
+    let layout = ctx.bind_group_layout(pipeline);
     let mut entries = vec![wgpu::BindGroupEntry {
         binding: 0,
         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: arena, offset: params.0, size: wgpu::BufferSize::new(params.1) }),
@@ -230,5 +320,6 @@ fn bind_group(ctx: &Context, arena: &wgpu::Buffer, pipeline: &wgpu::ComputePipel
     for b in bindings {
         entries.push(wgpu::BindGroupEntry { binding: b.binding, resource: b.buffer.as_entire_binding() });
     }
+    ctx.stats.bind_groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries })
 }

@@ -97,6 +97,15 @@ impl Tensor {
         self.shape.iter().product()
     }
 
+    /// The same buffer seen as its first `rows` rows (no copy, no allocation): a pass over fewer tokens than
+    /// its buffers were made for.
+    pub fn rows(&self, rows: usize) -> Tensor {
+        assert!(rows <= self.shape[0], "{rows} rows of a tensor of {:?}", self.shape);
+        let mut shape = self.shape.clone();
+        shape[0] = rows;
+        Tensor { buffer: self.buffer.clone(), shape, dtype: self.dtype }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -37,6 +37,80 @@ pub struct AttnArgs {
     pub scale: f32,
 }
 
+impl AttnArgs {
+    /// Causal attention of `n_q` queries at positions `pos_offset ..` over a KV cache `(kv_heads, capacity,
+    /// head_dim)` holding positions `0 .. pos_offset + n_q`; Q and O token-major and packed (`heads ·
+    /// head_dim` a row; [`AttnArgs::with_q`] for Q inside wider rows). Scale 1/√head_dim.
+    pub fn over_cache(n_heads: u32, n_kv_heads: u32, head_dim: u32, capacity: u32, n_q: u32, pos_offset: u32) -> Self {
+        let lay = KvLayout { offset: 0, head_stride: capacity * head_dim, seq_stride: head_dim };
+        AttnArgs {
+            n_q,
+            n_kv: pos_offset + n_q,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            q_stride: n_heads * head_dim,
+            q_offset: 0,
+            o_stride: n_heads * head_dim,
+            o_offset: 0,
+            k: lay,
+            v: lay,
+            pos_offset,
+            causal: true,
+            scale: (head_dim as f32).powf(-0.5),
+        }
+    }
+
+    /// Bidirectional attention of `n` tokens whose q, k and v (`heads` each, no GQA) lie side by side in
+    /// fused rows of `width`: token 0's q at element `q_col` of the buffer, its k `heads·head_dim` after,
+    /// its v after k (SigLIP's fused qkv; a tile of a batch starts at its first row). O token-major and
+    /// packed. Scale 1/√head_dim.
+    pub fn fused(n: u32, n_heads: u32, head_dim: u32, width: u32, q_col: u32) -> Self {
+        let hd = n_heads * head_dim;
+        let lay = |col: u32| KvLayout { offset: col, head_stride: head_dim, seq_stride: width };
+        AttnArgs {
+            n_q: n,
+            n_kv: n,
+            n_heads,
+            n_kv_heads: n_heads,
+            head_dim,
+            q_stride: width,
+            q_offset: q_col,
+            o_stride: hd,
+            o_offset: 0,
+            k: lay(q_col + hd),
+            v: lay(q_col + 2 * hd),
+            pos_offset: 0,
+            causal: false,
+            scale: (head_dim as f32).powf(-0.5),
+        }
+    }
+
+    /// Q read from rows of `stride` elements starting at column `offset`.
+    pub fn with_q(self, stride: u32, offset: u32) -> Self {
+        AttnArgs { q_stride: stride, q_offset: offset, ..self }
+    }
+
+    /// O written from element `offset` on (e.g. one tile's rows in a batch of tiles).
+    pub fn with_o_offset(self, offset: u32) -> Self {
+        AttnArgs { o_offset: offset, ..self }
+    }
+
+    /// Every query sees every key (`causal: false`), or only those up to its own position.
+    pub fn with_causal(self, causal: bool) -> Self {
+        AttnArgs { causal, ..self }
+    }
+
+    pub fn with_scale(self, scale: f32) -> Self {
+        AttnArgs { scale, ..self }
+    }
+
+    /// `n_kv` keys (queries beyond the cache's own positions, as a test's or a benchmark's shapes).
+    pub fn with_n_kv(self, n_kv: u32) -> Self {
+        AttnArgs { n_kv, ..self }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -166,9 +240,10 @@ pub fn decode_split(n_kv: u32, n_kv_heads: u32) -> (u32, u32) {
     (chunk, n_kv.div_ceil(chunk).max(1))
 }
 
-/// f32 elements of scratch the decode kernel needs for up to `max_kv` keys.
+/// f32 elements of scratch the decode kernel needs for any number of keys up to `max_kv` (a split covers at
+/// least one workgroup's keys, and there are at most 256 / n_kv_heads of them).
 pub fn decode_scratch_len(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_kv: u32) -> usize {
-    let (_, splits) = decode_split(max_kv, n_kv_heads);
+    let splits = (256 / n_kv_heads.max(1)).clamp(1, 256).min(max_kv.div_ceil(DECODE_WG)).max(1);
     (n_heads * splits * (head_dim + 2)) as usize
 }
 

@@ -7,8 +7,18 @@ use crate::gpu::{Binding, Recorder, Tensor};
 use crate::kernels::{base_defines, check, grid, same_dtype, weight_defines};
 use crate::Result;
 
-/// Rows of x up to which the matrix-vector kernel is used.
+/// Rows of x up to which the matrix-vector kernel is used, one x row a workgroup.
 pub const MATVEC_MAX_ROWS: usize = 4;
+
+/// Rows of x up to which the matrix-vector kernel's MULTI variant is used (a short prompt, such as a
+/// follow-up question: a full matmul tile would compute mostly padding), [`MULTI_ROWS`] x rows a workgroup.
+pub const MULTI_MAX_ROWS: usize = 64;
+
+/// x rows a workgroup of the MULTI variant.
+pub const MULTI_ROWS: u32 = 8;
+
+/// The MULTI variant's workgroup: invocations and output rows.
+pub const MULTI_SHAPE: MatvecShape = MatvecShape { wg: 64, rows: 2 };
 
 /// Invocations and output rows per workgroup of the matrix-vector kernel.
 #[derive(Clone, Copy, Debug)]
@@ -91,9 +101,31 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
     let (m, _) = check_shapes(x, w, bias, y)?;
     if m <= MATVEC_MAX_ROWS {
         matvec(rec, x, w, bias, y, matvec_shape(w.n, w.k))
+    } else if m <= MULTI_MAX_ROWS {
+        matvec_multi(rec, x, w, bias, y, MULTI_SHAPE, MULTI_ROWS)
     } else {
         matmul(rec, x, w, bias, y)
     }
+}
+
+/// The matrix-vector kernel's MULTI variant: `mx` rows of x a workgroup share each weight block.
+pub fn matvec_multi(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, shape: MatvecShape, mx: u32) -> Result<()> {
+    let (m, _) = check_shapes(x, w, bias, y)?;
+    let act = same_dtype("matvec", &[x, y])?;
+    let defines = weight_defines(base_defines(rec.ctx, act, shape.wg)?
+        .value("R", shape.rows)
+        .flag("MULTI")
+        .value("MX", mx)
+        .flag_if("BIAS", bias.is_some()), w.format);
+    let pipeline = rec.ctx.pipeline(&MATVEC, &defines)?;
+    let groups = (m as u32).div_ceil(mx);
+    check("matvec", groups <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;
+    for part in &w.parts {
+        let n = part.rows.len() as u32;
+        let params = Params::new(m, w, part);
+        rec.dispatch(pipeline.clone(), &params, bindings(x, y, part, bias), grid(rec.ctx, n.div_ceil(shape.rows), groups));
+    }
+    Ok(())
 }
 
 /// The matrix-vector kernel, one workgroup row per row of x.

@@ -94,6 +94,9 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     for (wg, rows) in [(32, 1), (32, 2), (32, 4), (64, 2), (64, 4), (128, 2), (128, 8), (256, 4)] {
                         out.push((MATVEC, weight_defines(base(wg).value("R", rows), wfmt).flag_if("BIAS", bias)));
                     }
+                    let multi = linear::MULTI_SHAPE;
+                    let d = base(multi.wg).value("R", multi.rows).flag("MULTI").value("MX", linear::MULTI_ROWS);
+                    out.push((MATVEC, weight_defines(d, wfmt).flag_if("BIAS", bias)));
                     for tile in [64, 128] {
                         out.push((MATMUL, weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias)));
                     }

@@ -6,16 +6,18 @@ use crate::gpu::{Binding, DType, Recorder, Tensor};
 use crate::kernels::{base_defines, check, wide_wg};
 use crate::Result;
 
-/// Sampling settings. `temperature <= 0` is greedy; `top_k = 0` and `top_p = 1` switch those filters off.
-#[derive(Clone, Copy, Debug)]
-pub struct Sampling {
+/// What the kernel computes: `temperature <= 0` is argmax; `top_k = 0` and `top_p = 1` switch those filters
+/// off. (A request's sampling options are the runtime's, [`crate::generate::Sampling`]; this is the kernel's
+/// view of them.)
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleArgs {
     pub temperature: f32,
     pub top_k: u32,
     pub top_p: f32,
 }
 
-impl Sampling {
-    pub const GREEDY: Sampling = Sampling { temperature: 0.0, top_k: 0, top_p: 1.0 };
+impl SampleArgs {
+    pub const ARGMAX: SampleArgs = SampleArgs { temperature: 0.0, top_k: 0, top_p: 1.0 };
 }
 
 #[repr(C)]
@@ -29,9 +31,8 @@ struct Params {
     _p: [u32; 3],
 }
 
-
 /// Writes the chosen token id of the `logits` row into `out[0]` (u32). `u` is uniform in [0, 1).
-pub fn sample(rec: &mut Recorder, logits: &Tensor, out: &Tensor, s: Sampling, u: f32) -> Result<()> {
+pub fn sample(rec: &mut Recorder, logits: &Tensor, out: &Tensor, s: SampleArgs, u: f32) -> Result<()> {
     check("sample", out.dtype == DType::U32 && !out.is_empty(), || "out must be a u32 tensor".into())?;
     check("sample", (0.0..1.0).contains(&u), || format!("u = {u} is not in [0, 1)"))?;
     let n = logits.len();

@@ -62,7 +62,48 @@ pub struct Generation {
     pub top_k: u32,
     pub top_p: f32,
     pub repetition_penalty: f32,
+    /// Every id that ends an answer.
     pub eos_token_ids: Vec<u32>,
+}
+
+impl Generation {
+    /// generation_config.json's settings (`None`: the checkpoint has none), with the model's own end-of-turn
+    /// id always among the stop ids; greedy with 1024 new tokens where the file says nothing (the model
+    /// card). `what` names the file in errors.
+    pub fn from_config(json: Option<&str>, eos_token_id: u32, what: &str) -> Result<Self> {
+        let v: serde_json::Value = match json {
+            Some(t) => serde_json::from_str(t).map_err(|e| Error::Checkpoint(format!("{what}: {e}")))?,
+            None => serde_json::Value::Null,
+        };
+        let mut eos: Vec<u32> = match &v["eos_token_id"] {
+            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+            x => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        };
+        if !eos.contains(&eos_token_id) {
+            eos.push(eos_token_id);
+        }
+        let sample = v["do_sample"].as_bool().unwrap_or(false);
+        Ok(Generation {
+            max_new_tokens: v["max_new_tokens"].as_u64().unwrap_or(1024) as usize,
+            temperature: if sample { v["temperature"].as_f64().unwrap_or(1.0) as f32 } else { 0.0 },
+            top_k: if sample { v["top_k"].as_u64().unwrap_or(0) as u32 } else { 0 },
+            top_p: if sample { v["top_p"].as_f64().unwrap_or(1.0) as f32 } else { 1.0 },
+            repetition_penalty: v["repetition_penalty"].as_f64().unwrap_or(1.0) as f32,
+            eos_token_ids: eos,
+        })
+    }
+
+    /// A checkpoint directory's generation_config.json (absent: the defaults above).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: &std::path::Path, eos_token_id: u32) -> Result<Self> {
+        let p = dir.join("generation_config.json");
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::Checkpoint(format!("{}: {e}", p.display()))),
+        };
+        Self::from_config(text.as_deref(), eos_token_id, &p.display().to_string())
+    }
 }
 
 /// GPU memory the model needs, in bytes.
@@ -194,15 +235,14 @@ impl Memory {
     /// The GPU memory of a model with these tensors at `context` tokens (f16 activations and KV cache).
     pub fn estimate(cfg: &ModelConfig, tensors: &[TensorEntry], context: usize) -> Memory {
         let weights: u64 = tensors.iter().map(|t| t.data.length.next_multiple_of(16) + t.scales.map_or(0, |s| s.length.next_multiple_of(16))).sum();
-        let (t, v) = (&cfg.text, &cfg.vision);
+        let t = &cfg.text;
         let kv_per_token = (t.layers * 2 * t.kv_heads * t.head_dim * 2) as u64;
         let (qn, kvn) = (t.heads * t.head_dim, t.kv_heads * t.head_dim);
         let chunk = PREFILL_CHUNK.min(context);
         // the prompt's embeddings, one chunk's buffers, logits
         let llm = context * t.hidden + chunk * (3 * t.hidden + qn + 2 * kvn + qn + 3 * t.intermediate) + t.vocab;
-        // the vision tower on the most tiles: im2col columns, x, y, qkv, attention out, MLP middle; projector
-        let rows = (cfg.anyres.max_patches as usize + 1) * v.cells() * v.cells();
-        let vision = rows * (3 * v.patch_size * v.patch_size + 6 * v.hidden + v.intermediate + 3 * t.hidden);
+        // the vision tower on the most tiles
+        let vision = cfg.vision_activation_elements(cfg.anyres.max_patches as usize + 1);
         let activations = 2 * (llm + vision) as u64;
         Memory { weights, kv_per_token, context, activations, total: weights + kv_per_token * context as u64 + activations }
     }

@@ -49,6 +49,17 @@ pub struct ModelConfig {
     pub image_token_id: Option<u32>,
 }
 
+impl ModelConfig {
+    /// Elements of the activations the vision tower and projector work in for an image of `tiles` tiles:
+    /// im2col columns, x, y, qkv, the attention output, the MLP's middle; the projector's output and the
+    /// merged features.
+    pub fn vision_activation_elements(&self, tiles: usize) -> usize {
+        let (t, v) = (&self.text, &self.vision);
+        let rows = tiles * v.cells() * v.cells();
+        rows * (3 * v.patch_size * v.patch_size + 6 * v.hidden + v.intermediate + 3 * t.hidden)
+    }
+}
+
 fn err(msg: String) -> Error {
     Error::Checkpoint(format!("config.json: {msg}"))
 }

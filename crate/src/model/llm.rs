@@ -4,53 +4,12 @@
 
 use crate::gpu::tensor::Weight;
 use crate::gpu::{Context, DType, Recorder, Tensor};
-use crate::kernels::attention::{self, AttnArgs, KvLayout};
+use crate::kernels::attention::{self, AttnArgs};
 use crate::kernels::rope::Rope;
 use crate::kernels::{elementwise, embed, kv_cache, linear, norm};
 use crate::model::config::TextConfig;
-use crate::loader::plan::QuantPlan;
-use crate::loader::Tensors;
+use crate::model::Tensors;
 use crate::{Error, Result};
-
-/// How weights and activations are stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Precision {
-    /// f32 activations on the checkpoint's 16-bit weights: the exact path.
-    F32,
-    /// f16 activations on 16-bit weights (needs shader-f16).
-    F16,
-    /// 4-bit weights (quantized at load), f16 activations where the device has shader-f16, else f32.
-    Q4,
-}
-
-impl Precision {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "f16" => Ok(Precision::F16),
-            "q4" => Ok(Precision::Q4),
-            _ => Err(Error::Checkpoint(format!("precision {s:?}: expected f32, f16 or q4"))),
-        }
-    }
-
-    /// The activation type on this device.
-    pub fn act(self, ctx: &Context) -> Result<DType> {
-        match self {
-            Precision::F32 => Ok(DType::F32),
-            Precision::F16 if !ctx.caps.f16 => Err(Error::Device("f16 activations need shader-f16, which this GPU lacks".into())),
-            Precision::F16 => Ok(DType::F16),
-            Precision::Q4 => Ok(if ctx.caps.f16 { DType::F16 } else { DType::F32 }),
-        }
-    }
-
-    /// How the checkpoint's matrices are stored when loaded directly.
-    pub fn plan(self) -> QuantPlan {
-        match self {
-            Precision::F32 | Precision::F16 => QuantPlan::F16,
-            Precision::Q4 => QuantPlan::DEFAULT,
-        }
-    }
-}
 
 struct Layer {
     in_norm: Tensor,
@@ -79,6 +38,48 @@ pub struct KvCache {
     /// Positions filled.
     pub len: usize,
     pub capacity: usize,
+}
+
+/// The activations the layers work in for up to `rows` tokens at once (shared by all layers): the normed
+/// rows, q/k/v, the attention output, gate/up and SiLU·up; for decode also the split attention's partials
+/// (sized for the whole cache).
+pub struct LayerBuffers {
+    rows: usize,
+    y: Tensor,
+    qkv: Tensor,
+    att: Tensor,
+    gu: Tensor,
+    mid: Tensor,
+    decode_scratch: Option<Tensor>,
+}
+
+impl LayerBuffers {
+    /// For `rows` tokens a pass; `decode_capacity`: the cache size one-token steps will attend over.
+    pub fn new(ctx: &Context, c: &TextConfig, act: DType, rows: usize, decode_capacity: Option<usize>) -> Result<Self> {
+        let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let decode_scratch = match decode_capacity {
+            Some(cap) => {
+                let n = attention::decode_scratch_len(c.heads as u32, c.kv_heads as u32, c.head_dim as u32, cap as u32);
+                Some(Tensor::empty(ctx, &[n], DType::F32)?)
+            }
+            None => None,
+        };
+        Ok(LayerBuffers {
+            rows,
+            y: Tensor::empty(ctx, &[rows, c.hidden], act)?,
+            qkv: Tensor::empty(ctx, &[rows, qn + 2 * kvn], act)?,
+            att: Tensor::empty(ctx, &[rows, qn], act)?,
+            gu: Tensor::empty(ctx, &[rows, 2 * c.intermediate], act)?,
+            mid: Tensor::empty(ctx, &[rows, c.intermediate], act)?,
+            decode_scratch,
+        })
+    }
+
+    /// Bytes of these buffers for `rows` tokens (the memory plan's figure).
+    pub fn bytes(c: &TextConfig, act: DType, rows: usize) -> u64 {
+        let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size()) as u64
+    }
 }
 
 impl Llm {
@@ -139,7 +140,7 @@ impl Llm {
 
     pub fn new_cache(&self, ctx: &Context, capacity: usize) -> Result<KvCache> {
         if capacity > self.cfg.max_positions {
-            return Err(Error::Checkpoint(format!("{capacity} positions exceed the model's context of {}", self.cfg.max_positions)));
+            return Err(Error::request(format!("{capacity} positions exceed the model's context of {}", self.cfg.max_positions)));
         }
         let shape = [self.cfg.kv_heads, capacity, self.cfg.head_dim];
         let mk = || (0..self.cfg.layers).map(|_| Tensor::empty(ctx, &shape, self.act)).collect::<Result<Vec<_>>>();
@@ -158,51 +159,31 @@ impl Llm {
     }
 
     /// Runs `x` `(T, hidden)` through every layer at positions `cache.len ..`, appending to the cache; `x`
-    /// becomes the last layer's output (before the final norm).
-    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, cache: &mut KvCache) -> Result<()> {
+    /// becomes the last layer's output (before the final norm). `b` holds at least T rows.
+    pub fn forward(&self, rec: &mut Recorder, x: &Tensor, cache: &mut KvCache, b: &LayerBuffers) -> Result<()> {
         let c = &self.cfg;
-        let ctx = rec.ctx;
         let t = x.len() / c.hidden;
         let pos = cache.len;
         if pos + t > cache.capacity {
-            return Err(Error::Checkpoint(format!("the prompt and answer need {} positions; the cache holds {}", pos + t, cache.capacity)));
+            return Err(Error::request(format!("the prompt and answer need {} positions; the cache holds {}", pos + t, cache.capacity)));
         }
-        let (d, qn, kvn) = (c.head_dim, c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let width = qn + 2 * kvn;
-        let y = Tensor::empty(ctx, &[t, c.hidden], self.act)?;
-        let qkv = Tensor::empty(ctx, &[t, width], self.act)?;
-        let att = Tensor::empty(ctx, &[t, qn], self.act)?;
-        let gu = Tensor::empty(ctx, &[t, 2 * c.intermediate], self.act)?;
-        let mid = Tensor::empty(ctx, &[t, c.intermediate], self.act)?;
-        let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(c.heads as u32, c.kv_heads as u32, d as u32, (pos + t) as u32)], DType::F32)?;
+        if t > b.rows {
+            return Err(Error::kernel("llm", format!("{t} rows do not fit layer buffers of {}", b.rows)));
+        }
+        let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let (y, qkv, att, gu, mid) = (b.y.rows(t), b.qkv.rows(t), b.att.rows(t), b.gu.rows(t), b.mid.rows(t));
         let eps = c.rms_eps as f32;
+        let args = AttnArgs::over_cache(c.heads as u32, c.kv_heads as u32, c.head_dim as u32, cache.capacity as u32, t as u32, pos as u32)
+            .with_q(qkv.shape[1] as u32, 0);
         for (i, l) in self.layers.iter().enumerate() {
             norm::rms_norm(rec, x, &l.in_norm, &y, eps)?;
             linear::linear(rec, &y, &l.qkv, Some(&l.qkv_b), &qkv)?;
             // q and k heads are adjacent in the fused row: one RoPE dispatch rotates both
             self.rope.apply(rec, &qkv, t as u32, (c.heads + c.kv_heads) as u32, 0, pos as u32)?;
             kv_cache::append(rec, &qkv, &cache.k[i], &cache.v[i], t as u32, pos as u32, qn as u32, (qn + kvn) as u32)?;
-            let lay = KvLayout { offset: 0, head_stride: (cache.capacity * d) as u32, seq_stride: d as u32 };
-            let args = AttnArgs {
-                n_q: t as u32,
-                n_kv: (pos + t) as u32,
-                n_heads: c.heads as u32,
-                n_kv_heads: c.kv_heads as u32,
-                head_dim: d as u32,
-                q_stride: width as u32,
-                q_offset: 0,
-                o_stride: qn as u32,
-                o_offset: 0,
-                k: lay,
-                v: lay,
-                pos_offset: pos as u32,
-                causal: true,
-                scale: 1.0 / (d as f32).sqrt(),
-            };
-            if t == 1 {
-                attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, &scratch, &args)?;
-            } else {
-                attention::attention(rec, &qkv, &cache.k[i], &cache.v[i], &att, &args)?;
+            match (&b.decode_scratch, t) {
+                (Some(scratch), 1) => attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args)?,
+                _ => attention::attention(rec, &qkv, &cache.k[i], &cache.v[i], &att, &args)?,
             }
             linear::linear(rec, &att, &l.o, None, &y)?;
             elementwise::add(rec, x, &y)?;
@@ -216,16 +197,10 @@ impl Llm {
         Ok(())
     }
 
-    /// Logits `(1, vocab)` of row `row` of `x` (a forward output).
-    pub fn logits(&self, rec: &mut Recorder, x: &Tensor, row: usize) -> Result<Tensor> {
-        let h = self.cfg.hidden;
-        let size = (h * self.act.size()) as u64;
-        let last = Tensor::empty(rec.ctx, &[1, h], self.act)?;
-        rec.copy(&x.buffer, row as u64 * size, &last.buffer, 0, size);
-        let y = Tensor::empty(rec.ctx, &[1, h], self.act)?;
-        norm::rms_norm(rec, &last, &self.norm, &y, self.cfg.rms_eps as f32)?;
-        let logits = Tensor::empty(rec.ctx, &[1, self.cfg.vocab], self.act)?;
-        linear::linear(rec, &y, &self.lm_head, None, &logits)?;
-        Ok(logits)
+    /// Logits `(1, vocab)` into `logits` of `row` (1, hidden), a forward output's last row; `normed` (1,
+    /// hidden) is scratch.
+    pub fn logits(&self, rec: &mut Recorder, row: &Tensor, normed: &Tensor, logits: &Tensor) -> Result<()> {
+        norm::rms_norm(rec, row, &self.norm, normed, self.cfg.rms_eps as f32)?;
+        linear::linear(rec, normed, &self.lm_head, None, logits)
     }
 }

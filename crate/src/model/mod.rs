@@ -1,22 +1,73 @@
 //! The VARCO-VISION model: [`config`] (both checkpoint layouts), the SigLIP tower and projector on the GPU
-//! ([`vision`]), the Qwen2 decoder with its KV cache ([`llm`]).
+//! ([`vision`]), the Qwen2 decoder with its KV cache ([`llm`]), and the decode step with the buffers it
+//! keeps from token to token ([`decode`]). What a request asks and what the cache holds is the runtime's
+//! business (`session`); this layer takes token ids and image embeddings.
 
 pub mod config;
+pub mod decode;
 pub mod llm;
+pub mod tensors;
 pub mod vision;
 
-use crate::chat::IMAGE_PLACEHOLDER;
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::image::AnyresPlan;
-use crate::loader::Tensors;
-use crate::weights::WeightSource;
 use crate::{Error, Result};
 use config::ModelConfig;
-use llm::{KvCache, Llm, Precision};
+use decode::Workspace;
+use llm::{KvCache, LayerBuffers, Llm};
+pub use tensors::{Loaded, Tensors};
 use vision::{Projector, VisionTower};
 
 /// Tokens per prefill chunk: bounds the activations of a 9k-token prompt.
 pub const PREFILL_CHUNK: usize = 1024;
+
+/// The activation type on this device: `want`, or where none is asked for, f16 where the device has
+/// shader-f16 and f32 elsewhere. The one place the choice is made.
+pub fn activation(ctx: &Context, want: Option<DType>) -> Result<DType> {
+    match want {
+        None => Ok(if ctx.caps.f16 { DType::F16 } else { DType::F32 }),
+        Some(DType::F32) => Ok(DType::F32),
+        Some(DType::F16) if ctx.caps.f16 => Ok(DType::F16),
+        Some(DType::F16) => Err(Error::Device("f16 activations need shader-f16, which this GPU lacks".into())),
+        Some(DType::U32) => Err(Error::kernel("model", "u32 is not an activation type")),
+    }
+}
+
+/// A piece of a prompt on its way into the LLM: token ids, or embeddings that take their place (an image's).
+pub enum Input<'a> {
+    Tokens(&'a [u32]),
+    /// `(n, hidden)` rows in the model's activation type.
+    Embeddings(&'a Tensor),
+}
+
+impl Input<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Input::Tokens(t) => t.len(),
+            Input::Embeddings(e) => e.shape[0],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A prompt embedded and being run through the LLM a chunk at a time ([`Model::prefill_chunk`]).
+pub struct Prefill {
+    x_all: Tensor,
+    x: Tensor,
+    bufs: LayerBuffers,
+    len: usize,
+    done: usize,
+}
+
+impl Prefill {
+    /// Tokens of the prompt run so far, and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.done, self.len)
+    }
+}
 
 /// The whole model on the GPU.
 pub struct Model {
@@ -27,13 +78,6 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a checkpoint directly: its tensors encoded as `precision` says, then uploaded.
-    pub fn load(ctx: &Context, w: &WeightSource, cfg: &ModelConfig, precision: Precision) -> Result<Self> {
-        let act = precision.act(ctx)?;
-        let mut t = crate::loader::from_checkpoint(ctx, w, cfg, &precision.plan())?;
-        Self::new(ctx, cfg, act, &mut t)
-    }
-
     /// Builds the model from its tensors on the GPU (from a checkpoint or a converted model), activations in
     /// `act`.
     pub fn new(ctx: &Context, cfg: &ModelConfig, act: DType, t: &mut Tensors) -> Result<Self> {
@@ -58,82 +102,79 @@ impl Model {
         Ok((plan, feats))
     }
 
-    /// Runs a prompt (LLaVA-NeXT ids: −200 where the image goes) through the LLM in chunks, appending to
-    /// `cache`; returns the logits `(1, vocab)` after its last token.
-    pub fn prefill(&self, ctx: &Context, ids: &[i64], image: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
+    /// Embeds a prompt (token ids and image embeddings in order) for [`Model::prefill_chunk`]; its buffers
+    /// are this prompt's own.
+    pub fn start_prefill(&self, ctx: &Context, inputs: &[Input], cache: &KvCache) -> Result<Prefill> {
         let h = self.cfg.text.hidden;
-        let n_placeholders = ids.iter().filter(|&&i| i == IMAGE_PLACEHOLDER).count();
-        let n_img = image.map_or(0, |t| t.shape[0]);
-        match (n_placeholders, image) {
-            (0, None) | (1, Some(_)) => {}
-            _ => return Err(Error::Checkpoint(format!("the prompt has {n_placeholders} image placeholders and {} images", image.is_some() as u8))),
-        }
-        let mut expanded = Vec::with_capacity(ids.len() + n_img);
-        let mut img_at = None;
-        for &id in ids {
-            if id == IMAGE_PLACEHOLDER {
-                img_at = Some(expanded.len());
-                expanded.extend(std::iter::repeat_n(u32::MAX, n_img));
-            } else if id < 0 || id as usize >= self.cfg.text.vocab {
-                return Err(Error::Checkpoint(format!("token id {id} is outside the vocabulary")));
-            } else {
-                expanded.push(id as u32);
-            }
-        }
-        let len = expanded.len();
+        let act = self.llm.act;
+        let len: usize = inputs.iter().map(|i| i.len()).sum();
         if len == 0 {
-            return Err(Error::Checkpoint("empty prompt".into()));
+            return Err(Error::request("empty prompt"));
         }
         if cache.len + len > cache.capacity {
-            return Err(Error::Checkpoint(format!(
-                "the prompt is {len} tokens (with the image); with {} already in context the cache of {} is too small",
+            return Err(Error::request(format!(
+                "the prompt is {len} tokens; with {} already in context it does not fit the context of {}",
                 cache.len, cache.capacity
             )));
         }
-        let act = self.llm.act;
+        let mut ids = Vec::with_capacity(len);
+        for input in inputs {
+            match input {
+                Input::Tokens(t) => {
+                    if let Some(&bad) = t.iter().find(|&&id| id as usize >= self.cfg.text.vocab) {
+                        return Err(Error::request(format!("token id {bad} is outside the vocabulary of {}", self.cfg.text.vocab)));
+                    }
+                    ids.extend_from_slice(t);
+                }
+                Input::Embeddings(e) => {
+                    if e.shape.len() != 2 || e.shape[1] != h || e.dtype != act {
+                        return Err(Error::kernel("prefill", format!("embeddings {:?} {:?} are not (n, {h}) {act:?}", e.shape, e.dtype)));
+                    }
+                    // ids past the vocabulary leave their rows to the copy below
+                    ids.extend(std::iter::repeat_n(u32::MAX, e.shape[0]));
+                }
+            }
+        }
         let row = (h * act.size()) as u64;
         let x_all = Tensor::empty(ctx, &[len, h], act)?;
         let mut rec = Recorder::new(ctx);
-        self.llm.embed(&mut rec, &expanded, &x_all)?;
-        if let (Some(at), Some(img)) = (img_at, image) {
-            rec.copy(&img.buffer, 0, &x_all.buffer, at as u64 * row, n_img as u64 * row);
-        }
-        rec.submit()?;
-        let mut logits = None;
-        for c0 in (0..len).step_by(PREFILL_CHUNK) {
-            let t = PREFILL_CHUNK.min(len - c0);
-            let x = Tensor::empty(ctx, &[t, h], act)?;
-            let mut rec = Recorder::new(ctx);
-            rec.copy(&x_all.buffer, c0 as u64 * row, &x.buffer, 0, t as u64 * row);
-            self.llm.forward(&mut rec, &x, cache)?;
-            if c0 + t == len {
-                logits = Some(self.llm.logits(&mut rec, &x, t - 1)?);
+        self.llm.embed(&mut rec, &ids, &x_all)?;
+        let mut at = 0;
+        for input in inputs {
+            if let Input::Embeddings(e) = input {
+                rec.copy(&e.buffer, 0, &x_all.buffer, at as u64 * row, e.shape[0] as u64 * row);
             }
-            rec.submit()?;
+            at += input.len();
         }
-        Ok(logits.expect("at least one chunk"))
-    }
-
-    /// One generated token through the LLM; the logits after it.
-    pub fn step(&self, ctx: &Context, id: u32, cache: &mut KvCache) -> Result<Tensor> {
-        let mut rec = Recorder::new(ctx);
-        let logits = self.record_step(&mut rec, id, cache)?;
         rec.submit()?;
-        Ok(logits)
+        let rows = PREFILL_CHUNK.min(len);
+        Ok(Prefill { x_all, x: Tensor::empty(ctx, &[rows, h], act)?, bufs: LayerBuffers::new(ctx, &self.cfg.text, act, rows, None)?, len, done: 0 })
     }
 
-    /// Records one decode step into `rec` (the caller submits; the benchmark profiles it).
-    pub fn record_step(&self, rec: &mut Recorder, id: u32, cache: &mut KvCache) -> Result<Tensor> {
-        let t = Tensor::from_u32(rec.ctx, &[id], &[1])?;
-        self.record_step_on_gpu(rec, &t, cache)
+    /// Runs the next chunk of `p`, appending to `cache`; after the last one, the logits of the prompt's last
+    /// token are in `ws` and this returns true.
+    pub fn prefill_chunk(&self, ctx: &Context, p: &mut Prefill, cache: &mut KvCache, ws: &Workspace) -> Result<bool> {
+        let row = (self.cfg.text.hidden * self.llm.act.size()) as u64;
+        let t = PREFILL_CHUNK.min(p.len - p.done);
+        let x = p.x.rows(t);
+        let mut rec = Recorder::new(ctx);
+        rec.copy(&p.x_all.buffer, p.done as u64 * row, &x.buffer, 0, t as u64 * row);
+        self.llm.forward(&mut rec, &x, cache, &p.bufs)?;
+        p.done += t;
+        let last = p.done == p.len;
+        if last {
+            rec.copy(&x.buffer, (t - 1) as u64 * row, &ws.b.x.buffer, 0, row);
+            self.llm.logits(&mut rec, &ws.b.x, &ws.b.normed, &ws.b.logits)?;
+        }
+        rec.submit()?;
+        Ok(last)
     }
 
-    /// Records one decode step whose input token is read on the GPU from `id` (a one-element u32 tensor,
-    /// typically the previous step's sampler output): steps can be queued before the CPU sees the token.
-    pub fn record_step_on_gpu(&self, rec: &mut Recorder, id: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let x = Tensor::empty(rec.ctx, &[1, self.cfg.text.hidden], self.llm.act)?;
-        self.llm.embed_ids(rec, id, &x)?;
-        self.llm.forward(rec, &x, cache)?;
-        self.llm.logits(rec, &x, 0)
+    /// A whole prompt at once ([`Model::start_prefill`], then every chunk); the logits after its last token
+    /// are in `ws`.
+    pub fn prefill(&self, ctx: &Context, inputs: &[Input], cache: &mut KvCache, ws: &Workspace) -> Result<()> {
+        let mut p = self.start_prefill(ctx, inputs, cache)?;
+        while !self.prefill_chunk(ctx, &mut p, cache, ws)? {}
+        Ok(())
     }
 }

@@ -6,11 +6,11 @@
 use crate::gpu::tensor::Weight;
 use crate::gpu::{DType, Recorder, Tensor};
 use crate::image::AnyresPlan;
-use crate::kernels::attention::{self, AttnArgs, KvLayout};
+use crate::kernels::attention::{self, AttnArgs};
 use crate::kernels::patch_embed::{self, PatchGeometry};
 use crate::kernels::{elementwise, linear, merge, norm};
 use crate::model::config::VisionConfig;
-use crate::loader::Tensors;
+use crate::model::Tensors;
 use crate::Result;
 
 struct Layer {
@@ -91,23 +91,7 @@ impl VisionTower {
             linear::linear(rec, &y, &l.qkv, Some(&l.qkv_b), &qkv)?;
             for t in 0..tiles {
                 let row0 = (t * per_tile * 3 * h) as u32;
-                let lay = |off: usize| KvLayout { offset: row0 + off as u32, head_stride: c.head_dim as u32, seq_stride: (3 * h) as u32 };
-                let args = AttnArgs {
-                    n_q: per_tile as u32,
-                    n_kv: per_tile as u32,
-                    n_heads: c.heads as u32,
-                    n_kv_heads: c.heads as u32,
-                    head_dim: c.head_dim as u32,
-                    q_stride: (3 * h) as u32,
-                    q_offset: row0,
-                    o_stride: h as u32,
-                    o_offset: (t * per_tile * h) as u32,
-                    k: lay(h),
-                    v: lay(2 * h),
-                    pos_offset: 0,
-                    causal: false,
-                    scale: (c.head_dim as f32).powf(-0.5),
-                };
+                let args = AttnArgs::fused(per_tile as u32, c.heads as u32, c.head_dim as u32, (3 * h) as u32, row0).with_o_offset((t * per_tile * h) as u32);
                 attention::attention(rec, &qkv, &qkv, &qkv, &att, &args)?;
             }
             linear::linear(rec, &att, &l.out, Some(&l.out_b), &y)?;

@@ -152,8 +152,9 @@ impl<'w> Reference<'w> {
         }
         let mut x = Tensor::cat(&rows, 0).map_err(ce)?;
         let n = x.dim(0).map_err(ce)?;
-        // RoPE tables as transformers computes them: f32 inv_freq, f32 angles
-        let inv = crate::kernels::rope::inv_freq(d as u32, c.rope_theta);
+        // RoPE tables as transformers computes them: inv_freq = 1 / base ** (arange(0, d, 2) / d) in f32,
+        // f32 angles
+        let inv: Vec<f32> = (0..d).step_by(2).map(|i| 1.0 / (c.rope_theta as f32).powf(i as f32 / d as f32)).collect();
         let mut cos = Vec::with_capacity(n * d / 2);
         let mut sin = Vec::with_capacity(n * d / 2);
         for p in 0..n {
