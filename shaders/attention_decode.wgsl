@@ -1,4 +1,6 @@
-// Decode attention: one query token per head over a KV cache, split along the sequence (split-K).
+// Decode attention: one query token per head over a KV cache, split along the sequence (split-K); or a few
+// query tokens (a short prompt after a long context), one after another along the grid's z, query i seeing
+// keys 0 ..= kv_base + i (causal).
 // Pass 1 (default): a workgroup takes one KV head and one chunk of keys, for all N_REP query heads that share
 // the KV head (GQA), so every key and value is read once. Keys go WG at a time:
 //   scores  — one invocation per key reads the key's row in 16-byte chunks (D/CW independent loads) and
@@ -21,7 +23,7 @@ fn exp_c(x: f32) -> f32 {
 }
 
 struct Params {
-    n_kv: u32,          // valid keys
+    n_kv: u32,          // keys (the last query's)
     n_heads: u32,
     chunk: u32,         // keys per split (a multiple of WG)
     n_splits: u32,
@@ -32,7 +34,11 @@ struct Params {
     q_offset: u32,      // Q's first element (its column in a fused qkv row)
     o_offset: u32,
     scale: f32,
+    q_stride: u32,      // elements from one query token's row to the next
+    o_stride: u32,
+    kv_base: u32,       // query i sees keys 0 ..= kv_base + i (and fewer than n_kv)
     _p0: u32,
+    _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -61,7 +67,7 @@ fn dot_chunk(a: chunk, b: chunk) -> f32 { return dot(a, b); }
 fn chunk_at(c: chunk, e: u32) -> f32 { return c[e]; }
 #endif
 #endif
-@group(0) @binding(4) var<storage, read_write> part: array<f32>; // (n_heads, n_splits, D + 2)
+@group(0) @binding(4) var<storage, read_write> part: array<f32>; // (queries, n_heads, n_splits, D + 2)
 #ifdef COMBINE
 @group(0) @binding(5) var<storage, read_write> o: array<act>;    // (n_heads, D)
 #endif
@@ -79,10 +85,12 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let lid = ids.lid;
     let g = wg.x;
     let split = wg.y;
+    let qi = wg.z;
     let j_begin = split * p.chunk;
-    let j_end = min(p.n_kv, j_begin + p.chunk);
+    // a split past this query's keys is empty: it writes max NEG and sum 0, which the merge weighs at 0
+    let j_end = max(j_begin, min(min(p.n_kv, p.kv_base + qi + 1u), j_begin + p.chunk));
     for (var e = lid; e < N_REP * LANES; e += WG) {
-        let b = p.q_offset + g * N_REP * D + e * CW;
+        let b = p.q_offset + qi * p.q_stride + g * N_REP * D + e * CW;
 #ifdef ACT_F16
         qs[e] = chunk(vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * p.scale,
                       vec4<f32>(f32(q[b + 4u]), f32(q[b + 5u]), f32(q[b + 6u]), f32(q[b + 7u])) * p.scale);
@@ -142,7 +150,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         red[kg * D + lane * CW + {e}u] = chunk_at(acc{h}, {e}u);
 #endfor
         workgroupBarrier();
-        let base = ((g * N_REP + {h}u) * p.n_splits + split) * (D + 2u);
+        let base = (((qi * p.n_heads) + g * N_REP + {h}u) * p.n_splits + split) * (D + 2u);
         for (var d = lid; d < D; d += WG) {
             var t = 0.0;
             for (var i = 0u; i < KG; i++) {
@@ -164,7 +172,8 @@ var<workgroup> ls: array<f32, 256>;
 
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let h = wg.x;
+    let qi = wg.z;
+    let h = qi * p.n_heads + wg.x;
     let lid = ids.lid;
     // every split's (max, sum) loaded at once (n_splits ≤ 256), then the merge weights e^(m_s − M)
     var mloc = NEG;
@@ -198,7 +207,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         for (; s < p.n_splits; s++) {
             a0 += part[(h * p.n_splits + s) * (D + 2u) + 2u + d] * wts[s];
         }
-        o[p.o_offset + h * D + d] = act(((a0 + a1) + (a2 + a3)) / l);
+        o[p.o_offset + qi * p.o_stride + wg.x * D + d] = act(((a0 + a1) + (a2 + a3)) / l);
     }
 }
 #endif

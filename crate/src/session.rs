@@ -196,7 +196,7 @@ impl Session {
         let c = &model.cfg.text;
         let act = model.llm.act.size() as u64;
         let kv = (2 * c.layers * c.kv_heads * c.head_dim) as u64 * context as u64 * act;
-        kv + LayerBuffers::bytes(c, model.llm.act, 1) + (c.vocab as u64 + 2 * c.hidden as u64) * act
+        kv + LayerBuffers::bytes(c, model.llm.act, 1, context) + (c.vocab as u64 + 2 * c.hidden as u64) * act
     }
 
     /// Positions of the KV cache.
@@ -241,13 +241,29 @@ impl Session {
         out
     }
 
-    /// The prompt's ids (−200 for the image).
-    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<i64>> {
+    /// For benchmarks: `ids` run as one prefill chunk after `context` positions, each dispatch timed, as
+    /// [`Session::profile_step`].
+    pub async fn profile_prefill(&mut self, ctx: &Context, ids: &[u32], context: usize) -> Result<Option<Vec<(String, f64)>>> {
+        if context + ids.len() >= self.cache.capacity || ids.is_empty() || ids.len() > PREFILL_CHUNK {
+            return Err(Error::request(format!("{} tokens after {context} positions: not one chunk inside the context of {}", ids.len(), self.cache.capacity)));
+        }
+        self.reset();
+        self.cache.len = context;
+        let out = self.model.profile_prefill(ctx, ids, &mut self.cache, &self.ws).await;
+        self.reset();
+        out
+    }
+
+    /// The prompt's ids as LLaVA-NeXT writes them (−200 for the image). A conversation that ends with an
+    /// assistant's turn is rendered as it stands, without a generation prompt: asked with
+    /// `max_new_tokens: 0`, it only fills the cache (the next request continues from it).
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<i64>> {
         match prompt {
             Prompt::Ids(ids) => Ok(ids.clone()),
             Prompt::Chat(messages) => {
                 check_messages(messages)?;
-                let text = self.template.render(messages, true)?;
+                let open = messages.last().is_some_and(|m| m.role != "assistant");
+                let text = self.template.render(messages, open)?;
                 Ok(PromptIds::new(&self.tok, &text)?.llava_next)
             }
         }
@@ -319,7 +335,7 @@ impl Session {
         let new_tokens = prompt_tokens - common;
         let h = cfg.text.hidden;
         let act = self.model.llm.act;
-        let bytes = (new_tokens * h * act.size()) as u64 + LayerBuffers::bytes(&cfg.text, act, new_tokens.min(PREFILL_CHUNK))
+        let bytes = (new_tokens * h * act.size()) as u64 + LayerBuffers::bytes(&cfg.text, act, new_tokens.min(PREFILL_CHUNK), self.cache.capacity)
             + if need_image { (cfg.vision_activation_elements(image.as_ref().map_or(0, |i| i.2.tiles())) * act.size()) as u64 } else { 0 };
         let what = format!("this request ({new_tokens} new prompt tokens{})", if need_image { ", the image" } else { "" });
         let Session { model, tok, generation, cache, ws, held, .. } = &mut *self;

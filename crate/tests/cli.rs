@@ -32,9 +32,42 @@ fn run_json_reproduces_the_reference() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["generated_ids"], case["generated_ids"]);
-    assert_eq!(v["image_tokens"], case["n_image_tokens"]);
-    assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, case["input_ids_hf"].as_array().unwrap().len());
+    assert_eq!(v["usage"]["image_tokens"], case["n_image_tokens"]);
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap() as usize, case["input_ids_hf"].as_array().unwrap().len());
     assert_eq!(v["text"], case["generated_text"]);
+}
+
+/// The keys of a JSON object, nested ones as `a.b`, sorted.
+fn keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    if let Some(o) = v.as_object() {
+        for (k, x) in o {
+            let name = format!("{prefix}{k}");
+            if matches!(k.as_str(), "usage" | "timings") {
+                keys(x, &format!("{name}."), out);
+            }
+            out.push(name);
+        }
+    }
+}
+
+/// The CLI answers text_only_ko with transformers' tokens in the JSON the browser engine returns: the same
+/// keys (tests/answer-keys.txt; tests/tests/browser.rs checks the engine against the same list).
+#[test]
+fn run_json_has_the_engine_keys() {
+    let f = fixtures();
+    let case: serde_json::Value = serde_json::from_slice(&std::fs::read(f.join("cases/text_only_ko/case.json")).unwrap()).unwrap();
+    let text = case["conversation"][0]["content"][0]["text"].as_str().unwrap();
+    let model = f.join("model-hf");
+    let out = varco(&["run", "--model", model.to_str().unwrap(), "--prompt", text, "--max-new-tokens", "16", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["generated_ids"], case["generated_ids"]);
+    let mut got = Vec::new();
+    keys(&v, "", &mut got);
+    got.sort();
+    let spec = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/answer-keys.txt")).unwrap();
+    let want: Vec<&str> = spec.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -105,8 +138,13 @@ fn convert_then_run_gives_the_4_bit_answer() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    let converted = ask(&out_dir, &[]);
-    let direct = ask(&model, &["--precision", "q4"]);
+    // the same answer (timings aside)
+    let without_timings = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("timings").expect("timings");
+        v
+    };
+    let converted = without_timings(ask(&out_dir, &[]));
+    let direct = without_timings(ask(&model, &["--precision", "q4"]));
     assert_eq!(converted, direct);
     let again = varco(&["convert", "--input", model.to_str().unwrap(), "--output", out_dir.to_str().unwrap()]);
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already exists"));

@@ -5,7 +5,7 @@
 use half::f16;
 use varco_web::gpu::tensor::{Weight, WeightFormat};
 use varco_web::gpu::{Context, DType, Tensor};
-use varco_web::kernels::attention::{self, AttnArgs, KvLayout};
+use varco_web::kernels::attention::{self, AttnArgs};
 use varco_web::kernels::linear::{self, MatvecShape};
 use varco_web::kernels::{elementwise, embed, norm, patch_embed, resize, rope, sample};
 use varco_web::quant::QMatrix;
@@ -121,23 +121,10 @@ pub async fn attention_suite(ctx: &Context, act: DType) {
         let vt = upload(ctx, &v, &[kv_heads, cap, d], act);
         let o = poisoned(ctx, &[n_q, heads * d], act);
         let scale = 1.0 / (d as f64).sqrt();
-        let lay = KvLayout { offset: 0, head_stride: (cap * d) as u32, seq_stride: d as u32 };
-        let args = AttnArgs {
-            n_q: n_q as u32,
-            n_kv: n_kv as u32,
-            n_heads: heads as u32,
-            n_kv_heads: kv_heads as u32,
-            head_dim: d as u32,
-            q_stride: (heads * d) as u32,
-            q_offset: 0,
-            o_stride: (heads * d) as u32,
-            o_offset: 0,
-            k: lay,
-            v: lay,
-            pos_offset: pos as u32,
-            causal,
-            scale: scale as f32,
-        };
+        let args = AttnArgs::over_cache(heads as u32, kv_heads as u32, d as u32, cap as u32, n_q as u32, pos as u32)
+            .with_causal(causal)
+            .with_n_kv(n_kv as u32)
+            .with_scale(scale as f32);
         let want = r::attention(&q, n_q, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), causal, pos, scale);
         run(ctx, |rec| attention::attention(rec, &qt, &kt, &vt, &o, &args)).await;
         assert_close(&format!("attention {act:?} case {ci}"), &read_guarded(ctx, &o).await, &want, tol(act, true));
@@ -158,23 +145,7 @@ pub async fn attention_fused_qkv(ctx: &Context, act: DType) {
     let qkv = as_stored(&rng.normals(n * width, 1.0), act);
     let t = upload(ctx, &qkv, &[n, width], act);
     let o = poisoned(ctx, &[n, heads * d], act);
-    let lay = |off: usize| KvLayout { offset: off as u32, head_stride: d as u32, seq_stride: width as u32 };
-    let args = AttnArgs {
-        n_q: n as u32,
-        n_kv: n as u32,
-        n_heads: heads as u32,
-        n_kv_heads: heads as u32,
-        head_dim: d as u32,
-        q_stride: width as u32,
-        q_offset: 0,
-        o_stride: (heads * d) as u32,
-        o_offset: 0,
-        k: lay(heads * d),
-        v: lay(2 * heads * d),
-        pos_offset: 0,
-        causal: false,
-        scale: 0.1,
-    };
+    let args = AttnArgs::fused(n as u32, heads as u32, d as u32, width as u32, 0).with_scale(0.1);
     run(ctx, |rec| attention::attention(rec, &t, &t, &t, &o, &args)).await;
     let got = read_guarded(ctx, &o).await;
     let q: Vec<f32> = (0..n).flat_map(|s| qkv[s * width..s * width + heads * d].to_vec()).collect();
@@ -182,43 +153,36 @@ pub async fn attention_fused_qkv(ctx: &Context, act: DType) {
     assert_close(&format!("attention fused qkv {act:?}"), &got, &want, tol(act, true));
 }
 
-/// Decode attention over a head-major KV cache, several split counts, Q inside a fused qkv row.
+/// Decode attention over a head-major KV cache, several split counts, Q inside a fused qkv row: one query
+/// seeing every key, and a few causal queries at the end of a long cache (a short prompt after a context).
 pub async fn decode_suite(ctx: &Context, act: DType) {
-    for (ci, &(n_kv, heads, kv_heads, d)) in [(1, 2, 1, 16), (130, 10, 2, 128), (1000, 10, 2, 128), (257, 4, 4, 64), (5000, 2, 1, 16), (4100, 16, 8, 64)].iter().enumerate() {
+    // (n_kv, heads, kv_heads, d, queries): one query sees all n_kv keys; several are causal, the last at n_kv − 1
+    let cases = [(1, 2, 1, 16, 1), (130, 10, 2, 128, 1), (1000, 10, 2, 128, 1), (257, 4, 4, 64, 1), (5000, 2, 1, 16, 1), (4100, 16, 8, 64, 1), (1000, 10, 2, 128, 5), (257, 4, 4, 64, 3), (4100, 16, 8, 64, 7)];
+    for (ci, &(n_kv, heads, kv_heads, d, n_q)) in cases.iter().enumerate() {
         let mut rng = Rng::new(400 + ci as u64);
         let cap = n_kv + 5;
         let q_off = 8;
         let row = q_off + heads * d + 2 * kv_heads * d;
-        let q = as_stored(&rng.normals(row, 1.0), act);
+        let q = as_stored(&rng.normals(n_q * row, 1.0), act);
         let k = as_stored(&rng.normals(kv_heads * cap * d, 1.0), act);
         let v = as_stored(&rng.normals(kv_heads * cap * d, 1.0), act);
-        let qt = upload(ctx, &q, &[1, row], act);
+        let qt = upload(ctx, &q, &[n_q, row], act);
         let kt = upload(ctx, &k, &[kv_heads, cap, d], act);
         let vt = upload(ctx, &v, &[kv_heads, cap, d], act);
-        let o = poisoned(ctx, &[1, heads * d], act);
-        let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(heads as u32, kv_heads as u32, d as u32, n_kv as u32)], DType::F32).unwrap();
+        let o = poisoned(ctx, &[n_q, heads * d], act);
+        let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(n_q as u32, heads as u32, kv_heads as u32, d as u32, n_kv as u32)], DType::F32).unwrap();
         let scale = 1.0 / (d as f64).sqrt();
-        let lay = KvLayout { offset: 0, head_stride: (cap * d) as u32, seq_stride: d as u32 };
-        let args = AttnArgs {
-            n_q: 1,
-            n_kv: n_kv as u32,
-            n_heads: heads as u32,
-            n_kv_heads: kv_heads as u32,
-            head_dim: d as u32,
-            q_stride: row as u32,
-            q_offset: q_off as u32,
-            o_stride: (heads * d) as u32,
-            o_offset: 0,
-            k: lay,
-            v: lay,
-            pos_offset: 0,
-            causal: false,
-            scale: scale as f32,
-        };
+        let causal = n_q > 1;
+        let pos = n_kv - n_q;
+        let args = AttnArgs::over_cache(heads as u32, kv_heads as u32, d as u32, cap as u32, n_q as u32, pos as u32)
+            .with_q(row as u32, q_off as u32)
+            .with_causal(causal)
+            .with_scale(scale as f32);
         run(ctx, |rec| attention::attention_decode(rec, &qt, &kt, &vt, &o, &scratch, &args)).await;
         let got = read_guarded(ctx, &o).await;
-        let want = r::attention(&q[q_off..q_off + heads * d], 1, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), false, 0, scale);
-        assert_close(&format!("decode attention {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d}"), &got, &want, tol(act, true));
+        let qs: Vec<f32> = (0..n_q).flat_map(|i| q[i * row + q_off..i * row + q_off + heads * d].to_vec()).collect();
+        let want = r::attention(&qs, n_q, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), causal, pos, scale);
+        assert_close(&format!("decode attention {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d} queries={n_q}"), &got, &want, tol(act, true));
     }
 }
 

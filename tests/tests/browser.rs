@@ -58,7 +58,9 @@ fn web_sys_log(s: &str) {
 /// transformers' logits (top-20 of every teacher-forced step, f32 path) and greedy tokens.
 #[wasm_bindgen_test]
 async fn model_reproduces_text_only_ko() {
-    use varco_web::model::{config::ModelConfig, llm::Precision, Model};
+    use varco_web::loader::{load_checkpoint, Precision};
+    use varco_web::model::{config::ModelConfig, decode::Workspace};
+    use varco_web::session::{prompt_inputs, text_runs};
     use varco_web::weights::WeightSource;
     const WEIGHTS: &[u8] = include_bytes!("../../../shared/fixtures/tiny-varco-a/model-hf/model.safetensors");
     const CONFIG: &str = include_str!("../../../shared/fixtures/tiny-varco-a/model-hf/config.json");
@@ -67,7 +69,7 @@ async fn model_reproduces_text_only_ko() {
     let c = ctx().await;
     let w = WeightSource::from_bytes(vec![WEIGHTS.to_vec()]).unwrap();
     let cfg = ModelConfig::from_json(CONFIG, &w).unwrap();
-    let m = Model::load(&c, &w, &cfg, Precision::F32).unwrap();
+    let m = load_checkpoint(&c, &w, &cfg, Precision::F32).unwrap();
     let case: Vec<&str> = CASE.split("\"input_ids_llava_next\": [").collect();
     let ids: Vec<i64> = case[1].split(']').next().unwrap().split(',').map(|s| s.trim().parse().unwrap()).collect();
     let gen: Vec<u32> = CASE.split("\"generated_ids\": [").nth(1).unwrap().split(']').next().unwrap().split(',').map(|s| s.trim().parse().unwrap()).collect();
@@ -75,16 +77,18 @@ async fn model_reproduces_text_only_ko() {
     let top_ids: Vec<i32> = bytemuck::pod_collect_to_vec(exp.tensor("step_top20_ids").unwrap().data());
     let top_vals: Vec<f32> = bytemuck::pod_collect_to_vec(exp.tensor("step_top20_logits").unwrap().data());
     let mut cache = m.llm.new_cache(&c, ids.len() + gen.len()).unwrap();
-    let mut logits = m.prefill(&c, &ids, None, &mut cache).unwrap();
+    let mut ws = Workspace::new(&c, &m, ids.len() + gen.len()).unwrap();
+    let runs = text_runs(&ids, cfg.text.vocab).unwrap();
+    m.prefill(&c, &prompt_inputs(&runs, None).unwrap(), &mut cache, &ws).unwrap();
     for step in 0..gen.len() {
-        let l = logits.to_f32(&c).await.unwrap();
+        let l = m.read_logits(&c, &mut ws).await.unwrap();
         let got: Vec<f32> = (0..20).map(|j| l[top_ids[step * 20 + j] as usize]).collect();
         let want: Vec<f64> = top_vals[step * 20..step * 20 + 20].iter().map(|&v| v as f64).collect();
         varco_tests::harness::assert_close(&format!("browser text_only_ko step {step}"), &got, &want, 1e-3);
         let argmax = l.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
         assert_eq!(argmax as u32, gen[step], "greedy token at step {step}");
         if step + 1 < gen.len() {
-            logits = m.step(&c, gen[step], &mut cache).unwrap();
+            m.step(&c, &mut ws, &mut cache, gen[step]).unwrap();
         }
     }
 }
@@ -157,14 +161,25 @@ async fn engine_loads_pieces_and_answers_like_transformers() {
         }
         engine.verify_shard(i as u32).unwrap();
     }
-    engine.finish(TOKENIZER).unwrap();
+    engine.finish(TOKENIZER.to_vec(), None).await.unwrap();
     let request = serde_json::json!({"messages": case["conversation"], "max_new_tokens": 16}).to_string();
     let pieces = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
     let sink = pieces.clone();
     let on_text = wasm_bindgen::closure::Closure::<dyn FnMut(String)>::new(move |s: String| sink.borrow_mut().push_str(&s));
     let out = wasm_bindgen_futures::JsFuture::from(engine.generate(request, None, on_text.as_ref().clone().into())).await.unwrap();
     let out: serde_json::Value = serde_json::from_str(&out.as_string().unwrap()).unwrap();
-    assert_eq!(out["ids"], case["generated_ids"], "greedy tokens");
+    assert_eq!(out["generated_ids"], case["generated_ids"], "greedy tokens");
+    // the answer's JSON has the keys `varco run --json` prints (crate/tests/cli.rs checks the CLI)
+    let mut keys = Vec::new();
+    for (k, v) in out.as_object().unwrap() {
+        if let Some(o) = v.as_object().filter(|_| k == "usage" || k == "timings") {
+            keys.extend(o.keys().map(|x| format!("{k}.{x}")));
+        }
+        keys.push(k.clone());
+    }
+    keys.sort();
+    let spec: Vec<&str> = include_str!("../answer-keys.txt").lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    assert_eq!(keys, spec, "the answer's keys");
     assert_eq!(out["text"], case["generated_text"]);
     assert_eq!(*pieces.borrow(), case["generated_text"].as_str().unwrap(), "the streamed pieces make the text");
 

@@ -1,12 +1,16 @@
 // The Web Worker: owns the wasm engine, the downloads and the IndexedDB cache, so the page's main thread
-// only posts messages. Protocol: {id, op, ...} in; {id, type: "progress" | "text" | "result" | "error"} out.
+// only posts messages. The protocol is messages.ts: a ToWorker in, FromWorker messages out.
 
 import init, { Engine, Sha256, parse_answer, task_prompt } from "../pkg/varco_web.js";
 import { Cache, CHUNK, type ModelRecord } from "./cache.js";
+import { capabilities as readCapabilities, type FromWorker, type Op, type Ops, type ToWorker, type WireAnswer, type WireCapabilities } from "./messages.js";
+import type { Progress, Span } from "./types.js";
 
-type Msg = { id: number; op: string; [k: string]: any };
+type LoadMsg = Extract<ToWorker, { op: "load" }>;
+type ChatMsg = Extract<ToWorker, { op: "chat" }>;
 
-const post = (m: any, transfer: Transferable[] = []) => (self as any).postMessage(m, transfer);
+const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m, transfer);
+const progress = (id: number, p: Progress) => post({ id, kind: "progress", progress: p });
 
 class Fail extends Error {
   constructor(public kind: string, message: string) {
@@ -142,12 +146,12 @@ async function exclusive<T>(name: string, signal: AbortSignal, onWait: () => voi
 }
 
 /** Downloads what the cache lacks of a model (shards, tokenizer); returns the tokenizer's bytes. */
-async function download(m: Msg, key: string, manifest: Manifest, base: URL, signal: AbortSignal): Promise<ArrayBuffer> {
+async function download(m: LoadMsg, key: string, manifest: Manifest, base: URL, signal: AbortSignal): Promise<ArrayBuffer> {
   // read again: another tab may have stored shards while this one waited
-  const cache_ = cache!;
-  const record = (await cache_.model(key))!;
+  const c = cache!;
+  const record = (await c.model(key))!;
   // bytes stored per shard (the complete ones, and the records of partial ones: what a resume keeps)
-  const perShard = await Promise.all(manifest.shards.map(async (s, i) => (record.done[i] ? s.bytes : Math.min(s.bytes, (await cache_.chunkCount(key, i)) * CHUNK))));
+  const perShard = await Promise.all(manifest.shards.map(async (s, i) => (record.done[i] ? s.bytes : Math.min(s.bytes, (await c.chunkCount(key, i)) * CHUNK))));
   const total = manifest.total_bytes;
   let loaded = perShard.reduce((a, b) => a + b, 0);
   const missing = total - loaded;
@@ -167,8 +171,8 @@ async function download(m: Msg, key: string, manifest: Manifest, base: URL, sign
     sent[shard] = now;
     const secs = (now - t0) / 1000;
     const rate = secs > 0 ? (loaded - start) / secs : 0;
-    post({
-      id: m.id, type: "progress", phase: "download", loaded, total, shard, shard_loaded: perShard[shard], shard_total: manifest.shards[shard].bytes,
+    progress(m.id, {
+      phase: "download", loaded, total, shard, shardLoaded: perShard[shard], shardTotal: manifest.shards[shard].bytes,
       shards: manifest.shards.length, resumed: start, rate, eta: rate > 0 ? (total - loaded) / rate : null, heap: heap(),
     });
   };
@@ -184,22 +188,22 @@ async function download(m: Msg, key: string, manifest: Manifest, base: URL, sign
         report(shard);
       });
       record.done[shard] = true;
-      await cache_.putModel(record);
+      await c.putModel(record);
     }
   };
   await Promise.all([worker(), worker(), worker(), worker()]);
-  let tok = await cache_.file(key, "tokenizer");
+  let tok = await c.file(key, "tokenizer");
   if (!tok) {
     const res = await fetch(new URL(manifest.tokenizer.file, base), { signal });
     if (!res.ok) throw new Fail("DownloadError", `${manifest.tokenizer.file}: HTTP ${res.status}`);
     tok = await res.arrayBuffer();
     if ((await sha256Hex(tok)) !== manifest.tokenizer.sha256) throw new Fail("IntegrityError", `${manifest.tokenizer.file}: SHA-256 mismatch`);
-    await cache_.putFile(key, "tokenizer", tok);
+    await c.putFile(key, "tokenizer", tok);
   }
   return tok;
 }
 
-async function load(m: Msg, signal: AbortSignal, retried = false): Promise<{ key: string; capabilities: unknown }> {
+async function load(m: LoadMsg, signal: AbortSignal, retried = false): Promise<Ops["load"]["result"]> {
   memory = (await init()).memory;
   if (!(navigator as any).gpu) throw new Fail("NoWebGPUError", "this browser has no WebGPU");
   cache ??= await Cache.open();
@@ -211,13 +215,13 @@ async function load(m: Msg, signal: AbortSignal, retried = false): Promise<{ key
     throw new Fail("ModelFormatError", `manifest.json: ${(e as Error).message}`);
   }
   // refuse a model this GPU cannot hold before downloading any of it
-  const capabilities = JSON.parse(await Engine.check(new Uint8Array(bytes)));
-  post({ id: m.id, type: "capabilities", capabilities });
+  const capabilities = readCapabilities(JSON.parse(await Engine.check(new Uint8Array(bytes))) as WireCapabilities);
+  post({ id: m.id, kind: "capabilities", capabilities });
   const fresh: ModelRecord = cached ?? { key, url: m.manifestUrl, manifest: bytes, done: manifest.shards.map(() => false), bytes: manifest.total_bytes, added: Date.now() };
   await cache.putModel(fresh);
   const base = new URL(m.manifestUrl, self.location.href);
   // one tab downloads a model at a time: another tab loading it waits, then finds it stored
-  const tok = await exclusive(`varco-web:${key}`, signal, () => post({ id: m.id, type: "progress", phase: "waiting", loaded: 0, total: manifest.total_bytes, shard: 0, shards: manifest.shards.length }),
+  const tok = await exclusive(`varco-web:${key}`, signal, () => progress(m.id, { phase: "waiting", loaded: 0, total: manifest.total_bytes, shard: 0, shards: manifest.shards.length }),
     async () => download(m, key, manifest, base, signal));
   // into the GPU, shard by shard, chunk by chunk (each shard checked again on the way)
   engine?.free();
@@ -233,7 +237,7 @@ async function load(m: Msg, signal: AbortSignal, retried = false): Promise<{ key
           const chunk = new Uint8Array(await cache.chunk(key, i, c));
           e.write(i, c * CHUNK, chunk);
           up += chunk.length;
-          post({ id: m.id, type: "progress", phase: "gpu", loaded: up, total: manifest.total_bytes, shard: i, shards: manifest.shards.length, heap: heap() });
+          progress(m.id, { phase: "gpu", loaded: up, total: manifest.total_bytes, shard: i, shards: manifest.shards.length, heap: heap() });
         }
         e.verify_shard(i);
       } catch (err) {
@@ -251,7 +255,7 @@ async function load(m: Msg, signal: AbortSignal, retried = false): Promise<{ key
         return load(m, signal, true);
       }
     }
-    e.finish(new Uint8Array(tok));
+    await e.finish(new Uint8Array(tok), m.maxContext);
   } catch (err) {
     if (engine !== e) e.free();
     throw err;
@@ -261,43 +265,47 @@ async function load(m: Msg, signal: AbortSignal, retried = false): Promise<{ key
   if (m.keepOldVersions !== true) {
     for (const old of await cache.list()) if (old.url === fresh.url && old.key !== key) await cache.delete(old.key);
   }
-  return { key, capabilities: JSON.parse(e.capabilities()) };
+  return { key, capabilities: readCapabilities(JSON.parse(e.capabilities()) as WireCapabilities) };
 }
 
-async function chat(m: Msg) {
+async function chat(m: ChatMsg): Promise<WireAnswer> {
   if (!engine) throw new Fail("EngineError", "no model is loaded");
-  const image: Uint8Array | undefined = m.image ? new Uint8Array(m.image) : undefined;
-  const out = await engine.generate(JSON.stringify(m.request), image, (piece: string) => post({ id: m.id, type: "text", piece }));
-  return JSON.parse(out as string);
+  const image = m.image ? new Uint8Array(m.image) : undefined;
+  const out = await engine.generate(JSON.stringify(m.request), image, (piece: string) => post({ id: m.id, kind: "text", piece }));
+  return JSON.parse(out as string) as WireAnswer;
 }
 
-async function handle(m: Msg) {
+/** Runs one operation; its result (typed by the operation's name in messages.ts). */
+async function run(m: ToWorker, signal: AbortSignal): Promise<Ops[Op]["result"]> {
+  switch (m.op) {
+    case "load": return load(m, signal);
+    case "chat": return chat(m);
+    case "prompt": return task_prompt(m.kind, m.phrase ?? undefined, m.bbox ? new Float32Array(m.bbox) : undefined, m.lang ?? undefined);
+    case "parse": return JSON.parse(parse_answer(m.text, m.width, m.height)) as Span[];
+    case "interrupt": engine?.interrupt(); return;
+    case "abort": aborts.get(m.target)?.abort(); return;
+    case "unload": engine?.free(); engine = undefined; return;
+    case "cache.list":
+      cache ??= await Cache.open();
+      return (await cache.list()).map((r) => ({ key: r.key, url: r.url, bytes: r.bytes, complete: r.done.every(Boolean), added: r.added }));
+    case "cache.delete": cache ??= await Cache.open(); await cache.delete(m.key); return;
+    case "cache.usage": return navigator.storage?.estimate?.();
+  }
+}
+
+async function handle(m: ToWorker) {
   const ac = new AbortController();
   aborts.set(m.id, ac);
   try {
-    let value: any;
-    switch (m.op) {
-      case "load": value = await load(m, ac.signal); break;
-      case "chat": value = await chat(m); break;
-      case "prompt": value = task_prompt(m.kind, m.phrase ?? undefined, m.bbox ? new Float32Array(m.bbox) : undefined, m.lang ?? undefined); break;
-      case "parse": value = JSON.parse(parse_answer(m.text, m.width ?? 0, m.height ?? 0)); break;
-      case "interrupt": engine?.interrupt(); break;
-      case "abort": aborts.get(m.target)?.abort(); break;
-      case "unload": engine?.free(); engine = undefined; break;
-      case "cache.list": cache ??= await Cache.open(); value = (await cache.list()).map((r) => ({ key: r.key, url: r.url, bytes: r.bytes, complete: r.done.every(Boolean), added: r.added })); break;
-      case "cache.delete": cache ??= await Cache.open(); await cache.delete(m.key); break;
-      case "cache.usage": value = await navigator.storage?.estimate?.(); break;
-      default: throw new Fail("EngineError", `unknown operation ${m.op}`);
-    }
-    post({ id: m.id, type: "result", value });
+    post({ id: m.id, kind: "result", value: await run(m, ac.signal) });
   } catch (e) {
     // Fail: ours; an Error named after one of the package's classes: from the wasm engine
     const name = (e as Error)?.name;
     const kind = e instanceof Fail ? e.kind : /^(GPUMemory|NoWebGPU|ModelFormat|Quota)Error$/.test(name) ? name : "EngineError";
-    post({ id: m.id, type: "error", name: kind, message: String((e as Error)?.message ?? e) });
+    post({ id: m.id, kind: "error", name: kind, message: String((e as Error)?.message ?? e) });
   } finally {
     aborts.delete(m.id);
   }
 }
 
-self.onmessage = (ev: MessageEvent<Msg>) => void handle(ev.data);
+self.onmessage = (ev: MessageEvent<ToWorker>) => void handle(ev.data);

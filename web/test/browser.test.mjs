@@ -75,11 +75,11 @@ test("loads into IndexedDB and the GPU, answers as transformers, then makes no r
     // the manifest's memory figures are for f16; SwiftShader has no shader-f16, so KV cache and activations
     // are f32 here: twice as large
     const mem = JSON.parse(fs.readFileSync(path.join(modelDir, "manifest.json"))).memory;
-    assert.equal(r.caps.shader_f16, false);
-    assert.equal(r.caps.model_memory.total, mem.weights + 2 * mem.kv_per_token * mem.context + 2 * mem.activations);
+    assert.equal(r.caps.shaderF16, false);
+    assert.equal(r.caps.modelMemory.total, mem.weights + 2 * mem.kv_per_token * mem.context + 2 * mem.activations);
     // the shards pass through the wasm memory a 1 MiB record at a time: it stays under a bound a fraction
     // of the model's size (wasm memory never shrinks, so the largest figure is the peak)
-    assert.ok(r.caps.model_memory.weights > 4 * HEAP_BOUND);
+    assert.ok(r.caps.modelMemory.weights > 4 * HEAP_BOUND);
     assert.ok(r.heap > 0 && r.heap <= HEAP_BOUND, `wasm memory reached ${r.heap} bytes while loading`);
     assert.equal(r.c.usage.completion_tokens, kase.generated_ids.length);
     assert.equal(r.cached.length, 1);
@@ -103,6 +103,20 @@ test("loads into IndexedDB and the GPU, answers as transformers, then makes no r
       return (await engine.chat.completions.create({ messages, max_tokens: 16 })).choices[0].message.content;
     }, kase.conversation);
     assert.equal(again, kase.generated_text);
+    // the conversation goes on: the second turn runs only its own tokens (the first turn's are kept), and
+    // answers as a request that reuses nothing
+    const turns = await page.evaluate(async (messages) => {
+      const first = await engine.chat.completions.create({ messages, max_tokens: 4 });
+      const convo = [...messages, first.choices[0].message, { role: "user", content: "Thank you. And tomorrow?" }];
+      const second = await engine.chat.completions.create({ messages: convo, max_tokens: 4 });
+      const fresh = await engine.chat.completions.create({ messages: convo, max_tokens: 4, cache_prompt: false });
+      return { first: first.usage, second: second.usage, fresh: fresh.usage, texts: [second.choices[0].message.content, fresh.choices[0].message.content] };
+    }, kase.conversation);
+    const prompt = kase.input_ids_llava_next.length;
+    assert.equal(turns.first.prompt_tokens_details.cached_tokens, prompt - 1, "the same question again: all but its last token kept");
+    assert.ok(turns.second.prompt_tokens_details.cached_tokens >= prompt, `turn 1 is not run again: ${JSON.stringify(turns)}`);
+    assert.equal(turns.fresh.prompt_tokens_details.cached_tokens, 0, "cache_prompt: false reuses nothing");
+    assert.equal(turns.texts[0], turns.texts[1]);
     assert.deepEqual(srv.state.log.slice(before), [], "no request after the model is loaded");
     // a new version of the model at the same URL (another manifest: another key) replaces the old one in the
     // cache once loaded; deleting it frees the storage
@@ -237,7 +251,7 @@ test("a reload in the middle of a download resumes every shard from its stored r
     }, kase.conversation);
     assert.equal(text, kase.generated_text);
     // before any byte arrives, progress shows what is stored: 2 MiB of each of the four shards
-    assert.deepEqual(events.slice(0, 4).map((p) => [p.phase, p.shard, p.shard_loaded, p.loaded, p.resumed]),
+    assert.deepEqual(events.slice(0, 4).map((p) => [p.phase, p.shard, p.shardLoaded, p.loaded, p.resumed]),
       [0, 1, 2, 3].map((i) => ["download", i, 2 << 20, 8 << 20, 8 << 20]));
     const dl = events.filter((p) => p.phase === "download");
     assert.equal(dl.at(-1).loaded, manifest.total_bytes, "progress ends at the total, nothing counted twice");

@@ -16,7 +16,7 @@ use half::f16;
 
 use crate::gpu::tensor::Weight;
 use crate::gpu::{Context, DType, Recorder, Tensor};
-use crate::kernels::attention::{self, AttnArgs, KvLayout};
+use crate::kernels::attention::{self, AttnArgs};
 use crate::kernels::linear::{self, MatvecShape};
 use crate::kernels::{elementwise, embed, norm, patch_embed, resize, rope, sample};
 use crate::quant::{self, QFormat, QMatrix, GROUP};
@@ -214,23 +214,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let k = act_tensor(ctx, &mut rng, &[kvh, t, d], act)?;
             let v = act_tensor(ctx, &mut rng, &[kvh, t, d], act)?;
             let out = Tensor::empty(ctx, &[t, h * d], act)?;
-            let lay = KvLayout { offset: 0, head_stride: (t * d) as u32, seq_stride: d as u32 };
-            let args = AttnArgs {
-                n_q: t as u32,
-                n_kv: t as u32,
-                n_heads: h as u32,
-                n_kv_heads: kvh as u32,
-                head_dim: d as u32,
-                q_stride: (h * d) as u32,
-                q_offset: 0,
-                o_stride: (h * d) as u32,
-                o_offset: 0,
-                k: lay,
-                v: lay,
-                pos_offset: 0,
-                causal: true,
-                scale: 1.0 / (d as f32).sqrt(),
-            };
+            let args = AttnArgs::over_cache(h as u32, kvh as u32, d as u32, t as u32, t as u32, 0);
             let secs = time(ctx, 2, |rec, _| attention::attention(rec, &q, &k, &v, &out, &args))?;
             rows.push(Row {
                 name: "attention prefill causal".into(),
@@ -247,23 +231,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let width = 3 * h * d;
             let qkv = act_tensor(ctx, &mut rng, &[t, width], act)?;
             let out = Tensor::empty(ctx, &[t, h * d], act)?;
-            let lay = |off: usize| KvLayout { offset: off as u32, head_stride: d as u32, seq_stride: width as u32 };
-            let args = AttnArgs {
-                n_q: t as u32,
-                n_kv: t as u32,
-                n_heads: h as u32,
-                n_kv_heads: h as u32,
-                head_dim: d as u32,
-                q_stride: width as u32,
-                q_offset: 0,
-                o_stride: (h * d) as u32,
-                o_offset: 0,
-                k: lay(h * d),
-                v: lay(2 * h * d),
-                pos_offset: 0,
-                causal: false,
-                scale: 1.0 / (d as f32).sqrt(),
-            };
+            let args = AttnArgs::fused(t as u32, h as u32, d as u32, width as u32, 0);
             let secs = time(ctx, o.iters.div_ceil(10).max(2), |rec, _| attention::attention(rec, &qkv, &qkv, &qkv, &out, &args))?;
             rows.push(Row {
                 name: "attention siglip".into(),
@@ -283,24 +251,9 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
                 .collect::<Result<_>>()?;
             let q = act_tensor(ctx, &mut rng, &[1, h * d], act)?;
             let out = Tensor::empty(ctx, &[1, h * d], act)?;
-            let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(h as u32, kvh as u32, d as u32, ctx_len as u32)], DType::F32)?;
-            let lay = KvLayout { offset: 0, head_stride: (ctx_len * d) as u32, seq_stride: d as u32 };
-            let args = AttnArgs {
-                n_q: 1,
-                n_kv: ctx_len as u32,
-                n_heads: h as u32,
-                n_kv_heads: kvh as u32,
-                head_dim: d as u32,
-                q_stride: (h * d) as u32,
-                q_offset: 0,
-                o_stride: (h * d) as u32,
-                o_offset: 0,
-                k: lay,
-                v: lay,
-                pos_offset: 0,
-                causal: false,
-                scale: 1.0 / (d as f32).sqrt(),
-            };
+            let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(1, h as u32, kvh as u32, d as u32, ctx_len as u32)], DType::F32)?;
+            // the step's query at the last position of the cache
+            let args = AttnArgs::over_cache(h as u32, kvh as u32, d as u32, ctx_len as u32, 1, ctx_len as u32 - 1);
             let secs = time(ctx, o.iters, |rec, i| {
                 let (k, v) = &caches[i as usize % caches.len()];
                 attention::attention_decode(rec, &q, k, v, &out, &scratch, &args)

@@ -225,7 +225,10 @@ struct DecodeParams {
     q_offset: u32,
     o_offset: u32,
     scale: f32,
-    _p: u32,
+    q_stride: u32,
+    o_stride: u32,
+    kv_base: u32,
+    _p: [u32; 2],
 }
 
 /// Keys per workgroup block of the decode kernel.
@@ -240,11 +243,11 @@ pub fn decode_split(n_kv: u32, n_kv_heads: u32) -> (u32, u32) {
     (chunk, n_kv.div_ceil(chunk).max(1))
 }
 
-/// f32 elements of scratch the decode kernel needs for any number of keys up to `max_kv` (a split covers at
-/// least one workgroup's keys, and there are at most 256 / n_kv_heads of them).
-pub fn decode_scratch_len(n_heads: u32, n_kv_heads: u32, head_dim: u32, max_kv: u32) -> usize {
+/// f32 elements of scratch the decode kernel needs for `n_q` queries over any number of keys up to `max_kv`
+/// (a split covers at least one workgroup's keys, and there are at most 256 / n_kv_heads of them).
+pub fn decode_scratch_len(n_q: u32, n_heads: u32, n_kv_heads: u32, head_dim: u32, max_kv: u32) -> usize {
     let splits = (256 / n_kv_heads.max(1)).clamp(1, 256).min(max_kv.div_ceil(DECODE_WG)).max(1);
-    (n_heads * splits * (head_dim + 2)) as usize
+    (n_q * n_heads * splits * (head_dim + 2)) as usize
 }
 
 /// The decode kernel's defines; shared with `kernels::variants`.
@@ -261,8 +264,10 @@ pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_di
         .value("KPT", DECODE_WG / kg))
 }
 
-/// One query token per head against `n_kv` cached keys. `q` holds the heads at `q_offset` (a fused qkv row
-/// works), `o` gets `(n_heads·head_dim)`; `scratch` is f32 of [`decode_scratch_len`].
+/// One query token per head against `n_kv` cached keys, or a few (`n_q`, a short prompt after a long
+/// context; causal: query i at position `pos_offset + i`). `q` holds each token's heads at `q_offset` of its
+/// row of `q_stride` (a fused qkv row works), `o` gets `(n_q, n_heads·head_dim)` at `o_stride`; `scratch`
+/// is f32 of [`decode_scratch_len`].
 pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs) -> Result<()> {
     check_args("attention_decode", a)?;
     let act = same_dtype("attention_decode", &[q, k, v, o])?;
@@ -277,9 +282,10 @@ pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, 
         [a.k.seq_stride, a.k.head_stride, a.v.seq_stride, a.v.head_stride].iter().all(|s| s % cw == 0) && a.k.offset == 0 && a.v.offset == 0,
         || format!("K and V strides must be multiples of {cw} and their offsets 0"),
     )?;
-    check("attention_decode", a.n_q == 1 && a.n_kv > 0, || "decode takes one query and at least one key".into())?;
+    check("attention_decode", a.n_q >= 1 && a.n_kv > 0 && a.n_q <= rec.ctx.caps.max_workgroups_per_dim, || format!("{} queries over {} keys", a.n_q, a.n_kv))?;
+    check("attention_decode", !a.causal || a.pos_offset + a.n_q <= a.n_kv, || "causal queries past the keys".into())?;
     let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads);
-    check("attention_decode", scratch.len() >= (a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;
+    check("attention_decode", scratch.len() >= (a.n_q * a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;
     let n_rep = a.n_heads / a.n_kv_heads;
     let base = decode_defines(rec.ctx, act, a.head_dim, n_rep)?;
     let params = DecodeParams {
@@ -294,13 +300,16 @@ pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, 
         q_offset: a.q_offset,
         o_offset: a.o_offset,
         scale: a.scale,
-        _p: 0,
+        q_stride: a.q_stride,
+        o_stride: a.o_stride,
+        kv_base: if a.causal { a.pos_offset } else { a.n_kv - 1 },
+        _p: [0; 2],
     };
     let p1 = rec.ctx.pipeline(&ATTENTION_DECODE, &base)?;
     let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &scratch.buffer)];
-    rec.dispatch(p1, &params, b, [a.n_kv_heads, n_splits, 1]);
+    rec.dispatch(p1, &params, b, [a.n_kv_heads, n_splits, a.n_q]);
     let p2 = rec.ctx.pipeline(&ATTENTION_DECODE, &base.clone().flag("COMBINE"))?;
     let b = vec![Binding::new(4, &scratch.buffer), Binding::new(5, &o.buffer)];
-    rec.dispatch(p2, &params, b, [a.n_heads, 1, 1]);
+    rec.dispatch(p2, &params, b, [a.n_heads, 1, a.n_q]);
     Ok(())
 }

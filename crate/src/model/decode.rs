@@ -67,7 +67,7 @@ impl Workspace {
                 normed: Tensor::empty(ctx, &[1, c.hidden], act)?,
                 logits: Tensor::empty(ctx, &[1, c.vocab], act)?,
                 picked: Tensor::empty(ctx, &[1], DType::U32)?,
-                layers: LayerBuffers::new(ctx, &model.cfg.text, act, 1, Some(capacity))?,
+                layers: LayerBuffers::new(ctx, &model.cfg.text, act, 1, capacity)?,
             },
             step: StepCache::default(),
             first: StepCache::default(),
@@ -185,6 +185,23 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// `ids` run as one prefill chunk at position `cache.len` (a short prompt after a context), each dispatch
+    /// in its own pass between timestamps, as [`Model::profile_step`].
+    pub async fn profile_prefill(&self, ctx: &Context, ids: &[u32], cache: &mut KvCache, ws: &Workspace) -> Result<Option<Vec<(String, f64)>>> {
+        let inputs = [crate::model::Input::Tokens(ids)];
+        let mut p = self.start_prefill(ctx, &inputs, cache)?;
+        ctx.sync().await?;
+        let mut rec = Recorder::new(ctx);
+        let row = (self.cfg.text.hidden * self.llm.act.size()) as u64;
+        let x = p.x.rows(ids.len());
+        rec.copy(&p.x_all.buffer, 0, &x.buffer, 0, ids.len() as u64 * row);
+        self.llm.forward(&mut rec, &x, cache, &p.bufs)?;
+        rec.copy(&x.buffer, (ids.len() - 1) as u64 * row, &ws.b.x.buffer, 0, row);
+        self.llm.logits(&mut rec, &ws.b.x, &ws.b.normed, &ws.b.logits)?;
+        p.done = p.len;
+        rec.submit_profiled().await
     }
 
     /// One decode step and its sampler at position `cache.len`, each dispatch in its own pass between

@@ -31,6 +31,11 @@ pub struct Llm {
     rope: Rope,
 }
 
+/// Tokens up to which a pass attends with the split decode kernel (each query token's keys read on their
+/// own, many workgroups over a long cache) rather than the tiled prefill kernel (a block of queries shares
+/// each key, few workgroups when the queries are few).
+pub const SHORT_ROWS: usize = 64;
+
 /// Keys and values of every layer, head-major `(kv_heads, capacity, head_dim)`.
 pub struct KvCache {
     pub k: Vec<Tensor>,
@@ -41,8 +46,8 @@ pub struct KvCache {
 }
 
 /// The activations the layers work in for up to `rows` tokens at once (shared by all layers): the normed
-/// rows, q/k/v, the attention output, gate/up and SiLU·up; for decode also the split attention's partials
-/// (sized for the whole cache).
+/// rows, q/k/v, the attention output, gate/up and SiLU·up; for a decode step or a short prompt
+/// ([`SHORT_ROWS`] tokens at most) also the split attention's partials, sized for the whole cache.
 pub struct LayerBuffers {
     rows: usize,
     y: Tensor,
@@ -54,15 +59,14 @@ pub struct LayerBuffers {
 }
 
 impl LayerBuffers {
-    /// For `rows` tokens a pass; `decode_capacity`: the cache size one-token steps will attend over.
-    pub fn new(ctx: &Context, c: &TextConfig, act: DType, rows: usize, decode_capacity: Option<usize>) -> Result<Self> {
+    /// For `rows` tokens a pass over a cache of `capacity` positions.
+    pub fn new(ctx: &Context, c: &TextConfig, act: DType, rows: usize, capacity: usize) -> Result<Self> {
         let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let decode_scratch = match decode_capacity {
-            Some(cap) => {
-                let n = attention::decode_scratch_len(c.heads as u32, c.kv_heads as u32, c.head_dim as u32, cap as u32);
-                Some(Tensor::empty(ctx, &[n], DType::F32)?)
-            }
-            None => None,
+        let decode_scratch = if rows <= SHORT_ROWS {
+            let n = attention::decode_scratch_len(rows as u32, c.heads as u32, c.kv_heads as u32, c.head_dim as u32, capacity as u32);
+            Some(Tensor::empty(ctx, &[n], DType::F32)?)
+        } else {
+            None
         };
         Ok(LayerBuffers {
             rows,
@@ -75,10 +79,11 @@ impl LayerBuffers {
         })
     }
 
-    /// Bytes of these buffers for `rows` tokens (the memory plan's figure).
-    pub fn bytes(c: &TextConfig, act: DType, rows: usize) -> u64 {
+    /// Bytes of these buffers for `rows` tokens over `capacity` positions (the memory plan's figure).
+    pub fn bytes(c: &TextConfig, act: DType, rows: usize, capacity: usize) -> u64 {
         let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size()) as u64
+        let scratch = if rows <= SHORT_ROWS { 4 * attention::decode_scratch_len(rows as u32, c.heads as u32, c.kv_heads as u32, c.head_dim as u32, capacity as u32) } else { 0 };
+        (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size() + scratch) as u64
     }
 }
 
@@ -181,9 +186,9 @@ impl Llm {
             // q and k heads are adjacent in the fused row: one RoPE dispatch rotates both
             self.rope.apply(rec, &qkv, t as u32, (c.heads + c.kv_heads) as u32, 0, pos as u32)?;
             kv_cache::append(rec, &qkv, &cache.k[i], &cache.v[i], t as u32, pos as u32, qn as u32, (qn + kvn) as u32)?;
-            match (&b.decode_scratch, t) {
-                (Some(scratch), 1) => attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args)?,
-                _ => attention::attention(rec, &qkv, &cache.k[i], &cache.v[i], &att, &args)?,
+            match &b.decode_scratch {
+                Some(scratch) => attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args)?,
+                None => attention::attention(rec, &qkv, &cache.k[i], &cache.v[i], &att, &args)?,
             }
             linear::linear(rec, &att, &l.o, None, &y)?;
             elementwise::add(rec, x, &y)?;

@@ -55,11 +55,11 @@ impl Input<'_> {
 
 /// A prompt embedded and being run through the LLM a chunk at a time ([`Model::prefill_chunk`]).
 pub struct Prefill {
-    x_all: Tensor,
-    x: Tensor,
-    bufs: LayerBuffers,
-    len: usize,
-    done: usize,
+    pub(crate) x_all: Tensor,
+    pub(crate) x: Tensor,
+    pub(crate) bufs: LayerBuffers,
+    pub(crate) len: usize,
+    pub(crate) done: usize,
 }
 
 impl Prefill {
@@ -148,7 +148,7 @@ impl Model {
         }
         rec.submit()?;
         let rows = PREFILL_CHUNK.min(len);
-        Ok(Prefill { x_all, x: Tensor::empty(ctx, &[rows, h], act)?, bufs: LayerBuffers::new(ctx, &self.cfg.text, act, rows, None)?, len, done: 0 })
+        Ok(Prefill { x_all, x: Tensor::empty(ctx, &[rows, h], act)?, bufs: LayerBuffers::new(ctx, &self.cfg.text, act, rows, cache.capacity)?, len, done: 0 })
     }
 
     /// Runs the next chunk of `p`, appending to `cache`; after the last one, the logits of the prompt's last

@@ -4,7 +4,7 @@
 // Safety: everything the model or a file says is put into the page as text (textContent, SVG text nodes),
 // never as HTML.
 
-import { createEngine, type Capabilities, type ChatMessage, type Progress, type Span, type VarcoEngine } from "varco-web";
+import { createEngine, type Capabilities, type ChatMessage, type CompletionChunk, type ContentPart, type Progress, type Span, type VarcoEngine } from "varco-web";
 import { drawRegion, fitLabels, renderSpans, readingOrder, setImageSize, type Region } from "./overlay";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -61,13 +61,13 @@ function showError(e: unknown) {
 function renderCaps(c: Capabilities, storage?: StorageEstimate) {
   const dl = $("caps");
   dl.replaceChildren();
-  const mem = c.model_memory;
+  const mem = c.modelMemory;
   const rows: [string, string][] = [
     ["Adapter", c.adapter],
-    ["shader-f16", c.shader_f16 ? "yes" : "no (f32 activations)"],
+    ["shader-f16", c.shaderF16 ? "yes" : "no (f32 activations)"],
     ["Subgroups", c.subgroups ? "yes" : "no"],
-    ["Largest buffer", `${(c.max_binding / 2 ** 20).toFixed(0)} MiB`],
-    ["Model needs (GPU)", `${gb(mem.total)}: weights ${gb(mem.weights)}, KV cache ${gb(mem.kv_per_token * mem.context)} at ${mem.context} tokens, activations ${gb(mem.activations)}`],
+    ["Largest buffer", `${(c.maxBinding / 2 ** 20).toFixed(0)} MiB`],
+    ["Model needs (GPU)", `${gb(mem.total)}: weights ${gb(mem.weights)}, KV cache ${gb(mem.kvPerToken * mem.context)} at ${mem.context} tokens, activations ${gb(mem.activations)}`],
     ["GPU memory available", "not told by WebGPU; the model was checked against the adapter's limits before downloading"],
   ];
   if (storage?.quota !== undefined) rows.push(["Storage", `${mb(storage.usage ?? 0)} used of ${mb(storage.quota)} this site may use`]);
@@ -113,10 +113,10 @@ function renderProgress(p: Progress) {
   }
   const cell = grid.children[p.shard] as HTMLMeterElement | undefined;
   if (cell) {
-    const frac = p.phase === "download" ? (p.shard_loaded ?? 0) / (p.shard_total || 1) : 1;
+    const frac = p.phase === "download" ? (p.shardLoaded ?? 0) / (p.shardTotal || 1) : 1;
     cell.value = frac;
     cell.className = p.phase;
-    cell.title = `shard ${p.shard + 1}: ${p.phase === "download" ? `${mb(p.shard_loaded ?? 0)} of ${mb(p.shard_total ?? 0)}` : "in the GPU"}`;
+    cell.title = `shard ${p.shard + 1}: ${p.phase === "download" ? `${mb(p.shardLoaded ?? 0)} of ${mb(p.shardTotal ?? 0)}` : "in the GPU"}`;
   }
 }
 
@@ -323,7 +323,7 @@ async function answer(m: Mode, signal: AbortSignal) {
     $("transcript").replaceChildren();
   }
   // a new chat's first message carries the image
-  const content: any[] = [];
+  const content: ContentPart[] = [];
   if (picture && (m !== "chat" || chat.length === 0)) content.push({ type: "image", image: picture.blob });
   content.push({ type: "text", text: prompt });
   chat.push({ role: "user", content });
@@ -332,7 +332,7 @@ async function answer(m: Mode, signal: AbortSignal) {
   $("speed").textContent = "Reading the image and the prompt…";
   let text = "";
   try {
-    let done: any;
+    let done: CompletionChunk | undefined;
     for await (const chunk of await engine!.chat.completions.create({ messages: chat, stream: true, max_tokens, signal })) {
       const piece = chunk.choices[0].delta.content;
       if (piece) {
@@ -343,11 +343,16 @@ async function answer(m: Mode, signal: AbortSignal) {
       if (chunk.choices[0].finish_reason) done = chunk;
     }
     chat.push({ role: "assistant", content: text });
-    const t = done.timings;
-    const u = done.usage;
-    $("speed").textContent = `Prefill ${u.prompt_tokens} tokens in ${t.prefill_s.toFixed(2)} s (${t.prefill_tokens_per_s.toFixed(0)} tokens/s) · decode ${u.completion_tokens} tokens at ${t.decode_tokens_per_s.toFixed(1)} tokens/s`;
-    last = { mode: m, image: picture ? { name: picture.name, width: picture.width, height: picture.height } : null, prompt, text, spans: done.spans };
-    showSpans(done.spans, m);
+    const t = done!.timings!;
+    const u = done!.usage!;
+    const cached = u.prompt_tokens_details.cached_tokens;
+    const run = u.prompt_tokens - cached;
+    // what the engine kept from the previous question (an earlier turn, the same image) is not read again
+    const reused = cached > 0 ? ` (${cached} tokens reused)` : "";
+    $("speed").textContent = `Prefill ${run} of ${u.prompt_tokens} tokens${reused} in ${t.prefillSeconds.toFixed(2)} s (${t.prefillTokensPerSecond.toFixed(0)} tokens/s) · decode ${u.completion_tokens} tokens at ${t.decodeTokensPerSecond.toFixed(1)} tokens/s`;
+    const spans = done!.spans ?? [];
+    last = { mode: m, image: picture ? { name: picture.name, width: picture.width, height: picture.height } : null, prompt, text, spans };
+    showSpans(spans, m);
   } catch (e) {
     chat.pop();
     throw e;
