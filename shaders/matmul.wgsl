@@ -14,6 +14,7 @@ const Q: u32 = TILE / 4u;     // row quads per tile
 // V (a define): vec4s per invocation along each side, TM / 4
 
 #include "linear_io.wgsl"
+#include "dequant.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<act4>;      // (m, k/4)

@@ -9,6 +9,7 @@
 #include "ids.wgsl"
 #include "reduce.wgsl"
 #include "linear_io.wgsl"
+#include "dequant.wgsl"
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<act4>;          // (m, k/4)
@@ -26,19 +27,6 @@ fn xv(i: u32, base: u32, k4: u32) -> vec4<f32> {
         return vec4<f32>(x[base + i]);
     }
     return vec4<f32>(0.0);
-}
-
-// Codes j..j+3 of a word (shift sh = 0 or 16), minus the zero point 8.
-// Exact and without int→float conversions (quarter rate on many GPUs): a code q placed in the low mantissa
-// bits of 2^23 is the float 2^23 + q, so subtracting 2^23 + 8 leaves q − 8.
-fn nib(word: u32, sh: u32) -> vec4<f32> {
-    let bits = ((vec4<u32>(word) >> vec4<u32>(sh, sh + 4u, sh + 8u, sh + 12u)) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u);
-    return bitcast<vec4<f32>>(bits) - vec4<f32>(8388616.0);
-}
-
-
-fn h8(v: vec2<u32>) -> vec4<f32> {
-    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
 }
 
 #ifdef MULTI

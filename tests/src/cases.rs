@@ -95,6 +95,98 @@ pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
     linear_case(ctx, act, format, LinearKernel::Matmul(64), 70, 203, 160, true, 2048, 8).await;
 }
 
+/// The decode step's fused matrix-vector kernel, every mode, with and without the folded RMSNorm, at
+/// awkward sizes and in every shape it is built in: against the plain references composed (linear on the
+/// dequantized W, then the norm's scale, bias, residual, SiLU·up, RoPE, the cache writes). The model's
+/// shape takes every case; the others (built for the benchmark's comparison) one case a mode.
+pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat) {
+    use linear::Fused;
+    let big = u64::MAX;
+    let eps = 1e-6;
+    for (si, &shape) in linear::FUSED_SHAPES.iter().enumerate() {
+        let seed = 900 + 10 * si as u64;
+        // PLAIN and RESIDUAL: rows that fill no, one and several workgroups; a weight split into parts
+        for (ci, &(n, k, norm, limit)) in [(1, 32, false, big), (37, 96, true, big), (130, 544, true, big), (203, 160, false, 2048), (45, 88, true, big)].iter().enumerate() {
+            if si > 0 && ci != 1 {
+                continue;
+            }
+            let mut rng = Rng::new(seed + ci as u64);
+            let (w, wv) = random_weight(ctx, &mut rng, n, k, format, limit);
+            let x = as_stored(&rng.normals(k, 1.0), act);
+            let y0 = as_stored(&rng.normals(n, 1.0), act);
+            let xt = upload(ctx, &x, &[1, k], act);
+            let s = if norm { 1.0 / (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / k as f64 + eps).sqrt() } else { 1.0 };
+            let lin = r::linear(&x, &wv, None, 1, n, k);
+            let e = norm.then_some(eps as f32);
+            let y = poisoned(ctx, &[n], act);
+            run(ctx, |rec| linear::matvec_fused(rec, &xt, &w, None, e, Fused::Plain { y: &y }, shape)).await;
+            let want: Vec<f64> = lin.iter().map(|v| v * s).collect();
+            assert_close(&format!("fused plain {shape:?} {format:?} {act:?} n={n} k={k} norm={norm}"), &read_guarded(ctx, &y).await, &want, tol(act, k > 512));
+            let yr = upload(ctx, &y0, &[n], act);
+            run(ctx, |rec| linear::matvec_fused(rec, &xt, &w, None, e, Fused::Residual { y: &yr }, shape)).await;
+            let want: Vec<f64> = lin.iter().zip(&y0).map(|(v, y)| v * s + *y as f64).collect();
+            assert_close(&format!("fused residual {shape:?} {format:?} {act:?} n={n} k={k}"), &yr.to_f32(ctx).await.unwrap(), &want, tol(act, k > 512));
+        }
+        // GLU: gate and up stacked, y = silu(gate) · up
+        for (ci, &(ffn, k)) in [(1, 32), (45, 128), (130, 96), (20, 88)].iter().enumerate() {
+            if si > 0 && ci != 1 {
+                continue;
+            }
+            let mut rng = Rng::new(seed + 5 + ci as u64);
+            let (w, wv) = random_weight(ctx, &mut rng, 2 * ffn, k, format, big);
+            let x = as_stored(&rng.normals(k, 1.0), act);
+            let xt = upload(ctx, &x, &[1, k], act);
+            let s = 1.0 / (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / k as f64 + eps).sqrt();
+            let lin = r::linear(&x, &wv, None, 1, 2 * ffn, k);
+            let y = poisoned(ctx, &[ffn], act);
+            run(ctx, |rec| linear::matvec_fused(rec, &xt, &w, None, Some(eps as f32), Fused::Glu { y: &y }, shape)).await;
+            let want: Vec<f64> = (0..ffn).map(|j| r::silu(lin[j] * s) * lin[ffn + j] * s).collect();
+            assert_close(&format!("fused glu {shape:?} {format:?} {act:?} ffn={ffn} k={k}"), &read_guarded(ctx, &y).await, &want, tol(act, false));
+        }
+        // ROPE_KV: q, k and v of one token (GQA), bias, RoPE at a late position, k and v into the caches
+        for (ci, &(heads, kv_heads, d, k, pos, cap)) in [(2, 1, 16, 32, 0, 3), (6, 2, 32, 96, 30_000, 30_005), (4, 4, 64, 64, 7, 9)].iter().enumerate() {
+            if si > 0 && ci != 1 {
+                continue;
+            }
+            let mut rng = Rng::new(seed + 8 + ci as u64);
+            let rows = (heads + 2 * kv_heads) * d;
+            let (w, wv) = random_weight(ctx, &mut rng, rows, k, format, big);
+            let x = as_stored(&rng.normals(k, 1.0), act);
+            let bias = rng.normals(rows, 1.0);
+            let xt = upload(ctx, &x, &[1, k], act);
+            let bt = upload(ctx, &bias, &[rows], DType::F32);
+            let s = 1.0 / (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / k as f64 + eps).sqrt();
+            let lin: Vec<f32> = r::linear(&x, &wv, None, 1, rows, k).iter().zip(&bias).map(|(v, b)| (v * s + *b as f64) as f32).collect();
+            let rope = rope::Rope::new(ctx, d as u32, 1e6).unwrap();
+            let rotated = r::rope(&lin, 1, heads + kv_heads, d, rows, 0, pos, &rope::inv_freq(d as u32, 1e6));
+            let q = poisoned(ctx, &[heads * d], act);
+            let kc = upload(ctx, &rng.normals(kv_heads * cap * d, 1.0), &[kv_heads, cap, d], act);
+            let vc = upload(ctx, &rng.normals(kv_heads * cap * d, 1.0), &[kv_heads, cap, d], act);
+            let kbefore = kc.to_f32(ctx).await.unwrap();
+            let vbefore = vc.to_f32(ctx).await.unwrap();
+            let mode = Fused::RopeKv { q: &q, k: &kc, v: &vc, inv_freq: rope.inv_freq(), heads: heads as u32, kv_heads: kv_heads as u32, head_dim: d as u32, pos: pos as u32 };
+            run(ctx, |rec| linear::matvec_fused(rec, &xt, &w, Some(&bt), Some(eps as f32), mode, shape)).await;
+            let what = format!("fused qkv+rope {shape:?} {format:?} {act:?} heads={heads}/{kv_heads} d={d} pos={pos}");
+            assert_close(&format!("{what}: q"), &read_guarded(ctx, &q).await, &rotated[..heads * d], tol(act, false));
+            let (kg, vg) = (kc.to_f32(ctx).await.unwrap(), vc.to_f32(ctx).await.unwrap());
+            for g in 0..kv_heads {
+                for p in 0..cap {
+                    let at = (g * cap + p) * d;
+                    if p == pos {
+                        let kw = &rotated[(heads + g) * d..(heads + g + 1) * d];
+                        let vw: Vec<f64> = lin[(heads + kv_heads + g) * d..(heads + kv_heads + g + 1) * d].iter().map(|&v| v as f64).collect();
+                        assert_close(&format!("{what}: k head {g}"), &kg[at..at + d], kw, tol(act, false));
+                        assert_close(&format!("{what}: v head {g}"), &vg[at..at + d], &vw, tol(act, false));
+                    } else {
+                        assert_eq!(&kg[at..at + d], &kbefore[at..at + d], "{what}: k written at position {p}");
+                        assert_eq!(&vg[at..at + d], &vbefore[at..at + d], "{what}: v written at position {p}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Prefill attention: causal GQA (with a position offset, as a later prefill chunk against the cache) and
 /// SigLIP's bidirectional case with head size 72.
 pub async fn attention_suite(ctx: &Context, act: DType) {

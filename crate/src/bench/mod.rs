@@ -36,8 +36,11 @@ pub struct BenchOptions {
     pub peak_tflops: f64,
     /// Bytes of weight copies to rotate through, to defeat caches.
     pub rotate_bytes: u64,
-    /// Matrix-vector shapes to compare (workgroup size, rows per workgroup).
+    /// Matrix-vector shapes to compare (workgroup size, rows per workgroup); empty: the shape the model
+    /// picks for each matrix.
     pub matvec_shapes: Vec<MatvecShape>,
+    /// Shapes of the decode step's fused kernel to compare (the model's alone by default).
+    pub fused_shapes: Vec<linear::FusedShape>,
 }
 
 struct Rng(u64);
@@ -59,6 +62,25 @@ fn random_q4(ctx: &Context, rng: &mut Rng, n: usize, k: usize) -> Result<Weight>
     let qs: Vec<u32> = (0..n * g * 4).map(|_| rng.next() as u32).collect();
     let scales: Vec<f16> = (0..(n * g).next_multiple_of(2)).map(|i| f16::from_f32(0.002 + (i % 7) as f32 * 1e-4)).collect();
     Weight::from_q(ctx, &QMatrix { format: QFormat::Q4, n, k, qs, scales })
+}
+
+/// A q8 weight of random codes with small scales.
+fn random_q8(ctx: &Context, rng: &mut Rng, n: usize, k: usize) -> Result<Weight> {
+    let g = k.div_ceil(GROUP);
+    let qs: Vec<u32> = (0..n * g * 8).map(|_| rng.next() as u32).collect();
+    let scales: Vec<f16> = (0..(n * g).next_multiple_of(2)).map(|i| f16::from_f32(0.0002 + (i % 7) as f32 * 1e-5)).collect();
+    Weight::from_q(ctx, &QMatrix { format: QFormat::Q8, n, k, qs, scales })
+}
+
+/// `copies` weights (at least one, enough to defeat the caches within `rotate` bytes) made by `make`.
+fn rotation(rotate: u64, mut make: impl FnMut() -> Result<Weight>) -> Result<Vec<Weight>> {
+    let one = make()?;
+    let copies = (rotate / one.gpu_bytes()).clamp(1, 64) as usize;
+    let mut ws = vec![one];
+    for _ in 1..copies {
+        ws.push(make()?);
+    }
+    Ok(ws)
 }
 
 fn random_f16(ctx: &Context, rng: &mut Rng, n: usize, k: usize) -> Result<Weight> {
@@ -148,7 +170,8 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         }
         let x = act_tensor(ctx, &mut rng, &[1, k], act)?;
         let y = Tensor::empty(ctx, &[1, n], act)?;
-        for &shape in &o.matvec_shapes {
+        let shapes = if o.matvec_shapes.is_empty() { vec![linear::matvec_shape(n, k)] } else { o.matvec_shapes.clone() };
+        for &shape in &shapes {
             let secs = time(ctx, o.iters, |rec, i| linear::matvec(rec, &x, &ws[i as usize % ws.len()], None, &y, shape))?;
             rows.push(Row {
                 name: format!("matvec q4 wg{} r{}", shape.wg, shape.rows),
@@ -158,6 +181,48 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
                 flops: 2.0 * (n * k) as f64,
                 bound: "bw",
             });
+        }
+    }
+
+    // --- the decode step's fused matrix × vector products (matvec_fused.wgsl), as the model runs them ---
+    if want("fused") {
+        let (h, ffn, heads, kvh, d, vocab) = (5120usize, 13824usize, 40u32, 8u32, 128u32, 151_680usize);
+        let x = act_tensor(ctx, &mut rng, &[1, h], act)?;
+        let xf = act_tensor(ctx, &mut rng, &[1, ffn], act)?;
+        let resid = act_tensor(ctx, &mut rng, &[1, h], act)?;
+        let q = Tensor::empty(ctx, &[1, (heads + 2 * kvh) as usize * d as usize], act)?;
+        let kc = Tensor::empty(ctx, &[kvh as usize, 1024, d as usize], act)?;
+        let vc = Tensor::empty(ctx, &[kvh as usize, 1024, d as usize], act)?;
+        let mid = Tensor::empty(ctx, &[1, ffn], act)?;
+        let logits = Tensor::empty(ctx, &[1, vocab], act)?;
+        let qkv_rows = ((heads + 2 * kvh) * d) as usize;
+        let bias = Tensor::from_f32(ctx, &rng.f32s(qkv_rows, 0.1), &[qkv_rows], DType::F32)?;
+        let rope = rope::Rope::new(ctx, d, 1e6)?;
+        let qkv = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, qkv_rows, h))?;
+        let ow = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, h, h))?;
+        let gu = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, 2 * ffn, h))?;
+        let down = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, h, ffn))?;
+        let head = rotation(o.rotate_bytes, || random_q8(ctx, &mut rng, vocab, h))?;
+        let eps = Some(1e-6);
+        let shapes = if o.fused_shapes.is_empty() { vec![linear::FUSED_SHAPE] } else { o.fused_shapes.clone() };
+        for &shape in &shapes {
+            let name = format!("fused wg{} r{} u{}", shape.wg, shape.rows, shape.blocks);
+            let mut row = |label: &str, ws: &[Weight], k: usize, n: usize, secs: f64| {
+                rows.push(Row { name: name.clone(), shape: label.into(), secs, bytes: ws[0].gpu_bytes() as f64 + (k + n) as f64 * asz, flops: 2.0 * (n * k) as f64, bound: "bw" });
+            };
+            let secs = time(ctx, o.iters, |rec, i| {
+                let mode = linear::Fused::RopeKv { q: &q, k: &kc, v: &vc, inv_freq: rope.inv_freq(), heads, kv_heads: kvh, head_dim: d, pos: 1000 };
+                linear::matvec_fused(rec, &x, &qkv[i as usize % qkv.len()], Some(&bias), eps, mode, shape)
+            })?;
+            row("norm+qkv+bias+rope+kv 7168×5120 q4", &qkv, h, qkv_rows, secs);
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused(rec, &x, &ow[i as usize % ow.len()], None, None, linear::Fused::Residual { y: &resid }, shape))?;
+            row("o_proj+residual 5120×5120 q4", &ow, h, h, secs);
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused(rec, &x, &gu[i as usize % gu.len()], None, eps, linear::Fused::Glu { y: &mid }, shape))?;
+            row("norm+gate/up+silu·up 27648×5120 q4", &gu, h, 2 * ffn, secs);
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused(rec, &xf, &down[i as usize % down.len()], None, None, linear::Fused::Residual { y: &resid }, shape))?;
+            row("down+residual 5120×13824 q4", &down, ffn, h, secs);
+            let secs = time(ctx, o.iters.div_ceil(4), |rec, i| linear::matvec_fused(rec, &x, &head[i as usize % head.len()], None, eps, linear::Fused::Plain { y: &logits }, shape))?;
+            row("norm+lm_head 151680×5120 q8", &head, h, vocab, secs);
         }
     }
 

@@ -130,6 +130,10 @@ pub struct ModelBenchOptions {
     /// A converted model's directory whose tokenizer and chat template the session uses (the weights are
     /// random and of `shape`).
     pub like: std::path::PathBuf,
+    /// Activations (None: the device's best).
+    pub act: Option<DType>,
+    /// Decode figures and the decode profile only (for comparing kernel variants).
+    pub decode_only: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -242,14 +246,20 @@ pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
     let mut r = String::new();
     let t = Instant::now();
     let mut tensors = random_tensors(ctx, &cfg, &o.plan)?;
-    let act = crate::model::activation(ctx, None)?;
+    let act = crate::model::activation(ctx, o.act)?;
     let m = Model::new(ctx, &cfg, act, &mut tensors)?;
     let (tok, template, generation) = text_of(&o.like)?;
     let built = t.elapsed().as_secs_f64();
     let context = (o.contexts.iter().max().copied().unwrap_or(1024) + o.steps + 2).max(o.prompt + 2).max(8192).min(cfg.text.max_positions);
     let mut s = pollster::block_on(Session::new(ctx, m, tok, template, generation, context))?;
     let _ = writeln!(r, "# varco bench model --shape {}\n", o.shape);
-    let _ = writeln!(r, "adapter: {}; activations {act:?}; plan {:?}; median of {runs} runs", ctx.describe(), o.plan);
+    let _ = writeln!(
+        r,
+        "adapter: {}; kernels: {act:?} activations, {}; plan {:?}; median of {runs} runs",
+        ctx.describe(),
+        if ctx.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions (no subgroups)" },
+        o.plan
+    );
     let _ = writeln!(
         r,
         "weights: {:.2} GB on the GPU (LLM {:.2} GB), built in {built:.1} s; session: {context} tokens of context\n",
@@ -272,6 +282,12 @@ pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
     }
 
     let vocab = cfg.text.vocab;
+    if o.decode_only {
+        let c = o.contexts.first().copied().unwrap_or(1024);
+        let step = pollster::block_on(s.profile_step(ctx, c))?;
+        profile_table(&mut r, &format!("one decode step at {c} context"), step);
+        return Ok(r);
+    }
     s.reset();
     ask(ctx, &mut s, prompt_ids(o.prompt.min(64), vocab, None, 1), None, 1, false)?; // compiles the prefill pipelines
     let p = median((0..runs).map(|i| ask(ctx, &mut s, prompt_ids(o.prompt, vocab, None, 2 + i), None, 1, false).map(|a| a.timings.first_token_s)).collect::<Result<_>>()?);

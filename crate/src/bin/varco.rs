@@ -155,6 +155,16 @@ enum BenchCmd {
         /// A converted model whose tokenizer and chat template the benchmark's session uses.
         #[arg(long, default_value = "web/demo/public/models/tiny")]
         like: std::path::PathBuf,
+        /// Activations: f16 (the default where the GPU has shader-f16) or f32.
+        #[arg(long)]
+        act: Option<String>,
+        /// Run the kernels' workgroup-memory reductions instead of subgroup operations (as a browser without
+        /// subgroups does).
+        #[arg(long)]
+        no_subgroups: bool,
+        /// Only the decode figures and the decode step's profile.
+        #[arg(long)]
+        decode_only: bool,
         /// Also write the report to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -192,9 +202,14 @@ enum BenchCmd {
         /// MiB of weight copies to rotate through.
         #[arg(long, default_value_t = 512)]
         rotate_mib: u64,
-        /// Matrix-vector shapes to try, as WG:ROWS,... (e.g. 64:4,128:2).
-        #[arg(long, default_value = "64:4")]
-        matvec: String,
+        /// Matrix-vector shapes to try, as WG:ROWS,... (e.g. 64:4,128:2); by default the one the model
+        /// picks for each matrix.
+        #[arg(long)]
+        matvec: Option<String>,
+        /// Shapes of the decode step's fused kernel to try, as WG:ROWS:BLOCKS,...; `all` for every shape it is
+        /// built in; by default the model's.
+        #[arg(long)]
+        fused: Option<String>,
         /// Also write the table to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -217,16 +232,28 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, out } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, decode_only, out } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions};
-            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT, runs, like };
+            let act = match act.as_deref() {
+                None => None,
+                Some("f32") => Some(DType::F32),
+                Some("f16") => Some(DType::F16),
+                Some(other) => anyhow::bail!("--act {other}: expected f16 or f32"),
+            };
+            let ctx = if no_subgroups {
+                drop(ctx);
+                pollster::block_on(Context::new(ContextOptions { allow_subgroups: false, ..Default::default() })).context("no usable GPU adapter")?
+            } else {
+                ctx
+            };
+            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT, runs, like, act, decode_only };
             let report = run_model(&ctx, &o)?;
             println!("{report}");
             if let Some(path) = out {
                 std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, out } } => {
+        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, out } } => {
             let act = match act.as_deref() {
                 None if ctx.caps.f16 => DType::F16,
                 None | Some("f32") => DType::F32,
@@ -234,13 +261,28 @@ fn main() -> Result<()> {
                 Some(other) => anyhow::bail!("--act {other}: expected f16 or f32"),
             };
             let matvec_shapes = matvec
-                .split(',')
+                .iter()
+                .flat_map(|m| m.split(','))
                 .map(|s| {
                     let (a, b) = s.split_once(':').context("--matvec takes WG:ROWS pairs")?;
                     Ok(MatvecShape { wg: a.parse()?, rows: b.parse()? })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let opts = BenchOptions { iters, filter, act, peak_gbs, peak_tflops, rotate_bytes: rotate_mib << 20, matvec_shapes };
+            let fused_shapes = match fused.as_deref() {
+                None => Vec::new(),
+                Some("all") => varco_web::kernels::linear::FUSED_SHAPES.to_vec(),
+                Some(list) => list
+                    .split(',')
+                    .map(|s| {
+                        let v: Vec<u32> = s.split(':').map(|x| x.parse()).collect::<Result<_, _>>().context("--fused takes WG:ROWS:BLOCKS triples")?;
+                        anyhow::ensure!(v.len() == 3, "--fused takes WG:ROWS:BLOCKS triples");
+                        let shape = varco_web::kernels::linear::FusedShape { wg: v[0], rows: v[1], blocks: v[2] };
+                        anyhow::ensure!(varco_web::kernels::linear::FUSED_SHAPES.contains(&shape), "--fused {s}: the kernel is built in {:?}", varco_web::kernels::linear::FUSED_SHAPES);
+                        Ok(shape)
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            };
+            let opts = BenchOptions { iters, filter, act, peak_gbs, peak_tflops, rotate_bytes: rotate_mib << 20, matvec_shapes, fused_shapes };
             let table = run_kernels(&ctx, &opts)?;
             println!("{table}");
             if let Some(path) = out {

@@ -31,6 +31,7 @@ macro_rules! shader {
 }
 
 pub const MATVEC: Shader = shader!("matvec");
+pub const MATVEC_FUSED: Shader = shader!("matvec_fused");
 pub const MATMUL: Shader = shader!("matmul");
 pub const ATTENTION: Shader = shader!("attention");
 pub const ATTENTION_TILED: Shader = shader!("attention_tiled");
@@ -48,12 +49,14 @@ pub const BANDWIDTH: Shader = shader!("bandwidth");
 
 /// Every shader, for the GPU-free validation test.
 pub const ALL: &[Shader] =
-    &[MATVEC, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, KV_CACHE, SAMPLE, BANDWIDTH];
+    &[MATVEC, MATVEC_FUSED, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, KV_CACHE, SAMPLE, BANDWIDTH];
 
 const INCLUDES: &[(&str, &str)] = &[
     ("reduce.wgsl", include_str!("../../../shaders/common/reduce.wgsl")),
     ("ids.wgsl", include_str!("../../../shaders/common/ids.wgsl")),
     ("linear_io.wgsl", include_str!("../../../shaders/common/linear_io.wgsl")),
+    ("dequant.wgsl", include_str!("../../../shaders/common/dequant.wgsl")),
+    ("rope_angle.wgsl", include_str!("../../../shaders/common/rope_angle.wgsl")),
     ("attention_io.wgsl", include_str!("../../../shaders/common/attention_io.wgsl")),
     ("bilinear.wgsl", include_str!("../../../shaders/common/bilinear.wgsl")),
 ];

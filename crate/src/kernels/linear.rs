@@ -1,7 +1,7 @@
 //! `y = x · Wᵀ (+ bias)`: matvec.wgsl for a few rows (decode), matmul.wgsl for many (prefill, vision).
 //! A weight split over several buffers becomes one dispatch per part, each writing its column range of y.
 
-use crate::gpu::shader::{MATMUL, MATVEC};
+use crate::gpu::shader::{MATMUL, MATVEC, MATVEC_FUSED};
 use crate::gpu::tensor::Weight;
 use crate::gpu::{Binding, Recorder, Tensor};
 use crate::kernels::{base_defines, check, grid, same_dtype, weight_defines};
@@ -177,6 +177,147 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
         let params = Params::new(m, w, part);
         let b = bindings(x, y, part, bias);
         rec.dispatch(pipeline.clone(), &params, b, [n.div_ceil(tile), m_tiles, 1]);
+    }
+    Ok(())
+}
+
+/// What a fused matrix-vector product (matvec_fused.wgsl) does with its sums.
+pub enum Fused<'a> {
+    /// `y = x · Wᵀ (+ bias)`.
+    Plain { y: &'a Tensor },
+    /// `y += x · Wᵀ`: the residual stream updated in place.
+    Residual { y: &'a Tensor },
+    /// W is gate and up stacked `(2·FFN, k)`: `y (FFN) = silu(x · gateᵀ) · (x · upᵀ)`.
+    Glu { y: &'a Tensor },
+    /// W is q, k and v stacked for one token (bias required): q and k rotated at `pos`, q into `q` (its first
+    /// `heads·D` elements), k and v into the caches `(kv_heads, capacity, D)` at `pos`.
+    RopeKv { q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, inv_freq: &'a Tensor, heads: u32, kv_heads: u32, head_dim: u32, pos: u32 },
+}
+
+/// Invocations, output rows and blocks of each row a step of the fused kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FusedShape {
+    pub wg: u32,
+    pub rows: u32,
+    pub blocks: u32,
+}
+
+/// The fused kernel's shape the model uses.
+pub const FUSED_SHAPE: FusedShape = FusedShape { wg: 32, rows: 4, blocks: 2 };
+
+/// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares).
+pub const FUSED_SHAPES: [FusedShape; 5] = [
+    FUSED_SHAPE,
+    FusedShape { wg: 32, rows: 8, blocks: 1 },
+    FusedShape { wg: 64, rows: 4, blocks: 2 },
+    FusedShape { wg: 64, rows: 8, blocks: 1 },
+    FusedShape { wg: 128, rows: 8, blocks: 1 },
+];
+
+/// Mirrors matvec_fused.wgsl's Params.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FusedParams {
+    n: u32,
+    k: u32,
+    kb: u32,
+    y_offset: u32,
+    eps: f32,
+    pos: u32,
+    head_dim: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    capacity: u32,
+    qk_groups: u32,
+    _p: u32,
+}
+
+/// The decode step's fused matrix-vector product for one row `x` `(1, k)`: `mode` says what happens to the
+/// sums; `norm_eps`: x is the residual stream before an RMSNorm whose weight is folded into W. GLU and
+/// ROPE_KV need W in one part (a single binding).
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_fused(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
+    let k = *x.shape.last().unwrap();
+    check("matvec_fused", x.len() == k && k == w.k, || format!("x {:?} is not one row of W's {} inputs", x.shape, w.k))?;
+    let block = match w.format {
+        crate::gpu::tensor::WeightFormat::Q4 => crate::quant::GROUP,
+        crate::gpu::tensor::WeightFormat::Q8 => crate::quant::GROUP / 2,
+        crate::gpu::tensor::WeightFormat::F16 => 8,
+    };
+    check("matvec_fused", k % 4 == 0, || format!("inputs ({k}) must be a multiple of 4"))?;
+    check("matvec_fused", shape.rows % 2 == 0 || !matches!(mode, Fused::Glu { .. } | Fused::RopeKv { .. }), || "pair modes need an even row count".into())?;
+    let y = match &mode {
+        Fused::Plain { y } | Fused::Residual { y } | Fused::Glu { y } => *y,
+        Fused::RopeKv { q, .. } => *q,
+    };
+    let act = same_dtype("matvec_fused", &[x, y])?;
+    let flag = match mode {
+        Fused::Plain { .. } => "PLAIN",
+        Fused::Residual { .. } => "RESIDUAL",
+        Fused::Glu { .. } => "GLU",
+        Fused::RopeKv { .. } => "ROPE_KV",
+    };
+    let defines = weight_defines(
+        base_defines(rec.ctx, act, shape.wg)?
+            .value("R", shape.rows)
+            .value("U", shape.blocks)
+            .flag(flag)
+            .flag_if("NORM", norm_eps.is_some())
+            .flag_if("BIAS", bias.is_some())
+            .flag_if("PARTIAL", k % block != 0),
+        w.format,
+    );
+    let pipeline = rec.ctx.pipeline(&MATVEC_FUSED, &defines)?;
+    let kb = w.format.blocks_per_row(w.k);
+    let eps = norm_eps.unwrap_or(0.0);
+    let base = FusedParams { n: 0, k: k as u32, kb, y_offset: 0, eps, pos: 0, head_dim: 0, q_heads: 0, kv_heads: 0, capacity: 0, qk_groups: 0, _p: 0 };
+    let mut b = vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer)];
+    if let Some(bias) = bias {
+        check("matvec_fused", bias.len() == w.n && bias.dtype == crate::gpu::DType::F32, || "bias must be f32 of length n".into())?;
+        b.push(Binding::new(4, &bias.buffer));
+    }
+    let bind_part = |b: &mut Vec<Binding>, part: &crate::gpu::tensor::WeightPart| {
+        b.push(Binding::new(2, &part.data));
+        if let Some(s) = &part.scales {
+            b.push(Binding::new(3, s));
+        }
+    };
+    match mode {
+        Fused::Plain { y } | Fused::Residual { y } => {
+            check("matvec_fused", y.len() == w.n, || format!("y {:?} is not W's {} rows", y.shape, w.n))?;
+            for part in &w.parts {
+                let n = part.rows.len() as u32;
+                let mut b = b.clone();
+                bind_part(&mut b, part);
+                let params = FusedParams { n, y_offset: part.rows.start as u32, ..base };
+                rec.dispatch(pipeline.clone(), &params, b, grid(rec.ctx, n.div_ceil(shape.rows), 1));
+            }
+        }
+        Fused::Glu { y } => {
+            check("matvec_fused", w.parts.len() == 1 && w.n % 2 == 0 && y.len() == w.n / 2, || "GLU needs gate and up in one binding and y of FFN".into())?;
+            bind_part(&mut b, &w.parts[0]);
+            let ffn = (w.n / 2) as u32;
+            let params = FusedParams { n: ffn, ..base };
+            rec.dispatch(pipeline, &params, b, grid(rec.ctx, ffn.div_ceil(shape.rows / 2), 1));
+        }
+        Fused::RopeKv { q, k: kc, v: vc, inv_freq, heads, kv_heads, head_dim, pos } => {
+            let capacity = kc.shape[1] as u32;
+            let rows = (heads + 2 * kv_heads) * head_dim;
+            check("matvec_fused", w.parts.len() == 1 && w.n as u32 == rows && bias.is_some(), || "ROPE_KV needs q/k/v in one binding, and their bias".into())?;
+            check("matvec_fused", q.len() >= (heads * head_dim) as usize && pos < capacity && kc.shape == vc.shape && kc.shape[0] as u32 == kv_heads, || {
+                format!("q {:?} / caches {:?} do not fit {heads}/{kv_heads} heads at {pos}", q.shape, kc.shape)
+            })?;
+            same_dtype("matvec_fused", &[x, q, kc, vc])?;
+            bind_part(&mut b, &w.parts[0]);
+            b.push(Binding::new(6, &kc.buffer));
+            b.push(Binding::new(7, &vc.buffer));
+            b.push(Binding::new(8, &inv_freq.buffer));
+            let pairs = (heads + kv_heads) * head_dim / 2;
+            let qk_groups = pairs.div_ceil(shape.rows / 2);
+            let v_groups = (kv_heads * head_dim).div_ceil(shape.rows);
+            let params = FusedParams { n: rows, head_dim, q_heads: heads, kv_heads, capacity, pos, qk_groups, ..base };
+            rec.dispatch(pipeline, &params, b, grid(rec.ctx, qk_groups + v_groups, 1));
+        }
     }
     Ok(())
 }

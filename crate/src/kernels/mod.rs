@@ -94,6 +94,17 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     for (wg, rows) in [(32, 1), (32, 2), (32, 4), (64, 2), (64, 4), (128, 2), (128, 8), (256, 4)] {
                         out.push((MATVEC, weight_defines(base(wg).value("R", rows), wfmt).flag_if("BIAS", bias)));
                     }
+                    for shape in linear::FUSED_SHAPES {
+                        for (norm, partial) in [(false, false), (true, false), (false, true), (true, true)] {
+                            let d = base(shape.wg).value("R", shape.rows).value("U", shape.blocks).flag_if("NORM", norm).flag_if("PARTIAL", partial);
+                            for mode in ["PLAIN", "RESIDUAL", "GLU", "ROPE_KV"] {
+                                if mode == "ROPE_KV" && !bias || mode != "ROPE_KV" && mode != "PLAIN" && bias {
+                                    continue;
+                                }
+                                out.push((MATVEC_FUSED, weight_defines(d.clone().flag(mode), wfmt).flag_if("BIAS", bias)));
+                            }
+                        }
+                    }
                     let multi = linear::MULTI_SHAPE;
                     let d = base(multi.wg).value("R", multi.rows).flag("MULTI").value("MX", linear::MULTI_ROWS);
                     out.push((MATVEC, weight_defines(d, wfmt).flag_if("BIAS", bias)));

@@ -36,6 +36,11 @@ struct Params {
 }
 
 impl Rope {
+    /// The inverse frequencies `(head_dim / 2)`, f32.
+    pub fn inv_freq(&self) -> &Tensor {
+        &self.inv_freq
+    }
+
     pub fn new(ctx: &Context, head_dim: u32, theta: f64) -> Result<Self> {
         let f = inv_freq(head_dim, theta);
         Ok(Rope { head_dim, theta, inv_freq: Tensor::from_f32(ctx, &f, &[f.len()], DType::F32)? })

@@ -14,8 +14,9 @@ use crate::{Error, Result};
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "varco-web-model";
-/// Bumped on any incompatible change; a runtime refuses other versions.
-pub const VERSION: u32 = 1;
+/// Bumped on any incompatible change; a runtime refuses other versions. 2: the RMSNorm weights are folded
+/// into the quantized matrices that follow them (loader/plan.rs).
+pub const VERSION: u32 = 2;
 /// Alignment of every array in the stream: at least WebGPU's copy alignment (4) and storage-offset alignment
 /// (256), so a runtime may also bind arrays at an offset of a larger buffer.
 pub const ALIGN: u64 = 256;
@@ -146,8 +147,12 @@ impl Manifest {
         if v["format"].as_str() != Some(FORMAT) {
             return Err(bad(format!("not a varco-web model manifest (format {})", v["format"])));
         }
-        if v["version"].as_u64() != Some(VERSION as u64) {
-            return Err(bad(format!("format version {} is not supported (this runtime reads version {VERSION})", v["version"])));
+        match v["version"].as_u64() {
+            Some(n) if n == VERSION as u64 => {}
+            Some(n) if n < VERSION as u64 => {
+                return Err(bad(format!("format version {n} was written by an older varco; this runtime reads version {VERSION}: convert the checkpoint again with `varco convert`")))
+            }
+            _ => return Err(bad(format!("format version {} is not supported (this runtime reads version {VERSION}; a newer varco may read it)", v["version"]))),
         }
         let m: Manifest = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
         if m.shard_size == 0 || m.shard_size % ALIGN != 0 {

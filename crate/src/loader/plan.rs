@@ -5,6 +5,12 @@
 //! Fusions happen here, once: q/k/v become one matrix (and one bias), gate/up one matrix, SigLIP's patch
 //! convolution a `(hidden, 3·p²)` matrix. Matrices are in one of [`WeightFormat`]'s layouts; vectors (norms,
 //! biases, position embeddings, the image newline) are f32.
+//!
+//! A quantized matrix that follows an RMSNorm (q/k/v, gate/up, and an lm_head stored on its own) has the
+//! norm's weight folded into its columns before it is quantized: `W·(g ⊙ x·s) = s·((W·diag(g))·x)`, so the
+//! decode step's matrix-vector kernel applies the norm by scaling its sums (`folds_norm`; the model then
+//! normalises prefill rows without the weight). f16 matrices (the exact paths) keep W and g apart. An lm_head
+//! that is the embedding table itself is never folded.
 
 use half::f16;
 
@@ -97,7 +103,13 @@ pub struct Spec {
     pub kind: Kind,
     pub group: Group,
     pub sources: Vec<Source>,
+    /// A norm weight `(k)` multiplied into the matrix's columns before it is encoded.
+    pub fold: Option<Source>,
 }
+
+/// Whether a matrix of `format` that follows an RMSNorm has the norm's weight folded in (see the module
+/// header): the model's rule, which it reads its weights by.
+pub use crate::model::llm::norm_folded as folds_norm;
 
 fn src(name: impl Into<String>, shape: &[usize]) -> Source {
     Source { name: name.into(), shape: shape.to_vec() }
@@ -111,14 +123,20 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn vector(&mut self, name: String, sources: Vec<Source>) {
         let len = sources.iter().map(|s| s.shape.iter().product::<usize>()).sum();
-        self.out.push(Spec { name, kind: Kind::Vector { len }, group: Group::Vector, sources });
+        self.out.push(Spec { name, kind: Kind::Vector { len }, group: Group::Vector, sources, fold: None });
     }
 
     fn matrix(&mut self, name: String, group: Group, sources: Vec<Source>) {
+        self.normed_matrix(name, group, sources, None);
+    }
+
+    /// A matrix after the RMSNorm whose weight is `norm`: folded in where the format says so.
+    fn normed_matrix(&mut self, name: String, group: Group, sources: Vec<Source>, norm: Option<Source>) {
         let n = sources.iter().map(|s| s.shape[0]).sum();
         let k = sources[0].shape[1..].iter().product();
         let format = self.plan.format_of(group).expect("matrices have a format");
-        self.out.push(Spec { name, kind: Kind::Matrix { format, n, k }, group, sources });
+        let fold = norm.filter(|_| folds_norm(format));
+        self.out.push(Spec { name, kind: Kind::Matrix { format, n, k }, group, sources, fold });
     }
 }
 
@@ -177,20 +195,24 @@ pub fn specs(cfg: &ModelConfig, plan: &QuantPlan, has_lm_head: bool) -> Vec<Spec
         let m = format!("{l}.mlp");
         b.vector(format!("{o}.in_norm"), vec![src(format!("{l}.input_layernorm.weight"), &[h])]);
         let qkv = [("q_proj", qn), ("k_proj", kvn), ("v_proj", kvn)];
-        b.matrix(format!("{o}.qkv"), Group::Llm, qkv.iter().map(|(p, n)| src(format!("{a}.{p}.weight"), &[*n, h])).collect());
+        let in_norm = src(format!("{l}.input_layernorm.weight"), &[h]);
+        b.normed_matrix(format!("{o}.qkv"), Group::Llm, qkv.iter().map(|(p, n)| src(format!("{a}.{p}.weight"), &[*n, h])).collect(), Some(in_norm));
         b.vector(format!("{o}.qkv_bias"), qkv.iter().map(|(p, n)| src(format!("{a}.{p}.bias"), &[*n])).collect());
         b.matrix(format!("{o}.o"), Group::Llm, vec![src(format!("{a}.o_proj.weight"), &[h, qn])]);
         b.vector(format!("{o}.post_norm"), vec![src(format!("{l}.post_attention_layernorm.weight"), &[h])]);
-        b.matrix(format!("{o}.gate_up"), Group::Llm, vec![src(format!("{m}.gate_proj.weight"), &[ffn, h]), src(format!("{m}.up_proj.weight"), &[ffn, h])]);
+        let post_norm = src(format!("{l}.post_attention_layernorm.weight"), &[h]);
+        b.normed_matrix(format!("{o}.gate_up"), Group::Llm, vec![src(format!("{m}.gate_proj.weight"), &[ffn, h]), src(format!("{m}.up_proj.weight"), &[ffn, h])], Some(post_norm));
         b.matrix(format!("{o}.down"), Group::Llm, vec![src(format!("{m}.down_proj.weight"), &[h, ffn])]);
     }
     b.vector("llm.norm".into(), vec![src("language_model.model.norm.weight", &[h])]);
     // A tied lm_head (small Qwen2 models) without its own tensor is the embedding table, stored again only
     // when the plan wants it in another format.
+    // (a separate lm_head may take the final norm; the embedding table never does)
+    let norm = || Some(src("language_model.model.norm.weight", &[h]));
     if has_lm_head {
-        b.matrix("llm.lm_head".into(), Group::LmHead, vec![src("language_model.lm_head.weight", &[t.vocab, h])]);
+        b.normed_matrix("llm.lm_head".into(), Group::LmHead, vec![src("language_model.lm_head.weight", &[t.vocab, h])], norm());
     } else if plan.lm_head != plan.embed {
-        b.matrix("llm.lm_head".into(), Group::LmHead, vec![src("language_model.model.embed_tokens.weight", &[t.vocab, h])]);
+        b.normed_matrix("llm.lm_head".into(), Group::LmHead, vec![src("language_model.model.embed_tokens.weight", &[t.vocab, h])], norm());
     }
     b.out
 }
@@ -207,6 +229,10 @@ pub type Observer<'a> = &'a mut dyn FnMut(&[f32]);
 /// time and released after use, so memory stays bounded for any tensor size.
 pub fn encode(spec: &Spec, w: &WeightSource, sink: &mut dyn FnMut(&[u8]) -> Result<()>, mut observe: Option<Observer>) -> Result<Vec<u8>> {
     let mut scales: Vec<f16> = Vec::new();
+    let fold = match &spec.fold {
+        Some(f) => Some(w.f32(&f.name, &f.shape)?),
+        None => None,
+    };
     let mut rows_done = 0;
     for s in &spec.sources {
         let rows = s.shape[0];
@@ -215,8 +241,13 @@ pub fn encode(spec: &Spec, w: &WeightSource, sink: &mut dyn FnMut(&[u8]) -> Resu
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + per).min(rows);
-            let vals = w.rows_f32(&s.name, &s.shape, r0, r1)?;
+            let mut vals = w.rows_f32(&s.name, &s.shape, r0, r1)?;
             w.release_rows(&s.name, r0, r1);
+            if let Some(g) = &fold {
+                for row in vals.chunks_mut(cols) {
+                    row.iter_mut().zip(g).for_each(|(v, g)| *v *= g);
+                }
+            }
             if let Some(f) = observe.as_mut() {
                 f(&vals);
             }

@@ -1,15 +1,28 @@
 //! The Qwen2 decoder (docs: MODEL.md §5.1) on the GPU: RMSNorm → fused q/k/v (+ bias) → RoPE → KV cache →
 //! causal GQA attention → o_proj → residual; RMSNorm → fused gate/up → SiLU·up → down → residual; final norm
 //! and lm_head. Prefill runs in chunks against the cache, so memory stays bounded for 9k-token prompts.
+//!
+//! Quantized q/k/v and gate/up matrices (and an lm_head of its own) carry their RMSNorm's weight in their
+//! columns ([`norm_folded`]): prefill normalises rows without it, and the decode step runs each layer as
+//! five fused dispatches (matvec_fused.wgsl): norm + q/k/v + bias + RoPE + KV append, attention (split and
+//! merge), o_proj + residual, norm + gate/up + SiLU·up, down + residual.
 
-use crate::gpu::tensor::Weight;
+use crate::gpu::tensor::{Weight, WeightFormat};
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::kernels::attention::{self, AttnArgs};
 use crate::kernels::rope::Rope;
+use crate::kernels::linear::Fused;
 use crate::kernels::{elementwise, embed, kv_cache, linear, norm};
 use crate::model::config::TextConfig;
 use crate::model::Tensors;
 use crate::{Error, Result};
+
+/// Whether a matrix of `format` after an RMSNorm carries the norm's weight in its columns: the quantized
+/// formats (the converter and the direct loader fold it in, loader/plan.rs; f16 matrices, the exact paths,
+/// keep it apart).
+pub fn norm_folded(format: WeightFormat) -> bool {
+    format.quant().is_some()
+}
 
 struct Layer {
     in_norm: Tensor,
@@ -28,6 +41,10 @@ pub struct Llm {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Weight,
+    /// lm_head is a matrix of its own with the final norm's weight folded in.
+    lm_head_folded: bool,
+    /// Ones `(hidden)`: the norm's weight where the following matrix carries the real one.
+    ones: Tensor,
     rope: Rope,
 }
 
@@ -106,8 +123,20 @@ impl Llm {
             });
         }
         let embed = t.matrix("llm.embed", cfg.vocab, h)?;
-        // absent: a tied lm_head stored once, as the embedding table
-        let lm_head = if t.contains("llm.lm_head") { t.matrix("llm.lm_head", cfg.vocab, h)? } else { embed.clone() };
+        // absent: a tied lm_head stored once, as the embedding table (which never carries a norm)
+        let (lm_head, lm_head_folded) = match t.contains("llm.lm_head") {
+            true => {
+                let w = t.matrix("llm.lm_head", cfg.vocab, h)?;
+                let folded = norm_folded(w.format);
+                (w, folded)
+            }
+            false => (embed.clone(), false),
+        };
+        for l in &layers {
+            if norm_folded(l.qkv.format) != norm_folded(l.gate_up.format) {
+                return Err(Error::Checkpoint("q/k/v and gate/up of a layer are stored in formats that treat the norms differently".into()));
+            }
+        }
         Ok(Llm {
             cfg: cfg.clone(),
             act,
@@ -115,6 +144,8 @@ impl Llm {
             layers,
             norm: t.vector("llm.norm", h)?,
             lm_head,
+            lm_head_folded,
+            ones: Tensor::from_f32(ctx, &vec![1.0; h], &[h], DType::F32)?,
             rope: Rope::new(ctx, d as u32, cfg.rope_theta)?,
         })
     }
@@ -180,8 +211,12 @@ impl Llm {
         let eps = c.rms_eps as f32;
         let args = AttnArgs::over_cache(c.heads as u32, c.kv_heads as u32, c.head_dim as u32, cache.capacity as u32, t as u32, pos as u32)
             .with_q(qkv.shape[1] as u32, 0);
+        if t == 1 && self.fused_decode() {
+            return self.decode_layers(rec, x, cache, b);
+        }
         for (i, l) in self.layers.iter().enumerate() {
-            norm::rms_norm(rec, x, &l.in_norm, &y, eps)?;
+            let (in_norm, post_norm) = if norm_folded(l.qkv.format) { (&self.ones, &self.ones) } else { (&l.in_norm, &l.post_norm) };
+            norm::rms_norm(rec, x, in_norm, &y, eps)?;
             linear::linear(rec, &y, &l.qkv, Some(&l.qkv_b), &qkv)?;
             // q and k heads are adjacent in the fused row: one RoPE dispatch rotates both
             self.rope.apply(rec, &qkv, t as u32, (c.heads + c.kv_heads) as u32, 0, pos as u32)?;
@@ -192,7 +227,7 @@ impl Llm {
             }
             linear::linear(rec, &att, &l.o, None, &y)?;
             elementwise::add(rec, x, &y)?;
-            norm::rms_norm(rec, x, &l.post_norm, &y, eps)?;
+            norm::rms_norm(rec, x, post_norm, &y, eps)?;
             linear::linear(rec, &y, &l.gate_up, None, &gu)?;
             elementwise::silu_mul(rec, &gu, &mid)?;
             linear::linear(rec, &mid, &l.down, None, &y)?;
@@ -202,10 +237,42 @@ impl Llm {
         Ok(())
     }
 
+    /// Whether a one-token pass runs as fused dispatches: the norms are folded into q/k/v and gate/up, and
+    /// those are one binding each (the fused kernel pairs rows across them).
+    fn fused_decode(&self) -> bool {
+        self.layers.iter().all(|l| norm_folded(l.qkv.format) && l.qkv.parts.len() == 1 && l.gate_up.parts.len() == 1)
+    }
+
+    /// One token `x` `(1, hidden)` through every layer as fused dispatches (the module header).
+    fn decode_layers(&self, rec: &mut Recorder, x: &Tensor, cache: &mut KvCache, b: &LayerBuffers) -> Result<()> {
+        let c = &self.cfg;
+        let pos = cache.len;
+        let eps = Some(c.rms_eps as f32);
+        let scratch = b.decode_scratch.as_ref().ok_or_else(|| Error::kernel("llm", "decode without the attention's scratch"))?;
+        let (qkv, att, mid) = (b.qkv.rows(1), b.att.rows(1), b.mid.rows(1));
+        let (heads, kv_heads, d) = (c.heads as u32, c.kv_heads as u32, c.head_dim as u32);
+        let args = AttnArgs::over_cache(heads, kv_heads, d, cache.capacity as u32, 1, pos as u32).with_q(qkv.shape[1] as u32, 0);
+        let shape = linear::FUSED_SHAPE;
+        for (i, l) in self.layers.iter().enumerate() {
+            let rope_kv = Fused::RopeKv { q: &qkv, k: &cache.k[i], v: &cache.v[i], inv_freq: self.rope.inv_freq(), heads, kv_heads, head_dim: d, pos: pos as u32 };
+            linear::matvec_fused(rec, x, &l.qkv, Some(&l.qkv_b), eps, rope_kv, shape)?;
+            attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args)?;
+            linear::matvec_fused(rec, &att, &l.o, None, None, Fused::Residual { y: x }, shape)?;
+            linear::matvec_fused(rec, x, &l.gate_up, None, eps, Fused::Glu { y: &mid }, shape)?;
+            linear::matvec_fused(rec, &mid, &l.down, None, None, Fused::Residual { y: x }, shape)?;
+        }
+        cache.len = pos + 1;
+        Ok(())
+    }
+
     /// Logits `(1, vocab)` into `logits` of `row` (1, hidden), a forward output's last row; `normed` (1,
-    /// hidden) is scratch.
+    /// hidden) is scratch (unused where lm_head carries the final norm: one fused dispatch).
     pub fn logits(&self, rec: &mut Recorder, row: &Tensor, normed: &Tensor, logits: &Tensor) -> Result<()> {
-        norm::rms_norm(rec, row, &self.norm, normed, self.cfg.rms_eps as f32)?;
+        let eps = self.cfg.rms_eps as f32;
+        if self.lm_head_folded {
+            return linear::matvec_fused(rec, row, &self.lm_head, None, Some(eps), Fused::Plain { y: logits }, linear::FUSED_SHAPE);
+        }
+        norm::rms_norm(rec, row, &self.norm, normed, eps)?;
         linear::linear(rec, normed, &self.lm_head, None, logits)
     }
 }

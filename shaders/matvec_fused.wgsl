@@ -1,0 +1,300 @@
+// The decode step's matrix-vector products with their neighbours fused in: y = x · Wᵀ for one row x, W (n, k)
+// in 4 bits (W_Q4), 8 bits (W_Q8) or f16 (W_F16). A workgroup computes R output rows: its WG invocations
+// stride over the rows' 16-byte blocks, U blocks of every row a step (all their loads issued before any
+// arithmetic), and each block of x is loaded and converted once for all R rows. The R sums are reduced
+// together (one barrier), then R invocations finish one row each. Modes (one of them):
+//   PLAIN     y[row] = acc (+ bias)                                         (lm_head, k/v of SigLIP-less paths)
+//   RESIDUAL  y[row] += acc: the residual stream updated in place           (o_proj, down)
+//   GLU       rows j and FFN + j of W (gate and up) together: y[j] = silu(gate) · up      (gate/up → SiLU·up)
+//   ROPE_KV   the q and k rows in rotation pairs (i, i + D/2) of one head, rotated at position `pos`; q into
+//             y, k and then the v rows (in their own workgroups) into the KV cache at `pos`
+//             (qkv + bias → RoPE → KV append)
+// NORM: x is the residual stream before its RMSNorm: the workgroup gathers x's sum of squares from the x it
+// loads anyway and scales its sums by rsqrt(mean(x²) + eps); the norm's weight was folded into W's columns
+// when W was quantized (loader/plan.rs), so it costs no byte.
+// Accumulation in f32. Reference: tests/src/reference.rs (linear, rope, rms_norm, silu) composed.
+#include "ids.wgsl"
+#include "dequant.wgsl"
+#include "rope_angle.wgsl"
+
+struct Params {
+    n: u32,          // rows out (PLAIN, RESIDUAL: this part's; GLU: FFN, the pairs; ROPE_KV: q, k and v rows)
+    k: u32,          // inputs (a multiple of 32 for q4/q8, of 8 for f16)
+    kb: u32,         // 16-byte blocks per row of W
+    y_offset: u32,   // output column of this part's row 0 (PLAIN, RESIDUAL)
+    eps: f32,        // NORM
+    pos: u32,        // ROPE_KV: the token's position
+    head_dim: u32,   // ROPE_KV
+    q_heads: u32,    // ROPE_KV
+    kv_heads: u32,   // ROPE_KV
+    capacity: u32,   // ROPE_KV: positions of the cache
+    qk_groups: u32,  // ROPE_KV: workgroups of the q/k pairs; the v rows' follow
+    _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<act4>;          // (k/4)
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;     // (n, kb)
+#ifdef W_Q
+@group(0) @binding(3) var<storage, read> scales: array<u32>;     // (n·kb) f16, two per word
+#endif
+#ifdef BIAS
+@group(0) @binding(4) var<storage, read> bias: array<f32>;       // (n)
+#endif
+@group(0) @binding(5) var<storage, read_write> y: array<act>;    // PLAIN: (n); RESIDUAL: (n) in place; GLU: (FFN); ROPE_KV: q (heads·D)
+#ifdef ROPE_KV
+@group(0) @binding(6) var<storage, read_write> kc: array<act>;   // (kv_heads, capacity, D)
+@group(0) @binding(7) var<storage, read_write> vc: array<act>;   // (kv_heads, capacity, D)
+@group(0) @binding(8) var<storage, read> inv_freq: array<f32>;   // (D / 2)
+#endif
+
+#ifdef NORM
+const SUMS: u32 = R + 1u;
+#else
+const SUMS: u32 = R;
+#endif
+var<workgroup> red: array<f32, SUMS * WG>;
+
+// Block c of W's row `row`, dequantized: 8 (q4), 4 (q8) or 2 (f16) vec4 of values, scale applied later.
+fn w_at(row: u32, c: u32) -> vec4<u32> {
+    return w[row * p.kb + c];
+}
+
+#ifdef W_Q4
+const XB: u32 = 8u;  // vec4s of x a block covers
+fn w_scale(row: u32, c: u32) -> f32 { return scale(row * p.kb + c); }
+#endif
+#ifdef W_Q8
+const XB: u32 = 4u;
+fn w_scale(row: u32, c: u32) -> f32 { return scale((row * p.kb + c) >> 1u); }
+#endif
+#ifdef W_F16
+const XB: u32 = 2u;
+fn w_scale(row: u32, c: u32) -> f32 { return 1.0; }
+#endif
+
+// The dot product of a block of W with the x values it covers (xs: XB vec4s).
+fn block_dot(b: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
+#ifdef W_Q4
+    return dot(x0, nib(b.x, 0u)) + dot(x1, nib(b.x, 16u)) + dot(x2, nib(b.y, 0u)) + dot(x3, nib(b.y, 16u))
+         + dot(x4, nib(b.z, 0u)) + dot(x5, nib(b.z, 16u)) + dot(x6, nib(b.w, 0u)) + dot(x7, nib(b.w, 16u));
+#endif
+#ifdef W_Q8
+    return dot(x0, byt(b.x)) + dot(x1, byt(b.y)) + dot(x2, byt(b.z)) + dot(x3, byt(b.w));
+#endif
+#ifdef W_F16
+    return dot(x0, h8(b.xy)) + dot(x1, h8(b.zw));
+#endif
+}
+
+// Weight row of output slot r (0 ≤ r < R) of workgroup g, and whether it exists.
+fn row_of(g: u32, r: u32) -> vec2<u32> {
+#ifdef GLU
+    // pairs: slots 0 .. R/2 are gate rows j, slots R/2 .. R the matching up rows FFN + j
+    let j = g * (R / 2u) + r % (R / 2u);
+    return vec2<u32>(select(j, p.n + j, r >= R / 2u), u32(j < p.n));
+#else
+#ifdef ROPE_KV
+    let half = p.head_dim / 2u;
+    if (g < p.qk_groups) {
+        // slot r < R/2: element i of a q or k head, slot r + R/2: element i + D/2
+        let pair = g * (R / 2u) + r % (R / 2u);
+        let hh = pair / half;
+        let i = pair % half + select(0u, half, r >= R / 2u);
+        return vec2<u32>(hh * p.head_dim + i, u32(hh < p.q_heads + p.kv_heads));
+    }
+    let row = (p.q_heads + p.kv_heads) * p.head_dim + (g - p.qk_groups) * R + r;
+    return vec2<u32>(row, u32(row < p.n));
+#else
+    let row = g * R + r;
+    return vec2<u32>(row, u32(row < p.n));
+#endif
+#endif
+}
+
+// x's vec4 i; PARTIAL (k not a whole number of blocks: the last block's padding): 0 past the end.
+fn xl(i: u32) -> vec4<f32> {
+#ifdef PARTIAL
+    return select(vec4<f32>(0.0), vec4<f32>(x[min(i, p.k / 4u - 1u)]), i < p.k / 4u);
+#else
+    return vec4<f32>(x[i]);
+#endif
+}
+
+fn silu(v: f32) -> f32 {
+    return v / (1.0 + exp(-v));
+}
+
+@compute @workgroup_size(WG)
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let g = flat_wg(wg, nwg);
+    let lid = ids.lid;
+    // rows past the end read row 0 (in bounds) and are never written
+#for r in 0..R
+    let rv{r} = row_of(g, {r}u);
+    let n{r} = select(0u, rv{r}.x, rv{r}.y == 1u);
+    var acc{r} = 0.0;
+#endfor
+    var ss = 0.0;
+    for (var c0 = lid; c0 < p.kb; c0 += U * WG) {
+        // U blocks of every row, loads first
+#for u in 0..U
+        let c{u} = min(c0 + {u}u * WG, p.kb - 1u);
+        let live{u} = c0 + {u}u * WG < p.kb;
+#for r in 0..R
+        let b{r}_{u} = w_at(n{r}, c{u});
+        let d{r}_{u} = select(0.0, w_scale(n{r}, c{u}), live{u});
+#endfor
+#endfor
+#for u in 0..U
+        {
+            // x of block u (a block past the end reads the last one; its scale is 0)
+            let i0 = c{u} * XB;
+            let x0 = xl(i0);
+            let x1 = xl(i0 + 1u);
+#ifdef W_F16
+            let x2 = vec4<f32>(0.0);
+            let x3 = vec4<f32>(0.0);
+#else
+            let x2 = xl(i0 + 2u);
+            let x3 = xl(i0 + 3u);
+#endif
+#ifdef W_Q4
+            let x4 = xl(i0 + 4u);
+            let x5 = xl(i0 + 5u);
+            let x6 = xl(i0 + 6u);
+            let x7 = xl(i0 + 7u);
+#else
+            let x4 = vec4<f32>(0.0);
+            let x5 = vec4<f32>(0.0);
+            let x6 = vec4<f32>(0.0);
+            let x7 = vec4<f32>(0.0);
+#endif
+#ifdef NORM
+            if (live{u}) {
+                ss += dot(x0, x0) + dot(x1, x1) + dot(x2, x2) + dot(x3, x3) + dot(x4, x4) + dot(x5, x5) + dot(x6, x6) + dot(x7, x7);
+            }
+#endif
+#ifdef W_F16
+#for r in 0..R
+            acc{r} += select(0.0, block_dot(b{r}_{u}, x0, x1, x2, x3, x4, x5, x6, x7), live{u});
+#endfor
+#else
+#for r in 0..R
+            acc{r} += d{r}_{u} * block_dot(b{r}_{u}, x0, x1, x2, x3, x4, x5, x6, x7);
+#endfor
+#endif
+        }
+#endfor
+    }
+    // every sum of the workgroup at once: red[s * WG + …]
+#ifdef SUBGROUP
+    let nsg = (WG + ids.sg_size - 1u) / ids.sg_size;
+    let sg = lid / ids.sg_size;
+#for r in 0..R
+    let t{r} = subgroupAdd(acc{r});
+#endfor
+#ifdef NORM
+    let tss = subgroupAdd(ss);
+#endif
+    if (ids.sg_lane == 0u) {
+#for r in 0..R
+        red[{r}u * WG + sg] = t{r};
+#endfor
+#ifdef NORM
+        red[R * WG + sg] = tss;
+#endif
+    }
+    workgroupBarrier();
+    if (lid < SUMS) {
+        var t = 0.0;
+        for (var i = 0u; i < nsg; i++) {
+            t += red[lid * WG + i];
+        }
+        red[lid * WG] = t;
+    }
+    workgroupBarrier();
+#else
+#for r in 0..R
+    red[{r}u * WG + lid] = acc{r};
+#endfor
+#ifdef NORM
+    red[R * WG + lid] = ss;
+#endif
+    workgroupBarrier();
+    for (var o = WG / 2u; o > 0u; o >>= 1u) {
+        if (lid < o) {
+            for (var s = 0u; s < SUMS; s++) {
+                red[s * WG + lid] += red[s * WG + lid + o];
+            }
+        }
+        workgroupBarrier();
+    }
+#endif
+    // row sums in red[r * WG]; one invocation finishes each output
+#ifdef NORM
+    let sn = inverseSqrt(red[R * WG] / f32(p.k) + p.eps);
+#else
+    let sn = 1.0;
+#endif
+#ifdef GLU
+    if (lid < R / 2u) {
+        let j = g * (R / 2u) + lid;
+        if (j < p.n) {
+            let gate = red[lid * WG] * sn;
+            let up = red[(lid + R / 2u) * WG] * sn;
+            y[j] = act(silu(gate) * up);
+        }
+    }
+#endif
+#ifdef ROPE_KV
+    let half = p.head_dim / 2u;
+    if (g < p.qk_groups) {
+        if (lid < R / 2u) {
+            let pair = g * (R / 2u) + lid;
+            let hh = pair / half;
+            let i = pair % half;
+            if (hh < p.q_heads + p.kv_heads) {
+                let r0 = hh * p.head_dim + i;
+                let a = red[lid * WG] * sn + bias[r0];
+                let b = red[(lid + R / 2u) * WG] * sn + bias[r0 + half];
+                let cs = cos_sin(f32(p.pos) * inv_freq[i]);
+                let ra = act(a * cs.x - b * cs.y);
+                let rb = act(b * cs.x + a * cs.y);
+                if (hh < p.q_heads) {
+                    y[r0] = ra;
+                    y[r0 + half] = rb;
+                } else {
+                    let at = ((hh - p.q_heads) * p.capacity + p.pos) * p.head_dim + i;
+                    kc[at] = ra;
+                    kc[at + half] = rb;
+                }
+            }
+        }
+    } else if (lid < R) {
+        let row = (p.q_heads + p.kv_heads) * p.head_dim + (g - p.qk_groups) * R + lid;
+        if (row < p.n) {
+            let e = row - (p.q_heads + p.kv_heads) * p.head_dim;
+            let gh = e / p.head_dim;
+            vc[(gh * p.capacity + p.pos) * p.head_dim + e % p.head_dim] = act(red[lid * WG] * sn + bias[row]);
+        }
+    }
+#endif
+#ifndef GLU
+#ifndef ROPE_KV
+    if (lid < R) {
+        let row = g * R + lid;
+        if (row < p.n) {
+            var v = red[lid * WG] * sn;
+#ifdef BIAS
+            v += bias[p.y_offset + row];
+#endif
+#ifdef RESIDUAL
+            v += f32(y[p.y_offset + row]);
+#endif
+            y[p.y_offset + row] = act(v);
+        }
+    }
+#endif
+#endif
+}
