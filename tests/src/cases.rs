@@ -412,11 +412,16 @@ pub async fn sample_suite(ctx: &Context, act: DType) {
             logits[n - 1 - i / 3] = m + 1.0;
         }
         let lt = upload(ctx, &logits, &[n], act);
+        let scratch = Tensor::empty(ctx, &[sample::SCRATCH_LEN], DType::U32).unwrap();
+        // the one-workgroup sampler's greedy choice, as the two-pass one's below
+        let out = poisoned(ctx, &[1], DType::U32);
+        run(ctx, |rec| sample::sample_one_workgroup(rec, &lt, &out, sample::SampleArgs::ARGMAX, 0.5)).await;
+        assert_eq!(out.to_u32(ctx).await.unwrap()[0] as usize, r::sample(&logits, 0.0, 0, 1.0, 0.5).pick, "one-workgroup argmax {act:?} n={n}");
         for s in settings {
             for draw in 0..3 {
                 let u = rng.uniform() as f32;
                 let out = poisoned(ctx, &[1], DType::U32);
-                run(ctx, |rec| sample::sample(rec, &lt, &out, s, u)).await;
+                run(ctx, |rec| sample::sample(rec, &lt, &out, &scratch, s, u)).await;
                 let pick = out.to_u32(ctx).await.unwrap()[0] as usize;
                 let want = r::sample(&logits, s.temperature as f64, s.top_k as usize, s.top_p as f64, u as f64);
                 assert!(pick < n && want.kept[pick], "sample {act:?} n={n} {s:?} u={u}: picked {pick}, outside the kept set");

@@ -3,7 +3,7 @@
 //! allocations to every token shows up here. The figures are derived from the design, not measured:
 //!
 //! dispatches = 1 (embedding gather, reading the id the previous sampler wrote) + 6 per layer + 1 (lm_head
-//! with the final norm folded in) + 1 (sample), where a layer is (matvec_fused.wgsl, the norms' weights
+//! with the final norm folded in) + 2 (the greedy choice's two passes), where a layer is (matvec_fused.wgsl, the norms' weights
 //! folded into the 4-bit matrices): RMSNorm + q/k/v + bias + RoPE + KV append; split-K decode attention and
 //! its merge; o_proj + residual; RMSNorm + gate/up + SiLU·up; down + residual. (Weights that fit one
 //! binding: one dispatch per matrix.)
@@ -43,7 +43,7 @@ fn a_decoded_token_costs_its_designed_dispatches_and_allocates_nothing() {
     answer(3); // compiles pipelines, makes the step's bind groups
     let (a, b) = (answer(3), answer(7));
     let d = b - a;
-    assert_eq!(d.dispatches, 4 * (1 + 6 * layers + 1 + 1), "dispatches for 4 more tokens");
+    assert_eq!(d.dispatches, 4 * (1 + 6 * layers + 1 + 2), "dispatches for 4 more tokens");
     assert_eq!([d.buffers, d.bind_groups], [0, 0], "buffers and bind groups created for 4 more tokens");
     assert_eq!(d.submits, 4, "submits for 4 more tokens");
 }

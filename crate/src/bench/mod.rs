@@ -389,10 +389,13 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         // token choice over the vocabulary
         let logits = act_tensor(ctx, &mut rng, &[151_680], act)?;
         let tok = Tensor::empty(ctx, &[1], DType::U32)?;
-        let secs = time(ctx, o.iters, |rec, _| sample::sample(rec, &logits, &tok, sample::SampleArgs::ARGMAX, 0.5))?;
-        add_row("sample greedy", "151680".into(), secs, 151_680.0 * asz);
+        let scratch = Tensor::empty(ctx, &[sample::SCRATCH_LEN], DType::U32)?;
+        let secs = time(ctx, o.iters, |rec, _| sample::sample(rec, &logits, &tok, &scratch, sample::SampleArgs::ARGMAX, 0.5))?;
+        add_row("sample greedy (two passes)", "151680".into(), secs, 151_680.0 * asz);
+        let secs = time(ctx, o.iters, |rec, _| sample::sample_one_workgroup(rec, &logits, &tok, sample::SampleArgs::ARGMAX, 0.5))?;
+        add_row("sample greedy (one workgroup)", "151680".into(), secs, 151_680.0 * asz);
         let s = sample::SampleArgs { temperature: 0.8, top_k: 50, top_p: 0.9 };
-        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| sample::sample(rec, &logits, &tok, s, 0.5))?;
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| sample::sample(rec, &logits, &tok, &scratch, s, 0.5))?;
         add_row("sample top-k 50, top-p 0.9", "151680".into(), secs, 151_680.0 * asz);
     }
 

@@ -45,11 +45,12 @@ pub const RESIZE: Shader = shader!("resize");
 pub const MERGE: Shader = shader!("merge");
 pub const KV_CACHE: Shader = shader!("kv_cache");
 pub const SAMPLE: Shader = shader!("sample");
+pub const ARGMAX: Shader = shader!("argmax");
 pub const BANDWIDTH: Shader = shader!("bandwidth");
 
 /// Every shader, for the GPU-free validation test.
 pub const ALL: &[Shader] =
-    &[MATVEC, MATVEC_FUSED, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, KV_CACHE, SAMPLE, BANDWIDTH];
+    &[MATVEC, MATVEC_FUSED, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, KV_CACHE, SAMPLE, ARGMAX, BANDWIDTH];
 
 const INCLUDES: &[(&str, &str)] = &[
     ("reduce.wgsl", include_str!("../../../shaders/common/reduce.wgsl")),

@@ -140,6 +140,10 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                 out.push((NORM, base(wg)));
                 out.push((NORM, base(wg).flag("LAYER")));
                 out.push((SAMPLE, base(wg)));
+                if wg == 256 {
+                    out.push((ARGMAX, base(wg)));
+                    out.push((ARGMAX, base(wg).flag("FINAL")));
+                }
                 out.push((BANDWIDTH, base(wg)));
             }
             for op in ["ADD", "BIAS", "GELU_TANH", "GELU_ERF", "SILU_MUL"] {

@@ -30,6 +30,8 @@ pub struct StepBuffers {
     pub(crate) logits: Tensor,
     /// u32 `(1)`: the sampler's choice, read by the next step's embedding gather.
     picked: Tensor,
+    /// u32: the greedy choice's partial results between its two passes.
+    sample_scratch: Tensor,
     layers: LayerBuffers,
 }
 
@@ -67,6 +69,7 @@ impl Workspace {
                 normed: Tensor::empty(ctx, &[1, c.hidden], act)?,
                 logits: Tensor::empty(ctx, &[1, c.vocab], act)?,
                 picked: Tensor::empty(ctx, &[1], DType::U32)?,
+                sample_scratch: Tensor::empty(ctx, &[sample::SCRATCH_LEN], DType::U32)?,
                 layers: LayerBuffers::new(ctx, &model.cfg.text, act, 1, capacity)?,
             },
             step: StepCache::default(),
@@ -105,7 +108,7 @@ impl Model {
 
     /// Samples the logits in `ws` on the GPU, and queues the id's copy into the next ring buffer.
     fn sample_into_ring(ws_b: &StepBuffers, ring: &[wgpu::Buffer], slot: usize, rec: &mut Recorder, args: SampleArgs, u: f32) -> Result<()> {
-        sample::sample(rec, &ws_b.logits, &ws_b.picked, args, u.min(0.999_999))?;
+        sample::sample(rec, &ws_b.logits, &ws_b.picked, &ws_b.sample_scratch, args, u.min(0.999_999))?;
         rec.copy(&ws_b.picked.buffer, 0, &ring[slot], 0, 4);
         Ok(())
     }
@@ -210,7 +213,7 @@ impl Model {
     pub async fn profile_step(&self, ctx: &Context, ws: &Workspace, cache: &mut KvCache) -> Result<Option<Vec<(String, f64)>>> {
         let mut rec = Recorder::new(ctx);
         self.record_step(&mut rec, &ws.b, cache)?;
-        sample::sample(&mut rec, &ws.b.logits, &ws.b.picked, SampleArgs::ARGMAX, 0.5)?;
+        sample::sample(&mut rec, &ws.b.logits, &ws.b.picked, &ws.b.sample_scratch, SampleArgs::ARGMAX, 0.5)?;
         rec.submit_profiled().await
     }
 }

@@ -1,0 +1,61 @@
+// Greedy decoding's choice, the first index of the maximum logit (torch.argmax), in two passes so that many
+// workgroups read the row (one workgroup alone is bound by load latency: 23 µs over 151,680 logits on an
+// H200, against a few µs here):
+//   default: workgroup g takes the slice [g·per, (g+1)·per) and writes its (max, first index) to part[2g..];
+//   FINAL:   one workgroup reduces the `groups` partial results into out[0].
+// Reference: tests/src/reference.rs sample (temperature 0).
+#include "ids.wgsl"
+#include "reduce.wgsl"
+
+struct Params {
+    n: u32,
+    per: u32,      // logits a workgroup of the first pass takes
+    groups: u32,   // workgroups of the first pass
+    _p0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<act>;       // (n)
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;    // (1)
+@group(0) @binding(3) var<storage, read_write> part: array<u32>;   // (groups, 2): max as f32 bits, index
+
+@compute @workgroup_size(WG)
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
+    let lid = ids.lid;
+    var best = -3.0e38;
+    var at = 4.0e9;
+#ifdef FINAL
+    for (var i = lid; i < p.groups; i += WG) {
+        let v = bitcast<f32>(part[2u * i]);
+        let j = f32(part[2u * i + 1u]);
+        if (v > best || (v == best && j < at)) {
+            best = v;
+            at = j;
+        }
+    }
+#else
+    let begin = wg.x * p.per;
+    let end = min(begin + p.per, p.n);
+    for (var i = begin + lid; i < end; i += 4u * WG) {
+#for u in 0..4
+        let v{u} = f32(logits[min(i + {u}u * WG, p.n - 1u)]);
+#endfor
+#for u in 0..4
+        if (i + {u}u * WG < end && v{u} > best) {
+            best = v{u};
+            at = f32(i + {u}u * WG);
+        }
+#endfor
+    }
+#endif
+    let m = wg_max(best, ids);
+    let first = wg_min(select(4.0e9, at, best == m), ids);
+    if (lid == 0u) {
+#ifdef FINAL
+        out[0] = u32(first);
+#else
+        part[2u * wg.x] = bitcast<u32>(m);
+        part[2u * wg.x + 1u] = u32(first);
+#endif
+    }
+}
