@@ -213,8 +213,9 @@ fn read_bandwidth(ctx: &Context) -> Result<Option<f64>> {
     Ok(Some(bytes as f64 / median(times) / 1e9))
 }
 
-/// A per-kernel table of a profile (dispatches grouped by shader).
-fn profile_table(r: &mut String, what: &str, prof: Option<Vec<(String, f64)>>) {
+/// A per-kernel table of a profile (dispatches grouped by shader); `floors`: bytes a kernel must move (per
+/// shader name) and the measured read bandwidth, for each kernel's own floor.
+fn profile_table(r: &mut String, what: &str, prof: Option<Vec<(String, f64)>>, floors: &[(&str, u64)], bw: Option<f64>) {
     let Some(prof) = prof else {
         let _ = writeln!(r, "\n{what}: no timestamps for a profile");
         return;
@@ -233,10 +234,26 @@ fn profile_table(r: &mut String, what: &str, prof: Option<Vec<(String, f64)>>) {
     }
     by.sort_by(|a, b| b.2.total_cmp(&a.2));
     let _ = writeln!(r, "\n{what}: {} dispatches, {:.2} ms of GPU time when timed one by one\n", prof.len(), total * 1e3);
-    let _ = writeln!(r, "| kernel | dispatches | µs | share |\n|---|---:|---:|---:|");
+    let _ = writeln!(r, "| kernel | dispatches | µs | share | bytes | floor µs | of floor |\n|---|---:|---:|---:|---:|---:|---:|");
     for (k, n, t) in by {
-        let _ = writeln!(r, "| {k} | {n} | {:.0} | {:.1} % |", t * 1e6, 100.0 * t / total);
+        let floor = floors.iter().find(|f| f.0 == k).map(|f| f.1);
+        let (bytes, fl, frac) = match (floor, bw) {
+            (Some(b), Some(bw)) => {
+                let f = b as f64 / (bw * 1e9);
+                (format!("{:.1} MB", b as f64 / 1e6), format!("{:.0}", f * 1e6), format!("{:.0} %", 100.0 * f / t))
+            }
+            _ => ("".into(), "".into(), "".into()),
+        };
+        let _ = writeln!(r, "| {k} | {n} | {:.0} | {:.1} % | {bytes} | {fl} | {frac} |", t * 1e6, 100.0 * t / total);
     }
+}
+
+/// What a decode step's bandwidth-bound kernels must read at `context`: every matrix the fused kernel
+/// streams (the layers' and lm_head), and the KV cache the attention reads.
+fn step_floors(m: &Model, context: usize) -> Vec<(&'static str, u64)> {
+    let c = &m.cfg.text;
+    let kv = (c.layers * 2 * c.kv_heads * context * c.head_dim * m.llm.act.size()) as u64;
+    vec![("matvec_fused", m.llm.decode_read_bytes(context) - kv), ("attention_decode", kv)]
 }
 
 /// Runs everything and returns a Markdown report.
@@ -282,10 +299,11 @@ pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
     }
 
     let vocab = cfg.text.vocab;
+    let c = o.contexts.first().copied().unwrap_or(1024);
+    let floors = step_floors(&s.model, c);
     if o.decode_only {
-        let c = o.contexts.first().copied().unwrap_or(1024);
         let step = pollster::block_on(s.profile_step(ctx, c))?;
-        profile_table(&mut r, &format!("one decode step at {c} context"), step);
+        profile_table(&mut r, &format!("one decode step at {c} context"), step, &floors, bw);
         return Ok(r);
     }
     s.reset();
@@ -333,12 +351,11 @@ pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
 
     // one decode step at the first context, and the follow-up question's prefill, every dispatch timed on
     // its own
-    let c = o.contexts.first().copied().unwrap_or(1024);
     let step = pollster::block_on(s.profile_step(ctx, c))?;
-    profile_table(&mut r, &format!("one decode step at {c} context"), step);
+    profile_table(&mut r, &format!("one decode step at {c} context"), step, &floors, bw);
     let question: Vec<u32> = prompt_ids(20, vocab, None, 77).iter().map(|&i| i as u32).collect();
     let at = a.usage.prompt_tokens - 20;
     let prefill = pollster::block_on(s.profile_prefill(ctx, &question, at))?;
-    profile_table(&mut r, &format!("the follow-up question's prefill (20 tokens after {at})"), prefill);
+    profile_table(&mut r, &format!("the follow-up question's prefill (20 tokens after {at})"), prefill, &[], bw);
     Ok(r)
 }
