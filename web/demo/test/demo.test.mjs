@@ -116,8 +116,8 @@ test("every mode answers as transformers, streamed; the referring box is drawn; 
     assert.ok(r.updates > 2, "streamed in pieces");
     assert.match(await page.textContent("#speed"), /^Prefill (\d+) of \1 tokens in [\d.]+ s \(\d+ tokens\/s\) · decode 16 tokens at [\d.]+ tokens\/s$/);
 
-    // then a chat about the same image, over two turns: the image is not read again (the speed line says how
-    // many tokens were reused), and the second turn runs only its own tokens
+    // then a chat about the same image, over two turns (the chat goes on from the description): the image is
+    // not read again (the speed line says how many tokens were reused), nor is an earlier turn
     await mode(page, "chat");
     await page.fill("#message", "What is in this picture?");
     r = await ask(page);
@@ -131,7 +131,7 @@ test("every mode answers as transformers, streamed; the referring box is drawn; 
     assert.ok(first.reused > describe.n_image_tokens && first.run < 30, `the image was reused: ${JSON.stringify(first)}`);
     await page.fill("#message", "What else is in it?");
     r = await ask(page);
-    assert.equal(await page.$$eval("#transcript li", (l) => l.length), 4);
+    assert.equal(await page.$$eval("#transcript li", (l) => l.length), 6, "the description and two chat turns");
     assert.ok(r.text.length > 0);
     const second = speed(await page.textContent("#speed"));
     assert.ok(second.total > first.total + 4, "the second turn's prompt holds the first turn");
