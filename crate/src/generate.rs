@@ -38,6 +38,23 @@ pub struct Settings {
     pub ignore_eos: bool,
 }
 
+impl Settings {
+    /// Refuses values no sampler takes (NaN, a negative temperature, top_p outside 0..=1, a penalty ≤ 0).
+    pub fn check(&self) -> Result<()> {
+        let bad = |what: &str, v: f32| Err(crate::Error::Request(format!("{what} {v} is outside what the sampler takes")));
+        if let Some(t) = self.temperature.filter(|t| !t.is_finite() || *t < 0.0) {
+            return bad("temperature", t);
+        }
+        if let Some(p) = self.top_p.filter(|p| !(0.0..=1.0).contains(p)) {
+            return bad("top_p", p);
+        }
+        if let Some(r) = self.repetition_penalty.filter(|r| !r.is_finite() || *r <= 0.0) {
+            return bad("repetition_penalty", r);
+        }
+        Ok(())
+    }
+}
+
 /// The settings of one generation, complete.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateOptions {

@@ -124,6 +124,49 @@ fn image_key(img: &RgbImage) -> u64 {
     u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
 }
 
+/// A request as JSON (the browser worker's form, web/src/messages.ts `WireRequest`): `messages` with
+/// `text` and `image` parts, generation settings over the model's defaults (`max_new_tokens`,
+/// `temperature`, `top_k`, `top_p`, `seed`, `repetition_penalty`), `cache_prompt` (default true). The
+/// image's bytes travel beside it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRequest {
+    messages: Vec<Message>,
+    #[serde(default)]
+    max_new_tokens: Option<usize>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_k: Option<u32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    repetition_penalty: Option<f32>,
+    #[serde(default)]
+    cache_prompt: Option<bool>,
+}
+
+impl Request {
+    /// A request from its JSON (the browser's); the conversation and the settings checked, nothing run.
+    pub fn from_json(json: &str, image: Option<RgbImage>) -> Result<Self> {
+        let w: WireRequest = serde_json::from_str(json).map_err(|e| Error::request(format!("the request is not valid: {e}")))?;
+        check_messages(&w.messages)?;
+        let settings = Settings {
+            max_new_tokens: w.max_new_tokens,
+            temperature: w.temperature,
+            top_k: w.top_k,
+            top_p: w.top_p,
+            seed: w.seed,
+            repetition_penalty: w.repetition_penalty,
+            ignore_eos: false,
+        };
+        settings.check()?;
+        Ok(Request { prompt: Prompt::Chat(w.messages), image, settings, reuse: w.cache_prompt.unwrap_or(true) })
+    }
+}
+
 /// Refuses conversations the template cannot render faithfully.
 pub fn check_messages(messages: &[Message]) -> Result<()> {
     if messages.is_empty() {

@@ -11,13 +11,12 @@ use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
-use crate::chat::{ChatTemplate, Message};
-use crate::generate::Settings;
+use crate::chat::ChatTemplate;
 use crate::gpu::{Context, ContextOptions};
 use crate::loader::manifest::Manifest;
 use crate::loader::stream::Upload;
 use crate::model::Model;
-use crate::session::{Prompt, Request, Session};
+use crate::session::{Request, Session};
 use crate::tokenizer::Tokenizer;
 use crate::Error;
 
@@ -63,21 +62,6 @@ struct Inner {
 #[wasm_bindgen]
 pub struct Engine {
     inner: Rc<Inner>,
-}
-
-/// A request from the worker (JSON): the conversation, generation settings over the model's defaults, and
-/// whether to reuse what the cache holds of the prompt.
-#[derive(serde::Deserialize)]
-struct WireRequest {
-    messages: Vec<Message>,
-    #[serde(flatten)]
-    settings: Settings,
-    #[serde(default = "yes")]
-    cache_prompt: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[wasm_bindgen]
@@ -153,9 +137,8 @@ impl Engine {
             };
             let session = session.as_mut().ok_or_else(|| misuse("the model is not loaded yet"))?;
             inner.interrupt.set(false);
-            let wire: WireRequest = serde_json::from_str(&request_json).map_err(|e| misuse(&format!("request: {e}")))?;
             let image = image.map(|b| crate::image::decode(&b, Default::default())).transpose().map_err(js_err)?;
-            let req = Request { prompt: Prompt::Chat(wire.messages), image, settings: wire.settings, reuse: wire.cache_prompt };
+            let req = Request::from_json(&request_json, image).map_err(js_err)?;
             let answer = session
                 .answer(
                     &inner.ctx,

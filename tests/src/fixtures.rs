@@ -121,3 +121,9 @@ pub fn prefill(
     let inputs = varco_web::session::prompt_inputs(&runs, image)?;
     m.prefill(ctx, &inputs, cache, ws)
 }
+
+/// A file of this repository (the committed demo model, …), relative to its root.
+pub fn read_repo(rel: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}

@@ -162,11 +162,13 @@ impl WeightFormat {
         }
     }
 
-    /// Bytes per row of the data array (codes, or padded f16 values).
+    /// Bytes per row of the data array (codes, or padded f16 values); saturating, so that a size read from
+    /// a damaged file is refused by the checks, not an overflow.
     pub fn row_bytes(self, k: usize) -> u64 {
+        let k = k as u64;
         match self.quant() {
-            Some(q) => (k.div_ceil(GROUP) * q.words_per_group() * 4) as u64,
-            None => (f16_row_len(k) * 2) as u64,
+            Some(q) => k.div_ceil(GROUP as u64).saturating_mul(q.words_per_group() as u64 * 4),
+            None => k.saturating_add(7).saturating_mul(2) / 16 * 16,
         }
     }
 
@@ -179,10 +181,10 @@ impl WeightFormat {
     /// `(n, k)` matrix: the layout the converter writes and the loader uploads.
     pub fn array_bytes(self, n: usize, k: usize) -> (u64, u64) {
         let scales = match self.quant() {
-            Some(_) => ((n * k.div_ceil(GROUP)).next_multiple_of(2) * 2) as u64,
+            Some(_) => ((n as u64).saturating_mul((k as u64).div_ceil(GROUP as u64)).saturating_add(1) / 2).saturating_mul(4),
             None => 0,
         };
-        (n as u64 * self.row_bytes(k), scales)
+        ((n as u64).saturating_mul(self.row_bytes(k)), scales)
     }
 }
 

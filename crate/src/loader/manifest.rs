@@ -155,10 +155,12 @@ impl Manifest {
             _ => return Err(bad(format!("format version {} is not supported (this runtime reads version {VERSION}; a newer varco may read it)", v["version"]))),
         }
         let m: Manifest = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
-        if m.shard_size == 0 || m.shard_size % ALIGN != 0 {
+        m.config.check().map_err(|e| bad(e.to_string()))?;
+        m.check_table().map_err(|e| bad(e))?;
+        if m.shard_size == 0 || m.shard_size % ALIGN != 0 || m.shards.len() > 1 << 20 {
             return Err(bad(format!("shard size {} is not a positive multiple of {ALIGN}", m.shard_size)));
         }
-        let sum: u64 = m.shards.iter().map(|s| s.bytes).sum();
+        let sum = m.shards.iter().try_fold(0u64, |a, s| a.checked_add(s.bytes)).ok_or_else(|| bad("shard sizes overflow".into()))?;
         let sizes_ok = m.shards.iter().enumerate().all(|(i, s)| if i + 1 < m.shards.len() { s.bytes == m.shard_size } else { s.bytes <= m.shard_size });
         if sum != m.total_bytes || !sizes_ok {
             return Err(bad("shard sizes do not add up to total_bytes in shards of shard_size".into()));
@@ -166,8 +168,11 @@ impl Manifest {
         for t in &m.tensors {
             let (dl, sl) = t.kind.array_bytes();
             let check = |a: &ArrayRef, want: u64, what: &str| {
-                let start = m.start(a);
-                if a.length != want || a.offset >= m.shard_size || start % ALIGN != 0 || start + a.length > m.total_bytes {
+                let end = (a.shard as u64).checked_mul(m.shard_size).and_then(|s| s.checked_add(a.offset)).and_then(|s| s.checked_add(a.length).map(|e| (s, e)));
+                let Some((start, end)) = end else {
+                    return Err(bad(format!("tensor {}: its {what} array {a:?} lies past any stream", t.name)));
+                };
+                if a.length != want || a.offset >= m.shard_size || start % ALIGN != 0 || end > m.total_bytes {
                     return Err(bad(format!("tensor {}: its {what} array {a:?} is not {want} aligned bytes inside the shards", t.name)));
                 }
                 Ok(())
@@ -180,6 +185,27 @@ impl Manifest {
             }
         }
         Ok(m)
+    }
+
+    /// The tensor table against what the config and the plan call for (loader/plan.rs): every tensor there,
+    /// none besides, each of its kind and shape — so that no size in the table exceeds what the model is.
+    fn check_table(&self) -> std::result::Result<(), String> {
+        let has_lm_head = self.tensors.iter().any(|t| t.name == "llm.lm_head");
+        let specs = crate::loader::plan::specs(&self.config, &self.plan, has_lm_head);
+        if self.tensors.len() != specs.len() {
+            return Err(format!("{} tensors, where the config and plan call for {}", self.tensors.len(), specs.len()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.tensors {
+            let spec = specs.iter().find(|s| s.name == t.name).ok_or_else(|| format!("tensor {} is not part of this model", t.name))?;
+            if !seen.insert(t.name.as_str()) {
+                return Err(format!("tensor {} is listed twice", t.name));
+            }
+            if spec.kind != t.kind {
+                return Err(format!("tensor {} is {:?}; the config and plan call for {:?}", t.name, t.kind, spec.kind));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses tensors the adapter cannot bind: a matrix may be split by rows, but a pair of its rows, and
@@ -216,12 +242,14 @@ impl Manifest {
         };
         let (t, v) = (&self.config.text, &self.config.vision);
         let (context, act) = (self.memory.context as u64, act as u64);
-        let rows = ((self.config.anyres.max_patches as usize + 1) * v.cells() * v.cells()) as u64;
-        too_large(format!("a layer's KV cache at {context} tokens of context"), t.kv_heads as u64 * context * t.head_dim as u64 * act)?;
-        too_large(format!("the prompt's embeddings at {context} tokens"), context * t.hidden as u64 * act)?;
-        too_large("a prefill chunk's MLP activations".into(), PREFILL_CHUNK.min(context as usize) as u64 * 2 * t.intermediate as u64 * act)?;
-        too_large("the logits".into(), t.vocab as u64 * 4)?;
-        too_large("the vision tower's activations on the most tiles".into(), rows * (3 * v.hidden).max(v.intermediate) as u64 * act)?;
+        // products of sizes a damaged manifest may make huge: saturating, so they are refused, not overflowed
+        let mul = |xs: &[u64]| xs.iter().fold(1u64, |a, &x| a.saturating_mul(x));
+        let rows = mul(&[self.config.anyres.max_patches as u64 + 1, v.cells() as u64, v.cells() as u64]);
+        too_large(format!("a layer's KV cache at {context} tokens of context"), mul(&[t.kv_heads as u64, context, t.head_dim as u64, act]))?;
+        too_large(format!("the prompt's embeddings at {context} tokens"), mul(&[context, t.hidden as u64, act]))?;
+        too_large("a prefill chunk's MLP activations".into(), mul(&[PREFILL_CHUNK.min(context as usize) as u64, 2, t.intermediate as u64, act]))?;
+        too_large("the logits".into(), mul(&[t.vocab as u64, 4]))?;
+        too_large("the vision tower's activations on the most tiles".into(), mul(&[rows, (3 * v.hidden).max(v.intermediate) as u64, act]))?;
         Ok(())
     }
 

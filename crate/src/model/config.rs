@@ -124,10 +124,11 @@ impl ModelConfig {
         let layers = (0..).take_while(|i| weights.contains(&format!("vision_tower.encoder.layers.{i}.layer_norm1.weight"))).count();
         let vc = &v["vision_config"];
         let head_dim = match vc["num_attention_heads"].as_u64() {
+            Some(0) => return Err(err("vision_config.num_attention_heads is 0".into())),
             Some(h) => vhidden / h as usize,
             None => 72,
         };
-        if vhidden % head_dim != 0 {
+        if head_dim == 0 || vhidden % head_dim != 0 {
             return Err(err(format!("vision width {vhidden} is not a multiple of the head size {head_dim}")));
         }
         let patch_size = pe[2];
@@ -144,7 +145,7 @@ impl ModelConfig {
             patch_size,
             ln_eps: get_f(vc, "layer_norm_eps", 1e-6),
         };
-        if vision.cells() * vision.cells() != positions {
+        if vision.cells().checked_mul(vision.cells()) != Some(positions) {
             return Err(err(format!("{positions} vision positions do not make a {0}×{0} grid", vision.cells())));
         }
         let anyres = AnyresConfig {
@@ -154,6 +155,48 @@ impl ModelConfig {
             max_patches: max_patches(aspect.as_deref())?,
         };
         let image_token_id = v["image_token_index"].as_u64().map(|x| x as u32);
-        Ok(ModelConfig { text, vision, anyres, image_token_id })
+        let cfg = ModelConfig { text, vision, anyres, image_token_id };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Refuses sizes no model of this family has and the kernels cannot take: zeros, heads that do not
+    /// divide, an odd head size (RoPE rotates halves), non-finite constants, absurd sizes (a vocabulary the
+    /// sampler cannot index), canvases that are not whole tiles. Both config.json and a manifest's config
+    /// pass through here.
+    pub fn check(&self) -> Result<()> {
+        let (t, v, a) = (&self.text, &self.vision, &self.anyres);
+        let bad = |m: String| Err(err(m));
+        let positive = [("hidden_size", t.hidden), ("intermediate_size", t.intermediate), ("num_hidden_layers", t.layers), ("num_attention_heads", t.heads), ("num_key_value_heads", t.kv_heads), ("head_dim", t.head_dim), ("vocab_size", t.vocab), ("max_position_embeddings", t.max_positions)];
+        for (name, x) in positive {
+            if x == 0 || x > 1 << 24 {
+                return bad(format!("{name} = {x} is outside 1 ..= 2^24"));
+            }
+        }
+        if t.heads % t.kv_heads != 0 {
+            return bad(format!("{} attention heads do not divide into {} key/value heads", t.heads, t.kv_heads));
+        }
+        if t.head_dim % 8 != 0 || t.hidden % 8 != 0 || t.intermediate % 4 != 0 {
+            return bad(format!("head_dim {}, hidden {} and intermediate {} must be multiples of 8, 8 and 4", t.head_dim, t.hidden, t.intermediate));
+        }
+        if !(t.rms_eps.is_finite() && t.rms_eps > 0.0 && t.rope_theta.is_finite() && t.rope_theta > 1.0) {
+            return bad(format!("rms_norm_eps {} and rope_theta {} must be positive and finite", t.rms_eps, t.rope_theta));
+        }
+        if t.layers > 1024 {
+            return bad(format!("{} layers", t.layers));
+        }
+        if v.hidden == 0 || v.intermediate == 0 || v.layers == 0 || v.heads == 0 || v.head_dim == 0 || v.patch_size == 0 || v.hidden > 1 << 16 || v.intermediate > 1 << 18 || v.layers > 1024 || v.patch_size > 1024 {
+            return bad(format!("the vision tower's sizes ({v:?}) must be positive"));
+        }
+        if !(v.ln_eps.is_finite() && v.ln_eps > 0.0) || v.cells() == 0 || v.image_size > 1 << 14 {
+            return bad(format!("image size {} holds no {}-pixel patch, or layer_norm_eps {} is not positive", v.image_size, v.patch_size, v.ln_eps));
+        }
+        if a.pinpoints.is_empty() || a.pinpoints.iter().any(|&(w, h)| w == 0 || h == 0 || w % a.tile != 0 || h % a.tile != 0 || w > 1 << 16 || h > 1 << 16) {
+            return bad(format!("image_grid_pinpoints must be whole {}-pixel tiles", a.tile));
+        }
+        if a.max_patches == 0 || a.max_patches > 1024 || a.cells as usize != v.cells() || a.tile as usize != v.image_size {
+            return bad(format!("anyres_max_{} with {} cells on {}-pixel tiles does not fit the vision tower", a.max_patches, a.cells, a.tile));
+        }
+        Ok(())
     }
 }
