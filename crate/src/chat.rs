@@ -51,6 +51,13 @@ impl ChatTemplate {
         Ok(Self::new(s))
     }
 
+    /// Refuses a template that does not parse (checked when a model loads, so that a broken template is the
+    /// model's error, not every request's).
+    pub fn check(&self) -> Result<()> {
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", &self.source).map(|_| ()).map_err(|e| Error::Template(format!("the chat template does not parse: {e}")))
+    }
+
     /// The template's Jinja source (markers dropped).
     pub fn source(&self) -> &str {
         &self.source

@@ -222,8 +222,14 @@ impl Session {
         if context == 0 || context > max {
             return Err(Error::request(format!("a context of {context} tokens: the model takes 1 to {max}")));
         }
-        if let Some(&bad) = generation.eos_token_ids.iter().find(|&&id| id as usize >= model.cfg.text.vocab) {
-            return Err(Error::Checkpoint(format!("the stop id {bad} is outside the vocabulary of {}", model.cfg.text.vocab)));
+        generation.check(model.cfg.text.vocab).map_err(Error::Checkpoint)?;
+        template.check()?;
+        if tok.max_id() as usize >= model.cfg.text.vocab {
+            return Err(Error::Checkpoint(format!(
+                "the tokenizer has ids up to {} but the model's embedding has {} rows: the tokenizer belongs to another model",
+                tok.max_id(),
+                model.cfg.text.vocab
+            )));
         }
         let bytes = Self::memory(&model, context);
         let (cache, ws) = ctx

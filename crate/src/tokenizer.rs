@@ -36,6 +36,11 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The largest id the tokenizer can produce (added tokens may sit past the base vocabulary).
+    pub fn max_id(&self) -> u32 {
+        self.inner.get_vocab(true).into_values().max().unwrap_or(0)
+    }
+
     pub fn stream(&self) -> StreamDecoder<'_> {
         StreamDecoder { tok: self, ids: Vec::new(), prefix: 0, read: 0 }
     }

@@ -68,6 +68,23 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// Refuses settings no sampler takes and stop ids outside a vocabulary of `vocab`.
+    pub fn check(&self, vocab: usize) -> std::result::Result<(), String> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) || !(0.0..=1.0).contains(&self.top_p) || !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(format!(
+                "generation defaults temperature {}, top_p {}, repetition_penalty {} are outside what the sampler takes",
+                self.temperature, self.top_p, self.repetition_penalty
+            ));
+        }
+        if self.max_new_tokens == 0 || self.eos_token_ids.is_empty() {
+            return Err("generation defaults need max_new_tokens > 0 and at least one stop id".into());
+        }
+        if let Some(id) = self.eos_token_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(format!("the stop id {id} is outside the vocabulary of {vocab}"));
+        }
+        Ok(())
+    }
+
     /// generation_config.json's settings (`None`: the checkpoint has none), with the model's own end-of-turn
     /// id always among the stop ids; greedy with 1024 new tokens where the file says nothing (the model
     /// card). `what` names the file in errors.
@@ -156,7 +173,8 @@ impl Manifest {
         }
         let m: Manifest = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
         m.config.check().map_err(|e| bad(e.to_string()))?;
-        m.check_table().map_err(|e| bad(e))?;
+        m.check_table().map_err(&bad)?;
+        m.generation.check(m.config.text.vocab).map_err(&bad)?;
         if m.shard_size == 0 || m.shard_size % ALIGN != 0 || m.shards.len() > 1 << 20 {
             return Err(bad(format!("shard size {} is not a positive multiple of {ALIGN}", m.shard_size)));
         }
@@ -165,6 +183,18 @@ impl Manifest {
         if sum != m.total_bytes || !sizes_ok {
             return Err(bad("shard sizes do not add up to total_bytes in shards of shard_size".into()));
         }
+        // no two arrays share a byte
+        let mut spans: Vec<(u64, u64, &str)> = Vec::new();
+        for t in &m.tensors {
+            for a in std::iter::once(&t.data).chain(&t.scales) {
+                let start = (a.shard as u64).saturating_mul(m.shard_size).saturating_add(a.offset);
+                spans.push((start, start.saturating_add(a.length), &t.name));
+            }
+        }
+        spans.sort();
+        if let Some(w) = spans.windows(2).find(|w| w[1].0 < w[0].1) {
+            return Err(bad(format!("the arrays of tensors {} and {} overlap", w[0].2, w[1].2)));
+        }
         for t in &m.tensors {
             let (dl, sl) = t.kind.array_bytes();
             let check = |a: &ArrayRef, want: u64, what: &str| {
@@ -172,8 +202,14 @@ impl Manifest {
                 let Some((start, end)) = end else {
                     return Err(bad(format!("tensor {}: its {what} array {a:?} lies past any stream", t.name)));
                 };
-                if a.length != want || a.offset >= m.shard_size || start % ALIGN != 0 || end > m.total_bytes {
-                    return Err(bad(format!("tensor {}: its {what} array {a:?} is not {want} aligned bytes inside the shards", t.name)));
+                if a.length != want {
+                    return Err(bad(format!("tensor {}: its {what} array has {} bytes; a {:?} needs {want}", t.name, a.length, t.kind)));
+                }
+                if a.offset >= m.shard_size || start % ALIGN != 0 {
+                    return Err(bad(format!("tensor {}: its {what} array starts at byte {} of shard {}, not a {ALIGN}-byte boundary inside it", t.name, a.offset, a.shard)));
+                }
+                if end > m.total_bytes {
+                    return Err(bad(format!("tensor {}: its {what} array runs to byte {end} of the stream, past the shards' {} bytes", t.name, m.total_bytes)));
                 }
                 Ok(())
             };

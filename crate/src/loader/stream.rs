@@ -12,11 +12,34 @@ use crate::loader::plan::Kind;
 use crate::loader::{Loaded, Tensors};
 use crate::{Error, Result};
 
-/// A stream range and the buffer it fills (from the buffer's offset 0).
+/// Which values of an array must be finite as they stream in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Values {
+    /// 4- and 8-bit codes: every bit pattern is a value.
+    Codes,
+    /// f16 scales or weights.
+    F16,
+    /// f32 vectors (norms, biases, …).
+    F32,
+}
+
+/// A stream range, the buffer it fills (from the buffer's offset 0), and what it holds.
 struct Dest {
     start: u64,
     end: u64,
     buffer: wgpu::Buffer,
+    values: Values,
+    /// The tensor (index into the manifest's table), for messages.
+    tensor: usize,
+}
+
+/// The first value in `bytes` that is NaN or infinite.
+fn non_finite(bytes: &[u8], values: Values) -> Option<usize> {
+    match values {
+        Values::Codes => None,
+        Values::F16 => bytes.chunks_exact(2).position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7C00 == 0x7C00),
+        Values::F32 => bytes.chunks_exact(4).position(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7F80_0000 == 0x7F80_0000),
+    }
 }
 
 /// A shard's SHA-256, computed while it is fed in order.
@@ -47,19 +70,20 @@ impl Upload {
         manifest.check_tensors(ctx.caps.max_binding)?;
         let mut dests = Vec::new();
         let mut tensors = Tensors::default();
-        for t in &manifest.tensors {
+        for (i, t) in manifest.tensors.iter().enumerate() {
             match t.kind {
                 Kind::Vector { len } => {
                     let tensor = Tensor::empty(ctx, &[len], DType::F32)?;
-                    dests.push(dest(manifest, &t.data, 0..t.data.length, tensor.buffer.clone()));
+                    dests.push(dest(manifest, &t.data, 0..t.data.length, tensor.buffer.clone(), Values::F32, i));
                     tensors.insert(t.name.clone(), Loaded::Vector(tensor));
                 }
                 Kind::Matrix { format, n, k } => {
                     let (w, layout) = Weight::empty(ctx, format, n, k, ctx.caps.max_binding)?;
+                    let data = if format.quant().is_some() { Values::Codes } else { Values::F16 };
                     for (part, l) in w.parts.iter().zip(&layout) {
-                        dests.push(dest(manifest, &t.data, l.data.clone(), part.data.clone()));
+                        dests.push(dest(manifest, &t.data, l.data.clone(), part.data.clone(), data, i));
                         if let (Some(s), Some(r), Some(b)) = (&t.scales, &l.scales, &part.scales) {
-                            dests.push(dest(manifest, s, r.clone(), b.clone()));
+                            dests.push(dest(manifest, s, r.clone(), b.clone(), Values::F16, i));
                         }
                     }
                     tensors.insert(t.name.clone(), Loaded::Matrix(w));
@@ -95,7 +119,18 @@ impl Upload {
             }
             let (a, b) = (d.start.max(c0), d.end.min(c1));
             if a < b {
-                ctx.queue.write_buffer(&d.buffer, a - d.start, &bytes[(a - c0) as usize..(b - c0) as usize]);
+                let piece = &bytes[(a - c0) as usize..(b - c0) as usize];
+                if let Some(at) = non_finite(piece, d.values) {
+                    let t = &m.tensors[d.tensor];
+                    let what = if d.values == Values::F32 { "values" } else if matches!(t.kind, Kind::Matrix { format, .. } if format.quant().is_some()) { "scales" } else { "weights" };
+                    return Err(Error::Checkpoint(format!(
+                        "tensor {} has a NaN or infinite value among its {what} (shard {}, byte {}): the model was damaged before its hash was taken; convert the checkpoint again",
+                        t.name,
+                        info.file,
+                        offset + (a - c0) + (at * if d.values == Values::F32 { 4 } else { 2 }) as u64
+                    )));
+                }
+                ctx.queue.write_buffer(&d.buffer, a - d.start, piece);
                 self.written += b - a;
                 self.since_flush += b - a;
             }
@@ -155,9 +190,9 @@ impl Upload {
     }
 }
 
-fn dest(m: &Manifest, array: &ArrayRef, range: std::ops::Range<u64>, buffer: wgpu::Buffer) -> Dest {
+fn dest(m: &Manifest, array: &ArrayRef, range: std::ops::Range<u64>, buffer: wgpu::Buffer, values: Values, tensor: usize) -> Dest {
     let s = m.start(array);
-    Dest { start: s + range.start, end: s + range.end, buffer }
+    Dest { start: s + range.start, end: s + range.end, buffer, values, tensor }
 }
 
 /// Lowercase hex of a digest.

@@ -141,6 +141,36 @@ impl std::ops::Deref for Bytes {
     }
 }
 
+/// What a safetensors reading error means, in the terms of someone holding the file (the library's names —
+/// `MetadataIncompleteBuffer`, `InvalidHeaderLength`, … — say nothing to them).
+fn explain(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
+    use safetensors::SafeTensorError as E;
+    let size = bytes.len();
+    let declared = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let again = "download or copy the file again; if it is whole, it was not written as safetensors";
+    match e {
+        E::HeaderTooSmall => format!("only {size} bytes: too short to be a safetensors file (it starts with an 8-byte header length); {again}"),
+        E::InvalidHeaderLength => format!(
+            "its header is said to take {} bytes but the file has {size}: the file is truncated or not safetensors; {again}",
+            declared.unwrap_or(0)
+        ),
+        E::HeaderTooLarge => format!("its header is said to take {} bytes, more than any checkpoint's: the file is damaged; {again}", declared.unwrap_or(0)),
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization => {
+            format!("its header (the JSON list of tensors at the start) is not readable: the file is damaged; {again}")
+        }
+        E::JsonError(j) => format!("its header (the JSON list of tensors at the start) is not readable ({j}): the file is damaged; {again}"),
+        E::MetadataIncompleteBuffer => format!(
+            "the file is {size} bytes but its header places tensor data up to a different end: truncated, or with bytes added; {again}"
+        ),
+        E::InvalidOffset(name) => format!("tensor {name} has offsets in the header that do not fit the file: the file is damaged; {again}"),
+        E::TensorInvalidInfo | E::ValidationOverflow | E::InvalidTensorView(..) => {
+            format!("a tensor's shape, type and offsets in the header disagree: the file is damaged; {again}")
+        }
+        E::TensorNotFound(name) => format!("tensor {name} is not in the file"),
+        E::IoError(io) => format!("cannot be read: {io}"),
+    }
+}
+
 /// Tensors of a checkpoint by canonical name.
 pub struct WeightSource {
     pub layout: Layout,
@@ -187,7 +217,7 @@ impl WeightSource {
     fn from_files(files: Vec<Bytes>, labels: &[String]) -> Result<Self> {
         let mut raw: Vec<(String, Entry)> = Vec::new();
         for (i, bytes) in files.iter().enumerate() {
-            let (n, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::Checkpoint(format!("{}: {e}", labels[i])))?;
+            let (n, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::Checkpoint(format!("{}: {}", labels[i], explain(&e, bytes))))?;
             let base = 8 + n;
             for (name, info) in meta.tensors() {
                 let dtype = match info.dtype {
