@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::gpu::buffer::{GpuBuffer, Live};
 use crate::gpu::shader::{Defines, Shader};
 use crate::{Error, Result};
 
@@ -59,8 +60,10 @@ pub struct Context {
     pipeline_names: Mutex<HashMap<usize, String>>,
     /// Pipeline address → its bind group layout (asked once: in a browser each ask is a call).
     layouts: Mutex<HashMap<usize, wgpu::BindGroupLayout>>,
-    pub(crate) params_pool: Mutex<Vec<wgpu::Buffer>>,
+    pub(crate) params_pool: Mutex<Vec<GpuBuffer>>,
     pub stats: Stats,
+    /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
+    pub live: Arc<Live>,
 }
 
 /// What the library has asked of the GPU: a test pins a decode step's dispatches and buffer allocations to
@@ -188,6 +191,7 @@ impl Context {
             layouts: Mutex::new(HashMap::new()),
             params_pool: Mutex::new(Vec::new()),
             stats: Stats::default(),
+            live: Arc::new(Live::default()),
         })
     }
 
@@ -255,10 +259,10 @@ impl Context {
         }
     }
 
-    /// Creates a buffer, counted in [`Stats::buffers`].
-    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
+    /// Creates a buffer, counted in [`Stats::buffers`] and, while it lives, in [`Context::live`].
+    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> GpuBuffer {
         self.stats.buffers.fetch_add(1, Ordering::Relaxed);
-        self.device.create_buffer(desc)
+        GpuBuffer::new(self.device.create_buffer(desc), &self.live)
     }
 
     /// Bytes of GPU memory held by buffers now (native; 0 where the backend does not count).

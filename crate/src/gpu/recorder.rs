@@ -11,18 +11,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::gpu::Context;
+use crate::gpu::buffer::CountedGroup;
+use crate::gpu::{Context, GpuBuffer};
 use crate::Result;
 
 /// A storage buffer bound to `@binding(n)`: the whole buffer.
 #[derive(Clone, Debug)]
 pub struct Binding {
     pub binding: u32,
-    pub buffer: wgpu::Buffer,
+    pub buffer: GpuBuffer,
 }
 
 impl Binding {
-    pub fn new(binding: u32, buffer: &wgpu::Buffer) -> Self {
+    pub fn new(binding: u32, buffer: &GpuBuffer) -> Self {
         Binding { binding, buffer: buffer.clone() }
     }
 }
@@ -30,7 +31,7 @@ impl Binding {
 enum Pending {
     Dispatch { pipeline: Arc<wgpu::ComputePipeline>, bindings: Vec<Binding>, params: (u64, u64), workgroups: [u32; 3] },
     /// A buffer-to-buffer copy, ordered between the dispatches around it (it ends the compute pass).
-    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, size: u64 },
+    Copy { src: GpuBuffer, src_offset: u64, dst: GpuBuffer, dst_offset: u64, size: u64 },
 }
 
 /// What identifies a dispatch's bind group: its pipeline, its slice of the arena and its storage buffers.
@@ -38,7 +39,7 @@ enum Pending {
 struct BindKey {
     pipeline: usize,
     params: (u64, u64),
-    buffers: Vec<(u32, wgpu::Buffer)>,
+    buffers: Vec<(u32, GpuBuffer)>,
 }
 
 /// The parameter arena and bind groups of a step that is recorded many times with the same buffers (the
@@ -46,10 +47,10 @@ struct BindKey {
 /// where they differ from the last ones (a token's position changes a few of them).
 #[derive(Default)]
 pub struct StepCache {
-    arena: Option<wgpu::Buffer>,
+    arena: Option<GpuBuffer>,
     /// What the arena holds now.
     written: Vec<u8>,
-    groups: HashMap<BindKey, wgpu::BindGroup>,
+    groups: HashMap<BindKey, CountedGroup>,
 }
 
 impl StepCache {
@@ -103,7 +104,7 @@ impl<'c> Recorder<'c> {
     }
 
     /// Queues a copy of `size` bytes (a multiple of 4, offsets too) after the dispatches recorded so far.
-    pub fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, size: u64) {
+    pub fn copy(&mut self, src: &GpuBuffer, src_offset: u64, dst: &GpuBuffer, dst_offset: u64, size: u64) {
         debug_assert!(size % 4 == 0 && src_offset % 4 == 0 && dst_offset % 4 == 0);
         if size > 0 {
             self.pending.push(Pending::Copy { src: src.clone(), src_offset, dst: dst.clone(), dst_offset, size });
@@ -146,7 +147,7 @@ impl<'c> Recorder<'c> {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        self.encode_and_submit(Some((&set, &resolve)));
+        self.encode_and_submit(Some((&set, &*resolve)));
         let bytes = ctx.read_bytes(&resolve, 0, 16).await?;
         let t: &[u64] = bytemuck::cast_slice(&bytes);
         let ns = t[1].saturating_sub(t[0]) as f64 * ctx.queue.get_timestamp_period() as f64;
@@ -178,7 +179,8 @@ impl<'c> Recorder<'c> {
             match p {
                 Pending::Dispatch { pipeline, bindings, params, workgroups } => {
                     let q = 2 * names.len() as u32;
-                    let bg = bind_group(ctx, &arena, pipeline, bindings, *params);
+                    let counted = bind_group(ctx, &arena, pipeline, bindings, *params);
+                    let bg = counted.group.clone();
                     let timestamp_writes =
                         Some(wgpu::ComputePassTimestampWrites { query_set: &set, beginning_of_pass_write_index: Some(q), end_of_pass_write_index: Some(q + 1) });
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
@@ -201,7 +203,7 @@ impl<'c> Recorder<'c> {
     }
 
     /// A pooled uniform buffer holding every dispatch's parameters.
-    fn pooled_arena(&self) -> wgpu::Buffer {
+    fn pooled_arena(&self) -> GpuBuffer {
         let ctx = self.ctx;
         let size = arena_size(self.params.len());
         let arena = {
@@ -222,7 +224,7 @@ impl<'c> Recorder<'c> {
 
     /// The step cache's arena (made, or made larger, when the step needs more room; its bind groups go with
     /// an arena that is replaced), holding this recording's parameters.
-    fn cached_arena(ctx: &Context, cache: &mut StepCache, params: &[u8]) -> wgpu::Buffer {
+    fn cached_arena(ctx: &Context, cache: &mut StepCache, params: &[u8]) -> GpuBuffer {
         let size = arena_size(params.len());
         if cache.arena.as_ref().is_none_or(|a| a.size() < size) {
             cache.arena = Some(ctx.create_buffer(&wgpu::BufferDescriptor {
@@ -256,6 +258,8 @@ impl<'c> Recorder<'c> {
             None => self.pooled_arena(),
         };
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        // bind groups of this submission alone (counted while they live: until it is submitted)
+        let mut transient = Vec::new();
         // Consecutive dispatches share one compute pass; a copy closes it. With timing, the first pass
         // writes the start and the last the end timestamp.
         let n_pass = 1 + self.pending.iter().filter(|p| matches!(p, Pending::Copy { .. })).count();
@@ -277,9 +281,12 @@ impl<'c> Recorder<'c> {
                                 params: *params,
                                 buffers: bindings.iter().map(|b| (b.binding, b.buffer.clone())).collect(),
                             };
-                            c.groups.entry(key).or_insert_with(|| bind_group(ctx, &arena, pipeline, bindings, *params)).clone()
+                            c.groups.entry(key).or_insert_with(|| bind_group(ctx, &arena, pipeline, bindings, *params)).group.clone()
                         }
-                        None => bind_group(ctx, &arena, pipeline, bindings, *params),
+                        None => {
+                            transient.push(bind_group(ctx, &arena, pipeline, bindings, *params));
+                            transient.last().expect("just pushed").group.clone()
+                        }
                     };
                     pass.set_pipeline(pipeline);
                     pass.set_bind_group(0, &bg, &[]);
@@ -297,6 +304,7 @@ impl<'c> Recorder<'c> {
             enc.resolve_query_set(set, 0..2, buf, 0);
         }
         let index = ctx.queue.submit([enc.finish()]);
+        drop(transient);
         ctx.note_submit();
         if reuse.is_none() {
             ctx.params_pool.lock().unwrap().push(arena);
@@ -311,7 +319,7 @@ fn arena_size(len: usize) -> u64 {
 }
 
 /// The bind group of one dispatch: its slice of the parameter arena at binding 0, then its storage buffers.
-fn bind_group(ctx: &Context, arena: &wgpu::Buffer, pipeline: &Arc<wgpu::ComputePipeline>, bindings: &[Binding], params: (u64, u64)) -> wgpu::BindGroup {
+fn bind_group(ctx: &Context, arena: &wgpu::Buffer, pipeline: &Arc<wgpu::ComputePipeline>, bindings: &[Binding], params: (u64, u64)) -> CountedGroup {
     let layout = ctx.bind_group_layout(pipeline);
     let mut entries = vec![wgpu::BindGroupEntry {
         binding: 0,
@@ -321,5 +329,5 @@ fn bind_group(ctx: &Context, arena: &wgpu::Buffer, pipeline: &Arc<wgpu::ComputeP
         entries.push(wgpu::BindGroupEntry { binding: b.binding, resource: b.buffer.as_entire_binding() });
     }
     ctx.stats.bind_groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries })
+    CountedGroup::new(ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries }), &ctx.live)
 }

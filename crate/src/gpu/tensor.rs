@@ -8,9 +8,8 @@
 use std::ops::Range;
 
 use half::f16;
-use wgpu::util::DeviceExt;
 
-use crate::gpu::Context;
+use crate::gpu::{Context, GpuBuffer};
 use crate::quant::{QFormat, QMatrix, GROUP};
 use crate::{Error, Result};
 
@@ -37,7 +36,7 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 /// An activation tensor: one storage buffer, row-major, `shape` in elements.
 #[derive(Clone, Debug)]
 pub struct Tensor {
-    pub buffer: wgpu::Buffer,
+    pub buffer: GpuBuffer,
     pub shape: Vec<usize>,
     pub dtype: DType,
 }
@@ -78,13 +77,7 @@ impl Tensor {
     pub fn from_bytes(ctx: &Context, mut bytes: Vec<u8>, shape: &[usize], dtype: DType) -> Result<Self> {
         check_binding(ctx, "tensor", bytes.len() as u64)?;
         bytes.resize(Self::bytes_for(shape, dtype) as usize, 0);
-        ctx.stats.buffers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: &bytes,
-            usage: STORAGE,
-        });
-        Ok(Tensor { buffer, shape: shape.to_vec(), dtype })
+        Ok(Tensor { buffer: upload(ctx, &bytes), shape: shape.to_vec(), dtype })
     }
 
     /// Buffer size: at least 16 bytes and a multiple of 16, so vec4 views never read past the end.
@@ -193,9 +186,9 @@ impl WeightFormat {
 pub struct WeightPart {
     pub rows: Range<usize>,
     /// The codes (Q4, Q8) or values (F16).
-    pub data: wgpu::Buffer,
+    pub data: GpuBuffer,
     /// Quantized formats only: f16 scales, two per u32.
-    pub scales: Option<wgpu::Buffer>,
+    pub scales: Option<GpuBuffer>,
 }
 
 /// Where a part's bytes come from: byte ranges of the whole matrix's data and scale arrays.
@@ -330,7 +323,7 @@ pub fn f16_rows_padded(values: &[f16], k: usize) -> Vec<u8> {
 }
 
 /// A read-only storage buffer with `bytes`, padded to 16 bytes.
-pub(crate) fn upload(ctx: &Context, bytes: &[u8]) -> wgpu::Buffer {
+pub(crate) fn upload(ctx: &Context, bytes: &[u8]) -> GpuBuffer {
     let len = (bytes.len().max(16)).next_multiple_of(16);
     let buffer = ctx.create_buffer(&wgpu::BufferDescriptor {
         label: None,

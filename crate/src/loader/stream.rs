@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::gpu::tensor::Weight;
-use crate::gpu::{Context, DType, Tensor};
+use crate::gpu::{Context, DType, GpuBuffer, Tensor};
 use crate::loader::manifest::{ArrayRef, Manifest};
 use crate::loader::plan::Kind;
 use crate::loader::{Loaded, Tensors};
@@ -27,7 +27,7 @@ enum Values {
 struct Dest {
     start: u64,
     end: u64,
-    buffer: wgpu::Buffer,
+    buffer: GpuBuffer,
     values: Values,
     /// The tensor (index into the manifest's table), for messages.
     tensor: usize,
@@ -190,7 +190,7 @@ impl Upload {
     }
 }
 
-fn dest(m: &Manifest, array: &ArrayRef, range: std::ops::Range<u64>, buffer: wgpu::Buffer, values: Values, tensor: usize) -> Dest {
+fn dest(m: &Manifest, array: &ArrayRef, range: std::ops::Range<u64>, buffer: GpuBuffer, values: Values, tensor: usize) -> Dest {
     let s = m.start(array);
     Dest { start: s + range.start, end: s + range.end, buffer, values, tensor }
 }

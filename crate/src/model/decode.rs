@@ -10,7 +10,7 @@
 //! output, so step i + 1 is queued before token i is read back and the GPU never waits for the CPU to record.
 //! The cost: after the last token, one step's work is queued and thrown away.
 
-use crate::gpu::{Context, DType, Recorder, StepCache, Tensor};
+use crate::gpu::{Context, DType, GpuBuffer, Recorder, StepCache, Tensor};
 use crate::kernels::sample;
 pub use crate::kernels::sample::SampleArgs;
 use crate::model::llm::{KvCache, LayerBuffers};
@@ -42,10 +42,10 @@ pub struct Workspace {
     step: StepCache,
     /// The first token's sampler alone (after a prefill).
     first: StepCache,
-    ring: Vec<wgpu::Buffer>,
+    ring: Vec<GpuBuffer>,
     next: usize,
     /// The logits as f32 on their way to the CPU sampler (made when first needed).
-    readback: Option<wgpu::Buffer>,
+    readback: Option<GpuBuffer>,
 }
 
 impl Workspace {
@@ -107,7 +107,7 @@ impl Model {
     }
 
     /// Samples the logits in `ws` on the GPU, and queues the id's copy into the next ring buffer.
-    fn sample_into_ring(ws_b: &StepBuffers, ring: &[wgpu::Buffer], slot: usize, rec: &mut Recorder, args: SampleArgs, u: f32) -> Result<()> {
+    fn sample_into_ring(ws_b: &StepBuffers, ring: &[GpuBuffer], slot: usize, rec: &mut Recorder, args: SampleArgs, u: f32) -> Result<()> {
         sample::sample(rec, &ws_b.logits, &ws_b.picked, &ws_b.sample_scratch, args, u.min(0.999_999))?;
         rec.copy(&ws_b.picked.buffer, 0, &ring[slot], 0, 4);
         Ok(())
