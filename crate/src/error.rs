@@ -19,6 +19,8 @@ pub enum Error {
     Readback(String),
     #[error("shader {shader}: {message}")]
     Shader { shader: String, message: String },
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
     #[error("{what} needs {needed} bytes but the adapter allows at most {limit}")]
     TooLarge { what: String, needed: u64, limit: u64 },
     #[error("the GPU ran out of memory for {what} ({:.1} MB): {detail}", *.bytes as f64 / 1e6)]
@@ -67,6 +69,7 @@ impl Error {
     pub fn class(&self) -> &'static str {
         match self {
             Error::NoAdapter(_) | Error::Device(_) => "NoWebGPUError",
+            Error::DeviceLost(_) => "GPUDeviceLostError",
             Error::TooLarge { .. } | Error::OutOfMemory { .. } => "GPUMemoryError",
             Error::Checkpoint(_) | Error::Tokenizer(_) | Error::Template(_) | Error::Quant(_) => "ModelFormatError",
             Error::Readback(_) | Error::Shader { .. } | Error::Kernel { .. } | Error::Image(_) | Error::Request(_) => "EngineError",

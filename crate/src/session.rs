@@ -323,9 +323,17 @@ impl Session {
     /// the answer with [`Stop::Interrupted`]. An error leaves the session usable: the cache keeps what it
     /// validly holds.
     pub async fn answer(&mut self, ctx: &Context, req: &Request, on_text: &mut dyn FnMut(&str), interrupted: &dyn Fn() -> bool) -> Result<Answer> {
+        if let Some(why) = ctx.lost() {
+            return Err(Error::DeviceLost(why));
+        }
         let out = self.answer_inner(ctx, req, on_text, interrupted).await;
         if out.is_err() {
             self.cache.len = self.held.len();
+            // whatever failed (a read back, an allocation), a lost device is the cause to report
+            if let Some(why) = ctx.lost() {
+                self.held.clear();
+                return Err(Error::DeviceLost(why));
+            }
         }
         out
     }

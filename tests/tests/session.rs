@@ -171,3 +171,19 @@ fn reuse_never_changes_an_answer() {
     }
     assert!(reused > 1000, "the sequences reused only {reused} tokens: the test does not exercise reuse");
 }
+
+/// A lost device (a driver reset; here `destroy()`) ends the next answer with an error of its own kind that
+/// says what happened, not a read-back failure; the CLI prints it and exits non-zero.
+#[test]
+fn a_lost_device_is_told_as_such() {
+    let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
+    let mut s = fixtures::session(&ctx, Precision::F32, 64);
+    let req = Request::chat(vec![user(false, "Hi")], None);
+    pollster::block_on(s.answer(&ctx, &req, &mut |_| {}, &|| false)).expect("an answer before the loss");
+    ctx.device.destroy();
+    let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+    let e = pollster::block_on(s.answer(&ctx, &req, &mut |_| {}, &|| false)).err().expect("no answer after the loss");
+    assert!(matches!(e, varco_web::Error::DeviceLost(_)), "{e:?}");
+    assert_eq!(e.class(), "GPUDeviceLostError");
+    assert!(e.to_string().contains("the GPU device was lost: the device was destroyed"), "{e}");
+}

@@ -12,6 +12,25 @@ use crate::gpu::buffer::{GpuBuffer, Live};
 use crate::gpu::shader::{Defines, Shader};
 use crate::{Error, Result};
 
+thread_local! {
+    /// Called when a device is lost (the browser's worker registers itself here: `web.rs`); one slot, since a
+    /// page holds one engine.
+    static LOST_HOOK: std::cell::RefCell<Option<Box<dyn Fn()>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Registers `f` to be called when a device is lost (after [`Context::lost`] says why).
+pub fn on_device_lost(f: impl Fn() + 'static) {
+    LOST_HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+}
+
+fn lost_hook() {
+    LOST_HOOK.with(|h| {
+        if let Some(f) = h.borrow().as_ref() {
+            f()
+        }
+    });
+}
+
 /// What the device can do, as far as the kernels care.
 #[derive(Clone, Debug)]
 pub struct Caps {
@@ -64,6 +83,9 @@ pub struct Context {
     pub stats: Stats,
     /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
     pub live: Arc<Live>,
+    /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
+    /// fails, and the caller must make a new context.
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 /// What the library has asked of the GPU: a test pins a decode step's dispatches and buffer allocations to
@@ -156,6 +178,16 @@ impl Context {
             })
             .await
             .map_err(|e| Error::Device(e.to_string()))?;
+        let lost = Arc::new(Mutex::new(None));
+        let slot = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let why = match reason {
+                wgpu::DeviceLostReason::Destroyed => "the device was destroyed".to_string(),
+                _ => format!("the GPU stopped answering ({})", if message.is_empty() { "no reason given" } else { message.as_str() }),
+            };
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            lost_hook();
+        });
         // Errors outside an error scope (a shader the browser's compiler refuses, an out-of-memory) are
         // logged rather than aborting: the tests' poisoned outputs expose any dispatch that did not run.
         device.on_uncaptured_error(std::sync::Arc::new(|e| {
@@ -192,7 +224,13 @@ impl Context {
             params_pool: Mutex::new(Vec::new()),
             stats: Stats::default(),
             live: Arc::new(Live::default()),
+            lost,
         })
+    }
+
+    /// Why the device was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// One line about the adapter, for logs and benchmark tables.
