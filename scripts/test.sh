@@ -19,9 +19,10 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner WASM_BINDGEN
 cd ..
 
 echo "== the npm package in headless Chromium"
-bash scripts/build-web.sh
+bash scripts/build-web.sh --test-hooks
 cargo build --bin varco   # converts the test model (the native tests built it already: instant)
 (cd web && VARCO_BIN="$PWD/../target/debug/varco" npm test)
 
 echo "== the demo page in headless Chromium, and the package in a fresh Vite app"
-(cd web/demo && npm run build --silent && VARCO_BIN="$PWD/../../target/debug/varco" npm test)
+(cd web/demo && npm run build --silent && VITE_VARCO_TEST_HOOKS=1 node_modules/.bin/vite build --logLevel error \
+    && VARCO_BIN="$PWD/../../target/debug/varco" npm test)

@@ -158,6 +158,39 @@ impl Engine {
     pub fn interrupt(&self) {
         self.inner.interrupt.set(true);
     }
+
+    /// Calls `callback` when the GPU device is lost (a driver reset, the browser moving to another GPU): the
+    /// engine is unusable from then on; the worker makes a new one from the cache.
+    pub fn on_device_lost(&self, callback: js_sys::Function) {
+        crate::gpu::on_device_lost(move || {
+            let _ = callback.call0(&JsValue::NULL);
+        });
+    }
+
+    /// Why this engine's device was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.inner.ctx.lost()
+    }
+
+    /// Test builds only (feature `test-hooks`): loses the device as a driver reset would.
+    #[cfg(feature = "test-hooks")]
+    pub fn lose_device_for_test(&self) {
+        self.inner.ctx.device.destroy();
+    }
+
+    /// Test builds only: the `nth` buffer the engine creates from now on is refused by the device, inside the
+    /// error scope that a real out-of-memory refusal meets.
+    #[cfg(feature = "test-hooks")]
+    pub fn refuse_allocation_for_test(&self, nth: u32) {
+        self.inner.ctx.refuse_allocation(nth as u64);
+    }
+
+    /// What the engine holds on the GPU now (JSON: `buffers`, `bytes`, `bind_groups`): the same after every
+    /// request once the first has run.
+    pub fn memory(&self) -> String {
+        let l = self.inner.ctx.live.counts();
+        serde_json::json!({ "buffers": l.buffers, "bytes": l.bytes, "bind_groups": l.bind_groups }).to_string()
+    }
 }
 
 /// The text of a task prompt: `ocr`, `ground` (optional phrase), `refer` (box x1,y1,x2,y2 in 0..1 and a

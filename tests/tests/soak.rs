@@ -112,3 +112,35 @@ fn after_an_interrupt_storm_an_answer_is_transformers_own() {
     assert_eq!(a.generated_ids, want);
     assert_eq!(a.text, case["generated_text"].as_str().unwrap());
 }
+
+/// An allocation the GPU refuses (the test hook makes the device refuse the n-th buffer, inside the error scope
+/// a real out-of-memory refusal meets) ends that request with a GPUMemoryError that says what did not fit and
+/// how much it needed; nothing it allocated stays alive; the next, smaller request is answered. At load, the
+/// same refusal names the model's weights.
+#[test]
+fn a_refused_allocation_is_a_named_memory_error_and_the_engine_goes_on() {
+    let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
+    let mut s = fixtures::session(&ctx, Precision::F32, 2048);
+    let img = decode(&fixtures::read("cases/pixel_1x1/image.png"), DecodeLimits::default()).unwrap();
+    ask(&ctx, &mut s, vec![user(true, "<ocr>")], Some(&img), 2, usize::MAX);
+    let before = alive(&ctx);
+    let mut other = img.clone();
+    other.get_pixel_mut(0, 0).0[0] ^= 1;
+    ctx.refuse_allocation(3);
+    let req = Request { settings: Settings { max_new_tokens: Some(2), ..Settings::default() }, ..Request::chat(vec![user(true, "What is it?")], Some(other)) };
+    let e = pollster::block_on(s.answer(&ctx, &req, &mut |_| {}, &|| false)).err().expect("refused");
+    assert_eq!(e.class(), "GPUMemoryError", "{e:?}");
+    let m = e.to_string();
+    assert!(m.contains("ran out of memory for this request") && m.contains("the image") && m.contains(" MB)"), "{m}");
+    assert_eq!(alive(&ctx), before, "what the refused request allocated is freed");
+    let a = ask(&ctx, &mut s, vec![user(false, "Hi")], None, 2, usize::MAX);
+    assert!(!a.generated_ids.is_empty());
+    // at load: the weights
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    varco_web::convert::convert(&fixtures::root().join("model-hf"), &out, &Default::default(), &mut |_| {}).unwrap();
+    ctx.refuse_allocation(5);
+    let e = varco_web::loader::stream::load_dir(&ctx, &out).err().expect("refused");
+    assert_eq!(e.class(), "GPUMemoryError", "{e:?}");
+    assert!(e.to_string().contains("the model's weights"), "{e}");
+}

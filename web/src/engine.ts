@@ -2,9 +2,9 @@
 // the typed protocol of messages.ts.
 
 import { AbortError, EngineError, rebuild } from "./errors.js";
-import type { FromWorker, Op, Ops, ToWorker, WireAnswer, WireMessage, WirePart } from "./messages.js";
+import type { EngineEvent, FromWorker, Op, Ops, ToWorker, WireAnswer, WireMessage, WirePart } from "./messages.js";
 import type {
-  Answer, CachedModel, Capabilities, ChatMessage, Completion, CompletionChunk, CompletionRequest, EngineOptions, ImageInput, Lang,
+  Answer, CachedModel, Capabilities, ChatMessage, Completion, CompletionChunk, CompletionRequest, DeviceLostEvent, EngineOptions, ImageInput, Lang,
   Progress, Span, TaskKind, TaskOptions,
 } from "./types.js";
 
@@ -25,6 +25,8 @@ class Rpc {
   private pending = new Map<number, Pending>();
   /** Set once the worker failed or was ended: every later call fails at once with it. */
   private dead?: Error;
+  /** What the engine tells unasked: progress while it recovers, and the lost device's phases. */
+  onEvent?: (e: EngineEvent) => void;
   constructor(readonly worker: Worker) {
     // a worker that fails to start or dies fails every pending call instead of leaving it waiting
     worker.onerror = (ev) => {
@@ -33,6 +35,10 @@ class Rpc {
     };
     worker.onmessage = (ev: MessageEvent<FromWorker>) => {
       const m = ev.data;
+      if (m.kind === "event") {
+        this.onEvent?.(m.event);
+        return;
+      }
       const p = this.pending.get(m.id);
       if (!p) return;
       switch (m.kind) {
@@ -116,6 +122,13 @@ export class VarcoEngine {
     // written out so that bundlers (Vite, webpack) see the worker and bundle it with its wasm
     const worker = o.workerUrl ? new Worker(o.workerUrl, { type: "module" }) : new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     const rpc = new Rpc(worker);
+    rpc.onEvent = (e) => {
+      if (e.type === "progress") o.onProgress?.(e.progress);
+      else {
+        const phase: DeviceLostEvent["phase"] = e.type === "deviceLost" ? "lost" : e.type === "recovered" ? "recovered" : "failed";
+        o.onDeviceLost?.({ phase, message: e.type === "recovered" ? "the model is back on the GPU" : e.message });
+      }
+    };
     // the cache should not be evicted under storage pressure (asked here: persist() exists on pages only)
     void navigator.storage?.persist?.().catch(() => false);
     try {

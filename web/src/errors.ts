@@ -13,6 +13,11 @@ export class NoWebGPUError extends VarcoError {
 export class GPUMemoryError extends VarcoError {
   override name = "GPUMemoryError";
 }
+/** The GPU device was lost (a driver reset, the browser moving to another GPU); the engine reloads the model
+ * from this computer's cache by itself (`onDeviceLost` says when it is ready again). */
+export class GPUDeviceLostError extends VarcoError {
+  override name = "GPUDeviceLostError";
+}
 /** The origin's storage quota cannot hold the model. */
 export class QuotaError extends VarcoError {
   override name = "QuotaError";
@@ -39,7 +44,7 @@ export class EngineError extends VarcoError {
 }
 
 const byName: Record<string, new (m: string) => VarcoError> = {
-  NoWebGPUError, GPUMemoryError, QuotaError, DownloadError, IntegrityError, ModelFormatError, AbortError, EngineError,
+  NoWebGPUError, GPUMemoryError, GPUDeviceLostError, QuotaError, DownloadError, IntegrityError, ModelFormatError, AbortError, EngineError,
 };
 
 export function rebuild(e: { name: string; message: string }): VarcoError {

@@ -62,7 +62,16 @@ export interface Ops {
   "cache.list": { args: Record<string, never>; result: CachedModel[] };
   "cache.delete": { args: { key: string }; result: void };
   "cache.usage": { args: Record<string, never>; result: StorageEstimate | undefined };
+  /** Test builds of the engine only: loses the GPU device as a driver reset would. */
+  "test.loseDevice": { args: Record<string, never>; result: void };
 }
+
+/** What the engine tells the page unasked (message id 0). */
+export type EngineEvent =
+  | { type: "progress"; progress: Progress }
+  | { type: "deviceLost"; message: string }
+  | { type: "recovered" }
+  | { type: "recoveryFailed"; message: string };
 export type Op = keyof Ops;
 
 /** Page → worker. */
@@ -74,4 +83,5 @@ export type FromWorker =
   | { id: number; kind: "capabilities"; capabilities: Capabilities }
   | { id: number; kind: "text"; piece: string }
   | { id: number; kind: "result"; value: Ops[Op]["result"] }
-  | { id: number; kind: "error"; name: string; message: string };
+  | { id: number; kind: "error"; name: string; message: string }
+  | { id: 0; kind: "event"; event: EngineEvent };

@@ -155,4 +155,12 @@ export interface EngineOptions {
   maxContext?: number;
   /** Where the worker script is (default: beside this module). */
   workerUrl?: string | URL;
+  /** The GPU device was lost (a driver reset, the browser moving to another GPU): `lost` (the answer running
+   * then fails with GPUDeviceLostError; the engine reloads the model from this computer, `onProgress` showing
+   * it), then `recovered` (requests run again), or `failed` after two attempts (reload the page). */
+  onDeviceLost?: (e: DeviceLostEvent) => void;
+}
+export interface DeviceLostEvent {
+  phase: "lost" | "recovered" | "failed";
+  message: string;
 }

@@ -3,7 +3,9 @@
 
 import init, { Engine, Sha256, parse_answer, task_prompt } from "../pkg/varco_web.js";
 import { Cache, CHUNK, type ModelRecord } from "./cache.js";
-import { capabilities as readCapabilities, type FromWorker, type Op, type Ops, type ToWorker, type WireAnswer, type WireCapabilities } from "./messages.js";
+import {
+  capabilities as readCapabilities, type EngineEvent, type FromWorker, type Op, type Ops, type ToWorker, type WireAnswer, type WireCapabilities,
+} from "./messages.js";
 import type { Progress, Span } from "./types.js";
 
 type LoadMsg = Extract<ToWorker, { op: "load" }>;
@@ -11,6 +13,7 @@ type ChatMsg = Extract<ToWorker, { op: "chat" }>;
 
 const post = (m: FromWorker, transfer: Transferable[] = []) => (self as unknown as DedicatedWorkerGlobalScope).postMessage(m, transfer);
 const progress = (id: number, p: Progress) => post({ id, kind: "progress", progress: p });
+const event = (e: EngineEvent) => post({ id: 0, kind: "event", event: e });
 
 class Fail extends Error {
   constructor(public kind: string, message: string) {
@@ -19,6 +22,10 @@ class Fail extends Error {
 }
 
 let engine: Engine | undefined;
+/** What the loaded engine was made from: enough to make it again from the cache after a lost device. */
+let made: { key: string; manifest: Manifest; bytes: ArrayBuffer; tokenizer: ArrayBuffer; maxContext?: number } | undefined;
+/** Set while the engine is being made again after a lost device; requests wait for it. */
+let recovering: Promise<void> | undefined;
 let cache: Cache | undefined;
 let memory: WebAssembly.Memory | undefined;
 /** Bytes of wasm linear memory (it only grows): reported with progress, bounded while loading. */
@@ -203,6 +210,88 @@ async function download(m: LoadMsg, key: string, manifest: Manifest, base: URL, 
   return tok;
 }
 
+/** A shard whose stored copy failed its check while going into the GPU. */
+class Damaged extends Error {
+  constructor(readonly shard: number, message: string) {
+    super(message);
+  }
+}
+
+/** Makes an engine from the model stored under `key`: every shard from IndexedDB into the GPU, a record at a
+ * time, each shard's SHA-256 checked again on the way; then the tokenizer. */
+async function makeEngine(
+  key: string, manifest: Manifest, bytes: ArrayBuffer, tok: ArrayBuffer, maxContext: number | undefined, signal: AbortSignal | undefined,
+  onProgress: (p: Progress) => void,
+): Promise<Engine> {
+  const e = await Engine.create(new Uint8Array(bytes));
+  let up = 0;
+  try {
+    // a record missing from the store, or a shard whose hash fails, is the store's damage (the shard is
+    // fetched again); what the engine refuses while writing (a NaN scale) is the model's own
+    const damaged = (i: number, err: unknown) => new Damaged(i, String((err as Error)?.message ?? err));
+    for (let i = 0; i < manifest.shards.length; i++) {
+      const n = Math.ceil(manifest.shards[i].bytes / CHUNK);
+      for (let c = 0; c < n; c++) {
+        if (signal?.aborted) throw new Fail("AbortError", "cancelled");
+        let chunk: Uint8Array;
+        try {
+          chunk = new Uint8Array(await cache!.chunk(key, i, c));
+        } catch (err) {
+          throw damaged(i, err);
+        }
+        e.write(i, c * CHUNK, chunk);
+        up += chunk.length;
+        onProgress({ phase: "gpu", loaded: up, total: manifest.total_bytes, shard: i, shards: manifest.shards.length, heap: heap() });
+      }
+      try {
+        e.verify_shard(i);
+      } catch (err) {
+        throw damaged(i, err);
+      }
+    }
+    await e.finish(new Uint8Array(tok), maxContext);
+  } catch (err) {
+    e.free();
+    throw err;
+  }
+  e.on_device_lost(() => void deviceLost());
+  return e;
+}
+
+/** The engine's device was lost: the running answer (if any) fails with GPUDeviceLostError; the engine is
+ * made again from this computer's cache, no network; twice at most. */
+async function deviceLost() {
+  const lost = engine?.lost();
+  if (!lost || recovering || !made) return;
+  event({ type: "deviceLost", message: lost });
+  const m = made;
+  recovering = (async () => {
+    let last: unknown;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        engine?.free();
+        engine = undefined;
+        engine = await makeEngine(m.key, m.manifest, m.bytes, m.tokenizer, m.maxContext, undefined, (p) => event({ type: "progress", progress: p }));
+        event({ type: "recovered" });
+        return;
+      } catch (e) {
+        last = e;
+      }
+    }
+    made = undefined;
+    const message = `the GPU could not be used again (${String((last as Error)?.message ?? last)}); reload the page to try once more`;
+    event({ type: "recoveryFailed", message });
+    throw new Fail("GPUDeviceLostError", message);
+  })();
+  try {
+    await recovering;
+  } catch {
+    // told to the page above
+  } finally {
+    recovering = undefined;
+  }
+}
+
 async function load(m: LoadMsg, signal: AbortSignal, retried = false): Promise<Ops["load"]["result"]> {
   memory = (await init()).memory;
   if (!(navigator as any).gpu) throw new Fail("NoWebGPUError", "this browser has no WebGPU");
@@ -226,40 +315,23 @@ async function load(m: LoadMsg, signal: AbortSignal, retried = false): Promise<O
   // into the GPU, shard by shard, chunk by chunk (each shard checked again on the way)
   engine?.free();
   engine = undefined;
-  const e = await Engine.create(new Uint8Array(bytes));
-  let up = 0;
+  let e: Engine;
   try {
-    for (let i = 0; i < manifest.shards.length; i++) {
-      try {
-        const n = Math.ceil(manifest.shards[i].bytes / CHUNK);
-        for (let c = 0; c < n; c++) {
-          if (signal.aborted) throw new Fail("AbortError", "cancelled");
-          const chunk = new Uint8Array(await cache.chunk(key, i, c));
-          e.write(i, c * CHUNK, chunk);
-          up += chunk.length;
-          progress(m.id, { phase: "gpu", loaded: up, total: manifest.total_bytes, shard: i, shards: manifest.shards.length, heap: heap() });
-        }
-        e.verify_shard(i);
-      } catch (err) {
-        if (signal.aborted || err instanceof Fail) throw err;
-        // the stored copy of this shard is damaged or gone (storage cleared, disk error): drop it and fetch it again,
-        // once
-        await cache.deleteShard(key, i);
-        const r = await cache.model(key);
-        if (r) {
-          r.done[i] = false;
-          await cache.putModel(r);
-        }
-        if (retried) throw new Fail("IntegrityError", `${manifest.shards[i].file}: the stored copy is damaged again after downloading it anew (${(err as Error)?.message ?? err})`);
-        e.free();
-        return load(m, signal, true);
-      }
-    }
-    await e.finish(new Uint8Array(tok), m.maxContext);
+    e = await makeEngine(key, manifest, bytes, tok, m.maxContext, signal, (p) => progress(m.id, p));
   } catch (err) {
-    if (engine !== e) e.free();
-    throw err;
+    if (!(err instanceof Damaged)) throw err;
+    // the stored copy of this shard is damaged or gone (storage cleared, disk error): drop it and fetch it
+    // again, once
+    await cache.deleteShard(key, err.shard);
+    const r = await cache.model(key);
+    if (r) {
+      r.done[err.shard] = false;
+      await cache.putModel(r);
+    }
+    if (retried) throw new Fail("IntegrityError", `${manifest.shards[err.shard].file}: the stored copy is damaged again after downloading it anew (${err.message})`);
+    return load(m, signal, true);
   }
+  made = { key, manifest, bytes, tokenizer: tok, maxContext: m.maxContext };
   engine = e;
   // older versions of this model (cached from the same URL) are superseded now: free their storage
   if (m.keepOldVersions !== true) {
@@ -269,10 +341,22 @@ async function load(m: LoadMsg, signal: AbortSignal, retried = false): Promise<O
 }
 
 async function chat(m: ChatMsg): Promise<WireAnswer> {
-  if (!engine) throw new Fail("EngineError", "no model is loaded");
+  // after a lost device, the engine is being made again: this request runs on the new one
+  if (engine?.lost()) void deviceLost();
+  if (recovering) await recovering.catch(() => {});
+  if (!engine) throw new Fail(made === undefined && recovering === undefined ? "EngineError" : "GPUDeviceLostError", "no model is loaded");
   const image = m.image ? new Uint8Array(m.image) : undefined;
-  const out = await engine.generate(JSON.stringify(m.request), image, (piece: string) => post({ id: m.id, kind: "text", piece }));
-  return JSON.parse(out as string) as WireAnswer;
+  const e = engine;
+  try {
+    const out = await e.generate(JSON.stringify(m.request), image, (piece: string) => post({ id: m.id, kind: "text", piece }));
+    return JSON.parse(out as string) as WireAnswer;
+  } catch (err) {
+    // a device lost mid-answer fails the read back first; the loss itself is told a moment later
+    await new Promise((r) => setTimeout(r, 0));
+    const lost = e.lost();
+    if (lost) throw new Fail("GPUDeviceLostError", `the GPU device was lost during the answer: ${lost}; the model is being loaded again from this computer`);
+    throw err;
+  }
 }
 
 /** Runs one operation; its result (typed by the operation's name in messages.ts). */
@@ -290,6 +374,12 @@ async function run(m: ToWorker, signal: AbortSignal): Promise<Ops[Op]["result"]>
       return (await cache.list()).map((r) => ({ key: r.key, url: r.url, bytes: r.bytes, complete: r.done.every(Boolean), added: r.added }));
     case "cache.delete": cache ??= await Cache.open(); await cache.delete(m.key); return;
     case "cache.usage": return navigator.storage?.estimate?.();
+    case "test.loseDevice": {
+      const hook = (engine as unknown as { lose_device_for_test?: () => void } | undefined)?.lose_device_for_test;
+      if (!hook) throw new Fail("EngineError", "this build of the engine has no test hooks");
+      hook.call(engine);
+      return;
+    }
   }
 }
 
@@ -301,7 +391,7 @@ async function handle(m: ToWorker) {
   } catch (e) {
     // Fail: ours; an Error named after one of the package's classes: from the wasm engine
     const name = (e as Error)?.name;
-    const kind = e instanceof Fail ? e.kind : /^(GPUMemory|NoWebGPU|ModelFormat|Quota)Error$/.test(name) ? name : "EngineError";
+    const kind = e instanceof Fail ? e.kind : /^(GPUMemory|GPUDeviceLost|NoWebGPU|ModelFormat|Quota)Error$/.test(name) ? name : "EngineError";
     post({ id: m.id, kind: "error", name: kind, message: String((e as Error)?.message ?? e) });
   } finally {
     aborts.delete(m.id);

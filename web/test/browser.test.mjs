@@ -27,7 +27,10 @@ before(async () => {
   assert.ok(bin, "the varco binary (cargo build --bin varco) is needed to convert the test model");
   execFileSync(bin, ["convert", "--input", path.join(fixtures, "model-hf"), "--output", modelDir,
     "--llm", "f16", "--embed", "f16", "--lm-head", "f16", "--vision", "f16", "--shard-bytes", String(4 << 20)], { stdio: "inherit" });
-  srv = await serve({ webDir: web, modelDir });
+  // the engine with its test hooks (a device loss on demand): built by scripts/build-web.sh --test-hooks
+  const pkgDir = path.join(web, "pkg-test");
+  assert.ok(fs.existsSync(path.join(pkgDir, "varco_web_bg.wasm")), "web/pkg-test (scripts/build-web.sh --test-hooks) is needed");
+  srv = await serve({ webDir: web, modelDir, pkgDir });
 });
 
 after(() => {
@@ -368,6 +371,51 @@ test("a stored shard found damaged when loading into the GPU is fetched again", 
     }, kase.conversation);
     assert.equal(text, kase.generated_text);
     assert.deepEqual(shardRequests(start).map((r) => [r.path, r.range]), [["/model/shard-00001.bin", null]], "only the damaged shard fetched again");
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("a lost GPU device: the running answer fails with GPUDeviceLostError, the model comes back from IndexedDB with no request, and answers again", async () => {
+  srv.state.faults = noFaults();
+  const { ctx, page } = await browser();
+  try {
+    await page.evaluate(async () => {
+      window.lostEvents = [];
+      window.engine = await varco.createEngine({ manifestUrl: "/model/manifest.json", onDeviceLost: (e) => window.lostEvents.push(e) });
+    });
+    const start = srv.state.log.length;
+    const waitFor = (phase, n) => page.waitForFunction(([p, k]) => window.lostEvents.filter((e) => e.phase === p).length >= k, [phase, n], { timeout: 120_000 });
+    // during an answer
+    const mid = await page.evaluate(async (messages) => {
+      let asked = false;
+      try {
+        for await (const chunk of await engine.chat.completions.create({ messages, max_tokens: 200, stream: true })) {
+          if (!asked && chunk.choices[0].delta.content) {
+            asked = true;
+            await engine.rpc.call("test.loseDevice", {});
+          }
+        }
+        return { name: "none" };
+      } catch (e) {
+        return { name: e.name, message: e.message };
+      }
+    }, kase.conversation);
+    assert.equal(mid.name, "GPUDeviceLostError", JSON.stringify(mid));
+    assert.match(mid.message, /device was lost/);
+    await waitFor("recovered", 1);
+    const after = await page.evaluate(async (messages) => (await engine.chat.completions.create({ messages, max_tokens: 16 })).choices[0].message.content, kase.conversation);
+    assert.equal(after, kase.generated_text, "the answer after the recovery is transformers'");
+    // while idle; a request made during the recovery waits for it
+    const idle = await page.evaluate(async (messages) => {
+      await engine.rpc.call("test.loseDevice", {});
+      return (await engine.chat.completions.create({ messages, max_tokens: 16 })).choices[0].message.content;
+    }, kase.conversation);
+    assert.equal(idle, kase.generated_text);
+    await waitFor("recovered", 2);
+    const events = await page.evaluate(() => window.lostEvents.map((e) => e.phase));
+    assert.deepEqual(events, ["lost", "recovered", "lost", "recovered"]);
+    assert.deepEqual(srv.state.log.slice(start).filter((r) => r.path.startsWith("/model/")), [], "the model came back from IndexedDB: no request");
   } finally {
     await ctx.close();
   }

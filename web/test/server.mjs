@@ -13,8 +13,9 @@ const types = {
 
 export const noFaults = () => ({ drop: new Map(), stall: new Map(), flip: new Set(), manifest: null, offline: false });
 
-/** Serves `webDir` (`/` is `index` in it) and `modelDir` at /model/. */
-export function serve({ webDir, modelDir, index = "test/page.html" }) {
+/** Serves `webDir` (`/` is `index` in it) and `modelDir` at /model/; `pkgDir`, where given, at /pkg/ (the
+ * engine built with its test hooks). */
+export function serve({ webDir, modelDir, index = "test/page.html", pkgDir }) {
   const state = { log: [], faults: noFaults() };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, "http://x");
@@ -26,6 +27,7 @@ export function serve({ webDir, modelDir, index = "test/page.html" }) {
     let file;
     if (url.pathname === "/") file = path.join(webDir, index);
     else if (url.pathname.startsWith("/model/")) file = path.join(modelDir, url.pathname.slice(7));
+    else if (pkgDir && url.pathname.startsWith("/pkg/")) file = path.join(pkgDir, url.pathname.slice(5));
     else file = path.join(webDir, url.pathname);
     if (!fs.existsSync(file) || fs.statSync(file).isDirectory()) {
       res.writeHead(404).end();

@@ -86,6 +86,9 @@ pub struct Context {
     /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
     /// fails, and the caller must make a new context.
     lost: Arc<Mutex<Option<String>>>,
+    /// Test builds only: the buffer creation (counted from 1) that the device is to refuse.
+    #[cfg(feature = "test-hooks")]
+    refuse_at: std::sync::atomic::AtomicU64,
 }
 
 /// What the library has asked of the GPU: a test pins a decode step's dispatches and buffer allocations to
@@ -225,6 +228,8 @@ impl Context {
             stats: Stats::default(),
             live: Arc::new(Live::default()),
             lost,
+            #[cfg(feature = "test-hooks")]
+            refuse_at: AtomicU64::new(0),
         })
     }
 
@@ -289,18 +294,38 @@ impl Context {
     /// cannot make is an [`Error::OutOfMemory`] naming `what` and `bytes`, instead of a buffer that fails
     /// every later use.
     pub async fn out_of_memory_scope<T>(&self, what: &str, bytes: u64, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        // a buffer larger than the device takes is refused as a validation error: the same failure to the
+        // user (and what the test hook provokes); any other validation error is the engine's own fault
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let out = f.await;
-        match scope.pop().await {
-            Some(e) => Err(Error::OutOfMemory { what: what.to_string(), bytes, detail: e.to_string() }),
-            None => out,
+        let (oom, invalid) = (oom.pop().await, invalid.pop().await);
+        match (oom, invalid) {
+            (Some(e), _) => Err(Error::OutOfMemory { what: what.to_string(), bytes, detail: e.to_string() }),
+            (None, Some(e)) if e.to_string().to_lowercase().contains("buffer size") => Err(Error::OutOfMemory { what: what.to_string(), bytes, detail: e.to_string() }),
+            (None, Some(e)) => Err(Error::kernel("gpu", format!("the GPU refused a command: {e}"))),
+            (None, None) => out,
         }
     }
 
     /// Creates a buffer, counted in [`Stats::buffers`] and, while it lives, in [`Context::live`].
     pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> GpuBuffer {
-        self.stats.buffers.fetch_add(1, Ordering::Relaxed);
+        let n = self.stats.buffers.fetch_add(1, Ordering::Relaxed) + 1;
+        #[cfg(feature = "test-hooks")]
+        if self.refuse_at.load(Ordering::Relaxed) == n {
+            // more than the device allows in one buffer: it refuses the allocation as it would one that
+            // does not fit its memory, inside whatever error scope the caller pushed
+            let size = (self.caps.max_buffer + 4096).next_multiple_of(4);
+            return GpuBuffer::new(self.device.create_buffer(&wgpu::BufferDescriptor { size, ..desc.clone() }), &self.live);
+        }
+        let _ = n;
         GpuBuffer::new(self.device.create_buffer(desc), &self.live)
+    }
+
+    /// Test builds only: the `nth` buffer created from now on (1: the next) is refused by the device.
+    #[cfg(feature = "test-hooks")]
+    pub fn refuse_allocation(&self, nth: u64) {
+        self.refuse_at.store(self.stats.buffers.load(Ordering::Relaxed) + nth, Ordering::Relaxed);
     }
 
     /// Bytes of GPU memory held by buffers now (native; 0 where the backend does not count).

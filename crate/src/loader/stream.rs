@@ -207,7 +207,8 @@ pub fn load_dir(ctx: &Context, dir: &std::path::Path) -> Result<(Manifest, Tenso
     let path = dir.join(crate::loader::manifest::MANIFEST_FILE);
     let text = std::fs::read(&path).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
     let manifest = Manifest::parse(&text)?;
-    let mut up = Upload::new(ctx, &manifest)?;
+    let weights = manifest.memory.weights;
+    let mut up = pollster::block_on(ctx.out_of_memory_scope("the model's weights", weights, async { Upload::new(ctx, &manifest) }))?;
     const WINDOW: usize = 16 << 20;
     for (i, s) in manifest.shards.iter().enumerate() {
         let p = dir.join(&s.file);

@@ -43,6 +43,7 @@ function showError(e: unknown) {
   const advice: Record<string, string> = {
     NoWebGPUError: "This browser offers no WebGPU. Use a recent Chrome or Edge (113+), or Safari/Firefox with WebGPU enabled.",
     GPUMemoryError: "This GPU cannot hold the model.",
+    GPUDeviceLostError: "The GPU was reset during the answer; the model is being loaded again from this computer — ask again in a moment.",
     QuotaError: "There is not enough storage for the model. Free some space (or delete older models) and try again.",
     DownloadError: "The download failed. Loading again resumes where it stopped.",
     IntegrityError: "A downloaded file is damaged (its checksum does not match, twice). The server may hold a broken copy.",
@@ -136,7 +137,25 @@ async function load(url: string) {
       signal: loading.signal,
       onCapabilities: async (c) => renderCaps(c, await navigator.storage?.estimate?.().catch(() => undefined)),
       onProgress: renderProgress,
+      onDeviceLost: (e) => {
+        if (e.phase === "lost") {
+          $("status").textContent = "The GPU was reset; reloading the model from this computer…";
+          $("progress").hidden = false;
+          if (!running) setState("loading");
+        } else if (e.phase === "recovered") {
+          $("status").textContent = "The GPU was reset; the model is loaded again. Ready.";
+          $("progress").hidden = true;
+          if (!running) setState("ready");
+        } else {
+          $("status").textContent = "The GPU was reset, and the model could not be loaded onto it again (tried twice).";
+          engine = undefined;
+          showError(new UserError(`${e.message}. Reload the page to try again`));
+          setState("error");
+        }
+      },
     });
+    // the browser tests' builds only (VITE_VARCO_TEST_HOOKS): the engine, for its test hooks
+    if (import.meta.env.VITE_VARCO_TEST_HOOKS === "1") (window as unknown as { varcoEngine: VarcoEngine }).varcoEngine = engine;
     $("status").textContent = `Ready (loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s).`;
     $("progress").hidden = true;
     setState("ready");

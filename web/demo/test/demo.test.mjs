@@ -447,3 +447,38 @@ test("Stop ends an answer early; the next question runs", async () => {
     await ctx.close();
   }
 });
+
+test("the GPU reset: the page says the model is being loaded again from this computer, then answers", async () => {
+  // the page built with the engine's test hooks (VITE_VARCO_TEST_HOOKS=1 vite build: dist-test)
+  assert.ok(fs.existsSync(path.join(demo, "dist-test/index.html")), "build the test page first (VITE_VARCO_TEST_HOOKS=1 vite build)");
+  const own = await serve({ webDir: path.join(demo, "dist-test"), modelDir: f16, index: "index.html" });
+  const ctx = await chromium.launchPersistentContext(fs.mkdtempSync(path.join(tmp, "profile-")), {
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: ["--enable-unsafe-webgpu", "--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking"],
+  });
+  try {
+    const page = ctx.pages()[0] ?? (await ctx.newPage());
+    await page.goto(`${own.url}/?manifest=/model/manifest.json&max_tokens=16`);
+    await state(page, "ready");
+    const seen = [];
+    page.on("console", () => {});
+    await page.exposeFunction("sawStatus", (s) => seen.push(s));
+    await page.evaluate(() => new MutationObserver(() => window.sawStatus(document.getElementById("status").textContent)).observe(document.getElementById("status"), { childList: true, characterData: true, subtree: true }));
+    const before = own.state.log.length;
+    await page.evaluate(() => window.varcoEngine.rpc.call("test.loseDevice", {}));
+    await page.waitForFunction(() => /loaded again\. Ready\./.test(document.getElementById("status").textContent), undefined, { timeout: 120_000 });
+    assert.ok(seen.some((s) => /The GPU was reset; reloading the model from this computer/.test(s)), JSON.stringify(seen));
+    assert.deepEqual(own.state.log.slice(before).filter((r) => r.path.startsWith("/model/")), [], "reloaded from IndexedDB, no request");
+    // and it answers as before
+    const text = kase("text_only_ko");
+    await mode(page, "chat");
+    await page.fill("#message", promptOf(text));
+    const r = await ask(page);
+    assert.equal(r.text, text.generated_text);
+  } finally {
+    await ctx.close();
+    own.server.closeAllConnections();
+    own.server.close();
+  }
+});
