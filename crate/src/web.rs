@@ -32,18 +32,32 @@ fn misuse(msg: &str) -> JsValue {
     js_err(Error::request(msg))
 }
 
-fn capabilities_json(c: &Context, manifest: &Manifest) -> String {
-    // the manifest's figures are for f16 activations and KV cache; without shader-f16 they are f32
+/// The context a session will hold: the manifest's, or fewer tokens where the page asks (`maxContext`).
+fn context_of(manifest: &Manifest, max_context: Option<u32>) -> usize {
+    max_context.map_or(manifest.memory.context, |c| (c as usize).clamp(1, manifest.config.text.max_positions))
+}
+
+fn capabilities_json(c: &Context, manifest: &Manifest, context: usize) -> String {
+    // the manifest's figures are for f16 activations and KV cache, at its own context; without shader-f16
+    // they are f32, and the KV cache is for the context asked for
     let mut memory = manifest.memory.clone();
     if !c.caps.f16 {
         memory.kv_per_token *= 2;
         memory.activations *= 2;
-        memory.total = memory.weights + memory.kv_per_token * memory.context as u64 + memory.activations;
     }
+    memory.context = context;
+    memory.total = memory.weights + memory.kv_per_token * memory.context as u64 + memory.activations;
     serde_json::json!({
         "adapter": c.describe(),
         "shader_f16": c.caps.f16,
         "subgroups": c.caps.subgroups,
+        // the variants the kernels run, and why (activations follow shader-f16: crate::model::activation)
+        "kernels": {
+            "reductions": if c.caps.subgroups { "subgroups" } else { "workgroup memory" },
+            "reductions_why": c.caps.subgroups_why,
+            "activations": if c.caps.f16 { "f16" } else { "f32" },
+            "activations_why": c.caps.f16_why,
+        },
         "max_binding": c.caps.max_binding,
         "model_memory": memory,
     })
@@ -53,6 +67,8 @@ fn capabilities_json(c: &Context, manifest: &Manifest) -> String {
 struct Inner {
     ctx: Context,
     manifest: Manifest,
+    /// The session's context (the manifest's, or the page's `maxContext`).
+    context: usize,
     upload: RefCell<Option<Upload>>,
     session: RefCell<Option<Session>>,
     interrupt: Cell<bool>,
@@ -68,29 +84,32 @@ pub struct Engine {
 impl Engine {
     /// Before downloading: parses the manifest, opens the GPU and refuses a model the adapter cannot hold
     /// (a tensor or working buffer above its per-buffer limit). Resolves to the capabilities JSON.
-    pub async fn check(manifest_json: Vec<u8>) -> Result<String, JsValue> {
-        let manifest = Manifest::parse(&manifest_json).map_err(js_err)?;
+    /// `max_context`: fewer tokens of context than the manifest's (less GPU memory for the KV cache).
+    pub async fn check(manifest_json: Vec<u8>, max_context: Option<u32>) -> Result<String, JsValue> {
+        let mut manifest = Manifest::parse(&manifest_json).map_err(js_err)?;
         let ctx = Context::new(ContextOptions::default()).await.map_err(js_err)?;
         let act = crate::model::activation(&ctx, None).map_err(js_err)?;
+        let context = context_of(&manifest, max_context);
+        manifest.memory.context = context;
         manifest.check_limits(ctx.caps.max_binding, act.size()).map_err(js_err)?;
-        Ok(capabilities_json(&ctx, &manifest))
+        Ok(capabilities_json(&ctx, &manifest, context))
     }
 
     /// Parses the manifest, opens the GPU, checks the model against the adapter's limits, and allocates every
     /// tensor's buffers (an allocation the GPU refuses for lack of memory is a GPUMemoryError).
-    pub async fn create(manifest_json: Vec<u8>) -> Result<Engine, JsValue> {
+    pub async fn create(manifest_json: Vec<u8>, max_context: Option<u32>) -> Result<Engine, JsValue> {
         let manifest = Manifest::parse(&manifest_json).map_err(js_err)?;
         let ctx = Context::new(ContextOptions::default()).await.map_err(js_err)?;
         let weights = manifest.memory.weights;
         let upload = ctx.out_of_memory_scope("the model's weights", weights, async { Upload::new(&ctx, &manifest) }).await.map_err(js_err)?;
         Ok(Engine {
-            inner: Rc::new(Inner { ctx, manifest, upload: RefCell::new(Some(upload)), session: RefCell::new(None), interrupt: Cell::new(false) }),
+            inner: Rc::new(Inner { ctx, context: context_of(&manifest, max_context), manifest, upload: RefCell::new(Some(upload)), session: RefCell::new(None), interrupt: Cell::new(false) }),
         })
     }
 
     /// The adapter and what the model needs, as JSON.
     pub fn capabilities(&self) -> String {
-        capabilities_json(&self.inner.ctx, &self.inner.manifest)
+        capabilities_json(&self.inner.ctx, &self.inner.manifest, self.inner.context)
     }
 
     /// Writes `bytes` found at `offset` of shard `shard` into the GPU buffers they belong to.
@@ -108,16 +127,15 @@ impl Engine {
     }
 
     /// Completes loading: every byte must have been written; `tokenizer_json` is the manifest's tokenizer.
-    /// The session's KV cache holds the manifest's context, or `max_context` tokens when given (fewer: less
-    /// GPU memory).
-    pub async fn finish(&self, tokenizer_json: Vec<u8>, max_context: Option<u32>) -> Result<(), JsValue> {
+    /// The session's KV cache holds the context given at `create`.
+    pub async fn finish(&self, tokenizer_json: Vec<u8>) -> Result<(), JsValue> {
         let i = &self.inner;
         let up = i.upload.borrow_mut().take().ok_or_else(|| misuse("the model is already loaded"))?;
         let mut tensors = up.finish(&i.ctx).map_err(js_err)?;
         let act = crate::model::activation(&i.ctx, None).map_err(js_err)?;
         let model = Model::new(&i.ctx, &i.manifest.config, act, &mut tensors).map_err(js_err)?;
         let tok = Tokenizer::from_bytes(&tokenizer_json).map_err(js_err)?;
-        let context = max_context.map_or(i.manifest.memory.context, |c| c as usize);
+        let context = i.context;
         let template = ChatTemplate::new(&i.manifest.chat_template);
         let session = Session::new(&i.ctx, model, tok, template, i.manifest.generation.clone(), context).await.map_err(js_err)?;
         *i.session.borrow_mut() = Some(session);

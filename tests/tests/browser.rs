@@ -1,6 +1,8 @@
 //! The kernels' f32 paths in headless Chromium (WebGPU on SwiftShader, which has no shader-f16):
 //! `cargo test --target wasm32-unknown-unknown -p varco-tests --test browser` with wasm-bindgen-test-runner.
-//! The same cases as `kernels.rs`; a missing adapter fails.
+//! The same cases as `kernels.rs`, with the subgroup variants where the browser offers subgroups (wgpu's web
+//! backend maps them only with vendor/wgpu's patch) and with the workgroup-memory fallback; each test logs
+//! which ran. A missing adapter fails.
 #![cfg(target_arch = "wasm32")]
 
 use varco_tests::cases;
@@ -14,12 +16,30 @@ async fn ctx() -> Context {
     Context::new(ContextOptions::default()).await.expect("a WebGPU adapter in the browser")
 }
 
+/// The contexts a kernel test runs on: everything the browser offers, then (where that included subgroups)
+/// the workgroup-memory fallback.
+async fn variants() -> Vec<Context> {
+    let full = ctx().await;
+    let mut out = vec![];
+    if full.caps.subgroups {
+        out.push(Context::new(ContextOptions { allow_subgroups: false, ..Default::default() }).await.unwrap());
+    }
+    out.insert(0, full);
+    out
+}
+
+fn variant(c: &Context) -> &'static str {
+    if c.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions" }
+}
+
 macro_rules! browser_test {
     ($name:ident, $suite:ident $(, $arg:expr)*) => {
         #[wasm_bindgen_test]
         async fn $name() {
-            let c = ctx().await;
-            cases::$suite(&c, DType::F32 $(, $arg)*).await;
+            for c in variants().await {
+                web_sys_log(&format!("{}: {}", stringify!($name), variant(&c)));
+                cases::$suite(&c, DType::F32 $(, $arg)*).await;
+            }
         }
     };
 }
@@ -45,11 +65,41 @@ browser_test!(patch_embed, patch_embed_suite);
 browser_test!(resize, resize_suite);
 browser_test!(sample, sample_suite);
 
+/// `name` of a JS object, or undefined.
+fn get(o: &wasm_bindgen::JsValue, name: &str) -> wasm_bindgen::JsValue {
+    js_sys::Reflect::get(o, &name.into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED)
+}
+
+/// The context asks for what the browser's adapter offers, as the browser itself reports it (asked here
+/// through `navigator.gpu`, apart from wgpu): subgroups (with a size in the range the reductions assume)
+/// and shader-f16.
 #[wasm_bindgen_test]
-async fn adapter_is_webgpu_without_f16() {
+async fn the_web_path_asks_for_what_the_adapter_offers() {
+    use wasm_bindgen::JsCast;
+    let gpu = get(&get(&js_sys::global(), "navigator"), "gpu");
+    let request: js_sys::Function = get(&gpu, "requestAdapter").dyn_into().expect("navigator.gpu.requestAdapter");
+    let opts = js_sys::Object::new();
+    js_sys::Reflect::set(&opts, &"powerPreference".into(), &"high-performance".into()).unwrap();
+    let adapter = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(request.call1(&gpu, &opts).unwrap())).await.unwrap();
+    let features = get(&adapter, "features");
+    let has: js_sys::Function = get(&features, "has").dyn_into().unwrap();
+    let offers = |f: &str| has.call1(&features, &f.into()).unwrap().as_bool().unwrap();
+    let info = get(&adapter, "info");
+    let (min, max) = (get(&info, "subgroupMinSize").as_f64().unwrap_or(0.0), get(&info, "subgroupMaxSize").as_f64().unwrap_or(0.0));
     let c = ctx().await;
-    web_sys_log(&c.describe());
-    assert!(!c.caps.f16 || c.caps.f16, "caps readable");
+    web_sys_log(&format!(
+        "browser offers subgroups {} ({min}..{max}), shader-f16 {}; the engine runs {}, {} activations: {}",
+        offers("subgroups"),
+        offers("shader-f16"),
+        variant(&c),
+        if c.caps.f16 { "f16" } else { "f32" },
+        c.describe()
+    ));
+    assert_eq!(c.caps.subgroups, offers("subgroups") && min >= 4.0 && max <= 128.0, "subgroups requested where offered");
+    assert_eq!((c.caps.subgroup_min_size as f64, c.caps.subgroup_max_size as f64), (min, max), "the subgroup size range");
+    assert_eq!(c.caps.f16, offers("shader-f16"), "shader-f16 requested where offered");
+    let fallback = Context::new(ContextOptions { allow_subgroups: false, allow_f16: false, ..Default::default() }).await.unwrap();
+    assert!(!fallback.caps.subgroups && !fallback.caps.f16, "the options that force the fallbacks hold on the web too");
 }
 
 fn web_sys_log(s: &str) {
@@ -156,14 +206,14 @@ async fn engine_loads_pieces_and_answers_like_transformers() {
     let case: serde_json::Value = serde_json::from_str(CASE).unwrap();
     let (manifest, shards) = converted_tiny(1 << 20);
     assert!(shards.len() > 3);
-    let engine = Engine::create(manifest.clone()).await.unwrap();
+    let engine = Engine::create(manifest.clone(), None).await.unwrap();
     for (i, s) in shards.iter().enumerate() {
         for (j, piece) in s.chunks(64 << 10).enumerate() {
             engine.write(i as u32, (j * (64 << 10)) as f64, piece).unwrap();
         }
         engine.verify_shard(i as u32).unwrap();
     }
-    engine.finish(TOKENIZER.to_vec(), None).await.unwrap();
+    engine.finish(TOKENIZER.to_vec()).await.unwrap();
     let request = serde_json::json!({"messages": case["conversation"], "max_new_tokens": 16}).to_string();
     let pieces = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
     let sink = pieces.clone();
@@ -186,7 +236,7 @@ async fn engine_loads_pieces_and_answers_like_transformers() {
     assert_eq!(*pieces.borrow(), case["generated_text"].as_str().unwrap(), "the streamed pieces make the text");
 
     // a flipped byte: the shard's hash does not match
-    let bad = Engine::create(manifest).await.unwrap();
+    let bad = Engine::create(manifest, None).await.unwrap();
     let mut s1 = shards[1].clone();
     s1[1000] ^= 1;
     bad.write(1, 0.0, &s1).unwrap();

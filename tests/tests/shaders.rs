@@ -30,6 +30,22 @@ fn every_variant_validates() {
     }
 }
 
+/// The text a browser gets: every `enable` directive before any declaration (Chrome refuses it otherwise),
+/// subgroups named where the variant uses them, and otherwise the very text naga validated above.
+#[test]
+fn every_variant_is_valid_wgsl_for_a_browser_too() {
+    for (shader, defines) in &variants() {
+        let web = shader.expand_for(defines, true).unwrap();
+        let lines: Vec<&str> = web.lines().collect();
+        let first_other = lines.iter().position(|l| !l.starts_with("enable ")).unwrap();
+        assert!(lines[first_other..].iter().all(|l| !l.trim_start().starts_with("enable ")), "{}[{}]: a directive after a declaration", shader.name, defines.key());
+        let enables = &lines[..first_other];
+        assert_eq!(enables.contains(&"enable subgroups;"), defines.has("SUBGROUP"), "{}[{}]", shader.name, defines.key());
+        assert_eq!(enables.contains(&"enable f16;"), defines.has("ACT_F16"), "{}[{}]", shader.name, defines.key());
+        assert_eq!(web.replace("enable subgroups;\n", ""), shader.expand_for(defines, false).unwrap(), "{}[{}]", shader.name, defines.key());
+    }
+}
+
 #[test]
 fn preprocessor_selects_and_rejects() {
     let q4 = MATVEC.expand(&Defines::new().flag("W_Q").flag("W_Q4").value("WG", 64).value("R", 4)).unwrap();

@@ -4,7 +4,7 @@
 import { AbortError, EngineError, rebuild } from "./errors.js";
 import type { EngineEvent, FromWorker, Op, Ops, ToWorker, WireAnswer, WireMessage, WirePart } from "./messages.js";
 import type {
-  Answer, CachedModel, Capabilities, ChatMessage, Completion, CompletionChunk, CompletionRequest, DeviceLostEvent, EngineOptions, ImageInput, Lang,
+  Answer, CachedModel, Capabilities, ChatMessage, Completion, CompletionChunk, CompletionRequest, DeviceLostEvent, EngineMemory, EngineOptions, ImageInput, Lang,
   Progress, Span, TaskKind, TaskOptions,
 } from "./types.js";
 
@@ -240,6 +240,11 @@ export class VarcoEngine {
   /** The spans and boxes of an answer's text (e.g. a result saved earlier); the image size adds pixels. */
   parseAnswer(text: string, width = 0, height = 0): Promise<Span[]> {
     return this.rpc.call("parse", { text, width, height });
+  }
+
+  /** What the engine holds now (GPU buffers, their bytes, bind groups; the worker's wasm memory). */
+  memory(): Promise<EngineMemory> {
+    return this.rpc.call("memory", {});
   }
 
   /** Stops the running answer after the current token. */

@@ -2,7 +2,7 @@
 // member of a union, and each operation's result typed by its name. Also the engine's own JSON (wasm ↔
 // worker), as the Rust side writes it (crate/src/session.rs, web.rs): snake_case on the wire.
 
-import type { CachedModel, Capabilities, Lang, Progress, Span, TaskKind } from "./types.js";
+import type { CachedModel, Capabilities, EngineMemory, KernelVariants, Lang, Progress, Span, TaskKind } from "./types.js";
 
 /** A message part as the engine reads it: the image's bytes travel beside the request. */
 export type WirePart = { type: "text"; text: string } | { type: "image" };
@@ -35,6 +35,7 @@ export interface WireCapabilities {
   adapter: string;
   shader_f16: boolean;
   subgroups: boolean;
+  kernels: { reductions: KernelVariants["reductions"]; reductions_why: string; activations: KernelVariants["activations"]; activations_why: string };
   max_binding: number;
   model_memory: { weights: number; kv_per_token: number; context: number; activations: number; total: number };
 }
@@ -45,6 +46,7 @@ export function capabilities(w: WireCapabilities): Capabilities {
     adapter: w.adapter,
     shaderF16: w.shader_f16,
     subgroups: w.subgroups,
+    kernels: { reductions: w.kernels.reductions, reductionsWhy: w.kernels.reductions_why, activations: w.kernels.activations, activationsWhy: w.kernels.activations_why },
     maxBinding: w.max_binding,
     modelMemory: { weights: m.weights, kvPerToken: m.kv_per_token, context: m.context, activations: m.activations, total: m.total },
   };
@@ -62,8 +64,11 @@ export interface Ops {
   "cache.list": { args: Record<string, never>; result: CachedModel[] };
   "cache.delete": { args: { key: string }; result: void };
   "cache.usage": { args: Record<string, never>; result: StorageEstimate | undefined };
+  memory: { args: Record<string, never>; result: EngineMemory };
   /** Test builds of the engine only: loses the GPU device as a driver reset would. */
   "test.loseDevice": { args: Record<string, never>; result: void };
+  /** Test builds of the engine only: the device refuses the `nth` buffer the engine creates from now on. */
+  "test.refuseAllocation": { args: { nth: number }; result: void };
 }
 
 /** What the engine tells the page unasked (message id 0). */

@@ -38,11 +38,21 @@ export interface ModelMemory {
   activations: number;
   total: number;
 }
+/** The kernel variants the engine runs on this adapter, and why: a slow browser's cause is often here. */
+export interface KernelVariants {
+  /** Reductions across a workgroup through subgroup operations, or through workgroup memory (slower). */
+  reductions: "subgroups" | "workgroup memory";
+  reductionsWhy: string;
+  /** Activations and KV cache in f16 (with shader-f16), or f32: twice the memory traffic. */
+  activations: "f16" | "f32";
+  activationsWhy: string;
+}
 /** What the worker found before downloading: the adapter and what the model needs. */
 export interface Capabilities {
   adapter: string;
   shaderF16: boolean;
   subgroups: boolean;
+  kernels: KernelVariants;
   /** The largest buffer the engine may bind, bytes. */
   maxBinding: number;
   modelMemory: ModelMemory;
@@ -159,6 +169,14 @@ export interface EngineOptions {
    * then fails with GPUDeviceLostError; the engine reloads the model from this computer, `onProgress` showing
    * it), then `recovered` (requests run again), or `failed` after two attempts (reload the page). */
   onDeviceLost?: (e: DeviceLostEvent) => void;
+}
+/** What the engine holds now: GPU buffers, their bytes and bind groups (as it made them), and the worker's
+ * wasm memory. Once the first request has run, the same after every request. */
+export interface EngineMemory {
+  gpuBuffers: number;
+  gpuBytes: number;
+  bindGroups: number;
+  wasmBytes: number;
 }
 export interface DeviceLostEvent {
   phase: "lost" | "recovered" | "failed";

@@ -26,6 +26,8 @@ let engine: Engine | undefined;
 let made: { key: string; manifest: Manifest; bytes: ArrayBuffer; tokenizer: ArrayBuffer; maxContext?: number } | undefined;
 /** Set while the engine is being made again after a lost device; requests wait for it. */
 let recovering: Promise<void> | undefined;
+/** Why each lost engine's device was lost (kept past the engine's freeing, for the answer it cut short). */
+const lostReasons = new WeakMap<Engine, string>();
 let cache: Cache | undefined;
 let memory: WebAssembly.Memory | undefined;
 /** Bytes of wasm linear memory (it only grows): reported with progress, bounded while loading. */
@@ -223,7 +225,7 @@ async function makeEngine(
   key: string, manifest: Manifest, bytes: ArrayBuffer, tok: ArrayBuffer, maxContext: number | undefined, signal: AbortSignal | undefined,
   onProgress: (p: Progress) => void,
 ): Promise<Engine> {
-  const e = await Engine.create(new Uint8Array(bytes));
+  const e = await Engine.create(new Uint8Array(bytes), maxContext);
   let up = 0;
   try {
     // a record missing from the store, or a shard whose hash fails, is the store's damage (the shard is
@@ -249,7 +251,7 @@ async function makeEngine(
         throw damaged(i, err);
       }
     }
-    await e.finish(new Uint8Array(tok), maxContext);
+    await e.finish(new Uint8Array(tok));
   } catch (err) {
     e.free();
     throw err;
@@ -263,6 +265,7 @@ async function makeEngine(
 async function deviceLost() {
   const lost = engine?.lost();
   if (!lost || recovering || !made) return;
+  lostReasons.set(engine!, lost);
   event({ type: "deviceLost", message: lost });
   const m = made;
   recovering = (async () => {
@@ -304,7 +307,7 @@ async function load(m: LoadMsg, signal: AbortSignal, retried = false): Promise<O
     throw new Fail("ModelFormatError", `manifest.json: ${(e as Error).message}`);
   }
   // refuse a model this GPU cannot hold before downloading any of it
-  const capabilities = readCapabilities(JSON.parse(await Engine.check(new Uint8Array(bytes))) as WireCapabilities);
+  const capabilities = readCapabilities(JSON.parse(await Engine.check(new Uint8Array(bytes), m.maxContext)) as WireCapabilities);
   post({ id: m.id, kind: "capabilities", capabilities });
   const fresh: ModelRecord = cached ?? { key, url: m.manifestUrl, manifest: bytes, done: manifest.shards.map(() => false), bytes: manifest.total_bytes, added: Date.now() };
   await cache.putModel(fresh);
@@ -340,22 +343,34 @@ async function load(m: LoadMsg, signal: AbortSignal, retried = false): Promise<O
   return { key, capabilities: readCapabilities(JSON.parse(e.capabilities()) as WireCapabilities) };
 }
 
-async function chat(m: ChatMsg): Promise<WireAnswer> {
+async function chat(m: ChatMsg, retried = false): Promise<WireAnswer> {
   // after a lost device, the engine is being made again: this request runs on the new one
   if (engine?.lost()) void deviceLost();
   if (recovering) await recovering.catch(() => {});
   if (!engine) throw new Fail(made === undefined && recovering === undefined ? "EngineError" : "GPUDeviceLostError", "no model is loaded");
   const image = m.image ? new Uint8Array(m.image) : undefined;
   const e = engine;
+  let streamed = false;
   try {
-    const out = await e.generate(JSON.stringify(m.request), image, (piece: string) => post({ id: m.id, kind: "text", piece }));
+    const out = await e.generate(JSON.stringify(m.request), image, (piece: string) => {
+      streamed = true;
+      post({ id: m.id, kind: "text", piece });
+    });
     return JSON.parse(out as string) as WireAnswer;
   } catch (err) {
-    // a device lost mid-answer fails the read back first; the loss itself is told a moment later
-    await new Promise((r) => setTimeout(r, 0));
-    const lost = e.lost();
-    if (lost) throw new Fail("GPUDeviceLostError", `the GPU device was lost during the answer: ${lost}; the model is being loaded again from this computer`);
-    throw err;
+    // a device lost mid-answer fails the read back first; the browser tells the loss itself a little later
+    // (once the loss is told, the engine is freed: its reason is kept aside)
+    const reason = () => lostReasons.get(e) ?? (engine === e ? e.lost() : undefined);
+    let lost = reason();
+    for (let i = 0; !lost && i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      lost = reason();
+    }
+    if (!lost) throw err;
+    // a device lost before the answer's first word (e.g. while idle, told only once this request ran): the
+    // page has seen nothing of it, so it is answered again on the engine made anew
+    if (!streamed && !retried) return chat(m, true);
+    throw new Fail("GPUDeviceLostError", `the GPU device was lost during the answer: ${lost}; the model is being loaded again from this computer`);
   }
 }
 
@@ -374,6 +389,16 @@ async function run(m: ToWorker, signal: AbortSignal): Promise<Ops[Op]["result"]>
       return (await cache.list()).map((r) => ({ key: r.key, url: r.url, bytes: r.bytes, complete: r.done.every(Boolean), added: r.added }));
     case "cache.delete": cache ??= await Cache.open(); await cache.delete(m.key); return;
     case "cache.usage": return navigator.storage?.estimate?.();
+    case "memory": {
+      const m = engine ? (JSON.parse(engine.memory()) as { buffers: number; bytes: number; bind_groups: number }) : { buffers: 0, bytes: 0, bind_groups: 0 };
+      return { gpuBuffers: m.buffers, gpuBytes: m.bytes, bindGroups: m.bind_groups, wasmBytes: heap() };
+    }
+    case "test.refuseAllocation": {
+      const hook = (engine as unknown as { refuse_allocation_for_test?: (n: number) => void } | undefined)?.refuse_allocation_for_test;
+      if (!hook) throw new Fail("EngineError", "this build of the engine has no test hooks");
+      hook.call(engine, m.nth);
+      return;
+    }
     case "test.loseDevice": {
       const hook = (engine as unknown as { lose_device_for_test?: () => void } | undefined)?.lose_device_for_test;
       if (!hook) throw new Fail("EngineError", "this build of the engine has no test hooks");

@@ -79,6 +79,13 @@ test("loads into IndexedDB and the GPU, answers as transformers, then makes no r
     // are f32 here: twice as large
     const mem = JSON.parse(fs.readFileSync(path.join(modelDir, "manifest.json"))).memory;
     assert.equal(r.caps.shaderF16, false);
+    // the variants the engine runs, and why: SwiftShader offers subgroups (size 4), not shader-f16
+    assert.deepEqual(
+      { reductions: r.caps.kernels.reductions, activations: r.caps.kernels.activations, subgroups: r.caps.subgroups },
+      { reductions: "subgroups", activations: "f32", subgroups: true },
+    );
+    assert.match(r.caps.kernels.reductionsWhy, /offers subgroups \(size \d+\.\.\d+\)/);
+    assert.match(r.caps.kernels.activationsWhy, /does not offer shader-f16/);
     assert.equal(r.caps.modelMemory.total, mem.weights + 2 * mem.kv_per_token * mem.context + 2 * mem.activations);
     // the shards pass through the wasm memory a 1 MiB record at a time: it stays under a bound a fraction
     // of the model's size (wasm memory never shrinks, so the largest figure is the peak)
@@ -416,6 +423,97 @@ test("a lost GPU device: the running answer fails with GPUDeviceLostError, the m
     const events = await page.evaluate(() => window.lostEvents.map((e) => e.phase));
     assert.deepEqual(events, ["lost", "recovered", "lost", "recovered"]);
     assert.deepEqual(srv.state.log.slice(start).filter((r) => r.path.startsWith("/model/")), [], "the model came back from IndexedDB: no request");
+  } finally {
+    await ctx.close();
+  }
+});
+
+test("an allocation the GPU refuses: GPUMemoryError naming it, nothing left behind, the next smaller request answered", async () => {
+  srv.state.faults = noFaults();
+  const { ctx, page } = await browser();
+  try {
+    const r = await page.evaluate(async ({ messages }) => {
+      const e = await varco.createEngine({ manifestUrl: "/model/manifest.json" });
+      const canvas = new OffscreenCanvas(40, 30);
+      canvas.getContext("2d").fillRect(5, 5, 20, 10);
+      const img = await canvas.convertToBlob({ type: "image/png" });
+      const withImage = [{ role: "user", content: [{ type: "image", image: img }, { type: "text", text: "<ocr>" }] }];
+      await e.chat.completions.create({ messages: withImage, max_tokens: 2 });
+      const before = await e.memory();
+      // another image (the first reused whole would allocate too little): the device refuses its third buffer
+      const other = new OffscreenCanvas(3, 2);
+      other.getContext("2d").fillRect(0, 0, 1, 1);
+      const blob = await other.convertToBlob({ type: "image/png" });
+      await e.rpc.call("test.refuseAllocation", { nth: 3 });
+      let failed;
+      try {
+        await e.chat.completions.create({ messages: [{ role: "user", content: [{ type: "image", image: blob }, { type: "text", text: "<ocr>" }] }], max_tokens: 2 });
+      } catch (err) {
+        failed = { name: err.name, message: err.message };
+      }
+      const after = await e.memory();
+      const next = (await e.chat.completions.create({ messages, max_tokens: 16 })).choices[0].message.content;
+      return { failed, before, after, next };
+    }, { messages: kase.conversation });
+    assert.equal(r.failed?.name, "GPUMemoryError", JSON.stringify(r.failed));
+    assert.match(r.failed.message, /ran out of memory for this request .*the image.* MB\)/);
+    assert.deepEqual({ ...r.after, wasmBytes: 0 }, { ...r.before, wasmBytes: 0 }, "what the refused request allocated is freed");
+    assert.equal(r.next, kase.generated_text);
+  } finally {
+    await ctx.close();
+  }
+});
+
+// SwiftShader decodes the tiny model at ≈ 1.4 s a token (it is the browser tests' CPU-only WebGPU; the
+// native soak in tests/tests/soak.rs runs a thousand): CI's count is small, VARCO_SOAK=1000 for a long soak
+const SOAK = Number(process.env.VARCO_SOAK ?? 10);
+
+test(`${SOAK} mixed requests leave the engine's memory as after the first round; after ${Math.ceil(SOAK / 2)} interrupted answers, transformers' own`, async () => {
+  srv.state.faults = noFaults();
+  const { ctx, page } = await browser();
+  try {
+    const r = await page.evaluate(async ({ messages, rounds }) => {
+      const e = await varco.createEngine({ manifestUrl: "/model/manifest.json" });
+      const canvas = new OffscreenCanvas(40, 30);
+      canvas.getContext("2d").fillRect(5, 5, 20, 10);
+      const img = await canvas.convertToBlob({ type: "image/png" });
+      const tiny = new OffscreenCanvas(2, 3);
+      tiny.getContext("2d").fillRect(0, 0, 1, 1);
+      const small = await tiny.convertToBlob({ type: "image/png" });
+      const ask = async (msgs, max, stopAfter) => {
+        const ac = new AbortController();
+        let n = 0;
+        for await (const chunk of await e.chat.completions.create({ messages: msgs, max_tokens: max, stream: true, signal: ac.signal })) {
+          if (chunk.choices[0].delta.content && ++n >= stopAfter) ac.abort();
+        }
+      };
+      let seed = 7;
+      const rand = (k) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % k; };
+      const kinds = [
+        // a new chat about the larger image (the first round sees it), or the smaller one
+        () => [{ role: "user", content: [{ type: "image", image: img }, { type: "text", text: "<ocr>" }] }],
+        () => [{ role: "user", content: [{ type: "image", image: small }, { type: "text", text: "Describe it." }] }],
+        // text: a chat, and its continuation
+        () => messages,
+        () => [...messages, { role: "assistant", content: "Sunny." }, { role: "user", content: "And tomorrow?" }],
+      ];
+      for (let i = 0; i < 4; i++) await ask(kinds[i](), 4, i === 3 ? 1 : 99);
+      const warm = await e.memory();
+      const seen = [];
+      for (let i = 0; i < rounds; i++) {
+        const k = 2 + rand(2) + (i % 10 === 0 ? -2 + rand(2) : 0);
+        await ask(kinds[k](), 4, rand(3) === 0 ? 1 + rand(3) : 99);
+        seen.push(await e.memory());
+      }
+      // the interrupt storm
+      for (let i = 0; i < Math.ceil(rounds / 2); i++) await ask(messages, 16, 1 + rand(6));
+      const last = (await e.chat.completions.create({ messages, max_tokens: 16 })).choices[0].message.content;
+      return { warm, seen, last };
+    }, { messages: kase.conversation, rounds: SOAK });
+    assert.equal(r.seen.length, SOAK);
+    for (const m of r.seen) assert.deepEqual(m, r.warm, "memory changed after the warm-up round");
+    assert.ok(r.warm.gpuBuffers > 0 && r.warm.gpuBytes > 0 && r.warm.bindGroups > 0, JSON.stringify(r.warm));
+    assert.equal(r.last, kase.generated_text, "after the interrupt storm, transformers' answer");
   } finally {
     await ctx.close();
   }

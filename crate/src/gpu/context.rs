@@ -41,6 +41,10 @@ pub struct Caps {
     pub subgroups: bool,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
+    /// Why the kernels run with or without subgroups, and with or without f16, in words for the user (a
+    /// slow browser's cause is often here).
+    pub subgroups_why: String,
+    pub f16_why: String,
     pub timestamps: bool,
     pub max_binding: u64,
     pub max_buffer: u64,
@@ -165,6 +169,25 @@ impl Context {
         if subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
+        let web = cfg!(target_arch = "wasm32");
+        let subgroups_why = if subgroups {
+            format!("the adapter offers subgroups (size {}..{})", info.subgroup_min_size, info.subgroup_max_size)
+        } else if !opts.allow_subgroups {
+            "subgroups switched off by the caller".into()
+        } else if !offered.contains(wgpu::Features::SUBGROUP) {
+            if web { "the browser does not offer subgroups (Chrome and Edge do from version 134 on)" } else { "the adapter does not offer subgroups" }.into()
+        } else {
+            format!("the adapter's subgroup sizes {}..{} lie outside the 4..128 the reductions assume", info.subgroup_min_size, info.subgroup_max_size)
+        };
+        let f16_why = if f16 {
+            "the adapter offers shader-f16".into()
+        } else if !opts.allow_f16 {
+            "shader-f16 switched off by the caller".into()
+        } else if web {
+            "the browser does not offer shader-f16 (Chrome on NVIDIA GPUs under Linux withholds it; CPU renderers lack it)".into()
+        } else {
+            "the adapter does not offer shader-f16".into()
+        };
         let timestamps = offered.contains(wgpu::Features::TIMESTAMP_QUERY);
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
@@ -207,6 +230,8 @@ impl Context {
             subgroups,
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,
+            subgroups_why,
+            f16_why,
             timestamps,
             max_binding,
             max_buffer: limits.max_buffer_size,

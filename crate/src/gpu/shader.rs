@@ -105,20 +105,25 @@ impl Defines {
 }
 
 impl Shader {
-    /// The WGSL text of this variant: prelude, constants, then the file with its `#` directives resolved.
+    /// The WGSL text of this variant for the target being built (see [`Shader::expand_for`]).
     pub fn expand(&self, defines: &Defines) -> Result<String> {
+        self.expand_for(defines, cfg!(target_arch = "wasm32"))
+    }
+
+    /// The WGSL text of this variant: the `enable` directives (WGSL wants them before any declaration),
+    /// prelude, constants, then the file with its `#` directives resolved. `web`: for a browser, which
+    /// needs the subgroups extension named; naga 30 rejects that line and enables subgroups through the
+    /// device feature instead, so the native text differs from the web one by exactly that line.
+    pub fn expand_for(&self, defines: &Defines, web: bool) -> Result<String> {
         let err = |message: String| Error::Shader { shader: self.name.to_string(), message };
         let mut out = String::new();
         if defines.has("ACT_F16") {
-            out.push_str("enable f16;\nalias act = f16;\n");
-        } else {
-            out.push_str("alias act = f32;\n");
+            out.push_str("enable f16;\n");
         }
-        // Browsers (Chrome) need the extension named; naga 30 rejects the line, and enables subgroups
-        // through the device feature instead.
-        if defines.has("SUBGROUP") && cfg!(target_arch = "wasm32") {
+        if defines.has("SUBGROUP") && web {
             out.push_str("enable subgroups;\n");
         }
+        out.push_str(if defines.has("ACT_F16") { "alias act = f16;\n" } else { "alias act = f32;\n" });
         out.push_str("alias act4 = vec4<act>;\n");
         for (k, v) in &defines.0 {
             if let Some(v) = v {

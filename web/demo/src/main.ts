@@ -65,8 +65,8 @@ function renderCaps(c: Capabilities, storage?: StorageEstimate) {
   const mem = c.modelMemory;
   const rows: [string, string][] = [
     ["Adapter", c.adapter],
-    ["shader-f16", c.shaderF16 ? "yes" : "no (f32 activations)"],
-    ["Subgroups", c.subgroups ? "yes" : "no"],
+    ["Activations", `${c.kernels.activations}: ${c.kernels.activationsWhy}`],
+    ["Reductions", `${c.kernels.reductions}: ${c.kernels.reductionsWhy}`],
     ["Largest buffer", `${(c.maxBinding / 2 ** 20).toFixed(0)} MiB`],
     ["Model needs (GPU)", `${gb(mem.total)}: weights ${gb(mem.weights)}, KV cache ${gb(mem.kvPerToken * mem.context)} at ${mem.context} tokens, activations ${gb(mem.activations)}`],
     ["GPU memory available", "not told by WebGPU; the model was checked against the adapter's limits before downloading"],
@@ -132,9 +132,12 @@ async function load(url: string) {
   setState("loading");
   const t0 = performance.now();
   try {
+    const ctxField = $<HTMLInputElement>("max-context").value;
     engine = await createEngine({
       manifestUrl: url,
       signal: loading.signal,
+      // fewer tokens of context: a smaller KV cache, for a GPU with less memory (the capability panel shows it)
+      maxContext: ctxField ? Number(ctxField) : undefined,
       onCapabilities: async (c) => renderCaps(c, await navigator.storage?.estimate?.().catch(() => undefined)),
       onProgress: renderProgress,
       onDeviceLost: (e) => {
@@ -418,6 +421,7 @@ $("open-result").addEventListener("change", async (ev) => {
 const manifest = params.get("manifest") ?? DEFAULT_MANIFEST;
 $<HTMLInputElement>("manifest").value = manifest;
 if (params.get("max_tokens")) $<HTMLInputElement>("max-tokens").value = params.get("max_tokens")!;
+if (params.get("max_context")) $<HTMLInputElement>("max-context").value = params.get("max_context")!;
 setState("idle");
 // a model on this page's own host loads at once; one elsewhere (a link may name any) only when asked
 let origin: string;

@@ -95,7 +95,7 @@ test("every mode answers as transformers, streamed; the referring box is drawn; 
       await state(page, "ready");
       assert.ok(await page.isVisible("#notice"), "the page says it runs a tiny test model with random weights");
       assert.match(await page.textContent("#notice"), /tiny test model with random weights/);
-      assert.match(await page.textContent("#caps"), /Adapter.*shader-f16.*Subgroups.*Largest buffer.*Model needs/s);
+      assert.match(await page.textContent("#caps"), /Adapter.*Activationsf32: [^\n]*does not offer shader-f16.*Reductionssubgroups: the adapter offers subgroups.*Largest buffer.*Model needs/s);
       assert.deepEqual(problems, []);
     } finally {
       await ctx.close();
@@ -459,8 +459,10 @@ test("the GPU reset: the page says the model is being loaded again from this com
   });
   try {
     const page = ctx.pages()[0] ?? (await ctx.newPage());
-    await page.goto(`${own.url}/?manifest=/model/manifest.json&max_tokens=16`);
+    await page.goto(`${own.url}/?manifest=/model/manifest.json&max_tokens=16&max_context=2048`);
     await state(page, "ready");
+    // a smaller context asked for: the capability panel counts the KV cache for it
+    assert.match(await page.textContent("#caps"), /KV cache [\d.]+ GB at 2048 tokens/);
     const seen = [];
     page.on("console", () => {});
     await page.exposeFunction("sawStatus", (s) => seen.push(s));
