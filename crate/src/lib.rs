@@ -24,7 +24,8 @@
 //! - [`weights`]: checkpoints in both layouts, memory-mapped or from bytes.
 //! - [`answer`]: `<obj>`/`<char>`/`<bbox>` answers into spans and boxes; the task prompts.
 //! - [`reference`]: the same model on candle-core (CPU, f32), for tests and `varco run --check`.
-//! - [`convert`]: `varco convert`; [`bench`]: `varco bench kernels|model`; [`web`]: the browser's `Engine`.
+//! - [`convert`]: `varco convert`; [`bench`]: `varco bench kernels|model` (the model's also in wasm, feature
+//!   `bench`); [`web`]: the browser's `Engine`.
 
 pub mod error;
 pub mod generate;
@@ -40,7 +41,7 @@ pub mod session;
 pub mod tokenizer;
 pub mod weights;
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), feature = "bench"))]
 pub mod bench;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod convert;

@@ -275,3 +275,48 @@ impl Sha256 {
         crate::loader::stream::hex(&self.0.clone().finalize())
     }
 }
+
+/// `varco bench model` on this browser's WebGPU (feature `bench`; never in the npm package): random weights
+/// of `shape` built on the GPU, the session speaking with a converted model's tokenizer and template
+/// (`manifest_json`, `tokenizer_json`). `options_json` holds the CLI's options by their camelCase names, all
+/// given (scripts/bench-wasm.mjs passes the same ones to both). Resolves to `{markdown, figures}` as JSON.
+#[cfg(feature = "bench")]
+#[wasm_bindgen(js_name = benchModel)]
+pub async fn bench_model(options_json: String, manifest_json: Vec<u8>, tokenizer_json: Vec<u8>) -> Result<String, JsValue> {
+    use crate::bench::model::{run_model, ModelBenchOptions, Text};
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Options {
+        shape: String,
+        contexts: Vec<usize>,
+        steps: usize,
+        prompt: usize,
+        tiles: Vec<usize>,
+        runs: usize,
+        act: Option<String>,
+        no_subgroups: bool,
+        decode_only: bool,
+    }
+    let o: Options = serde_json::from_str(&options_json).map_err(|e| misuse(&format!("benchModel options: {e}")))?;
+    let act = match o.act.as_deref() {
+        None => None,
+        Some("f32") => Some(crate::gpu::DType::F32),
+        Some("f16") => Some(crate::gpu::DType::F16),
+        Some(other) => return Err(misuse(&format!("act {other}: expected f16 or f32"))),
+    };
+    let ctx = Context::new(ContextOptions { allow_subgroups: !o.no_subgroups, ..Default::default() }).await.map_err(js_err)?;
+    let text = Text::from_bytes(&manifest_json, &tokenizer_json).map_err(js_err)?;
+    let opts = ModelBenchOptions {
+        shape: o.shape,
+        contexts: o.contexts,
+        steps: o.steps,
+        prompt: o.prompt,
+        tiles: o.tiles,
+        plan: crate::loader::plan::QuantPlan::DEFAULT,
+        runs: o.runs,
+        act,
+        decode_only: o.decode_only,
+    };
+    let report = run_model(&ctx, &opts, text).await.map_err(js_err)?;
+    serde_json::to_string(&report).map_err(|e| misuse(&e.to_string()))
+}

@@ -244,3 +244,33 @@ async fn engine_loads_pieces_and_answers_like_transformers() {
     let msg: String = js_sys::Error::from(e).message().into();
     assert!(msg.contains("corrupt"), "{msg}");
 }
+
+/// The model benchmark is portable: `varco bench model`'s own code on the browser's WebGPU (the small shape,
+/// decode figures and the decode step's per-kernel profile), its clock and memory counts working there.
+#[wasm_bindgen_test]
+async fn the_model_benchmark_runs_in_the_browser() {
+    use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
+    const MANIFEST: &[u8] = include_bytes!("../../web/demo/public/models/tiny/manifest.json");
+    let c = ctx().await;
+    let o = ModelBenchOptions {
+        shape: "small".into(),
+        contexts: vec![16],
+        steps: 2,
+        prompt: 16,
+        tiles: vec![1],
+        plan: varco_web::loader::plan::QuantPlan::DEFAULT,
+        runs: 1,
+        act: None,
+        decode_only: true,
+    };
+    let report = run_model(&c, &o, Text::from_bytes(MANIFEST, TOKENIZER).unwrap()).await.unwrap();
+    web_sys_log(&report.markdown);
+    let fig = |name: &str| report.figures.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no figure {name}: {:?}", report.figures)).value;
+    let tps = fig("decode tokens/s at 16 context");
+    assert!(tps.is_finite() && tps > 0.0, "{tps}");
+    // the small shape's weights alone are tens of MB (a q4 embedding and a q8 lm_head of 151,680 rows)
+    assert!(fig("peak GPU memory bytes") > 30e6, "{}", fig("peak GPU memory bytes"));
+    assert!(report.markdown.contains("| 16 context |"), "{}", report.markdown);
+    // SwiftShader has timestamp queries: the decode step's profile, the fused kernel in it
+    assert!(report.markdown.contains("one decode step at 16 context: 16 dispatches") && report.markdown.contains("| matvec_fused |"), "{}", report.markdown);
+}

@@ -4,10 +4,15 @@
 //! first token for a 1024×768 image and for a follow-up question about it, peak GPU memory, a per-kernel
 //! profile of one decode step, and the decode roofline (bytes a step reads ÷ the GPU's measured read
 //! bandwidth).
+//!
+//! Portable: async, with `web_time` clocks and the library's own memory counts, so the same code runs
+//! natively (`varco bench model`) and compiled to wasm on a browser's WebGPU (`benchModel`, feature
+//! `bench`; `scripts/bench-wasm.mjs` runs it on Dawn under Node). Both return the same [`Figure`]s.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::time::Instant;
+
+use serde::Serialize;
+use web_time::Instant;
 
 use crate::chat::{ChatTemplate, IMAGE_PLACEHOLDER};
 use crate::generate::Settings;
@@ -62,7 +67,7 @@ pub fn config(shape: &str) -> Result<ModelConfig> {
             },
             VisionConfig { hidden: 144, intermediate: 288, layers: 2, heads: 2, head_dim: 72, image_size: 384, patch_size: 14, ln_eps: 1e-6 },
         ),
-        _ => return Err(Error::Checkpoint(format!("--shape {shape}: expected 14b or small"))),
+        _ => return Err(Error::request(format!("--shape {shape}: expected 14b or small"))),
     };
     Ok(ModelConfig { text, vision, anyres: AnyresConfig::default(), image_token_id: None })
 }
@@ -127,9 +132,6 @@ pub struct ModelBenchOptions {
     pub plan: QuantPlan,
     /// Runs of each figure; the median is reported.
     pub runs: usize,
-    /// A converted model's directory whose tokenizer and chat template the session uses (the weights are
-    /// random and of `shape`).
-    pub like: std::path::PathBuf,
     /// Activations (None: the device's best).
     pub act: Option<DType>,
     /// Decode figures and the decode profile only (for comparing kernel variants).
@@ -147,33 +149,72 @@ fn prompt_ids(n: usize, vocab: usize, image_at: Option<usize>, salt: usize) -> V
     (0..n).map(|i| if Some(i) == image_at { IMAGE_PLACEHOLDER } else { ((i * 7919 + salt * 104_729) % 150_000.min(vocab)) as i64 }).collect()
 }
 
-/// The tokenizer, chat template and generation defaults of a converted model's directory.
-fn text_of(dir: &Path) -> Result<(Tokenizer, ChatTemplate, Generation)> {
-    let read = |f: &str| std::fs::read(dir.join(f)).map_err(|e| Error::Checkpoint(format!("{}: {e} (--like names a converted model's directory)", dir.join(f).display())));
-    let m = Manifest::parse(&read(crate::loader::manifest::MANIFEST_FILE)?)?;
-    Ok((Tokenizer::from_bytes(&read(&m.tokenizer.file)?)?, ChatTemplate::new(&m.chat_template), m.generation))
+/// What the session speaks with (the weights are random and of the benchmark's shape): a converted
+/// model's tokenizer, chat template and generation defaults.
+pub struct Text {
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub generation: Generation,
 }
 
-fn ask(ctx: &Context, s: &mut Session, ids: Vec<i64>, image: Option<&image::RgbImage>, max_new_tokens: usize, reuse: bool) -> Result<Answer> {
+impl Text {
+    /// From a converted model's `manifest.json` and tokenizer file.
+    pub fn from_bytes(manifest: &[u8], tokenizer: &[u8]) -> Result<Text> {
+        let m = Manifest::parse(manifest)?;
+        Ok(Text { tokenizer: Tokenizer::from_bytes(tokenizer)?, template: ChatTemplate::new(&m.chat_template), generation: m.generation })
+    }
+
+    /// From a converted model's directory.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: &std::path::Path) -> Result<Text> {
+        let read = |f: &str| std::fs::read(dir.join(f)).map_err(|e| Error::request(format!("{}: {e} (--like names a converted model's directory)", dir.join(f).display())));
+        let manifest = read(crate::loader::manifest::MANIFEST_FILE)?;
+        let m = Manifest::parse(&manifest)?;
+        Text::from_bytes(&manifest, &read(&m.tokenizer.file)?)
+    }
+}
+
+/// One measured figure, for tables that compare runs (native against wasm: `scripts/bench-wasm.mjs`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    /// What was measured, e.g. "decode tokens/s at 1024 context"; the same words on every target.
+    pub name: String,
+    pub value: f64,
+    /// Whether more is better (tokens/s) or worse (seconds, bytes).
+    pub higher_is_better: bool,
+}
+
+/// A benchmark's results: the Markdown report and its figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub markdown: String,
+    pub figures: Vec<Figure>,
+}
+
+fn figure(figures: &mut Vec<Figure>, name: String, value: f64, higher_is_better: bool) {
+    figures.push(Figure { name, value, higher_is_better });
+}
+
+async fn ask(ctx: &Context, s: &mut Session, ids: Vec<i64>, image: Option<&image::RgbImage>, max_new_tokens: usize, reuse: bool) -> Result<Answer> {
     let req = Request {
         prompt: Prompt::Ids(ids),
         image: image.cloned(),
         settings: Settings { max_new_tokens: Some(max_new_tokens), ignore_eos: true, ..Settings::default() },
         reuse,
     };
-    pollster::block_on(s.answer(ctx, &req, &mut |_| {}, &|| false))
+    s.answer(ctx, &req, &mut |_| {}, &|| false).await
 }
 
 /// Decode at `context` tokens already in the cache: tokens/s between the first generated token and the
 /// last, each read back (generation's own pipelined loop).
-fn decode(ctx: &Context, s: &mut Session, context: usize, steps: usize) -> Result<f64> {
+async fn decode(ctx: &Context, s: &mut Session, context: usize, steps: usize) -> Result<f64> {
     let vocab = s.model.cfg.text.vocab;
     let filler: Vec<u32> = prompt_ids(context, vocab, None, 0).iter().map(|&i| i as u32).collect();
     s.reset();
     s.assume_prefilled(&filler)?;
     let mut ids: Vec<i64> = filler.iter().map(|&i| i as i64).collect();
     ids.push(1);
-    let a = ask(ctx, s, ids, None, steps + 1, true)?;
+    let a = ask(ctx, s, ids, None, steps + 1, true).await?;
     if a.usage.cached_tokens != context || a.generated_ids.len() != steps + 1 {
         return Err(Error::request(format!("decode at {context}: {} cached, {} generated", a.usage.cached_tokens, a.generated_ids.len())));
     }
@@ -181,7 +222,7 @@ fn decode(ctx: &Context, s: &mut Session, context: usize, steps: usize) -> Resul
 }
 
 /// The vision tower and projector on `tiles` tiles (GPU, waited for).
-fn vision(ctx: &Context, m: &Model, tiles: usize) -> Result<f64> {
+async fn vision(ctx: &Context, m: &Model, tiles: usize) -> Result<f64> {
     let s = m.cfg.vision.image_size;
     let px: Vec<f32> = (0..tiles * 3 * s * s).map(|i| ((i % 255) as f32 / 127.5) - 1.0).collect();
     let pixels = Tensor::from_f32(ctx, &px, &[tiles, 3, s, s], DType::F32)?;
@@ -190,23 +231,34 @@ fn vision(ctx: &Context, m: &Model, tiles: usize) -> Result<f64> {
     let hidden = m.vision.forward(&mut rec, &pixels, m.llm.act)?;
     let _ = m.projector.forward(&mut rec, &hidden)?;
     rec.submit()?;
-    pollster::block_on(ctx.sync())?;
+    ctx.sync().await?;
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// GB/s of a whole-buffer read (median of 5, GPU timestamps).
-fn read_bandwidth(ctx: &Context) -> Result<Option<f64>> {
-    let bytes = (1u64 << 30).min(ctx.caps.max_binding / 16 * 16);
-    let src = ctx.create_buffer(&wgpu::BufferDescriptor { label: Some("bandwidth"), size: bytes, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+/// GB/s of a whole-buffer read (median of 5, GPU timestamps); None without timestamps, or where the device
+/// refuses the buffer (a CPU renderer may hold less than 1 GiB).
+async fn read_bandwidth(ctx: &Context) -> Result<Option<f64>> {
+    let bytes = (1u64 << 30).min(ctx.caps.max_binding).min(ctx.caps.max_buffer) / 16 * 16;
+    let made = ctx
+        .out_of_memory_scope("the bandwidth probe", bytes, async {
+            let src = ctx.create_buffer(&wgpu::BufferDescriptor { label: Some("bandwidth"), size: bytes, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+            Ok(src)
+        })
+        .await;
+    let src = match made {
+        Ok(src) => src,
+        Err(Error::OutOfMemory { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let wgs = 8192;
     let out = Tensor::empty(ctx, &[wgs as usize * 256], DType::U32)?;
     let mut times = Vec::new();
     for _ in 0..6 {
         let mut rec = Recorder::new(ctx);
         bandwidth::read(&mut rec, &src, &out, wgs)?;
-        match pollster::block_on(rec.submit_timed())? {
-            Some(t) => times.push(t),
-            None => return Ok(None),
+        match rec.submit_timed().await? {
+            Some(t) if t > 0.0 => times.push(t),
+            _ => return Ok(None),
         }
     }
     times.remove(0);
@@ -256,8 +308,16 @@ fn step_floors(m: &Model, context: usize) -> Vec<(&'static str, u64)> {
     vec![("matvec_fused", m.llm.decode_read_bytes(context) - kv), ("attention_decode", kv)]
 }
 
-/// Runs everything and returns a Markdown report.
-pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
+/// The library's own count of the bytes its buffers held at once (the same on every target).
+fn peak_memory(ctx: &Context, r: &mut String, f: &mut Vec<Figure>) {
+    let peak = ctx.live.peak_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let _ = writeln!(r, "\npeak GPU memory (the engine's buffers at once): {:.2} GB", peak / 1e9);
+    figure(f, "peak GPU memory bytes".into(), peak, false);
+}
+
+/// Runs everything; the report and its figures.
+pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Result<Report> {
+    let mut f = Vec::new();
     let cfg = config(&o.shape)?;
     let runs = o.runs.max(1);
     let mut r = String::new();
@@ -265,10 +325,10 @@ pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
     let mut tensors = random_tensors(ctx, &cfg, &o.plan)?;
     let act = crate::model::activation(ctx, o.act)?;
     let m = Model::new(ctx, &cfg, act, &mut tensors)?;
-    let (tok, template, generation) = text_of(&o.like)?;
+    let Text { tokenizer: tok, template, generation } = text;
     let built = t.elapsed().as_secs_f64();
     let context = (o.contexts.iter().max().copied().unwrap_or(1024) + o.steps + 2).max(o.prompt + 2).max(8192).min(cfg.text.max_positions);
-    let mut s = pollster::block_on(Session::new(ctx, m, tok, template, generation, context))?;
+    let mut s = Session::new(ctx, m, tok, template, generation, context).await?;
     let _ = writeln!(r, "# varco bench model --shape {}\n", o.shape);
     let _ = writeln!(
         r,
@@ -280,16 +340,24 @@ pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
     let _ = writeln!(
         r,
         "weights: {:.2} GB on the GPU (LLM {:.2} GB), built in {built:.1} s; session: {context} tokens of context\n",
-        ctx.buffer_memory() as f64 / 1e9,
+        ctx.live.counts().bytes as f64 / 1e9,
         s.model.llm.weight_bytes() as f64 / 1e9,
     );
 
-    let bw = read_bandwidth(ctx)?;
+    let bw = read_bandwidth(ctx).await?;
+    if let Some(b) = bw {
+        figure(&mut f, "read bandwidth GB/s".into(), b, true);
+    }
     let _ = writeln!(r, "measured read bandwidth: {}\n", bw.map_or("n/a (no timestamps)".into(), |b| format!("{b:.0} GB/s")));
     let _ = writeln!(r, "| decode | ms/token | tokens/s | bytes/step | roofline tokens/s | fraction |\n|---|---:|---:|---:|---:|---:|");
-    decode(ctx, &mut s, 64, 4)?; // compiles the decode pipelines
+    decode(ctx, &mut s, 64, 4).await?; // compiles the decode pipelines
     for &c in &o.contexts {
-        let tps = median((0..runs).map(|_| decode(ctx, &mut s, c, o.steps)).collect::<Result<_>>()?);
+        let mut all = Vec::new();
+        for _ in 0..runs {
+            all.push(decode(ctx, &mut s, c, o.steps).await?);
+        }
+        let tps = median(all);
+        figure(&mut f, format!("decode tokens/s at {c} context"), tps, true);
         let bytes = s.model.llm.decode_read_bytes(c);
         let (floor, frac) = match bw {
             Some(b) => (format!("{:.0}", b * 1e9 / bytes as f64), format!("{:.0} %", 100.0 * tps / (b * 1e9 / bytes as f64))),
@@ -302,18 +370,29 @@ pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
     let c = o.contexts.first().copied().unwrap_or(1024);
     let floors = step_floors(&s.model, c);
     if o.decode_only {
-        let step = pollster::block_on(s.profile_step(ctx, c))?;
+        peak_memory(ctx, &mut r, &mut f);
+        let step = s.profile_step(ctx, c).await?;
         profile_table(&mut r, &format!("one decode step at {c} context"), step, &floors, bw);
-        return Ok(r);
+        return Ok(Report { markdown: r, figures: f });
     }
     s.reset();
-    ask(ctx, &mut s, prompt_ids(o.prompt.min(64), vocab, None, 1), None, 1, false)?; // compiles the prefill pipelines
-    let p = median((0..runs).map(|i| ask(ctx, &mut s, prompt_ids(o.prompt, vocab, None, 2 + i), None, 1, false).map(|a| a.timings.first_token_s)).collect::<Result<_>>()?);
+    ask(ctx, &mut s, prompt_ids(o.prompt.min(64), vocab, None, 1), None, 1, false).await?; // compiles the prefill pipelines
+    let mut all = Vec::new();
+    for i in 0..runs {
+        all.push(ask(ctx, &mut s, prompt_ids(o.prompt, vocab, None, 2 + i), None, 1, false).await?.timings.first_token_s);
+    }
+    let p = median(all);
+    figure(&mut f, format!("prefill tokens/s, {} tokens", o.prompt), o.prompt as f64 / p, true);
     let _ = writeln!(r, "\nprefill, {} tokens: {:.2} s, {:.0} tokens/s (to the first token read back)", o.prompt, p, o.prompt as f64 / p);
 
     for &tiles in &o.tiles {
-        vision(ctx, &s.model, tiles.min(2))?;
-        let v = median((0..runs).map(|_| vision(ctx, &s.model, tiles)).collect::<Result<_>>()?);
+        vision(ctx, &s.model, tiles.min(2)).await?;
+        let mut all = Vec::new();
+        for _ in 0..runs {
+            all.push(vision(ctx, &s.model, tiles).await?);
+        }
+        let v = median(all);
+        figure(&mut f, format!("vision tower + projector s, {tiles} tiles"), v, false);
         let _ = writeln!(r, "vision tower + projector, {tiles} tiles: {:.3} s", v);
     }
 
@@ -326,8 +405,11 @@ pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
         ids.extend(prompt_ids(20, vocab, None, 100 + salt));
         ids
     };
-    ask(ctx, &mut s, question(0), Some(&img), 1, false)?;
-    let firsts = (0..runs).map(|i| ask(ctx, &mut s, question(1 + i), Some(&img), 1, false)).collect::<Result<Vec<_>>>()?;
+    ask(ctx, &mut s, question(0), Some(&img), 1, false).await?;
+    let mut firsts = Vec::new();
+    for i in 0..runs {
+        firsts.push(ask(ctx, &mut s, question(1 + i), Some(&img), 1, false).await?);
+    }
     let a = &firsts[0];
     let ttft = median(firsts.iter().map(|a| a.timings.first_token_s).collect());
     let enc = median(firsts.iter().map(|a| a.timings.image_s).collect());
@@ -337,25 +419,27 @@ pub fn run_model(ctx: &Context, o: &ModelBenchOptions) -> Result<String> {
         a.usage.prompt_tokens,
         ttft - enc
     );
+    figure(&mut f, "time to first token s, 1024×768 image".into(), ttft, false);
     // a follow-up question about the same image after a first answer: only the question runs
     let mut follow = Vec::new();
     for i in 0..runs {
         // the first answer (the cache holds the image from the requests above)
-        ask(ctx, &mut s, question(10 + 2 * i), Some(&img), 8, true)?;
-        let b = ask(ctx, &mut s, question(11 + 2 * i), Some(&img), 1, true)?;
+        ask(ctx, &mut s, question(10 + 2 * i), Some(&img), 8, true).await?;
+        let b = ask(ctx, &mut s, question(11 + 2 * i), Some(&img), 1, true).await?;
         follow.push((b.timings.first_token_s, b.usage.prompt_tokens - b.usage.cached_tokens));
     }
-    let f = median(follow.iter().map(|f| f.0).collect());
-    let _ = writeln!(r, "follow-up question about the same image (20 tokens, {} prompt tokens run): time to first token {:.0} ms", follow[0].1, f * 1e3);
-    let _ = writeln!(r, "peak GPU memory (buffers at any submit): {:.2} GB", ctx.stats.peak_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e9);
+    let up = median(follow.iter().map(|f| f.0).collect());
+    let _ = writeln!(r, "follow-up question about the same image (20 tokens, {} prompt tokens run): time to first token {:.0} ms", follow[0].1, up * 1e3);
+    figure(&mut f, "follow-up question, time to first token s".into(), up, false);
+    peak_memory(ctx, &mut r, &mut f);
 
     // one decode step at the first context, and the follow-up question's prefill, every dispatch timed on
     // its own
-    let step = pollster::block_on(s.profile_step(ctx, c))?;
+    let step = s.profile_step(ctx, c).await?;
     profile_table(&mut r, &format!("one decode step at {c} context"), step, &floors, bw);
     let question: Vec<u32> = prompt_ids(20, vocab, None, 77).iter().map(|&i| i as u32).collect();
     let at = a.usage.prompt_tokens - 20;
-    let prefill = pollster::block_on(s.profile_prefill(ctx, &question, at))?;
+    let prefill = s.profile_prefill(ctx, &question, at).await?;
     profile_table(&mut r, &format!("the follow-up question's prefill (20 tokens after {at})"), prefill, &[], bw);
-    Ok(r)
+    Ok(Report { markdown: r, figures: f })
 }

@@ -168,6 +168,10 @@ enum BenchCmd {
         /// Also write the report to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Also write the figures as JSON to this file (for scripts/bench-wasm.mjs's native-against-wasm
+        /// table).
+        #[arg(long)]
+        figures: Option<std::path::PathBuf>,
     },
     /// Conversion throughput: converts a checkpoint (or a synthetic one with the 14B's shapes) into a
     /// temporary directory and prints MB/s and peak memory.
@@ -232,8 +236,8 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, decode_only, out } } => {
-            use varco_web::bench::model::{run_model, ModelBenchOptions};
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, decode_only, out, figures } } => {
+            use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = match act.as_deref() {
                 None => None,
                 Some("f32") => Some(DType::F32),
@@ -246,11 +250,14 @@ fn main() -> Result<()> {
             } else {
                 ctx
             };
-            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT, runs, like, act, decode_only };
-            let report = run_model(&ctx, &o)?;
-            println!("{report}");
+            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT, runs, act, decode_only };
+            let report = pollster::block_on(run_model(&ctx, &o, Text::from_dir(&like)?))?;
+            println!("{}", report.markdown);
             if let Some(path) = out {
-                std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, &report.markdown).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = figures {
+                std::fs::write(&path, serde_json::to_string_pretty(&report.figures)?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
         Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, out } } => {

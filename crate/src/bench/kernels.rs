@@ -1,0 +1,436 @@
+//! `varco bench kernels`: every kernel at VARCO-VISION-14B's real shapes (Qwen2.5-14B: hidden 5120, FFN
+//! 13824, 40 query / 8 KV heads of 128, vocab 151,680; SigLIP: 1152 wide, MLP 4304, 16 heads of 72, 729
+//! tokens a tile), timed on the GPU with timestamp queries (wall clock where the device has none; median of
+//! five batches, after a one-second warm-up that lifts the GPU out of its idle clocks), with
+//! bytes moved, FLOPs and the fraction of a bandwidth or compute roofline. A benchmark, never a test.
+//!
+//! Weights are random codes (speed does not depend on values). Where one weight would fit in the GPU's
+//! last-level cache, several copies are made and the iterations rotate through them, so the figures are
+//! memory figures, not cache figures.
+
+use std::time::Instant;
+
+use half::f16;
+
+use crate::gpu::tensor::Weight;
+use crate::gpu::{Context, DType, Recorder, Tensor};
+use crate::kernels::attention::{self, AttnArgs};
+use crate::kernels::linear::{self, MatvecShape};
+use crate::kernels::{elementwise, embed, norm, patch_embed, resize, rope, sample};
+use crate::quant::{self, QFormat, QMatrix, GROUP};
+use crate::Result;
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Dispatches timed per kernel (in one command buffer).
+    pub iters: u32,
+    /// Only kernels whose name contains this.
+    pub filter: Option<String>,
+    /// Activation type (F16 where the device has shader-f16, by default).
+    pub act: DType,
+    /// Bandwidth roofline, GB/s (H200: 4350, what PyTorch reads there).
+    pub peak_gbs: f64,
+    /// Compute roofline, TFLOP/s of f32 without tensor cores (H200 SXM: 67).
+    pub peak_tflops: f64,
+    /// Bytes of weight copies to rotate through, to defeat caches.
+    pub rotate_bytes: u64,
+    /// Matrix-vector shapes to compare (workgroup size, rows per workgroup); empty: the shape the model
+    /// picks for each matrix.
+    pub matvec_shapes: Vec<MatvecShape>,
+    /// Shapes of the decode step's fused kernel to compare (the model's alone by default).
+    pub fused_shapes: Vec<linear::FusedShape>,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32s(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale).collect()
+    }
+}
+
+/// A q4 weight of random codes with small scales, built without quantizing.
+fn random_q4(ctx: &Context, rng: &mut Rng, n: usize, k: usize) -> Result<Weight> {
+    let g = k.div_ceil(GROUP);
+    let qs: Vec<u32> = (0..n * g * 4).map(|_| rng.next() as u32).collect();
+    let scales: Vec<f16> = (0..(n * g).next_multiple_of(2)).map(|i| f16::from_f32(0.002 + (i % 7) as f32 * 1e-4)).collect();
+    Weight::from_q(ctx, &QMatrix { format: QFormat::Q4, n, k, qs, scales })
+}
+
+/// A q8 weight of random codes with small scales.
+fn random_q8(ctx: &Context, rng: &mut Rng, n: usize, k: usize) -> Result<Weight> {
+    let g = k.div_ceil(GROUP);
+    let qs: Vec<u32> = (0..n * g * 8).map(|_| rng.next() as u32).collect();
+    let scales: Vec<f16> = (0..(n * g).next_multiple_of(2)).map(|i| f16::from_f32(0.0002 + (i % 7) as f32 * 1e-5)).collect();
+    Weight::from_q(ctx, &QMatrix { format: QFormat::Q8, n, k, qs, scales })
+}
+
+/// `copies` weights (at least one, enough to defeat the caches within `rotate` bytes) made by `make`.
+fn rotation(rotate: u64, mut make: impl FnMut() -> Result<Weight>) -> Result<Vec<Weight>> {
+    let one = make()?;
+    let copies = (rotate / one.gpu_bytes()).clamp(1, 64) as usize;
+    let mut ws = vec![one];
+    for _ in 1..copies {
+        ws.push(make()?);
+    }
+    Ok(ws)
+}
+
+fn random_f16(ctx: &Context, rng: &mut Rng, n: usize, k: usize) -> Result<Weight> {
+    let v: Vec<f16> = rng.f32s(n * k, 0.05).into_iter().map(f16::from_f32).collect();
+    Weight::from_f16(ctx, &v, n, k)
+}
+
+fn act_tensor(ctx: &Context, rng: &mut Rng, shape: &[usize], act: DType) -> Result<Tensor> {
+    let n = shape.iter().product();
+    Tensor::from_f32(ctx, &rng.f32s(n, 1.0), shape, act)
+}
+
+struct Row {
+    name: String,
+    shape: String,
+    secs: f64,
+    bytes: f64,
+    flops: f64,
+    bound: &'static str,
+}
+
+/// Times `iters` recordings of `f` (iteration index given) in one command buffer; the median over five
+/// such batches, after one warm-up batch.
+fn time(ctx: &Context, iters: u32, mut f: impl FnMut(&mut Recorder, u32) -> Result<()>) -> Result<f64> {
+    let mut warm = Recorder::new(ctx);
+    f(&mut warm, 0)?;
+    warm.submit()?;
+    pollster::block_on(ctx.sync())?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let mut rec = Recorder::new(ctx);
+        for i in 0..iters {
+            f(&mut rec, i)?;
+        }
+        let t0 = Instant::now();
+        let gpu = pollster::block_on(rec.submit_timed())?;
+        times.push(gpu.unwrap_or(t0.elapsed().as_secs_f64()) / iters as f64);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(times[2])
+}
+
+/// About a second of heavy work, so that the GPU leaves its idle clocks before anything is timed.
+fn warm_up(ctx: &Context, rng: &mut Rng, act: DType) -> Result<()> {
+    let w = random_f16(ctx, rng, 4096, 4096)?;
+    let x = act_tensor(ctx, rng, &[2048, 4096], act)?;
+    let y = Tensor::empty(ctx, &[2048, 4096], act)?;
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < 1.0 {
+        let mut rec = Recorder::new(ctx);
+        for _ in 0..4 {
+            linear::matmul(&mut rec, &x, &w, None, &y)?;
+        }
+        rec.submit()?;
+        pollster::block_on(ctx.sync())?;
+    }
+    Ok(())
+}
+
+pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut rng = Rng(0x2545F4914F6CDD1D);
+    let act = o.act;
+    let want = |name: &str| o.filter.as_deref().is_none_or(|f| name.contains(f));
+    let asz = act.size() as f64;
+    warm_up(ctx, &mut rng, act)?;
+
+    // --- q4 matrix × vector (decode), fused shapes as the model uses them ---
+    let mv_shapes: [(&str, usize, usize); 6] = [
+        ("q/o proj", 5120, 5120),
+        ("k/v proj", 1024, 5120),
+        ("qkv fused", 7168, 5120),
+        ("gate/up fused", 27648, 5120),
+        ("down", 5120, 13824),
+        ("lm_head", 151_680, 5120),
+    ];
+    for (label, n, k) in mv_shapes {
+        if !want("matvec") {
+            break;
+        }
+        let one = random_q4(ctx, &mut rng, n, k)?;
+        let wbytes = one.gpu_bytes();
+        let copies = (o.rotate_bytes / wbytes).clamp(1, 64) as usize;
+        let mut ws = vec![one];
+        for _ in 1..copies {
+            ws.push(random_q4(ctx, &mut rng, n, k)?);
+        }
+        let x = act_tensor(ctx, &mut rng, &[1, k], act)?;
+        let y = Tensor::empty(ctx, &[1, n], act)?;
+        let shapes = if o.matvec_shapes.is_empty() { vec![linear::matvec_shape(n, k)] } else { o.matvec_shapes.clone() };
+        for &shape in &shapes {
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec(rec, &x, &ws[i as usize % ws.len()], None, &y, shape))?;
+            rows.push(Row {
+                name: format!("matvec q4 wg{} r{}", shape.wg, shape.rows),
+                shape: format!("{label} {n}×{k}"),
+                secs,
+                bytes: wbytes as f64 + (k + n) as f64 * asz,
+                flops: 2.0 * (n * k) as f64,
+                bound: "bw",
+            });
+        }
+    }
+
+    // --- the decode step's fused matrix × vector products (matvec_fused.wgsl), as the model runs them ---
+    if want("fused") {
+        let (h, ffn, heads, kvh, d, vocab) = (5120usize, 13824usize, 40u32, 8u32, 128u32, 151_680usize);
+        let x = act_tensor(ctx, &mut rng, &[1, h], act)?;
+        let xf = act_tensor(ctx, &mut rng, &[1, ffn], act)?;
+        let resid = act_tensor(ctx, &mut rng, &[1, h], act)?;
+        let q = Tensor::empty(ctx, &[1, (heads + 2 * kvh) as usize * d as usize], act)?;
+        let kc = Tensor::empty(ctx, &[kvh as usize, 1024, d as usize], act)?;
+        let vc = Tensor::empty(ctx, &[kvh as usize, 1024, d as usize], act)?;
+        let mid = Tensor::empty(ctx, &[1, ffn], act)?;
+        let logits = Tensor::empty(ctx, &[1, vocab], act)?;
+        let qkv_rows = ((heads + 2 * kvh) * d) as usize;
+        let bias = Tensor::from_f32(ctx, &rng.f32s(qkv_rows, 0.1), &[qkv_rows], DType::F32)?;
+        let rope = rope::Rope::new(ctx, d, 1e6)?;
+        let qkv = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, qkv_rows, h))?;
+        let ow = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, h, h))?;
+        let gu = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, 2 * ffn, h))?;
+        let down = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, h, ffn))?;
+        let head = rotation(o.rotate_bytes, || random_q8(ctx, &mut rng, vocab, h))?;
+        let eps = Some(1e-6);
+        let shapes = if o.fused_shapes.is_empty() { vec![linear::FUSED_SHAPE] } else { o.fused_shapes.clone() };
+        for &shape in &shapes {
+            let name = format!("fused wg{} r{} u{}", shape.wg, shape.rows, shape.blocks);
+            let mut row = |label: &str, ws: &[Weight], k: usize, n: usize, secs: f64| {
+                rows.push(Row { name: name.clone(), shape: label.into(), secs, bytes: ws[0].gpu_bytes() as f64 + (k + n) as f64 * asz, flops: 2.0 * (n * k) as f64, bound: "bw" });
+            };
+            let secs = time(ctx, o.iters, |rec, i| {
+                let mode = linear::Fused::RopeKv { q: &q, k: &kc, v: &vc, inv_freq: rope.inv_freq(), heads, kv_heads: kvh, head_dim: d, pos: 1000 };
+                linear::matvec_fused(rec, &x, &qkv[i as usize % qkv.len()], Some(&bias), eps, mode, shape)
+            })?;
+            row("norm+qkv+bias+rope+kv 7168×5120 q4", &qkv, h, qkv_rows, secs);
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused(rec, &x, &ow[i as usize % ow.len()], None, None, linear::Fused::Residual { y: &resid }, shape))?;
+            row("o_proj+residual 5120×5120 q4", &ow, h, h, secs);
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused(rec, &x, &gu[i as usize % gu.len()], None, eps, linear::Fused::Glu { y: &mid }, shape))?;
+            row("norm+gate/up+silu·up 27648×5120 q4", &gu, h, 2 * ffn, secs);
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused(rec, &xf, &down[i as usize % down.len()], None, None, linear::Fused::Residual { y: &resid }, shape))?;
+            row("down+residual 5120×13824 q4", &down, ffn, h, secs);
+            let secs = time(ctx, o.iters.div_ceil(4), |rec, i| linear::matvec_fused(rec, &x, &head[i as usize % head.len()], None, eps, linear::Fused::Plain { y: &logits }, shape))?;
+            row("norm+lm_head 151680×5120 q8", &head, h, vocab, secs);
+        }
+    }
+
+    // --- q4 matrix × matrix (prefill) ---
+    for (label, m, n, k) in [("qkv fused", 4096usize, 7168usize, 5120usize), ("gate/up fused", 4096, 27648, 5120), ("down", 4096, 5120, 13824)] {
+        if !want("matmul q4") {
+            break;
+        }
+        let w = random_q4(ctx, &mut rng, n, k)?;
+        let x = act_tensor(ctx, &mut rng, &[m, k], act)?;
+        let y = Tensor::empty(ctx, &[m, n], act)?;
+        for tile in [64, linear::matmul_tile(ctx)] {
+            let secs = time(ctx, o.iters.div_ceil(20).max(2), |rec, _| linear::matmul_with_tile(rec, &x, &w, None, &y, tile))?;
+            rows.push(Row {
+                name: format!("matmul q4 tile{tile}"),
+                shape: format!("{label} {m}×{n}×{k}"),
+                secs,
+                bytes: w.gpu_bytes() as f64 + (m * (k + n)) as f64 * asz,
+                flops: 2.0 * (m * n * k) as f64,
+                bound: "flop",
+            });
+            if tile == linear::matmul_tile(ctx) {
+                break;
+            }
+        }
+    }
+
+    // --- f16-weight matrix × matrix (vision tower, projector), 7 tiles ---
+    let vt = 7 * 729;
+    for (label, m, n, k) in [("siglip qkv", vt, 3456usize, 1152usize), ("siglip fc1", vt, 4304, 1152), ("siglip fc2", vt, 1152, 4304), ("projector 1", vt, 5120, 1152), ("projector 2", vt, 5120, 5120)] {
+        if !want("matmul f16") {
+            break;
+        }
+        let w = random_f16(ctx, &mut rng, n, k)?;
+        let x = act_tensor(ctx, &mut rng, &[m, k], act)?;
+        let y = Tensor::empty(ctx, &[m, n], act)?;
+        let secs = time(ctx, o.iters.div_ceil(20).max(2), |rec, _| linear::matmul(rec, &x, &w, None, &y))?;
+        rows.push(Row {
+            name: "matmul f16w".into(),
+            shape: format!("{label} {m}×{n}×{k}"),
+            secs,
+            bytes: w.gpu_bytes() as f64 + (m * (k + n)) as f64 * asz,
+            flops: 2.0 * (m * n * k) as f64,
+            bound: "flop",
+        });
+    }
+
+    // --- attention ---
+    if want("attention") {
+        // Prefill, causal, GQA 40/8, D 128, from a head-major cache.
+        for t in [1024usize, 8192] {
+            let (h, kvh, d) = (40usize, 8usize, 128usize);
+            let q = act_tensor(ctx, &mut rng, &[t, h * d], act)?;
+            let k = act_tensor(ctx, &mut rng, &[kvh, t, d], act)?;
+            let v = act_tensor(ctx, &mut rng, &[kvh, t, d], act)?;
+            let out = Tensor::empty(ctx, &[t, h * d], act)?;
+            let args = AttnArgs::over_cache(h as u32, kvh as u32, d as u32, t as u32, t as u32, 0);
+            let secs = time(ctx, 2, |rec, _| attention::attention(rec, &q, &k, &v, &out, &args))?;
+            rows.push(Row {
+                name: "attention prefill causal".into(),
+                shape: format!("{t} tok, 40/8 heads ×128"),
+                secs,
+                bytes: ((2 * t * h * d) + 2 * t * kvh * d) as f64 * asz,
+                flops: 4.0 * (h * d) as f64 * (t * t) as f64 / 2.0,
+                bound: "flop",
+            });
+        }
+        // SigLIP: 729 tokens, 16 heads × 72, bidirectional, fused qkv rows.
+        {
+            let (t, h, d) = (729usize, 16usize, 72usize);
+            let width = 3 * h * d;
+            let qkv = act_tensor(ctx, &mut rng, &[t, width], act)?;
+            let out = Tensor::empty(ctx, &[t, h * d], act)?;
+            let args = AttnArgs::fused(t as u32, h as u32, d as u32, width as u32, 0);
+            let secs = time(ctx, o.iters.div_ceil(10).max(2), |rec, _| attention::attention(rec, &qkv, &qkv, &qkv, &out, &args))?;
+            rows.push(Row {
+                name: "attention siglip".into(),
+                shape: "729 tok, 16 heads ×72 (one tile)".into(),
+                secs,
+                bytes: (t * (width + h * d)) as f64 * asz,
+                flops: 4.0 * (h * d) as f64 * (t * t) as f64,
+                bound: "flop",
+            });
+        }
+        // Decode over an f16 (or f32) KV cache.
+        for ctx_len in [1024usize, 8192] {
+            let (h, kvh, d) = (40usize, 8usize, 128usize);
+            let copies = (o.rotate_bytes / (2 * kvh * ctx_len * d) as u64 / asz as u64).clamp(1, 32) as usize;
+            let caches: Vec<(Tensor, Tensor)> = (0..copies)
+                .map(|_| Ok((act_tensor(ctx, &mut rng, &[kvh, ctx_len, d], act)?, act_tensor(ctx, &mut rng, &[kvh, ctx_len, d], act)?)))
+                .collect::<Result<_>>()?;
+            let q = act_tensor(ctx, &mut rng, &[1, h * d], act)?;
+            let out = Tensor::empty(ctx, &[1, h * d], act)?;
+            let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(1, h as u32, kvh as u32, d as u32, ctx_len as u32)], DType::F32)?;
+            // the step's query at the last position of the cache
+            let args = AttnArgs::over_cache(h as u32, kvh as u32, d as u32, ctx_len as u32, 1, ctx_len as u32 - 1);
+            let secs = time(ctx, o.iters, |rec, i| {
+                let (k, v) = &caches[i as usize % caches.len()];
+                attention::attention_decode(rec, &q, k, v, &out, &scratch, &args)
+            })?;
+            rows.push(Row {
+                name: "attention decode".into(),
+                shape: format!("{ctx_len} ctx, 40/8 heads ×128"),
+                secs,
+                bytes: (2 * kvh * ctx_len * d) as f64 * asz,
+                flops: 4.0 * (h * d * ctx_len) as f64,
+                bound: "bw",
+            });
+        }
+    }
+
+    // --- the small ops ---
+    if want("small") {
+        let hidden = 5120usize;
+        let prefill = 4096usize;
+        let x = act_tensor(ctx, &mut rng, &[prefill, hidden], act)?;
+        let y = Tensor::empty(ctx, &[prefill, hidden], act)?;
+        let w = Tensor::from_f32(ctx, &rng.f32s(hidden, 1.0), &[hidden], DType::F32)?;
+        let b = Tensor::from_f32(ctx, &rng.f32s(hidden, 1.0), &[hidden], DType::F32)?;
+        let el = (prefill * hidden) as f64;
+        let mut add_row = |name: &str, shape: String, secs: f64, bytes: f64| {
+            rows.push(Row { name: name.into(), shape, secs, bytes, flops: 0.0, bound: "bw" });
+        };
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| norm::rms_norm(rec, &x, &w, &y, 1e-6))?;
+        add_row("rms_norm", format!("{prefill}×{hidden}"), secs, 2.0 * el * asz);
+        let x1 = act_tensor(ctx, &mut rng, &[1, hidden], act)?;
+        let y1 = Tensor::empty(ctx, &[1, hidden], act)?;
+        let secs = time(ctx, o.iters, |rec, _| norm::rms_norm(rec, &x1, &w, &y1, 1e-6))?;
+        add_row("rms_norm", format!("1×{hidden} (decode)"), secs, 2.0 * hidden as f64 * asz);
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| norm::layer_norm(rec, &x, &w, &b, &y, 1e-6))?;
+        add_row("layer_norm", format!("{prefill}×{hidden}"), secs, 2.0 * el * asz);
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| elementwise::add(rec, &y, &x))?;
+        add_row("add (residual)", format!("{prefill}×{hidden}"), secs, 3.0 * el * asz);
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| elementwise::gelu_tanh(rec, &y))?;
+        add_row("gelu_tanh", format!("{prefill}×{hidden}"), secs, 2.0 * el * asz);
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| elementwise::gelu_erf(rec, &y))?;
+        add_row("gelu_erf", format!("{prefill}×{hidden}"), secs, 2.0 * el * asz);
+        let ffn = 13824usize;
+        let gu = act_tensor(ctx, &mut rng, &[1024, 2 * ffn], act)?;
+        let h = Tensor::empty(ctx, &[1024, ffn], act)?;
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| elementwise::silu_mul(rec, &gu, &h))?;
+        add_row("silu_mul", format!("1024×{ffn}"), secs, 3.0 * (1024 * ffn) as f64 * asz);
+        let rope = rope::Rope::new(ctx, 128, 1e6)?;
+        let qkv = act_tensor(ctx, &mut rng, &[prefill, 7168], act)?;
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| rope.apply(rec, &qkv, prefill as u32, 48, 0, 0))?;
+        add_row("rope (q and k heads)", format!("{prefill} tok × 48 heads ×128"), secs, 2.0 * (prefill * 48 * 128) as f64 * asz);
+        // embedding gather of a prefill's worth of tokens from the q4 table
+        let table = random_q4(ctx, &mut rng, 151_680, hidden)?;
+        let ids: Vec<u32> = (0..prefill).map(|_| (rng.next() % 151_680) as u32).collect();
+        let idt = Tensor::from_u32(ctx, &ids, &[prefill])?;
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| embed::embed(rec, &idt, &table, &x))?;
+        add_row("embed q4", format!("{prefill} tok of 151680×{hidden}"), secs, el * (asz + 0.5625));
+        // patch embedding of 7 tiles: im2col only (the matmul is the f16w row above)
+        let g = patch_embed::PatchGeometry { size: 384, patch: 14, channels: 3 };
+        let px = Tensor::from_f32(ctx, &rng.f32s(7 * 3 * 384 * 384, 1.0), &[7, 3, 384, 384], DType::F32)?;
+        let cols = Tensor::empty(ctx, &[7 * 729, 588], act)?;
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| patch_embed::im2col(rec, &px, &cols, g))?;
+        add_row("patch im2col", "7 tiles".into(), secs, (7 * 729 * 588) as f64 * (4.0 + asz));
+        // anyres shrink: a 4×4-tile grid (108×108) of 5120-wide features to 81×81
+        let fm = act_tensor(ctx, &mut rng, &[108, 108, hidden], act)?;
+        let fo = Tensor::empty(ctx, &[81, 81, hidden], act)?;
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| resize::bilinear(rec, &fm, &fo, (108, 108), (81, 81), hidden as u32))?;
+        add_row("bilinear", format!("108²→81² ×{hidden}"), secs, ((108 * 108 + 81 * 81) * hidden) as f64 * asz);
+        // token choice over the vocabulary
+        let logits = act_tensor(ctx, &mut rng, &[151_680], act)?;
+        let tok = Tensor::empty(ctx, &[1], DType::U32)?;
+        let scratch = Tensor::empty(ctx, &[sample::SCRATCH_LEN], DType::U32)?;
+        let secs = time(ctx, o.iters, |rec, _| sample::sample(rec, &logits, &tok, &scratch, sample::SampleArgs::ARGMAX, 0.5))?;
+        add_row("sample greedy (two passes)", "151680".into(), secs, 151_680.0 * asz);
+        let secs = time(ctx, o.iters, |rec, _| sample::sample_one_workgroup(rec, &logits, &tok, sample::SampleArgs::ARGMAX, 0.5))?;
+        add_row("sample greedy (one workgroup)", "151680".into(), secs, 151_680.0 * asz);
+        let s = sample::SampleArgs { temperature: 0.8, top_k: 50, top_p: 0.9 };
+        let secs = time(ctx, o.iters.div_ceil(10), |rec, _| sample::sample(rec, &logits, &tok, &scratch, s, 0.5))?;
+        add_row("sample top-k 50, top-p 0.9", "151680".into(), secs, 151_680.0 * asz);
+    }
+
+    // --- report ---
+    let mut out = String::new();
+    out.push_str(&format!("Adapter: {}\n\nActivations: {:?}. Roofline: {:.0} GB/s, {:.1} TFLOP/s (f32, no tensor cores).\n\n", ctx.describe(), act, o.peak_gbs, o.peak_tflops));
+    out.push_str("| kernel | shape | time (µs) | GB/s | GFLOP/s | of roofline |\n|---|---|---:|---:|---:|---:|\n");
+    for r in &rows {
+        let gbs = r.bytes / r.secs / 1e9;
+        let gfs = r.flops / r.secs / 1e9;
+        let frac = match r.bound {
+            "bw" => gbs / o.peak_gbs,
+            _ => gfs / (o.peak_tflops * 1e3),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {:.1} | {:.0} | {:.0} | {:.1} % {} |\n",
+            r.name,
+            r.shape,
+            r.secs * 1e6,
+            gbs,
+            gfs,
+            frac * 100.0,
+            if r.bound == "bw" { "bw" } else { "compute" }
+        ));
+    }
+    // the format decision, on Gaussian weights
+    let mut g = Rng(7);
+    let w: Vec<f32> = (0..1 << 20)
+        .map(|_| {
+            let u1 = ((g.next() >> 11) as f64 / (1u64 << 53) as f64).max(1e-300);
+            let u2 = (g.next() >> 11) as f64 / (1u64 << 53) as f64;
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * 0.02) as f32
+        })
+        .collect();
+    out.push_str("\n4-bit formats on 1M Gaussian weights (relative RMS error):\n\n| format | bits/weight | error |\n|---|---:|---:|\n");
+    for (name, bits, err) in quant::compare_formats(&w) {
+        out.push_str(&format!("| {name} | {bits:.3} | {err:.4} |\n"));
+    }
+    Ok(out)
+}
