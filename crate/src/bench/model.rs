@@ -345,6 +345,8 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
     );
 
     let bw = read_bandwidth(ctx).await?;
+    // the probe's buffer (up to 1 GiB) is gone: the peak-memory figure is the model's and the session's
+    ctx.live.peak_bytes.store(ctx.live.bytes.load(std::sync::atomic::Ordering::Relaxed), std::sync::atomic::Ordering::Relaxed);
     if let Some(b) = bw {
         figure(&mut f, "read bandwidth GB/s".into(), b, true);
     }
