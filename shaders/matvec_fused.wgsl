@@ -9,6 +9,10 @@
 //   ROPE_KV   the q and k rows in rotation pairs (i, i + D/2) of one head, rotated at position `pos`; q into
 //             y, k and then the v rows (in their own workgroups) into the KV cache at `pos`
 //             (qkv + bias → RoPE → KV append)
+// SHORT (PLAIN, RESIDUAL; rows of a few hundred inputs at most, the tiny models'): one row per invocation, WG
+// rows a workgroup, x read straight from memory. The general path gives every R rows a workgroup, which for a
+// 151,680-row lm_head of 32 inputs is 38k workgroups of almost no work each; CPU renderers (lavapipe,
+// SwiftShader) pay per workgroup and per barrier, and such a head took 95 % of their decode step.
 // NORM: x is the residual stream before its RMSNorm: the workgroup gathers x's sum of squares from the x it
 // loads anyway and scales its sums by rsqrt(mean(x²) + eps); the norm's weight was folded into W's columns
 // when W was quantized (loader/plan.rs), so it costs no byte.
@@ -53,7 +57,9 @@ const SUMS: u32 = R + 1u;
 #else
 const SUMS: u32 = R;
 #endif
+#ifndef SHORT
 var<workgroup> red: array<f32, SUMS * WG>;
+#endif
 
 // Block c of W's row `row`, dequantized: 8 (q4), 4 (q8) or 2 (f16) vec4 of values, scale applied later.
 fn w_at(row: u32, c: u32) -> vec4<u32> {
@@ -125,6 +131,46 @@ fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
 }
 
+#ifdef SHORT
+@compute @workgroup_size(WG)
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = flat_wg(wg, nwg) * WG + ids.lid;
+    if (row >= p.n) {
+        return;
+    }
+    var acc = 0.0;
+    var ss = 0.0;
+    for (var c = 0u; c < p.kb; c++) {
+        let i0 = c * XB;
+        var xv: array<vec4<f32>, 8>;
+        for (var j = 0u; j < XB; j++) {
+            // the last block's padding reads as zeros (xl)
+            xv[j] = xl(i0 + j);
+#ifdef NORM
+            ss += dot(xv[j], xv[j]);
+#endif
+        }
+        let d = block_dot(w_at(row, c), xv[0], xv[1], xv[2], xv[3], xv[4], xv[5], xv[6], xv[7]);
+#ifdef W_F16
+        acc += d;
+#else
+        acc += w_scale(row, c) * d;
+#endif
+    }
+#ifdef NORM
+    var v = acc * inverseSqrt(ss / f32(p.k) + p.eps);
+#else
+    var v = acc;
+#endif
+#ifdef BIAS
+    v += bias[p.y_offset + row];
+#endif
+#ifdef RESIDUAL
+    v += f32(y[p.y_offset + row]);
+#endif
+    y[p.y_offset + row] = act(v);
+}
+#else
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let g = flat_wg(wg, nwg);
@@ -298,3 +344,4 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
 #endif
 }
+#endif

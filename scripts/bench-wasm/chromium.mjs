@@ -4,7 +4,9 @@
 //
 //   node scripts/bench-wasm/chromium.mjs [--chromium /usr/bin/chromium] [--flag ARG ...] [--out FILE]
 //        [--shape 14b] [--contexts 1024] [--steps 32] [--runs 3] [--act f16|f32] [--no-subgroups] [--decode-only]
+//        [--all] [--worker]
 //
+// --worker runs it in a dedicated worker, where the npm package runs its engine, instead of in the page.
 // Chromium's flags: --enable-unsafe-webgpu, plus each --flag (on the H200, e.g. --flag=--enable-features=Vulkan
 // --flag=--use-angle=vulkan --flag=--disable-vulkan-surface
 // --flag=--enable-dawn-features=vulkan_enable_f16_on_nvidia). playwright-core comes from web/node_modules.
@@ -19,7 +21,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 const { chromium } = createRequire(path.join(root, "web/package.json"))("playwright-core");
 
 const o = { shape: "14b", contexts: [1024], steps: 32, prompt: 4725, tiles: [7], runs: 3, act: null, noSubgroups: false, decodeOnly: true };
-let exe = process.env.CHROMIUM ?? "/usr/bin/chromium", out = null;
+let exe = process.env.CHROMIUM ?? "/usr/bin/chromium", out = null, inWorker = false;
 const flags = ["--enable-unsafe-webgpu", "--no-sandbox", "--disable-dev-shm-usage"];
 const args = process.argv.slice(2);
 const fail = (why) => { console.error(`bench-wasm/chromium: ${why}`); process.exit(2); };
@@ -39,6 +41,7 @@ for (let i = 0; i < args.length; i++) {
     case "--no-subgroups": o.noSubgroups = true; break;
     case "--decode-only": o.decodeOnly = true; break;
     case "--all": o.decodeOnly = false; break;
+    case "--worker": inWorker = true; break;
     default: fail(`unknown argument ${a}`);
   }
 }
@@ -46,17 +49,27 @@ if (!fs.existsSync(path.join(root, "web/pkg-bench/varco_web_bg.wasm"))) fail("we
 
 // the page, the module and the tokenizer's model from one local origin (WebGPU needs a secure context)
 const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
-const page = `<!doctype html><meta charset="utf-8"><script type="module">
-import init, { benchModel } from "/web/pkg-bench/varco_web.js";
-window.run = async (options) => {
+// the benchmark itself: in the page, or (--worker) in a dedicated worker, where the npm package runs the engine
+const bench = `import init, { benchModel } from "/web/pkg-bench/varco_web.js";
+const run = async (options) => {
   await init();
   const [manifest, tokenizer] = await Promise.all(["manifest.json", "tokenizer.json"].map(async (f) => new Uint8Array(await (await fetch("/web/demo/public/models/tiny/" + f)).arrayBuffer())));
   return JSON.parse(await benchModel(JSON.stringify(options), manifest, tokenizer));
-};
+};`;
+const worker = `${bench}
+self.onmessage = async (m) => { try { self.postMessage({ report: await run(m.data) }); } catch (e) { self.postMessage({ error: String(e?.message ?? e) }); } };`;
+const page = `<!doctype html><meta charset="utf-8"><script type="module">
+${inWorker ? `window.run = (options) => new Promise((resolve, reject) => {
+  const w = new Worker("/worker.js", { type: "module" });
+  w.onmessage = (m) => (m.data.error ? reject(new Error(m.data.error)) : resolve(m.data.report));
+  w.onerror = (e) => reject(new Error(e.message));
+  w.postMessage(options);
+});` : `${bench}\nwindow.run = run;`}
 </script>`;
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, "http://x").pathname;
   if (url === "/") return res.writeHead(200, { "content-type": "text/html" }).end(page);
+  if (url === "/worker.js") return res.writeHead(200, { "content-type": "text/javascript" }).end(worker);
   const file = path.join(root, path.normalize(url));
   if (!file.startsWith(root) || !(url.startsWith("/web/pkg-bench/") || url.startsWith("/web/demo/public/models/tiny/")) || !fs.existsSync(file)) return res.writeHead(404).end();
   res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" }).end(fs.readFileSync(file));
@@ -70,7 +83,7 @@ try {
   p.on("console", (m) => m.type() === "error" && console.error(`page: ${m.text()}`));
   await p.goto(`http://127.0.0.1:${server.address().port}/`);
   await p.waitForFunction(() => typeof window.run === "function");
-  console.log(`== wasm in ${await ctx.browser()?.version?.() ?? "Chromium"} (${flags.join(" ")}): ${JSON.stringify(o)}`);
+  console.log(`== wasm in ${await ctx.browser()?.version?.() ?? "Chromium"}${inWorker ? ", in a worker" : ""} (${flags.join(" ")}): ${JSON.stringify(o)}`);
   const report = await p.evaluate((opts) => window.run(opts), o);
   console.log(report.markdown);
   console.log(JSON.stringify(report.figures));

@@ -39,6 +39,8 @@ pub enum LinearKernel {
     /// The MULTI variant: this many x rows a workgroup.
     MatvecMulti(MatvecShape, u32),
     Matmul(u32),
+    /// `linear::linear`'s own choice (a short single row goes to the fused kernel's SHORT path).
+    Chosen,
 }
 
 /// One linear case: `(m, n, k)`, optional bias, weight parts of at most `limit` bytes.
@@ -56,6 +58,7 @@ pub async fn linear_case(ctx: &Context, act: DType, format: WeightFormat, kernel
         LinearKernel::Matvec(s) => linear::matvec(rec, &xt, &w, bias_t, &y, s),
         LinearKernel::MatvecMulti(s, mx) => linear::matvec_multi(rec, &xt, &w, bias_t, &y, s, mx),
         LinearKernel::Matmul(t) => linear::matmul_with_tile(rec, &xt, &w, bias_t, &y, t),
+        LinearKernel::Chosen => linear::linear(rec, &xt, &w, bias_t, &y),
     })
     .await;
     let got = read_guarded(ctx, &y).await;
@@ -76,6 +79,8 @@ pub async fn matvec_suite(ctx: &Context, act: DType, format: WeightFormat) {
     }
     // A weight split over several buffers (as embed_tokens / lm_head on a 128 MiB-binding device).
     linear_case(ctx, act, format, LinearKernel::Matvec(linear::MATVEC_SHAPE), 1, 203, 160, true, 2048, 7).await;
+    // One short row as the model's linear takes it (the SHORT path): several workgroups, bias, parts
+    linear_case(ctx, act, format, LinearKernel::Chosen, 1, 600, 40, true, 4096, 11).await;
     // Short prompts (MULTI): rows of x that fill one, several and part of a group, a weight in parts
     let multi = LinearKernel::MatvecMulti(linear::MULTI_SHAPE, linear::MULTI_ROWS);
     for (i, &(m, n, k, bias)) in [(5, 3, 32, true), (8, 37, 96, false), (13, 61, 520, true), (64, 130, 260, false)].iter().enumerate() {
@@ -105,9 +110,12 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
     let eps = 1e-6;
     for (si, &shape) in linear::FUSED_SHAPES.iter().enumerate() {
         let seed = 900 + 10 * si as u64;
-        // PLAIN and RESIDUAL: rows that fill no, one and several workgroups; a weight split into parts
-        for (ci, &(n, k, norm, limit)) in [(1, 32, false, big), (37, 96, true, big), (130, 544, true, big), (203, 160, false, 2048), (45, 88, true, big)].iter().enumerate() {
-            if si > 0 && ci != 1 {
+        // PLAIN and RESIDUAL: rows that fill no, one and several workgroups; a weight split into parts; rows
+        // of at most SHORT_MAX_K inputs (the first five cases) take the SHORT path whatever the shape
+        let cases = [(1, 32, false, big), (37, 96, true, big), (203, 160, false, 2048), (45, 88, true, big), (600, 40, true, 4096), (37, 296, true, big), (130, 544, true, big), (203, 320, false, 8192)];
+        assert!(cases[..5].iter().all(|c| c.1 <= linear::SHORT_MAX_K) && cases[5..].iter().all(|c| c.1 > linear::SHORT_MAX_K));
+        for (ci, &(n, k, norm, limit)) in cases.iter().enumerate() {
+            if si > 0 && ci != 5 {
                 continue;
             }
             let mut rng = Rng::new(seed + ci as u64);

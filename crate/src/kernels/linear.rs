@@ -98,8 +98,11 @@ fn bindings(x: &Tensor, y: &Tensor, part: &crate::gpu::tensor::WeightPart, bias:
 
 /// `y = x · Wᵀ + bias`, choosing the kernel by the number of rows.
 pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
-    let (m, _) = check_shapes(x, w, bias, y)?;
-    if m <= MATVEC_MAX_ROWS {
+    let (m, k) = check_shapes(x, w, bias, y)?;
+    if m == 1 && k <= SHORT_MAX_K {
+        // a short row (the tiny models' f16 head): the fused kernel's SHORT path, in far fewer workgroups
+        matvec_fused(rec, x, w, bias, None, Fused::Plain { y }, FUSED_SHAPE)
+    } else if m <= MATVEC_MAX_ROWS {
         matvec(rec, x, w, bias, y, matvec_shape(w.n, w.k))
     } else if m <= MULTI_MAX_ROWS {
         matvec_multi(rec, x, w, bias, y, MULTI_SHAPE, MULTI_ROWS)
@@ -214,6 +217,13 @@ pub const FUSED_SHAPES: [FusedShape; 5] = [
     FusedShape { wg: 128, rows: 8, blocks: 1 },
 ];
 
+/// Rows of at most this many inputs take the fused kernel's SHORT path in PLAIN and RESIDUAL modes (and
+/// `linear` of one such row), whatever shape is asked for: one row per invocation, `SHORT_WG` rows a
+/// workgroup (see matvec_fused.wgsl). The 14B's rows (5,120 and 13,824 inputs) never do.
+pub const SHORT_MAX_K: usize = 256;
+/// Invocations (and rows) of a SHORT workgroup: WebGPU's default limit.
+pub const SHORT_WG: u32 = 256;
+
 /// Mirrors matvec_fused.wgsl's Params.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -257,10 +267,13 @@ pub fn matvec_fused(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Te
         Fused::Glu { .. } => "GLU",
         Fused::RopeKv { .. } => "ROPE_KV",
     };
+    let short = matches!(mode, Fused::Plain { .. } | Fused::Residual { .. }) && k <= SHORT_MAX_K;
+    let shape = if short { FusedShape { wg: SHORT_WG, rows: SHORT_WG, blocks: 1 } } else { shape };
     let defines = weight_defines(
         base_defines(rec.ctx, act, shape.wg)?
-            .value("R", shape.rows)
+            .value("R", if short { 1 } else { shape.rows })
             .value("U", shape.blocks)
+            .flag_if("SHORT", short)
             .flag(flag)
             .flag_if("NORM", norm_eps.is_some())
             .flag_if("BIAS", bias.is_some())

@@ -94,6 +94,15 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     for (wg, rows) in [(32, 1), (32, 2), (32, 4), (64, 2), (64, 4), (128, 2), (128, 8), (256, 4)] {
                         out.push((MATVEC, weight_defines(base(wg).value("R", rows), wfmt).flag_if("BIAS", bias)));
                     }
+                    for (norm, partial) in [(false, false), (true, false), (false, true), (true, true)] {
+                        let d = base(linear::SHORT_WG).value("R", 1).value("U", 1).flag("SHORT").flag_if("NORM", norm).flag_if("PARTIAL", partial);
+                        for mode in ["PLAIN", "RESIDUAL"] {
+                            if mode == "RESIDUAL" && bias {
+                                continue;
+                            }
+                            out.push((MATVEC_FUSED, weight_defines(d.clone().flag(mode), wfmt).flag_if("BIAS", bias)));
+                        }
+                    }
                     for shape in linear::FUSED_SHAPES {
                         for (norm, partial) in [(false, false), (true, false), (false, true), (true, true)] {
                             let d = base(shape.wg).value("R", shape.rows).value("U", shape.blocks).flag_if("NORM", norm).flag_if("PARTIAL", partial);
