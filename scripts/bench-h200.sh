@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The H200 measurements, run on the lent GPU machine from the repository root with .gl/ (Vulkan loader
+# debs) and .device/ (scripts/bench-wasm/pack-for-device.sh) carried; every report lands in $OUT.
+#   bash scripts/bench-h200.sh native   kernels (the model's configuration, every fused shape) and the model in
+#                                       the four variants issue 13 names (f16/f32 × subgroups/fallback)
+#   bash scripts/bench-h200.sh wasm     the wasm build on Dawn against native (issue 15): same variants f32,
+#                                       default against default, f16 with Dawn's f16 toggle
+set -x
+: "${OUT:?OUT must name the folder the reports go to}"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
+xz -dc .device/varco.xz > /tmp/varco && chmod +x /tmp/varco
+V=/tmp/varco
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv > "$OUT/gpu.txt"
+case "${1:-native}" in
+native)
+    $V info > "$OUT/info.txt" 2>&1
+    date
+    timeout 120 $V bench kernels --filter fused --fused all --out "$OUT/fused-all.md" > "$OUT/fused-all.log" 2>&1
+    date
+    timeout 150 $V bench kernels --out "$OUT/kernels.md" > "$OUT/kernels.log" 2>&1
+    date
+    timeout 200 $V bench model --shape 14b --runs 3 --out "$OUT/model-default.md" --figures "$OUT/model-default.json" > "$OUT/model-default.log" 2>&1
+    date
+    for v in "--act f32" "--no-subgroups" "--act f32 --no-subgroups"; do
+        n=$(echo "$v" | tr -d ' -')
+        timeout 80 $V bench model --shape 14b --runs 3 --decode-only $v --out "$OUT/decode-$n.md" > "$OUT/decode-$n.log" 2>&1
+        date
+    done
+    ;;
+wasm)
+    date
+    timeout 200 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --act f32 --out "$OUT/wasm-f32.md" > "$OUT/wasm-f32.log" 2>&1
+    date
+    timeout 200 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --out "$OUT/wasm-default.md" > "$OUT/wasm-default.log" 2>&1
+    date
+    timeout 100 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --f16-on-nvidia --act f16 --decode-only --out "$OUT/wasm-f16.md" > "$OUT/wasm-f16.log" 2>&1
+    date
+    ;;
+*) echo "bench-h200: native or wasm" >&2; exit 2 ;;
+esac
+tail -n 40 "$OUT"/*.md
