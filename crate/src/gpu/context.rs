@@ -53,6 +53,9 @@ pub struct Caps {
     pub max_workgroups_per_dim: u32,
     pub min_storage_offset_alignment: u32,
     pub min_uniform_offset_alignment: u32,
+    /// The cooperative-matrix (tensor-core) configurations the adapter reports, as `M×N×K A→C`; empty where
+    /// it has none or cannot say (wgpu's web backend). Reported only: no kernel uses them yet (issue 14).
+    pub cooperative_matrix: Vec<String>,
 }
 
 /// How to get a device. The defaults ask for everything the adapter offers; tests switch features off to
@@ -240,6 +243,18 @@ impl Context {
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             min_storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
             min_uniform_offset_alignment: limits.min_uniform_buffer_offset_alignment,
+            cooperative_matrix: if offered.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+                adapter
+                    .cooperative_matrix_properties()
+                    .iter()
+                    .map(|c| {
+                        let sat = if c.saturating_accumulation { " saturating" } else { "" };
+                        format!("{}×{}×{} {:?}→{:?}{sat}", c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         };
         Ok(Context {
             device,
