@@ -1,44 +1,48 @@
 #!/usr/bin/env bash
 # The H200 measurements, run on the lent GPU machine from the repository root with .gl/ (Vulkan loader
-# debs) and .device/ (scripts/bench-wasm/pack-for-device.sh) carried; every report lands in $OUT.
+# debs) and .device/ (scripts/bench-wasm/pack-for-device.sh) carried; the reports come back as $OUT/<mode>.tgz.
 #   bash scripts/bench-h200.sh native   kernels (the model's configuration, every fused shape) and the model in
 #                                       the four variants issue 13 names (f16/f32 × subgroups/fallback)
 #   bash scripts/bench-h200.sh wasm     the wasm build on Dawn against native (issue 15): same variants f32,
 #                                       default against default, f16 with Dawn's f16 toggle
 set -x
 : "${OUT:?OUT must name the folder the reports go to}"
+MODE=${1:-native}
+# a run brings back only a few files: the reports are written to $R and packed into $OUT/<mode>.tgz at the end
+R=$(mktemp -d)
+trap 'tar -czf "$OUT/${MODE}.tgz" -C "$R" .' EXIT
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
 xz -dc .device/varco.xz > /tmp/varco && chmod +x /tmp/varco
 V=/tmp/varco
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv > "$OUT/gpu.txt"
-case "${1:-native}" in
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv > "$R/gpu.txt"
+case "$MODE" in
 native)
     # the model first, the kernel tables last: a run that meets the call's 600 s limit loses the least
-    $V info > "$OUT/info.txt" 2>&1
+    $V info > "$R/info.txt" 2>&1
     date
-    timeout 170 $V bench model --shape 14b --runs 3 --out "$OUT/model-default.md" --figures "$OUT/model-default.json" > "$OUT/model-default.log" 2>&1
+    timeout 170 $V bench model --shape 14b --runs 3 --out "$R/model-default.md" --figures "$R/model-default.json" > "$R/model-default.log" 2>&1
     date
     for v in "--act f32" "--no-subgroups" "--act f32 --no-subgroups"; do
         n=$(echo "$v" | tr -d ' -')
-        timeout 60 $V bench model --shape 14b --runs 3 --decode-only $v --out "$OUT/decode-$n.md" > "$OUT/decode-$n.log" 2>&1
+        timeout 60 $V bench model --shape 14b --runs 3 --decode-only $v --out "$R/decode-$n.md" > "$R/decode-$n.log" 2>&1
         date
     done
-    timeout 90 $V bench kernels --filter fused --fused all --out "$OUT/fused-all.md" > "$OUT/fused-all.log" 2>&1
+    timeout 90 $V bench kernels --filter fused --fused all --out "$R/fused-all.md" > "$R/fused-all.log" 2>&1
     date
-    timeout 120 $V bench kernels --out "$OUT/kernels.md" > "$OUT/kernels.log" 2>&1
+    [ -n "${FULL_KERNELS:-}" ] && timeout 120 $V bench kernels --out "$R/kernels.md" > "$R/kernels.log" 2>&1
     date
     ;;
 wasm)
     date
-    timeout 200 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --act f32 --out "$OUT/wasm-f32.md" > "$OUT/wasm-f32.log" 2>&1
+    timeout 200 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --act f32 --out "$R/wasm-f32.md" > "$R/wasm-f32.log" 2>&1
     date
-    timeout 200 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --out "$OUT/wasm-default.md" > "$OUT/wasm-default.log" 2>&1
+    timeout 200 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --out "$R/wasm-default.md" > "$R/wasm-default.log" 2>&1
     date
-    timeout 100 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --f16-on-nvidia --act f16 --decode-only --out "$OUT/wasm-f16.md" > "$OUT/wasm-f16.log" 2>&1
+    timeout 100 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --f16-on-nvidia --act f16 --decode-only --out "$R/wasm-f16.md" > "$R/wasm-f16.log" 2>&1
     date
     ;;
 *) echo "bench-h200: native or wasm" >&2; exit 2 ;;
 esac
-tail -n 40 "$OUT"/*.md
+tail -n 30 "$R"/*.md

@@ -296,6 +296,8 @@ pub async fn bench_model(options_json: String, manifest_json: Vec<u8>, tokenizer
         act: Option<String>,
         no_subgroups: bool,
         decode_only: bool,
+        #[serde(default)]
+        decode_shapes: Option<String>,
     }
     let o: Options = serde_json::from_str(&options_json).map_err(|e| misuse(&format!("benchModel options: {e}")))?;
     let act = match o.act.as_deref() {
@@ -316,6 +318,7 @@ pub async fn bench_model(options_json: String, manifest_json: Vec<u8>, tokenizer
         runs: o.runs,
         act,
         decode_only: o.decode_only,
+        decode_shapes: o.decode_shapes,
     };
     let report = run_model(&ctx, &opts, text).await.map_err(js_err)?;
     serde_json::to_string(&report).map_err(|e| misuse(&e.to_string()))

@@ -103,7 +103,8 @@ pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
 /// The decode step's fused matrix-vector kernel, every mode, with and without the folded RMSNorm, at
 /// awkward sizes and in every shape it is built in: against the plain references composed (linear on the
 /// dequantized W, then the norm's scale, bias, residual, SiLU·up, RoPE, the cache writes). The model's
-/// shape takes every case; the others (built for the benchmark's comparison) one case a mode.
+/// shape takes every case; the others (the benchmark's comparison, the model's shapes for long rows) one
+/// case a mode and a row longer than one pass.
 pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat) {
     use linear::Fused;
     let big = u64::MAX;
@@ -112,10 +113,13 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
         let seed = 900 + 10 * si as u64;
         // PLAIN and RESIDUAL: rows that fill no, one and several workgroups; a weight split into parts; rows
         // of at most SHORT_MAX_K inputs (the first five cases) take the SHORT path whatever the shape
-        let cases = [(1, 32, false, big), (37, 96, true, big), (203, 160, false, 2048), (45, 88, true, big), (600, 40, true, 4096), (37, 296, true, big), (130, 544, true, big), (203, 320, false, 8192)];
+        // the last case, every shape: rows longer than one pass of the workgroup (wg · blocks blocks of 32
+        // inputs and three more), so that every one of a step's blocks is live and the next step partial
+        let long = (32 * (shape.wg * shape.blocks + 3)) as usize;
+        let cases = [(1, 32, false, big), (37, 96, true, big), (203, 160, false, 2048), (45, 88, true, big), (600, 40, true, 4096), (37, 296, true, big), (130, 544, true, big), (203, 320, false, 8192), (11, long, true, big)];
         assert!(cases[..5].iter().all(|c| c.1 <= linear::SHORT_MAX_K) && cases[5..].iter().all(|c| c.1 > linear::SHORT_MAX_K));
         for (ci, &(n, k, norm, limit)) in cases.iter().enumerate() {
-            if si > 0 && ci != 5 {
+            if si > 0 && ci != 5 && ci != cases.len() - 1 {
                 continue;
             }
             let mut rng = Rng::new(seed + ci as u64);
@@ -136,8 +140,8 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
             assert_close(&format!("fused residual {shape:?} {format:?} {act:?} n={n} k={k}"), &yr.to_f32(ctx).await.unwrap(), &want, tol(act, k > 512));
         }
         // GLU: gate and up stacked, y = silu(gate) · up
-        for (ci, &(ffn, k)) in [(1, 32), (45, 128), (130, 96), (20, 88)].iter().enumerate() {
-            if si > 0 && ci != 1 {
+        for (ci, &(ffn, k)) in [(1, 32), (45, 128), (130, 96), (20, 88), (6, long)].iter().enumerate() {
+            if si > 0 && ci != 1 && ci != 4 {
                 continue;
             }
             let mut rng = Rng::new(seed + 5 + ci as u64);
@@ -152,8 +156,8 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
             assert_close(&format!("fused glu {shape:?} {format:?} {act:?} ffn={ffn} k={k}"), &read_guarded(ctx, &y).await, &want, tol(act, false));
         }
         // ROPE_KV: q, k and v of one token (GQA), bias, RoPE at a late position, k and v into the caches
-        for (ci, &(heads, kv_heads, d, k, pos, cap)) in [(2, 1, 16, 32, 0, 3), (6, 2, 32, 96, 30_000, 30_005), (4, 4, 64, 64, 7, 9)].iter().enumerate() {
-            if si > 0 && ci != 1 {
+        for (ci, &(heads, kv_heads, d, k, pos, cap)) in [(2, 1, 16, 32, 0, 3), (6, 2, 32, 96, 30_000, 30_005), (4, 4, 64, 64, 7, 9), (2, 1, 16, long, 5, 7)].iter().enumerate() {
+            if si > 0 && ci != 1 && ci != 3 {
                 continue;
             }
             let mut rng = Rng::new(seed + 8 + ci as u64);

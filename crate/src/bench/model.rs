@@ -136,6 +136,8 @@ pub struct ModelBenchOptions {
     pub act: Option<DType>,
     /// Decode figures and the decode profile only (for comparing kernel variants).
     pub decode_only: bool,
+    /// Replaces some of the fused kernel's decode shapes the model picks (`DecodeShapes::with`'s spec).
+    pub decode_shapes: Option<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -329,6 +331,9 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
     let built = t.elapsed().as_secs_f64();
     let context = (o.contexts.iter().max().copied().unwrap_or(1024) + o.steps + 2).max(o.prompt + 2).max(8192).min(cfg.text.max_positions);
     let mut s = Session::new(ctx, m, tok, template, generation, context).await?;
+    if let Some(spec) = &o.decode_shapes {
+        s.model.llm.decode_shapes = s.model.llm.decode_shapes.with(spec)?;
+    }
     let _ = writeln!(r, "# varco bench model --shape {}\n", o.shape);
     let _ = writeln!(
         r,
@@ -337,6 +342,7 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
         if ctx.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions (no subgroups)" },
         o.plan
     );
+    let _ = writeln!(r, "decode shapes (WG:ROWS:BLOCKS of the fused kernel): {}", s.model.llm.decode_shapes);
     let _ = writeln!(
         r,
         "weights: {:.2} GB on the GPU (LLM {:.2} GB), built in {built:.1} s; session: {context} tokens of context\n",

@@ -165,6 +165,10 @@ enum BenchCmd {
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
+        /// Replace some of the decode step's fused-kernel shapes the model picks, as
+        /// ROLE=WG:ROWS:BLOCKS,... (roles qkv, o, gate_up, down, lm_head).
+        #[arg(long)]
+        decode_shapes: Option<String>,
         /// Also write the report to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -236,7 +240,7 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, decode_only, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = match act.as_deref() {
                 None => None,
@@ -250,7 +254,7 @@ fn main() -> Result<()> {
             } else {
                 ctx
             };
-            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT, runs, act, decode_only };
+            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT, runs, act, decode_only, decode_shapes };
             let report = pollster::block_on(run_model(&ctx, &o, Text::from_dir(&like)?))?;
             println!("{}", report.markdown);
             if let Some(path) = out {
@@ -278,16 +282,7 @@ fn main() -> Result<()> {
             let fused_shapes = match fused.as_deref() {
                 None => Vec::new(),
                 Some("all") => varco_web::kernels::linear::FUSED_SHAPES.to_vec(),
-                Some(list) => list
-                    .split(',')
-                    .map(|s| {
-                        let v: Vec<u32> = s.split(':').map(|x| x.parse()).collect::<Result<_, _>>().context("--fused takes WG:ROWS:BLOCKS triples")?;
-                        anyhow::ensure!(v.len() == 3, "--fused takes WG:ROWS:BLOCKS triples");
-                        let shape = varco_web::kernels::linear::FusedShape { wg: v[0], rows: v[1], blocks: v[2] };
-                        anyhow::ensure!(varco_web::kernels::linear::FUSED_SHAPES.contains(&shape), "--fused {s}: the kernel is built in {:?}", varco_web::kernels::linear::FUSED_SHAPES);
-                        Ok(shape)
-                    })
-                    .collect::<Result<Vec<_>>>()?,
+                Some(list) => list.split(',').map(varco_web::kernels::linear::FusedShape::parse).collect::<Result<Vec<_>, _>>()?,
             };
             let opts = BenchOptions { iters, filter, act, peak_gbs, peak_tflops, rotate_bytes: rotate_mib << 20, matvec_shapes, fused_shapes };
             let table = run_kernels(&ctx, &opts)?;

@@ -5,7 +5,7 @@ use crate::gpu::shader::{MATMUL, MATVEC, MATVEC_FUSED};
 use crate::gpu::tensor::Weight;
 use crate::gpu::{Binding, Recorder, Tensor};
 use crate::kernels::{base_defines, check, grid, same_dtype, weight_defines};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Rows of x up to which the matrix-vector kernel is used, one x row a workgroup.
 pub const MATVEC_MAX_ROWS: usize = 4;
@@ -205,17 +205,111 @@ pub struct FusedShape {
     pub blocks: u32,
 }
 
-/// The fused kernel's shape the model uses.
+/// The fused kernel's shape where no better one is known (rows of few blocks: the test models').
 pub const FUSED_SHAPE: FusedShape = FusedShape { wg: 32, rows: 4, blocks: 2 };
 
+/// Shapes that take a whole row in one pass (`wg · blocks` ≥ the row's blocks), so that every load of W a
+/// workgroup makes is issued before the first arithmetic: a decode-step matrix of the 14B has too few rows
+/// (5,120 to 27,648) to hide a chain of dependent passes behind other workgroups. By coverage.
+pub const ONE_PASS_SHAPES: [FusedShape; 4] = [
+    FusedShape { wg: 32, rows: 4, blocks: 5 },
+    FusedShape { wg: 64, rows: 4, blocks: 3 },
+    FusedShape { wg: 64, rows: 4, blocks: 5 },
+    FusedShape { wg: 64, rows: 4, blocks: 7 },
+];
+
+/// The shape for vocabulary-sized outputs (lm_head): 92 % of the read bandwidth on the H200 (BENCHMARKS.md).
+pub const WIDE_SHAPE: FusedShape = FusedShape { wg: 32, rows: 8, blocks: 1 };
+
+/// Rows at and beyond which a matrix takes [`WIDE_SHAPE`]: enough workgroups to fill any GPU many times.
+pub const WIDE_ROWS: usize = 65_536;
+
 /// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares).
-pub const FUSED_SHAPES: [FusedShape; 5] = [
+pub const FUSED_SHAPES: [FusedShape; 9] = [
     FUSED_SHAPE,
-    FusedShape { wg: 32, rows: 8, blocks: 1 },
+    WIDE_SHAPE,
     FusedShape { wg: 64, rows: 4, blocks: 2 },
     FusedShape { wg: 64, rows: 8, blocks: 1 },
     FusedShape { wg: 128, rows: 8, blocks: 1 },
+    ONE_PASS_SHAPES[0],
+    ONE_PASS_SHAPES[1],
+    ONE_PASS_SHAPES[2],
+    ONE_PASS_SHAPES[3],
 ];
+
+/// The fused kernel's shape for W: vocabulary-sized outputs take [`WIDE_SHAPE`]; rows of more than 64
+/// blocks the smallest one-pass shape that covers them (or the widest, looping); short rows (the test
+/// models') [`FUSED_SHAPE`].
+pub fn fused_shape(w: &Weight) -> FusedShape {
+    fused_shape_for(w.n, w.format.blocks_per_row(w.k))
+}
+
+/// [`fused_shape`] for `n` rows of `kb` 16-byte blocks.
+pub fn fused_shape_for(n: usize, kb: u32) -> FusedShape {
+    if n >= WIDE_ROWS {
+        return WIDE_SHAPE;
+    }
+    if kb <= FUSED_SHAPE.wg * FUSED_SHAPE.blocks {
+        return FUSED_SHAPE;
+    }
+    ONE_PASS_SHAPES.iter().copied().find(|s| s.wg * s.blocks >= kb).unwrap_or(ONE_PASS_SHAPES[ONE_PASS_SHAPES.len() - 1])
+}
+
+/// The decode step's shapes, one per matrix (the model picks them with [`fused_shape`]; the benchmark may
+/// replace them to compare).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeShapes {
+    pub qkv: FusedShape,
+    pub o: FusedShape,
+    pub gate_up: FusedShape,
+    pub down: FusedShape,
+    pub lm_head: FusedShape,
+}
+
+impl FusedShape {
+    /// `WG:ROWS:BLOCKS`, one of the shapes the kernel is built in ([`FUSED_SHAPES`]).
+    pub fn parse(s: &str) -> Result<FusedShape> {
+        let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS, one of {}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
+        let v: Vec<u32> = s.split(':').map(|x| x.trim().parse()).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
+        let shape = match v[..] {
+            [wg, rows, blocks] => FusedShape { wg, rows, blocks },
+            _ => return Err(bad()),
+        };
+        if FUSED_SHAPES.contains(&shape) { Ok(shape) } else { Err(bad()) }
+    }
+}
+
+impl std::fmt::Display for FusedShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.wg, self.rows, self.blocks)
+    }
+}
+
+impl DecodeShapes {
+    /// These shapes with some replaced: `spec` is `ROLE=WG:ROWS:BLOCKS,...`, roles qkv, o, gate_up, down and
+    /// lm_head.
+    pub fn with(mut self, spec: &str) -> Result<DecodeShapes> {
+        for item in spec.split(',').filter(|s| !s.trim().is_empty()) {
+            let (role, shape) = item.split_once('=').ok_or_else(|| Error::Request(format!("decode shapes: {item:?} is not ROLE=WG:ROWS:BLOCKS")))?;
+            let shape = FusedShape::parse(shape)?;
+            match role.trim() {
+                "qkv" => self.qkv = shape,
+                "o" => self.o = shape,
+                "gate_up" => self.gate_up = shape,
+                "down" => self.down = shape,
+                "lm_head" => self.lm_head = shape,
+                other => return Err(Error::Request(format!("decode shapes: no matrix {other:?} (qkv, o, gate_up, down, lm_head)"))),
+            }
+        }
+        Ok(self)
+    }
+}
+
+impl std::fmt::Display for DecodeShapes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}", self.qkv, self.o, self.gate_up, self.down, self.lm_head)
+    }
+}
 
 /// Rows of at most this many inputs take the fused kernel's SHORT path in PLAIN and RESIDUAL modes (and
 /// `linear` of one such row), whatever shape is asked for: one row per invocation, `SHORT_WG` rows a

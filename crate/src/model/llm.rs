@@ -11,7 +11,7 @@ use crate::gpu::tensor::{Weight, WeightFormat};
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::kernels::attention::{self, AttnArgs};
 use crate::kernels::rope::Rope;
-use crate::kernels::linear::Fused;
+use crate::kernels::linear::{DecodeShapes, Fused};
 use crate::kernels::{elementwise, embed, kv_cache, linear, norm};
 use crate::model::config::TextConfig;
 use crate::model::Tensors;
@@ -46,6 +46,9 @@ pub struct Llm {
     /// Ones `(hidden)`: the norm's weight where the following matrix carries the real one.
     ones: Tensor,
     rope: Rope,
+    /// The fused kernel's shape for each decode-step matrix (`linear::fused_shape` of layer 0's; the
+    /// benchmark replaces them to compare).
+    pub decode_shapes: DecodeShapes,
 }
 
 /// Tokens up to which a pass attends with the split decode kernel (each query token's keys read on their
@@ -137,7 +140,16 @@ impl Llm {
                 return Err(Error::Checkpoint("q/k/v and gate/up of a layer are stored in formats that treat the norms differently".into()));
             }
         }
+        let l0 = layers.first().ok_or_else(|| Error::Checkpoint("the language model has no layers".into()))?;
+        let decode_shapes = DecodeShapes {
+            qkv: linear::fused_shape(&l0.qkv),
+            o: linear::fused_shape(&l0.o),
+            gate_up: linear::fused_shape(&l0.gate_up),
+            down: linear::fused_shape(&l0.down),
+            lm_head: linear::fused_shape(&lm_head),
+        };
         Ok(Llm {
+            decode_shapes,
             cfg: cfg.clone(),
             act,
             embed,
@@ -252,14 +264,14 @@ impl Llm {
         let (qkv, att, mid) = (b.qkv.rows(1), b.att.rows(1), b.mid.rows(1));
         let (heads, kv_heads, d) = (c.heads as u32, c.kv_heads as u32, c.head_dim as u32);
         let args = AttnArgs::over_cache(heads, kv_heads, d, cache.capacity as u32, 1, pos as u32).with_q(qkv.shape[1] as u32, 0);
-        let shape = linear::FUSED_SHAPE;
+        let s = self.decode_shapes;
         for (i, l) in self.layers.iter().enumerate() {
             let rope_kv = Fused::RopeKv { q: &qkv, k: &cache.k[i], v: &cache.v[i], inv_freq: self.rope.inv_freq(), heads, kv_heads, head_dim: d, pos: pos as u32 };
-            linear::matvec_fused(rec, x, &l.qkv, Some(&l.qkv_b), eps, rope_kv, shape)?;
+            linear::matvec_fused(rec, x, &l.qkv, Some(&l.qkv_b), eps, rope_kv, s.qkv)?;
             attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args)?;
-            linear::matvec_fused(rec, &att, &l.o, None, None, Fused::Residual { y: x }, shape)?;
-            linear::matvec_fused(rec, x, &l.gate_up, None, eps, Fused::Glu { y: &mid }, shape)?;
-            linear::matvec_fused(rec, &mid, &l.down, None, None, Fused::Residual { y: x }, shape)?;
+            linear::matvec_fused(rec, &att, &l.o, None, None, Fused::Residual { y: x }, s.o)?;
+            linear::matvec_fused(rec, x, &l.gate_up, None, eps, Fused::Glu { y: &mid }, s.gate_up)?;
+            linear::matvec_fused(rec, &mid, &l.down, None, None, Fused::Residual { y: x }, s.down)?;
         }
         cache.len = pos + 1;
         Ok(())
@@ -270,7 +282,7 @@ impl Llm {
     pub fn logits(&self, rec: &mut Recorder, row: &Tensor, normed: &Tensor, logits: &Tensor) -> Result<()> {
         let eps = self.cfg.rms_eps as f32;
         if self.lm_head_folded {
-            return linear::matvec_fused(rec, row, &self.lm_head, None, Some(eps), Fused::Plain { y: logits }, linear::FUSED_SHAPE);
+            return linear::matvec_fused(rec, row, &self.lm_head, None, Some(eps), Fused::Plain { y: logits }, self.decode_shapes.lm_head);
         }
         norm::rms_norm(rec, row, &self.norm, normed, eps)?;
         linear::linear(rec, normed, &self.lm_head, None, logits)
