@@ -208,51 +208,47 @@ pub struct FusedShape {
 /// The fused kernel's shape where no better one is known (rows of few blocks: the test models').
 pub const FUSED_SHAPE: FusedShape = FusedShape { wg: 32, rows: 4, blocks: 2 };
 
-/// Shapes that take a whole row in one pass (`wg · blocks` ≥ the row's blocks), so that every load of W a
-/// workgroup makes is issued before the first arithmetic: a decode-step matrix of the 14B has too few rows
-/// (5,120 to 27,648) to hide a chain of dependent passes behind other workgroups. By coverage.
-pub const ONE_PASS_SHAPES: [FusedShape; 4] = [
-    FusedShape { wg: 32, rows: 4, blocks: 5 },
-    FusedShape { wg: 64, rows: 4, blocks: 3 },
-    FusedShape { wg: 64, rows: 4, blocks: 5 },
-    FusedShape { wg: 64, rows: 4, blocks: 7 },
-];
-
-/// The shape for vocabulary-sized outputs (lm_head): 92 % of the read bandwidth on the H200 (BENCHMARKS.md).
+/// The shape for many rows (lm_head, gate/up of the 14B): eight rows share each load of x; 92 % of the read
+/// bandwidth on lm_head and the best on gate/up on the H200 (BENCHMARKS.md, issue 13).
 pub const WIDE_SHAPE: FusedShape = FusedShape { wg: 32, rows: 8, blocks: 1 };
 
-/// Rows at and beyond which a matrix takes [`WIDE_SHAPE`]: enough workgroups to fill any GPU many times.
-pub const WIDE_ROWS: usize = 65_536;
+/// Rows at and beyond which a matrix takes [`WIDE_SHAPE`].
+pub const WIDE_ROWS: usize = 16_384;
+
+/// The shape for a few thousand rows (q/k/v, o and down of the 14B): two subgroups a workgroup for more
+/// loads in flight; three blocks a step where that takes a row of up to 192 blocks in one pass (q/k/v and o:
+/// 160), two otherwise (down: 432). Measured on the H200 against every other built shape; taking a whole
+/// row in one pass with more blocks a step (5 or 7) was slower everywhere (registers).
+pub const NARROW_SHAPES: [FusedShape; 2] = [FusedShape { wg: 64, rows: 4, blocks: 3 }, FusedShape { wg: 64, rows: 4, blocks: 2 }];
 
 /// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares).
-pub const FUSED_SHAPES: [FusedShape; 9] = [
+pub const FUSED_SHAPES: [FusedShape; 6] = [
     FUSED_SHAPE,
     WIDE_SHAPE,
-    FusedShape { wg: 64, rows: 4, blocks: 2 },
+    NARROW_SHAPES[0],
+    NARROW_SHAPES[1],
     FusedShape { wg: 64, rows: 8, blocks: 1 },
     FusedShape { wg: 128, rows: 8, blocks: 1 },
-    ONE_PASS_SHAPES[0],
-    ONE_PASS_SHAPES[1],
-    ONE_PASS_SHAPES[2],
-    ONE_PASS_SHAPES[3],
 ];
 
-/// The fused kernel's shape for W: vocabulary-sized outputs take [`WIDE_SHAPE`]; rows of more than 64
-/// blocks the smallest one-pass shape that covers them (or the widest, looping); short rows (the test
-/// models') [`FUSED_SHAPE`].
+/// The fused kernel's shape for W, from the H200 sweep (BENCHMARKS.md): many rows take [`WIDE_SHAPE`], a
+/// few thousand [`NARROW_SHAPES`], and short rows (the test models': at most 64 blocks, one step of
+/// [`FUSED_SHAPE`]) keep that shape, which CPU renderers run well.
 pub fn fused_shape(w: &Weight) -> FusedShape {
     fused_shape_for(w.n, w.format.blocks_per_row(w.k))
 }
 
 /// [`fused_shape`] for `n` rows of `kb` 16-byte blocks.
 pub fn fused_shape_for(n: usize, kb: u32) -> FusedShape {
-    if n >= WIDE_ROWS {
-        return WIDE_SHAPE;
-    }
     if kb <= FUSED_SHAPE.wg * FUSED_SHAPE.blocks {
-        return FUSED_SHAPE;
+        FUSED_SHAPE
+    } else if n >= WIDE_ROWS {
+        WIDE_SHAPE
+    } else if kb <= NARROW_SHAPES[0].wg * NARROW_SHAPES[0].blocks {
+        NARROW_SHAPES[0]
+    } else {
+        NARROW_SHAPES[1]
     }
-    ONE_PASS_SHAPES.iter().copied().find(|s| s.wg * s.blocks >= kb).unwrap_or(ONE_PASS_SHAPES[ONE_PASS_SHAPES.len() - 1])
 }
 
 /// The decode step's shapes, one per matrix (the model picks them with [`fused_shape`]; the benchmark may
