@@ -42,6 +42,12 @@ wasm)
     date
     timeout 100 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --f16-on-nvidia --act f16 --decode-only --out "$R/wasm-f16.md" > "$R/wasm-f16.log" 2>&1
     date
+    # the native variants without subgroups, beside the wasm runs (decode only)
+    for v in "--no-subgroups" "--act f32 --no-subgroups"; do
+        n=$(echo "$v" | tr -d ' -')
+        timeout 60 /opt/varco-node/varco bench model --shape 14b --runs 3 --decode-only $v --out "$R/decode-$n.md" > "$R/decode-$n.log" 2>&1
+        date
+    done
     ;;
 *) echo "bench-h200: native or wasm" >&2; exit 2 ;;
 esac
