@@ -202,8 +202,11 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         let down = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, h, ffn))?;
         let head = rotation(o.rotate_bytes, || random_q8(ctx, &mut rng, vocab, h))?;
         let eps = Some(1e-6);
+        // making the copies above keeps the CPU busy for seconds and lets the GPU fall back to its idle
+        // clocks: the first shape timed after them ran 3–5× slower than the same shape timed again
+        warm_up(ctx, &mut rng, act)?;
         // by default the shape the model picks for each matrix; asked-for shapes twice, the second time in
-        // reverse order (the same kernel on the same buffers has swung by 2× between runs)
+        // reverse order (to show any drift between the first and the second measurement)
         let asked: Vec<Option<linear::FusedShape>> = match o.fused_shapes.len() {
             0 => vec![None],
             1 => vec![Some(o.fused_shapes[0])],
