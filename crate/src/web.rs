@@ -300,12 +300,7 @@ pub async fn bench_model(options_json: String, manifest_json: Vec<u8>, tokenizer
         decode_shapes: Option<String>,
     }
     let o: Options = serde_json::from_str(&options_json).map_err(|e| misuse(&format!("benchModel options: {e}")))?;
-    let act = match o.act.as_deref() {
-        None => None,
-        Some("f32") => Some(crate::gpu::DType::F32),
-        Some("f16") => Some(crate::gpu::DType::F16),
-        Some(other) => return Err(misuse(&format!("act {other}: expected f16 or f32"))),
-    };
+    let act = o.act.as_deref().map(crate::gpu::DType::parse_act).transpose().map_err(|e| misuse(&e.to_string()))?;
     let ctx = Context::new(ContextOptions { allow_subgroups: !o.no_subgroups, ..Default::default() }).await.map_err(js_err)?;
     let text = Text::from_bytes(&manifest_json, &tokenizer_json).map_err(js_err)?;
     let opts = ModelBenchOptions {

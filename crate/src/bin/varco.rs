@@ -242,12 +242,7 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
-            let act = match act.as_deref() {
-                None => None,
-                Some("f32") => Some(DType::F32),
-                Some("f16") => Some(DType::F16),
-                Some(other) => anyhow::bail!("--act {other}: expected f16 or f32"),
-            };
+            let act = act.as_deref().map(DType::parse_act).transpose()?;
             let ctx = if no_subgroups {
                 drop(ctx);
                 pollster::block_on(Context::new(ContextOptions { allow_subgroups: false, ..Default::default() })).context("no usable GPU adapter")?
@@ -267,9 +262,8 @@ fn main() -> Result<()> {
         Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, out } } => {
             let act = match act.as_deref() {
                 None if ctx.caps.f16 => DType::F16,
-                None | Some("f32") => DType::F32,
-                Some("f16") => DType::F16,
-                Some(other) => anyhow::bail!("--act {other}: expected f16 or f32"),
+                None => DType::F32,
+                Some(name) => DType::parse_act(name)?,
             };
             let matvec_shapes = matvec
                 .iter()

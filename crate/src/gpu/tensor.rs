@@ -21,6 +21,15 @@ pub enum DType {
 }
 
 impl DType {
+    /// An activation type by name, as options give it: `f16` or `f32`.
+    pub fn parse_act(name: &str) -> crate::Result<DType> {
+        match name {
+            "f32" => Ok(DType::F32),
+            "f16" => Ok(DType::F16),
+            other => Err(crate::Error::Request(format!("activations {other:?}: expected f16 or f32"))),
+        }
+    }
+
     pub fn size(self) -> usize {
         match self {
             DType::F16 => 2,
