@@ -36,16 +36,16 @@ native)
     ;;
 wasm)
     date
-    timeout 200 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --act f32 --out "$R/wasm-f32.md" > "$R/wasm-f32.log" 2>&1
+    timeout 160 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --tiles 7 --act f32 --out "$R/wasm-f32.md" > "$R/wasm-f32.log" 2>&1
     date
-    timeout 200 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --out "$R/wasm-default.md" > "$R/wasm-default.log" 2>&1
+    timeout 160 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --tiles 7 --out "$R/wasm-default.md" > "$R/wasm-default.log" 2>&1
     date
-    timeout 100 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --f16-on-nvidia --act f16 --decode-only --out "$R/wasm-f16.md" > "$R/wasm-f16.log" 2>&1
+    timeout 80 bash scripts/bench-wasm/on-device.sh --shape 14b --runs 3 --f16-on-nvidia --act f16 --decode-only --out "$R/wasm-f16.md" > "$R/wasm-f16.log" 2>&1
     date
     # the native variants without subgroups, beside the wasm runs (decode only)
     for v in "--no-subgroups" "--act f32 --no-subgroups"; do
         n=$(echo "$v" | tr -d ' -')
-        timeout 60 /opt/varco-node/varco bench model --shape 14b --runs 3 --decode-only $v --out "$R/decode-$n.md" > "$R/decode-$n.log" 2>&1
+        timeout 35 /opt/varco-node/varco bench model --shape 14b --runs 3 --decode-only $v --out "$R/decode-$n.md" > "$R/decode-$n.log" 2>&1
         date
     done
     ;;
