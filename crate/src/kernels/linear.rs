@@ -208,46 +208,38 @@ pub struct FusedShape {
 /// The fused kernel's shape where no better one is known (rows of few blocks: the test models').
 pub const FUSED_SHAPE: FusedShape = FusedShape { wg: 32, rows: 4, blocks: 2 };
 
-/// The shape for many rows (lm_head, gate/up of the 14B): eight rows share each load of x; 92 % of the read
-/// bandwidth on lm_head and the best on gate/up on the H200 (BENCHMARKS.md, issue 13).
+/// The shape for many rows (lm_head, gate/up of the 14B): eight rows share each load of x.
 pub const WIDE_SHAPE: FusedShape = FusedShape { wg: 32, rows: 8, blocks: 1 };
 
 /// Rows at and beyond which a matrix takes [`WIDE_SHAPE`].
 pub const WIDE_ROWS: usize = 16_384;
 
-/// The shape for a few thousand rows (q/k/v, o and down of the 14B): two subgroups a workgroup for more
-/// loads in flight; three blocks a step where that takes a row of up to 192 blocks in one pass (q/k/v and o:
-/// 160), two otherwise (down: 432). Measured on the H200 against every other built shape; taking a whole
-/// row in one pass with more blocks a step (5 or 7) was slower everywhere (registers).
-pub const NARROW_SHAPES: [FusedShape; 2] = [FusedShape { wg: 64, rows: 4, blocks: 3 }, FusedShape { wg: 64, rows: 4, blocks: 2 }];
-
 /// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares).
 pub const FUSED_SHAPES: [FusedShape; 6] = [
     FUSED_SHAPE,
     WIDE_SHAPE,
-    NARROW_SHAPES[0],
-    NARROW_SHAPES[1],
+    FusedShape { wg: 64, rows: 4, blocks: 2 },
+    FusedShape { wg: 64, rows: 4, blocks: 3 },
     FusedShape { wg: 64, rows: 8, blocks: 1 },
     FusedShape { wg: 128, rows: 8, blocks: 1 },
 ];
 
-/// The fused kernel's shape for W, from the H200 sweep (BENCHMARKS.md): many rows take [`WIDE_SHAPE`], a
-/// few thousand [`NARROW_SHAPES`], and short rows (the test models': at most 64 blocks, one step of
-/// [`FUSED_SHAPE`]) keep that shape, which CPU renderers run well.
+/// The fused kernel's shape for W: [`WIDE_SHAPE`] for many rows, [`FUSED_SHAPE`] otherwise. Chosen by the
+/// whole decode step on the H200 (BENCHMARKS.md, issue 13): gate/up and lm_head in the wide shape, the rest
+/// in one-subgroup workgroups of four rows, 131 tokens/s at 1k against 126 with every matrix in
+/// FUSED_SHAPE; shapes with 64 invocations a workgroup, though faster for q/k/v, o and down timed alone, made
+/// the pipelined step slower (115–122).
 pub fn fused_shape(w: &Weight) -> FusedShape {
     fused_shape_for(w.n, w.format.blocks_per_row(w.k))
 }
 
 /// [`fused_shape`] for `n` rows of `kb` 16-byte blocks.
 pub fn fused_shape_for(n: usize, kb: u32) -> FusedShape {
-    if kb <= FUSED_SHAPE.wg * FUSED_SHAPE.blocks {
-        FUSED_SHAPE
-    } else if n >= WIDE_ROWS {
+    // rows of a single step (the test models') keep FUSED_SHAPE, which CPU renderers run well
+    if n >= WIDE_ROWS && kb > FUSED_SHAPE.wg * FUSED_SHAPE.blocks {
         WIDE_SHAPE
-    } else if kb <= NARROW_SHAPES[0].wg * NARROW_SHAPES[0].blocks {
-        NARROW_SHAPES[0]
     } else {
-        NARROW_SHAPES[1]
+        FUSED_SHAPE
     }
 }
 
