@@ -70,3 +70,14 @@ fn f16_activations_need_shader_f16() {
     let err = varco_web::kernels::elementwise::gelu_tanh(&mut rec, &x).unwrap_err();
     assert!(err.to_string().contains("shader-f16"), "{err}");
 }
+
+/// The kernels built without wgpu's runtime checks (what `bench model --no-runtime-checks` measures) compute
+/// the same: the decode step's fused kernel, f32 and f16, every shape.
+#[test]
+fn unchecked_shaders_compute_the_same() {
+    let ctx = pollster::block_on(Context::new(ContextOptions { runtime_checks: false, ..Default::default() })).unwrap();
+    assert!(!ctx.runtime_checks);
+    for act in [DType::F32, DType::F16] {
+        pollster::block_on(cases::matvec_fused_suite(&ctx, act, WeightFormat::Q4));
+    }
+}

@@ -162,6 +162,10 @@ enum BenchCmd {
         /// subgroups does).
         #[arg(long)]
         no_subgroups: bool,
+        /// Build the shaders without wgpu's runtime checks (index clamping, loop bounding), to measure what
+        /// they cost.
+        #[arg(long)]
+        no_runtime_checks: bool,
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
@@ -240,12 +244,13 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, decode_only, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
-            let ctx = if no_subgroups {
+            let ctx = if no_subgroups || no_runtime_checks {
                 drop(ctx);
-                pollster::block_on(Context::new(ContextOptions { allow_subgroups: false, ..Default::default() })).context("no usable GPU adapter")?
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, ..Default::default() };
+                pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx
             };

@@ -66,11 +66,16 @@ pub struct ContextOptions {
     pub allow_subgroups: bool,
     /// Cap on the storage binding size, to test buffer splitting on adapters with large limits.
     pub max_binding_override: Option<u64>,
+    /// wgpu's runtime checks in our shaders (every storage index clamped, every loop bounded). Off only to
+    /// measure what they cost (`varco bench model --no-runtime-checks`): the kernels are tested to stay in
+    /// bounds, but a shader without checks that strays reads or writes memory it does not own. A browser
+    /// keeps its own checks whatever this says.
+    pub runtime_checks: bool,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true }
     }
 }
 
@@ -88,6 +93,8 @@ pub struct Context {
     layouts: Mutex<HashMap<usize, wgpu::BindGroupLayout>>,
     pub(crate) params_pool: Mutex<Vec<GpuBuffer>>,
     pub stats: Stats,
+    /// [`ContextOptions::runtime_checks`].
+    pub runtime_checks: bool,
     /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
     pub live: Arc<Live>,
     /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
@@ -266,6 +273,7 @@ impl Context {
             layouts: Mutex::new(HashMap::new()),
             params_pool: Mutex::new(Vec::new()),
             stats: Stats::default(),
+            runtime_checks: opts.runtime_checks,
             live: Arc::new(Live::default()),
             lost,
             #[cfg(feature = "test-hooks")]
@@ -302,10 +310,14 @@ impl Context {
         }
         let source = shader.expand(defines)?;
         let label = format!("{}[{}]", shader.name, key.1);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        let desc = wgpu::ShaderModuleDescriptor { label: Some(&label), source: wgpu::ShaderSource::Wgsl(source.into()) };
+        let module = if self.runtime_checks {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: only at the caller's request (ContextOptions::runtime_checks); every kernel's indices
+            // are tested against guard regions on lavapipe and SwiftShader.
+            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),
             layout: None,
