@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The H200 measurements, run on the lent GPU machine from the repository root with .gl/ (Vulkan loader
 # debs) and .device/ (scripts/bench-wasm/pack-for-device.sh) carried; the reports come back as $OUT/<mode>.tgz.
-#   bash scripts/bench-h200.sh native   kernels (the model's configuration, every fused shape) and the model in
-#                                       the four variants issue 13 names (f16/f32 × subgroups/fallback)
+#   bash scripts/bench-h200.sh native   the model (default variants in full, then decode in the other three
+#                                       variants issue 13 names: f16/f32 × subgroups/fallback), then every
+#                                       fused-kernel shape (FULL_KERNELS=1: also every kernel at the model's
+#                                       configuration)
 #   bash scripts/bench-h200.sh wasm     the wasm build on Dawn against native (issue 15): same variants (f32)
 #                                       in full; default against default and f16 with Dawn's f16 toggle,
-#                                       decode only
+#                                       decode only; then native decode without subgroups (f16 and f32)
 set -x
 : "${OUT:?OUT must name the folder the reports go to}"
 MODE=${1:-native}

@@ -102,19 +102,21 @@ pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
 
 /// The decode step's fused matrix-vector kernel, every mode, with and without the folded RMSNorm, at
 /// awkward sizes and in every shape it is built in: against the plain references composed (linear on the
-/// dequantized W, then the norm's scale, bias, residual, SiLU·up, RoPE, the cache writes). The model's
-/// shape takes every case; the others (the model's shapes for long rows, the benchmark's comparison) one
-/// case a mode and a row longer than one step of the workgroup.
+/// dequantized W, then the norm's scale, bias, residual, SiLU·up, RoPE, the cache writes). FUSED_SHAPE
+/// (every matrix of the test models) takes every case; the other built shapes (WIDE_SHAPE for the 14B's
+/// many-row matrices, the benchmark's comparison) one case a mode and a row longer than one step of their
+/// workgroup.
 pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat) {
     use linear::Fused;
     let big = u64::MAX;
     let eps = 1e-6;
     for (si, &shape) in linear::FUSED_SHAPES.iter().enumerate() {
         let seed = 900 + 10 * si as u64;
-        // PLAIN and RESIDUAL: rows that fill no, one and several workgroups; a weight split into parts; rows
-        // of at most SHORT_MAX_K inputs (the first five cases) take the SHORT path whatever the shape
-        // the last case, every shape: rows longer than one step of the workgroup (wg · blocks blocks of 32
-        // inputs and three more), so that every one of a step's blocks is live and the next step partial
+        // PLAIN and RESIDUAL: rows that fill one and several workgroups; a weight split into parts; rows of
+        // at most SHORT_MAX_K inputs (the first five cases) take the SHORT path whatever the shape. Cases 5
+        // and the last run in every shape; the last has rows longer than one step of the workgroup (wg ·
+        // blocks q4 blocks of 32 inputs and three more; more blocks still in q8 and f16), so that every one
+        // of a step's blocks is live and the next step partial.
         let long = (32 * (shape.wg * shape.blocks + 3)) as usize;
         let cases = [(1, 32, false, big), (37, 96, true, big), (203, 160, false, 2048), (45, 88, true, big), (600, 40, true, 4096), (37, 296, true, big), (130, 544, true, big), (203, 320, false, 8192), (11, long, true, big)];
         assert!(cases[..5].iter().all(|c| c.1 <= linear::SHORT_MAX_K) && cases[5..].iter().all(|c| c.1 > linear::SHORT_MAX_K));

@@ -30,16 +30,43 @@ fn every_variant_validates() {
     }
 }
 
-/// The model's choice of fused-kernel shape is always one that is built (and so validated above).
+/// The model's choice of fused-kernel shape: the 14B's many-row matrices (gate/up, lm_head) in the wide
+/// shape, its other matrices and every matrix of rows within one step in FUSED_SHAPE (the H200's whole-step
+/// A/B, BENCHMARKS.md); and always a shape that is built (validated above).
 #[test]
-fn fused_shapes_the_model_picks_are_built() {
-    use varco_web::kernels::linear::{fused_shape_for, FUSED_SHAPES, WIDE_ROWS};
+fn fused_shapes_the_model_picks() {
+    use varco_web::kernels::linear::{fused_shape_for, FUSED_SHAPE, FUSED_SHAPES, WIDE_ROWS, WIDE_SHAPE};
+    // (rows, 16-byte blocks a row): the 14B's q/k/v, o, gate/up and down in q4 (160 and 432 blocks), its
+    // lm_head in q8 (320), and the tiny test model's head (151,680 rows of 2 blocks)
+    for (n, kb, want) in [(7168, 160, FUSED_SHAPE), (5120, 160, FUSED_SHAPE), (27648, 160, WIDE_SHAPE), (5120, 432, FUSED_SHAPE), (151_680, 320, WIDE_SHAPE), (151_680, 2, FUSED_SHAPE)] {
+        assert_eq!(fused_shape_for(n, kb), want, "{n} rows of {kb} blocks");
+    }
     for n in [1, 37, 5120, 7168, 27648, WIDE_ROWS - 1, WIDE_ROWS, 151_680] {
         for kb in 1..2000 {
             let s = fused_shape_for(n, kb);
             assert!(FUSED_SHAPES.contains(&s), "n {n} kb {kb}: {s:?} is not built");
         }
     }
+}
+
+/// Options naming kernel shapes and activation types: the accepted forms, and clear refusals.
+#[test]
+fn shape_and_activation_options_parse() {
+    use varco_web::gpu::DType;
+    use varco_web::kernels::linear::{DecodeShapes, FusedShape, FUSED_SHAPE, WIDE_SHAPE};
+    assert_eq!(FusedShape::parse("32:8:1").unwrap(), WIDE_SHAPE);
+    for bad in ["32:4", "33:4:2", "32:4:2:1", "a:b:c", ""] {
+        let e = FusedShape::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("WG:ROWS:BLOCKS") && e.contains("32:4:2"), "{bad:?}: {e}");
+    }
+    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE };
+    let s = base.with(" gate_up = 32:8:1 ,lm_head=32:8:1").unwrap();
+    assert_eq!(s, DecodeShapes { gate_up: WIDE_SHAPE, lm_head: WIDE_SHAPE, ..base });
+    assert!(base.with("x=32:4:2").unwrap_err().to_string().contains("no matrix \"x\""));
+    assert!(base.with("qkv").unwrap_err().to_string().contains("ROLE=WG:ROWS:BLOCKS"));
+    assert_eq!(DType::parse_act("f16").unwrap(), DType::F16);
+    assert_eq!(DType::parse_act("f32").unwrap(), DType::F32);
+    assert!(DType::parse_act("f64").unwrap_err().to_string().contains("expected f16 or f32"));
 }
 
 /// The text a browser gets: every `enable` directive before any declaration (Chrome refuses it otherwise),

@@ -37,7 +37,7 @@ pub struct BenchOptions {
     /// Matrix-vector shapes to compare (workgroup size, rows per workgroup); empty: the shape the model
     /// picks for each matrix.
     pub matvec_shapes: Vec<MatvecShape>,
-    /// Shapes of the decode step's fused kernel to compare (the model's alone by default).
+    /// Shapes of the decode step's fused kernel to compare; empty: the model's pick for each matrix.
     pub fused_shapes: Vec<linear::FusedShape>,
 }
 
@@ -205,8 +205,8 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         // making the copies above keeps the CPU busy for seconds and lets the GPU fall back to its idle
         // clocks: the first shape timed after them ran 3–5× slower than the same shape timed again
         warm_up(ctx, &mut rng, act)?;
-        // by default the shape the model picks for each matrix; asked-for shapes twice, the second time in
-        // reverse order (to show any drift between the first and the second measurement)
+        // by default the shape the model picks for each matrix; one asked-for shape once; two or more twice,
+        // the second time in reverse order (to show any drift between the first and the second measurement)
         let asked: Vec<Option<linear::FusedShape>> = match o.fused_shapes.len() {
             0 => vec![None],
             1 => vec![Some(o.fused_shapes[0])],

@@ -314,8 +314,10 @@ impl Context {
         let module = if self.runtime_checks {
             self.device.create_shader_module(desc)
         } else {
-            // SAFETY: only at the caller's request (ContextOptions::runtime_checks); every kernel's indices
-            // are tested against guard regions on lavapipe and SwiftShader.
+            // SAFETY: only at the caller's request (ContextOptions::runtime_checks), to measure what the
+            // checks cost. Every kernel's writes are tested against guard regions (with checks on), and the
+            // decode step's fused kernel also without checks (tests/tests/kernels.rs); out-of-bounds reads
+            // are not detected by those tests.
             unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
         };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

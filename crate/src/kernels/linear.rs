@@ -205,13 +205,15 @@ pub struct FusedShape {
     pub blocks: u32,
 }
 
-/// The fused kernel's shape where no better one is known (rows of few blocks: the test models').
+/// The fused kernel's shape for the 14B's q/k/v, o and down, and for every matrix of the test models (one
+/// step covers their rows, which CPU renderers run well).
 pub const FUSED_SHAPE: FusedShape = FusedShape { wg: 32, rows: 4, blocks: 2 };
 
 /// The shape for many rows (lm_head, gate/up of the 14B): eight rows share each load of x.
 pub const WIDE_SHAPE: FusedShape = FusedShape { wg: 32, rows: 8, blocks: 1 };
 
-/// Rows at and beyond which a matrix takes [`WIDE_SHAPE`].
+/// Rows at and beyond which a matrix takes [`WIDE_SHAPE`] (if its rows are longer than one step of
+/// [`FUSED_SHAPE`]).
 pub const WIDE_ROWS: usize = 16_384;
 
 /// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares).

@@ -46,8 +46,9 @@ pub struct Llm {
     /// Ones `(hidden)`: the norm's weight where the following matrix carries the real one.
     ones: Tensor,
     rope: Rope,
-    /// The fused kernel's shape for each decode-step matrix (`linear::fused_shape` of layer 0's; the
-    /// benchmark replaces them to compare).
+    /// The fused kernel's shape for each decode-step matrix (`linear::fused_shape` of layer 0's matrices
+    /// and of lm_head; the benchmark replaces them to compare). lm_head's is used only where lm_head is a
+    /// matrix of its own with the final norm folded in; a tied head goes through `linear::linear`.
     pub decode_shapes: DecodeShapes,
 }
 
