@@ -131,6 +131,22 @@ fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
 }
 
+#ifndef GLU
+#ifndef ROPE_KV
+// PLAIN and RESIDUAL, both paths: this part's row `row` gets its sum plus the bias, or is added to in place.
+fn finish_row(row: u32, sum: f32) {
+    var v = sum;
+#ifdef BIAS
+    v += bias[p.y_offset + row];
+#endif
+#ifdef RESIDUAL
+    v += f32(y[p.y_offset + row]);
+#endif
+    y[p.y_offset + row] = act(v);
+}
+#endif
+#endif
+
 #ifdef SHORT
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -158,17 +174,11 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
     }
 #ifdef NORM
-    var v = acc * inverseSqrt(ss / f32(p.k) + p.eps);
+    let v = acc * inverseSqrt(ss / f32(p.k) + p.eps);
 #else
-    var v = acc;
+    let v = acc;
 #endif
-#ifdef BIAS
-    v += bias[p.y_offset + row];
-#endif
-#ifdef RESIDUAL
-    v += f32(y[p.y_offset + row]);
-#endif
-    y[p.y_offset + row] = act(v);
+    finish_row(row, v);
 }
 #else
 @compute @workgroup_size(WG)
@@ -331,14 +341,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     if (lid < R) {
         let row = g * R + lid;
         if (row < p.n) {
-            var v = red[lid * WG] * sn;
-#ifdef BIAS
-            v += bias[p.y_offset + row];
-#endif
-#ifdef RESIDUAL
-            v += f32(y[p.y_offset + row]);
-#endif
-            y[p.y_offset + row] = act(v);
+            finish_row(row, red[lid * WG] * sn);
         }
     }
 #endif
