@@ -127,6 +127,13 @@ struct RunArgs {
     /// fails beyond 1e-3 (f32) or 2e-2 (f16) relative error. Slow: for small models and prompts.
     #[arg(long)]
     check: bool,
+    /// Answer many requests with one model load: a JSON Lines file, one request a line,
+    /// `{"id": ..., "image": PATH, "prompt": TEXT}` (`image` relative to the file's folder, optional;
+    /// `max_new_tokens` optional). Prints one JSON line per request as it finishes: `{"id", "text",
+    /// "prompt_tokens", "completion_tokens", "seconds"}`, or `{"id", "error"}` for a request that failed (the
+    /// others go on).
+    #[arg(long, conflicts_with_all = ["image", "prompt", "ocr", "ground", "refer", "check", "draw"])]
+    batch: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -446,6 +453,9 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     use varco_web::generate::Settings;
     use varco_web::session::{Request, Session};
 
+    if let Some(path) = a.batch.clone() {
+        return run_batch(ctx, a, &path);
+    }
     let question = if a.ocr {
         prompts::ocr()
     } else if let Some(p) = &a.ground {
@@ -521,6 +531,80 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         println!();
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    id: serde_json::Value,
+    #[serde(default)]
+    image: Option<std::path::PathBuf>,
+    prompt: String,
+    #[serde(default)]
+    max_new_tokens: Option<usize>,
+}
+
+/// `varco run --batch`: every line is read and checked before the model loads, so a typo on line 900 costs
+/// nothing; then the requests run in order on one session.
+fn run_batch(ctx: &Context, a: RunArgs, path: &std::path::Path) -> Result<()> {
+    use std::io::Write;
+    use varco_web::chat::{Message, Part};
+    use varco_web::generate::Settings;
+    use varco_web::session::{Request, Session};
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut reqs = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let r: BatchRequest = serde_json::from_str(line).with_context(|| format!("{}:{}: not a request ({{\"id\", \"prompt\", \"image\"?, \"max_new_tokens\"?}})", path.display(), i + 1))?;
+        if let Some(img) = &r.image {
+            let p = base.join(img);
+            anyhow::ensure!(p.is_file(), "{}:{}: image {} does not exist", path.display(), i + 1, p.display());
+        }
+        reqs.push(r);
+    }
+    anyhow::ensure!(!reqs.is_empty(), "{}: no requests", path.display());
+    let Loaded { model, tok, template, generation, context, .. } = load(ctx, &a.model, a.precision.as_deref())?;
+    let context = a.max_context.or(context).unwrap_or(DEFAULT_CONTEXT).min(model.cfg.text.max_positions);
+    let mut session = pollster::block_on(Session::new(ctx, model, tok, template, generation, context))?;
+    let stdout = std::io::stdout();
+    for r in reqs {
+        let t0 = std::time::Instant::now();
+        let result = (|| -> Result<varco_web::session::Answer> {
+            let image = match &r.image {
+                Some(p) => {
+                    let p = base.join(p);
+                    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                    Some(varco_web::image::decode(&bytes, Default::default())?)
+                }
+                None => None,
+            };
+            let mut parts = Vec::new();
+            if image.is_some() {
+                parts.push(Part::Image);
+            }
+            parts.push(Part::Text { text: r.prompt.clone() });
+            let settings = Settings {
+                max_new_tokens: r.max_new_tokens.or(a.max_new_tokens),
+                temperature: a.temperature,
+                top_k: a.top_k,
+                top_p: a.top_p,
+                seed: a.seed,
+                repetition_penalty: a.repetition_penalty,
+                ignore_eos: false,
+            };
+            let req = Request { settings, ..Request::chat(vec![Message::user(parts)], image) };
+            Ok(pollster::block_on(session.answer(ctx, &req, &mut |_| {}, &|| false))?)
+        })();
+        let line = match result {
+            Ok(ans) => serde_json::json!({"id": r.id, "text": ans.text, "prompt_tokens": ans.usage.prompt_tokens,
+                "completion_tokens": ans.usage.completion_tokens, "seconds": t0.elapsed().as_secs_f64()}),
+            Err(e) => serde_json::json!({"id": r.id, "error": format!("{e:#}")}),
+        };
+        let mut o = stdout.lock();
+        writeln!(o, "{line}")?;
+        o.flush()?;
     }
     Ok(())
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Self-checks of the training pipeline against transformers itself (needs torch and transformers, so it runs
+where training runs: `train/run-h200.sh` calls it first and stops on a failure; CI's `test_train.py` covers
+the rest).
+
+1. `common.tiles_u8` gives exactly the processor's tiles (as 8-bit levels) for many image sizes.
+2. `common.expand_image` gives exactly the processor's input ids.
+3. `train.tile_labels` reads each patch's label where the processor's tile shows that label's pixels: on an
+   image of flat 16-pixel blocks, the processor's pixel at a patch centre has the colour of the block that
+   `tile_labels` names, wherever the centre is not near a block edge (where bicubic blends).
+"""
+import os
+import random
+import sys
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import train  # noqa: E402
+
+
+def main():
+    shape = common.DEFAULT_SHAPE
+    tile, patch = shape["tile"], shape["patch"]
+    tok, ip, proc = common.build_processor(shape)
+    rng = random.Random(1)
+    sizes = [(224, 224), (448, 336), (640, 480), (3000, 100), (100, 3000), (1, 1), (1500, 1499)]
+    sizes += [(rng.randint(1, 1600), rng.randint(1, 1600)) for _ in range(25)]
+    for w, h in sizes:
+        img = Image.fromarray(np.random.default_rng(w * 7919 + h).integers(0, 256, (h, w, 3), dtype=np.uint8))
+        pv = ip(images=img, return_tensors="np")["pixel_values"][0]
+        want = np.clip(np.rint((pv + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        got = common.tiles_u8(img, tile, ip.image_grid_pinpoints)
+        assert got.shape == want.shape and np.array_equal(got, want), f"tiles differ at {w}x{h}"
+        text = proc.apply_chat_template(common.conversation([("<ocr>", "x")]), tokenize=False)
+        want_ids = proc(images=img, text=text, return_tensors="np")["input_ids"][0].tolist()
+        got_ids = common.expand_image(proc, tok(text, add_special_tokens=False)["input_ids"], (w, h))
+        assert got_ids == want_ids, f"input ids differ at {w}x{h}"
+    print(f"tiles and ids: {len(sizes)} sizes agree with the processor")
+
+    # sizes that are pinpoints are cut without resizing (but for the base tile): every grid patch must agree;
+    # resized ones agree where the centre is far enough from a block edge for bicubic to keep the colour
+    # (a label map off by half a block or more would agree at chance, under 1 %)
+    for w, h, exact in [(224, 224, True), (448, 448, True), (672, 448, True), (640, 480, False), (300, 200, False),
+                        (500, 900, False), (1000, 250, False)]:
+        checked = agree = 0
+        g = np.random.default_rng(w + h)
+        bw, bh = -(-w // 16), -(-h // 16)
+        palette = g.integers(0, 256, (bw * bh, 3), dtype=np.uint8)
+        ids = np.arange(bw * bh).reshape(bh, bw).repeat(16, 0).repeat(16, 1)[:h, :w]
+        img = Image.fromarray(palette[ids])
+        labels = np.stack([ids % 30000, ids // 30000, np.zeros_like(ids)], -1).astype(np.int64)
+        lab = train.tile_labels(labels, ip.image_grid_pinpoints, tile, patch)
+        tiles = common.tiles_u8(img, tile, ip.image_grid_pinpoints)
+        assert lab.shape[0] == tiles.shape[0], (lab.shape, tiles.shape)
+        c = np.arange(patch // 2, tile, patch)[: tile // patch]
+        for t in range(tiles.shape[0]):
+            px = tiles[t][:, c][:, :, c].transpose(1, 2, 0).astype(int)      # [cells, cells, 3]
+            block = lab[t, :, :, 0] + 30000 * lab[t, :, :, 1]
+            want = palette[block].astype(int)
+            # a patch centre reads its block's colour unless bicubic mixed in a neighbour: count clear cases
+            near = np.abs(px - want).max(-1) <= 2
+            checked += block.size
+            agree += int(near.sum())
+            if exact and t > 0:
+                assert near.all(), f"tile_labels at {w}x{h}, tile {t}: a grid tile cut without resizing disagrees"
+        share = agree / checked
+        print(f"tile_labels at {w}x{h}: {share:.1%} of {checked} patch centres show the block it names")
+        assert share >= 0.4, f"tile_labels at {w}x{h}: only {share:.1%} of patch centres show the block it names"
+
+
+if __name__ == "__main__":
+    main()

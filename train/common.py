@@ -1,0 +1,303 @@
+"""What training, export, evaluation and the fixtures share: the model's shape, the processor, the tasks.
+
+The model is VARCO-VISION's architecture (LlavaOnevisionForConditionalGeneration: SigLIP, the mlp2x_gelu
+projector, image_newline, Qwen2 with q/k/v biases) at a small size, with VARCO's real tokenizer and chat
+template. Its tiles are `tile` pixels (224 by default, 16 x 16 patches of 14) instead of 384, and its anyres
+grid pinpoints are the same 6 x 6 multiples of the tile that VARCO uses of 384, so that any image size works as
+it does for the 14B. The embedding is tied to the LM head: at 4 bits its 151,680 rows are most of the model's
+bytes, and one copy of them has to fit the demo's 16 MB.
+
+Tasks and answers follow VARCO's formats (`../shared/docs/MODEL.md` section 4) and the prompts the engine sends
+(`crate/src/answer.rs`, `prompts`): `<ocr>` answers one `<char>text</char><bbox>x1, y1, x2, y2</bbox>` line per
+text in reading order; `<gro>` wraps each object in `<obj>...</obj><bbox>...</bbox>` (several boxes of one
+phrase joined by `<delim>`); referring questions put `<obj>this</obj><bbox>...</bbox>` before the question.
+Coordinates are fractions of the original image with two decimals (VARCO writes up to three; two locate a box
+to half a percent, and shorter answers train faster).
+"""
+import json
+import math
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHARED = os.environ.get("VARCO_SHARED", os.path.join(REPO, "..", "shared"))
+TOKENIZER = os.path.join(SHARED, "fixtures", "tiny-varco-a", "model-hf", "tokenizer.json")
+
+IMAGE_TOKEN = 151675
+IM_START, IM_END, ASSISTANT, NEWLINE = 151644, 151645, 77091, 198
+SPECIAL = ["<gro>", "<ocr>", "<char>", "</char>", "<obj>", "</obj>", "<bbox>", "</bbox>", "<delim>"]
+# The chat template of NCSOFT/VARCO-VISION-14B-HF (chat_template.json), verbatim (as ../shared/fixtures/generate.py).
+CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% else %}{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{% endif %}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}"
+    "{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+DEFAULT_SHAPE = {
+    "tile": 224, "patch": 14,
+    "vision": {"hidden": 192, "heads": 3, "intermediate": 768, "layers": 6},
+    "text": {"hidden": 128, "heads": 4, "kv_heads": 2, "intermediate": 512, "layers": 6},
+    "hangul": 400,
+}
+
+
+def pinpoints(tile):
+    return [[tile * a, tile * b] for a in range(1, 7) for b in range(1, 7)]
+
+
+def tiles_u8(img, tile, pins):
+    """The image processor's tiles as 8-bit pixels [tiles, 3, tile, tile]: the base tile (the whole image resized),
+    then the anyres grid row by row (the image resized into the best pinpoint keeping its aspect, centred on
+    black). The same Pillow bicubic resizes as LlavaOnevisionImageProcessorPil, without its float conversion;
+    `tests_train.py` checks that the two agree exactly."""
+    import numpy as np
+    from PIL import Image
+    from transformers.image_processing_utils import select_best_resolution
+    img = img.convert("RGB")
+    w, h = img.size
+    bh, bw = select_best_resolution((h, w), pins)
+    sw, sh = bw / w, bh / h
+    if sw < sh:
+        nw, nh = bw, min(math.ceil(h * sw), bh)
+    else:
+        nh, nw = bh, min(math.ceil(w * sh), bw)
+    canvas = Image.new("RGB", (bw, bh))
+    canvas.paste(img.resize((nw, nh), Image.BICUBIC), ((bw - nw) // 2, (bh - nh) // 2))
+    grid = np.asarray(canvas)
+    tiles = [np.asarray(img.resize((tile, tile), Image.BICUBIC))]
+    tiles += [grid[y:y + tile, x:x + tile] for y in range(0, bh, tile) for x in range(0, bw, tile)]
+    return np.stack(tiles).transpose(0, 3, 1, 2)
+
+
+def build_config(shape):
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+    t, v = shape["text"], shape["vision"]
+    text = Qwen2Config(vocab_size=151680, hidden_size=t["hidden"], intermediate_size=t["intermediate"],
+                       num_hidden_layers=t["layers"], num_attention_heads=t["heads"],
+                       num_key_value_heads=t["kv_heads"], rope_theta=1e6, rms_norm_eps=1e-6,
+                       max_position_embeddings=32768, tie_word_embeddings=True, bos_token_id=151643,
+                       eos_token_id=IM_END, use_sliding_window=False)
+    vision = SiglipVisionConfig(hidden_size=v["hidden"], intermediate_size=v["intermediate"],
+                                num_hidden_layers=v["layers"], num_attention_heads=v["heads"],
+                                image_size=shape["tile"], patch_size=shape["patch"], layer_norm_eps=1e-6,
+                                hidden_act="gelu_pytorch_tanh", vision_use_head=False)
+    return LlavaOnevisionConfig(text_config=text, vision_config=vision, image_token_index=IMAGE_TOKEN,
+                                video_token_index=151647, projector_hidden_act="gelu",
+                                vision_feature_select_strategy="full", vision_feature_layer=-1,
+                                vision_aspect_ratio="anyres_max_9", image_grid_pinpoints=pinpoints(shape["tile"]),
+                                tie_word_embeddings=True, use_image_newline_parameter=True)
+
+
+def build_processor(shape, tokenizer_json=TOKENIZER):
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import \
+        LlavaOnevisionImageProcessorPil
+    from transformers.models.llava_onevision.processing_llava_onevision import LlavaOnevisionProcessor
+    tile = shape["tile"]
+    tok = PreTrainedTokenizerFast(tokenizer_file=tokenizer_json, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  unk_token="[UNK]", bos_token=None, clean_up_tokenization_spaces=False)
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL})
+    tok.chat_template = CHAT_TEMPLATE
+    tok.image_token, tok.image_token_id = "<image>", IMAGE_TOKEN
+    tok.video_token, tok.video_token_id = "<video>", 151647
+    ip = LlavaOnevisionImageProcessorPil(image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                                         size={"height": tile, "width": tile}, image_grid_pinpoints=pinpoints(tile),
+                                         do_pad=True, do_convert_rgb=True, resample=3)
+    LlavaOnevisionProcessor.check_argument_for_proper_class = lambda self, name, arg: None
+    cells = (tile // shape["patch"]) ** 2
+    proc = LlavaOnevisionProcessor(image_processor=ip, tokenizer=tok, num_image_tokens=cells,
+                                   vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE,
+                                   vision_aspect_ratio="anyres_max_9", video_processor=None)
+    return tok, ip, proc
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+
+def coord(v):
+    s = f"{min(max(v, 0.0), 1.0):.2f}".rstrip("0").rstrip(".")
+    return s or "0"
+
+
+def box_text(b):
+    return ", ".join(coord(v) for v in b)
+
+
+def has_batchim(word):
+    c = word[-1]
+    return "\uac00" <= c <= "\ud7a3" and (ord(c) - 0xAC00) % 28 != 0
+
+
+def _plural(label):
+    return label + ("es" if label.endswith("ss") else "s")
+
+
+def _article(label):
+    return ("an " if label[0] in "aeiou" else "a ") + label
+
+
+def _groups(items, ko):
+    """Shape items grouped by label, in the order they first appear left to right."""
+    out = {}
+    for it in sorted(items, key=lambda it: (it.box[0], it.box[1])):
+        if it.kind == "shape":
+            out.setdefault(it.label(ko), []).append(it)
+    return out
+
+
+def boxes_text(items, w, h):
+    return "<delim>".join(box_text(it.norm_box(w, h)) for it in items)
+
+
+def ocr_answer(items, w, h):
+    from scenes import reading_order
+    return "\n".join(f"<char>{it.text}</char><bbox>{box_text(it.norm_box(w, h))}</bbox>"
+                     for it in reading_order(items, h))
+
+
+def gro_answer(items, w, h, ko):
+    groups = _groups(items, ko)
+    if not groups:
+        return "이미지에는 물체가 없습니다." if ko else "There are no objects in the image."
+    parts = []
+    for label, its in groups.items():
+        if ko:
+            name = label if len(its) == 1 else f"{label} {len(its)}개"
+        else:
+            name = _article(label) if len(its) == 1 else f"{len(its)} {_plural(label)}"
+        parts.append(f"<obj>{name}</obj><bbox>{boxes_text(its, w, h)}</bbox>")
+    if ko:
+        return "이미지에는 " + ", ".join(parts) + "이 있습니다."
+    body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return "The image shows " + body + "."
+
+
+def describe_answer(items, ko):
+    names = []
+    for it in sorted(items, key=lambda it: (it.box[0], it.box[1])):
+        if it.kind == "shape":
+            names.append(it.label(ko) if ko else _article(it.label()))
+        else:
+            names.append(f"\"{it.text}\"라는 글자" if ko else f"the text \"{it.text}\"")
+    if not names:
+        return "아무것도 없는 배경입니다." if ko else "The image shows a plain background."
+    if ko:
+        return ", ".join(names) + "이 있는 이미지입니다."
+    body = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return "The image shows " + body + "."
+
+
+def refer_answer(item, ko):
+    if item.kind == "text":
+        return f"\"{item.text}\"라고 쓰여 있습니다." if ko else f"It says \"{item.text}\"."
+    return f"{item.label(True)}입니다." if ko else f"It is {_article(item.label())}."
+
+
+REFER_EN = ["What is this?", "What is it?", "What is in this region?"]
+REFER_KO = ["은 무엇인가요?", "은 뭐야?", "은 무엇입니까?"]
+
+
+def refer_prompt(box, ko, rng=None, question=None):
+    q = question or (rng.choice(REFER_KO if ko else REFER_EN) if rng else (REFER_KO[0] if ko else REFER_EN[0]))
+    if ko:
+        return f"<obj>이 물건</obj><bbox>{box_text(box)}</bbox>{q}"
+    return f"<obj>this</obj><bbox>{box_text(box)}</bbox> {q}"
+
+
+def jitter_box(rng, b, w, h, amount=0.1):
+    """A box as a user draws it around an object: each side off by up to `amount` of the object's size."""
+    x0, y0, x1, y1 = b
+    bw, bh = x1 - x0, y1 - y0
+    j = lambda v, s, lim: min(max(v + rng.uniform(-amount, amount) * s, 0), lim)
+    x0, x1 = sorted((j(x0, bw, w), j(x1, bw, w)))
+    y0, y1 = sorted((j(y0, bh, h), j(y1, bh, h)))
+    return (x0 / w, y0 / h, max(x1, x0 + 1) / w, max(y1, y0 + 1) / h)
+
+
+def find_prompt(label, ko, rng):
+    if ko:
+        return f"<gro>\n이미지에서 {label}{'을' if has_batchim(label) else '를'} 찾아 주세요."
+    return f"<gro>\nFind {rng.choice(['the ', ''])}{label}."
+
+
+def find_answer(items, label, ko, w, h):
+    its = [it for it in items if it.kind == "shape" and it.label(ko) == label]
+    if not its:
+        return f"이미지에 {label}{'은' if has_batchim(label) else '는'} 없습니다." if ko else \
+            f"There is no {label} in the image."
+    return f"<obj>{label}</obj><bbox>{boxes_text(its, w, h)}</bbox>"
+
+
+def sample_turn(rng, scene, mix):
+    """One (prompt, answer) pair about the scene, the task drawn from `mix` (task name -> weight)."""
+    w, h = scene.image.size
+    items = scene.items
+    tasks, weights = zip(*mix.items())
+    task = rng.choices(tasks, weights)[0]
+    ko = rng.random() < 0.5
+    if task == "ocr":
+        return "<ocr>", ocr_answer(items, w, h)
+    if task == "gro":
+        return ("<gro>\n이미지를 자세히 설명해 주세요." if ko else "<gro>\nDescribe the image in detail."), \
+            gro_answer(items, w, h, ko)
+    if task == "describe":
+        return ("이 이미지를 설명해 주세요." if ko else "Describe this image."), describe_answer(items, ko)
+    if task == "find":
+        from scenes import COLOR_NAMES, SHAPES, Item
+        shapes = [it for it in items if it.kind == "shape"]
+        it = rng.choice(shapes) if shapes and rng.random() < 0.8 else \
+            Item("shape", shape=rng.choice(SHAPES), color=rng.choice(COLOR_NAMES))
+        label = it.label(ko)
+        return find_prompt(label, ko, rng), find_answer(items, label, ko, w, h)
+    if task == "refer":
+        if not items:
+            return "<ocr>", ""
+        it = rng.choice(items)
+        return refer_prompt(jitter_box(rng, it.box, w, h), ko, rng), refer_answer(it, ko)
+    raise ValueError(task)
+
+
+def conversation(turns):
+    """Chat messages: the image in the first user message, then the turns."""
+    msgs = []
+    for i, (q, a) in enumerate(turns):
+        content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": q}]
+        msgs.append({"role": "user", "content": content})
+        if a is not None:
+            msgs.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
+    return msgs
+
+
+def expand_image(proc, ids, size_wh):
+    """Token ids with the one <image> id repeated as often as the image has features (as the processor does)."""
+    w, h = size_wh
+    tile = proc.image_processor.size["height"]
+    n = proc._get_number_of_features(h, w, tile, tile)
+    i = ids.index(IMAGE_TOKEN)
+    return ids[:i] + [IMAGE_TOKEN] * n + ids[i + 1:]
+
+
+def answer_mask(ids):
+    """1 where a token is part of an assistant answer (its text and the closing <|im_end|>), else 0."""
+    mask = [0] * len(ids)
+    i = 0
+    while i + 2 < len(ids):
+        if ids[i] == IM_START and ids[i + 1] == ASSISTANT and ids[i + 2] == NEWLINE:
+            j = i + 3
+            while j < len(ids) and ids[j] != IM_END:
+                mask[j] = 1
+                j += 1
+            if j < len(ids):
+                mask[j] = 1
+            i = j
+        i += 1
+    return mask
+
+
+def load_shape(path):
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,194 @@
+"""Tests of the training data and the scorer that need only Pillow and NumPy (CI runs them; the parts that
+need torch and transformers are checked where they run, by `train/check.py` on the training machine).
+
+    python3 -m unittest discover -s train -p 'test_*.py'
+"""
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import scenes  # noqa: E402
+import score  # noqa: E402
+
+VOCAB = scenes.Vocab(common.TOKENIZER, common.DEFAULT_SHAPE["hangul"])
+
+
+def scene(seed, **kw):
+    spec = scenes.SceneSpec(min_items=4, max_items=7, min_text=2, min_shapes=2, **kw)
+    return scenes.make_scene(random.Random(seed), spec, VOCAB)
+
+
+def truth_of(i, sc, target=0, ko=False):
+    w, h = sc.image.size
+    return {"scene": i, "w": w, "h": h, "refer_target": target, "refer_ko": ko,
+            "items": [{"kind": it.kind, "text": it.text, "box": list(it.box), "label_en": it.label(False),
+                       "label_ko": it.label(True)} for it in sc.items]}
+
+
+class Scenes(unittest.TestCase):
+    def test_same_seed_same_scene(self):
+        a, b = scene(11), scene(11)
+        self.assertEqual(a.image.tobytes(), b.image.tobytes())
+        self.assertEqual([it.box for it in a.items], [it.box for it in b.items])
+        self.assertNotEqual(a.image.tobytes(), scene(12).image.tobytes())
+
+    def test_boxes_are_inside_and_apart(self):
+        for seed in range(30):
+            sc = scene(seed)
+            w, h = sc.image.size
+            for i, it in enumerate(sc.items):
+                x0, y0, x1, y1 = it.box
+                self.assertTrue(0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, (seed, it))
+                for other in sc.items[i + 1:]:
+                    a, b = it.box, other.box
+                    self.assertTrue(a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (seed, it, other))
+
+    def test_labels_lie_inside_their_items_boxes(self):
+        for seed in range(10):
+            sc = scene(seed)
+            shape_px = sc.labels[..., 0] > 0
+            char_px = sc.labels[..., 2] > 0
+            inside_shape = np.zeros_like(shape_px)
+            inside_text = np.zeros_like(char_px)
+            for it in sc.items:
+                x0, y0, x1, y1 = it.box
+                (inside_shape if it.kind == "shape" else inside_text)[y0:y1, x0:x1] = True
+            self.assertFalse((shape_px & ~inside_shape).any(), seed)
+            self.assertFalse((char_px & ~inside_text).any(), seed)
+            for it in sc.items:
+                x0, y0, x1, y1 = it.box
+                if it.kind == "shape":
+                    cls = sc.labels[y0:y1, x0:x1, 0]
+                    self.assertIn(1 + scenes.SHAPES.index(it.shape), set(cls.flatten()), (seed, it))
+                else:
+                    chars = set(sc.labels[y0:y1, x0:x1, 2].flatten()) - {0}
+                    want = {VOCAB.char_index[c] for c in it.text if c != " "}
+                    self.assertTrue(chars <= want | {0} and chars, (seed, it, chars, want))
+
+    def test_text_is_drawn_where_its_box_says(self):
+        """The box is tight around the ink: the text's box holds pixels that differ from its surroundings."""
+        sc = scene(3, noise=0.0)
+        arr = np.asarray(sc.image, np.float32)
+        for it in sc.items:
+            x0, y0, x1, y1 = it.box
+            self.assertGreater(arr[y0:y1, x0:x1].std(), 5.0, it)
+
+    def test_korean_words_use_the_inventory(self):
+        inv = set(VOCAB.syllables)
+        rng = random.Random(5)
+        for _ in range(300):
+            w = VOCAB.word(rng, True)
+            self.assertTrue(all(c in inv or c.isdigit() for c in w), w)
+
+
+class Answers(unittest.TestCase):
+    def test_ocr_answer_is_varco_format_in_reading_order(self):
+        sc = scene(7)
+        w, h = sc.image.size
+        ans = common.ocr_answer(sc.items, w, h)
+        lines = ans.split("\n")
+        texts = [it for it in sc.items if it.kind == "text"]
+        self.assertEqual(len(lines), len(texts))
+        pat = re.compile(r"^<char>(.+)</char><bbox>(0(\.\d{1,2})?|1), (0(\.\d{1,2})?|1), (0(\.\d{1,2})?|1), (0(\.\d{1,2})?|1)</bbox>$")
+        tops = []
+        for line in lines:
+            m = pat.match(line)
+            self.assertIsNotNone(m, line)
+            tops.append(float(line.split("<bbox>")[1].split(",")[1]))
+        self.assertEqual(sorted(m for m in (l.split("</char>")[0][6:] for l in lines)),
+                         sorted(it.text for it in texts))
+
+    def test_coordinates(self):
+        self.assertEqual(common.coord(0.5), "0.5")
+        self.assertEqual(common.coord(0.0), "0")
+        self.assertEqual(common.coord(1.0), "1")
+        self.assertEqual(common.coord(0.123), "0.12")
+        self.assertEqual(common.coord(1.7), "1")
+        self.assertEqual(common.box_text((0.1, 0.25, 0.5, 1.0)), "0.1, 0.25, 0.5, 1")
+
+    def test_korean_particles(self):
+        self.assertIn("원을 찾아", common.find_prompt("빨간 원", True, random.Random(0)))
+        self.assertIn("하트를 찾아", common.find_prompt("빨간 하트", True, random.Random(0)))
+
+    def test_answer_mask_covers_answers_and_their_end(self):
+        S, E, A, N = common.IM_START, common.IM_END, common.ASSISTANT, common.NEWLINE
+        ids = [S, 872, N, 5, 6, E, N, S, A, N, 7, 8, E, N, S, 872, N, 9, E, N, S, A, N, 10, E, N]
+        mask = common.answer_mask(ids)
+        self.assertEqual([i for i, m in zip(ids, mask) if m], [7, 8, E, 10, E])
+
+
+class Scoring(unittest.TestCase):
+    def setUp(self):
+        self.scenes = [scene(100 + i) for i in range(6)]
+        self.truth = [truth_of(i, sc, target=i % len(sc.items), ko=i % 2 == 1) for i, sc in enumerate(self.scenes)]
+
+    def perfect(self):
+        out = []
+        for i, sc in enumerate(self.scenes):
+            w, h = sc.image.size
+            ko = i % 2 == 1
+            out.append({"id": f"{i:04d}/ocr", "text": common.ocr_answer(sc.items, w, h)})
+            out.append({"id": f"{i:04d}/gro", "text": common.gro_answer(sc.items, w, h, ko)})
+            out.append({"id": f"{i:04d}/refer", "text": common.refer_answer(sc.items[i % len(sc.items)], ko)})
+        return out
+
+    def test_the_truth_scores_one(self):
+        s = score.score(self.truth, self.perfect())
+        self.assertEqual(s["missing_answers"], 0)
+        for k in ("ocr", "grounding"):
+            self.assertEqual(s[k]["f1"], 1.0, s[k])
+        self.assertEqual(s["referring"]["accuracy"], 1.0)
+
+    def test_wrong_text_wrong_box_and_wrong_name_are_misses(self):
+        ans = self.perfect()
+        n_ocr = sum(1 for t in self.truth for it in t["items"] if it["kind"] == "text")
+        # one misread word, one box moved by its own width
+        line = ans[0]["text"].split("\n")
+        line[0] = re.sub(r"<char>(.*?)</char>", lambda m: f"<char>{m.group(1)}x</char>", line[0])
+        ans[0]["text"] = "\n".join(line)
+        t3 = self.truth[3]
+        it = next(it for it in t3["items"] if it["kind"] == "text")
+        x0, y0, x1, y1 = it["box"]
+        wrong = common.box_text(((x1) / t3["w"], y0 / t3["h"], min(x1 + (x1 - x0), t3["w"]) / t3["w"], y1 / t3["h"]))
+        right = common.box_text((x0 / t3["w"], y0 / t3["h"], x1 / t3["w"], y1 / t3["h"]))
+        ans[9]["text"] = ans[9]["text"].replace(right, wrong, 1)
+        # a grounding answer that names the wrong colour
+        ans[1]["text"] = re.sub(r"<obj>(a|an) (\w+) ", "<obj>a mauve ", ans[1]["text"], count=1)
+        # a referring answer about something else
+        ans[2]["text"] = "It is a mauve blob."
+        s = score.score(self.truth, ans)
+        self.assertEqual(s["ocr"]["hit"], n_ocr - 2)
+        self.assertEqual(s["ocr"]["pred"], n_ocr)
+        n_shapes = sum(1 for t in self.truth for it in t["items"] if it["kind"] == "shape")
+        self.assertEqual(s["grounding"]["hit"], n_shapes - 1)
+        self.assertEqual(s["referring"]["hit"], len(self.truth) - 1)
+
+    def test_a_repeated_prediction_counts_once(self):
+        ans = self.perfect()
+        ans[0]["text"] = ans[0]["text"] + "\n" + ans[0]["text"]
+        s = score.score(self.truth, ans)
+        self.assertEqual(s["ocr"]["hit"], s["ocr"]["truth"])
+        self.assertLess(s["ocr"]["precision"], 1.0)
+
+    def test_phrase_forms_name_the_shape(self):
+        for p, want in [("a red circle", "red circle"), ("2 red circles", "red circle"), ("an orange star", "orange star"),
+                        ("3 blue crosses", "blue cross"), ("a gray cross", "gray cross"), ("빨간 원 2개", "빨간 원"),
+                        ("The white square", "white square")]:
+            self.assertEqual(score.shape_name(p), want)
+
+    def test_missing_answers_are_counted(self):
+        s = score.score(self.truth, self.perfect()[3:])
+        self.assertEqual(s["missing_answers"], 3)
+        self.assertLess(s["ocr"]["recall"], 1.0)
+
+
+if __name__ == "__main__":
+    unittest.main()

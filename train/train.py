@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Train the demo's small VARCO-architecture model on synthetic scenes (run on the lent H200).
+
+    python3 train/train.py --out CKPT [--minutes 9] [--budget-minutes 15] [--resume]
+
+Every batch is a pure function of (seed, batch index): worker w of W builds batches w, w + W, ..., and the
+DataLoader hands them out in index order, so the data does not depend on the number of workers, and a resumed
+run continues with the batch after the last one trained. The learning-rate schedule follows the training
+time spent so far against `--budget-minutes` (so a recipe fits its budget on any GPU), unless `--steps` fixes
+it by step count.
+
+Losses: cross-entropy on the answers' tokens (and each answer's closing <|im_end|>), plus an auxiliary
+cross-entropy on the vision tower's last hidden states: small linear heads name, for every patch of every
+tile, the character, the shape and the colour drawn at the patch's centre. The heads teach the tower to see
+glyphs and shapes long before the language model learns to ask for them; they are not part of the exported
+model.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+import scenes  # noqa: E402
+
+MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
+
+
+def spec_at(progress):
+    """The curriculum: few, large items first; many, small, rotated and degraded ones later."""
+    p = min(max(progress, 0.0), 1.0)
+    return scenes.SceneSpec(min_items=1, max_items=2 + round(6 * p), min_font=int(26 - 12 * p),
+                            max_font=int(44 - 8 * p), max_words=1 + round(p), rotate_deg=4.0 * p,
+                            noise=0.3 + 0.7 * p,
+                            sizes=((224, 224), (448, 448), (448, 224), (224, 448), (448, 336), (336, 448),
+                                   (672, 448), (448, 672), (640, 480), (512, 384), (300, 200), (360, 270)))
+
+
+def tile_labels(labels, pins, tile, patch):
+    """The label map cut as the image processor cuts the image (base tile, then the anyres grid row by row),
+    read at each patch's centre: [tiles, cells, cells, 3]. Padding reads as class 0."""
+    from transformers.image_processing_utils import select_best_resolution
+    h, w = labels.shape[:2]
+    bh, bw = select_best_resolution((h, w), pins)
+    sw, sh = bw / w, bh / h
+    if sw < sh:
+        nw, nh = bw, min(math.ceil(h * sw), bh)
+    else:
+        nh, nw = bh, min(math.ceil(w * sh), bw)
+    py, px = (bh - nh) // 2, (bw - nw) // 2
+    c = np.arange(patch // 2, tile, patch)[: tile // patch]      # patch centres within a tile
+
+    def src(pos, n_out, n_in):
+        """Source index of output pixel `pos` when n_in pixels are resized to n_out (-1 outside)."""
+        ok = (pos >= 0) & (pos < n_out)
+        return np.where(ok, np.minimum(((pos + 0.5) * n_in / n_out).astype(np.int64), n_in - 1), -1)
+
+    padded = np.concatenate([labels, np.zeros((1, w, 3), labels.dtype)], 0)
+    padded = np.concatenate([padded, np.zeros((h + 1, 1, 3), labels.dtype)], 1)   # index -1 reads zeros
+    out = [padded[src(c, tile, h)][:, src(c, tile, w)]]
+    for ty in range(bh // tile):
+        ys = src(ty * tile + c - py, nh, h)
+        for tx in range(bw // tile):
+            out.append(padded[ys][:, src(tx * tile + c - px, nw, w)])
+    return np.stack(out)
+
+
+class Batches(torch.utils.data.IterableDataset):
+    def __init__(self, shape, seed, batch, start, curriculum_samples, mix=MIX, max_turns=3):
+        self.shape, self.seed, self.batch, self.start = shape, seed, batch, start
+        self.curriculum_samples, self.mix, self.max_turns = curriculum_samples, mix, max_turns
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        tok, ip, proc = common.build_processor(self.shape)
+        vocab = scenes.Vocab(common.TOKENIZER, self.shape["hangul"])
+        b = self.start + ((wid - self.start) % nw)
+        while True:
+            yield self.make(b, proc, ip, vocab)
+            b += nw
+
+    def make(self, b, proc, ip, vocab):
+        samples = []
+        for k in range(self.batch):
+            index = b * self.batch + k
+            rng = random.Random(self.seed * 1_000_003 + index)
+            sc = scenes.make_scene(rng, spec_at(index / self.curriculum_samples), vocab)
+            turns = [common.sample_turn(rng, sc, self.mix) for _ in range(rng.randint(1, self.max_turns))]
+            text = proc.apply_chat_template(common.conversation(turns), tokenize=False)
+            ids = common.expand_image(proc, proc.tokenizer(text, add_special_tokens=False)["input_ids"],
+                                      sc.image.size)
+            u8 = common.tiles_u8(sc.image, self.shape["tile"], ip.image_grid_pinpoints)
+            lab = tile_labels(sc.labels, ip.image_grid_pinpoints, self.shape["tile"], self.shape["patch"])
+            samples.append((ids, common.answer_mask(ids), u8, (sc.image.size[1], sc.image.size[0]), lab))
+        return collate(samples)
+
+
+def collate(samples):
+    n = max(len(s[0]) for s in samples)
+    t = max(s[2].shape[0] for s in samples)
+    B, T = len(samples), samples[0][2].shape[-1]
+    ids = np.full((B, n), 151643, np.int64)
+    att = np.zeros((B, n), np.int64)
+    lab = np.full((B, n), -100, np.int64)
+    pix = np.zeros((B, t, 3, T, T), np.uint8)
+    for i, (x, m, u8, _, _) in enumerate(samples):
+        x, m = np.asarray(x, np.int64), np.asarray(m, bool)
+        ids[i, :len(x)] = x
+        att[i, :len(x)] = 1
+        lab[i, :len(x)][m] = x[m]
+        pix[i, :u8.shape[0]] = u8
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(att),
+            "labels": torch.from_numpy(lab), "pixels": torch.from_numpy(pix),
+            "image_sizes": torch.tensor([s[3] for s in samples]),
+            "aux": torch.from_numpy(np.concatenate([s[4] for s in samples]).astype(np.int64))}
+
+
+class AuxHeads(torch.nn.Module):
+    def __init__(self, width, n_chars):
+        super().__init__()
+        self.shape = torch.nn.Linear(width, 1 + len(scenes.SHAPES))
+        self.color = torch.nn.Linear(width, 1 + len(scenes.COLOR_NAMES))
+        self.char = torch.nn.Linear(width, n_chars)
+
+    def loss(self, hidden, aux):
+        """Most patches show background (class 0): it weighs a tenth, so that the few patches on a glyph or a
+        shape carry the loss."""
+        h = hidden.reshape(-1, hidden.shape[-1]).float()
+        a = aux.reshape(-1, 3)
+        total = 0.0
+        for head, col in ((self.shape, 0), (self.color, 1), (self.char, 2)):
+            logits = head(h)
+            wt = torch.ones(logits.shape[-1], device=h.device)
+            wt[0] = 0.1
+            total = total + F.cross_entropy(logits, a[:, col], weight=wt)
+        return total
+
+
+def lr_at(progress, base, warm=0.03):
+    if progress < warm:
+        return base * progress / warm
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warm) / (1 - warm)))))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True, help="checkpoint folder (train.pt, log.jsonl, shape.json)")
+    ap.add_argument("--shape", help="a JSON file with the model's sizes (default: common.DEFAULT_SHAPE)")
+    ap.add_argument("--seed", type=int, default=20261205)
+    ap.add_argument("--batch", type=int, default=48)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--aux-weight", type=float, default=0.5)
+    ap.add_argument("--minutes", type=float, default=9.0, help="this run's time limit (checkpoint, then stop)")
+    ap.add_argument("--budget-minutes", type=float, default=15.0, help="the whole recipe's training time")
+    ap.add_argument("--steps", type=int, help="schedule by steps instead of time (fully deterministic)")
+    ap.add_argument("--curriculum-samples", type=int, default=150_000)
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
+    a = ap.parse_args()
+
+    os.makedirs(a.out, exist_ok=True)
+    ckpt_path = os.path.join(a.out, "train.pt")
+    shape = common.load_shape(a.shape) if a.shape else common.DEFAULT_SHAPE
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if a.resume and os.path.exists(ckpt_path) else None
+    if state:
+        shape, a.seed = state["shape"], state["seed"]
+    with open(os.path.join(a.out, "shape.json"), "w") as f:
+        json.dump(shape, f, indent=1)
+
+    torch.manual_seed(a.seed)
+    from transformers import LlavaOnevisionForConditionalGeneration
+    dev = torch.device(a.device)
+    model = LlavaOnevisionForConditionalGeneration(common.build_config(shape)).to(dev)
+    vocab = scenes.Vocab(common.TOKENIZER, shape["hangul"])
+    heads = AuxHeads(shape["vision"]["hidden"], len(vocab.chars)).to(dev)
+    params = list(model.parameters()) + list(heads.parameters())
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+                            lr=a.lr, betas=(0.9, 0.98), eps=1e-8, fused=dev.type == "cuda")
+    step, spent = 0, 0.0
+    if state:
+        model.load_state_dict(state["model"])
+        heads.load_state_dict(state["heads"])
+        opt.load_state_dict(state["opt"])
+        step, spent = state["step"], state["spent"]
+        print(f"resumed at step {step}, {spent / 60:.1f} min trained", flush=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f} M parameters ({shape})", flush=True)
+
+    captured = {}
+    model.model.vision_tower.register_forward_hook(
+        lambda mod, inp, out: captured.__setitem__("h", out.hidden_states[-1]))
+
+    data = Batches(shape, a.seed, a.batch, step, a.curriculum_samples)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda",
+                                         prefetch_factor=4 if a.workers else None, persistent_workers=False)
+    log = open(os.path.join(a.out, "log.jsonl"), "a")
+    run_start = time.time()
+    last_save = run_start
+    t_prev = time.time()
+    lm_head = model.lm_head
+
+    def save():
+        tmp = ckpt_path + ".tmp"
+        torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
+                    "step": step, "spent": spent, "shape": shape, "seed": a.seed}, tmp)
+        os.replace(tmp, ckpt_path)
+
+    model.train()
+    for batch in loader:
+        progress = step / a.steps if a.steps else spent / (a.budget_minutes * 60)
+        if progress >= 1.0 or time.time() - run_start > a.minutes * 60:
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(progress, a.lr)
+        ids = batch["input_ids"].to(dev, non_blocking=True)
+        att = batch["attention_mask"].to(dev, non_blocking=True)
+        labels = batch["labels"].to(dev, non_blocking=True)
+        pix = (batch["pixels"].to(dev, non_blocking=True).float() / 127.5 - 1.0)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            out = model.model(input_ids=ids, attention_mask=att, pixel_values=pix,
+                              image_sizes=batch["image_sizes"].to(dev))
+            hid = out.last_hidden_state[:, :-1]
+            tgt = labels[:, 1:]
+            sel = tgt != -100
+            logits = lm_head(hid[sel])
+            loss_lm = F.cross_entropy(logits.float(), tgt[sel])
+            loss_aux = heads.loss(captured.pop("h"), batch["aux"].to(dev, non_blocking=True))
+            loss = loss_lm + a.aux_weight * loss_aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        now = time.time()
+        spent += now - t_prev
+        t_prev = now
+        if step % 25 == 0:
+            rec = {"step": step, "min": round(spent / 60, 2), "lr": round(opt.param_groups[0]["lr"], 6),
+                   "lm": round(loss_lm.item(), 4), "aux": round(loss_aux.item(), 4), "gn": round(gn.item(), 3),
+                   "tokens": int(att.sum().item()), "answer_tokens": int(sel.sum().item())}
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if now - last_save > a.save_every:
+            save()
+            last_save = now
+    save()
+    print(f"stopped at step {step}, {spent / 60:.2f} min trained in all; checkpoint {ckpt_path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
