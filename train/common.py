@@ -21,7 +21,12 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 SHARED = os.environ.get("VARCO_SHARED", os.path.join(REPO, "..", "shared"))
-TOKENIZER = os.path.join(SHARED, "fixtures", "tiny-varco-a", "model-hf", "tokenizer.json")
+# VARCO's tokenizer: the fixtures' copy beside the checkout, or (on the training machine, where ../shared does
+# not travel) the demo model's copy of the same file
+TOKENIZER = os.environ.get("VARCO_TOKENIZER") or next(
+    (p for p in (os.path.join(SHARED, "fixtures", "tiny-varco-a", "model-hf", "tokenizer.json"),
+                 os.path.join(REPO, "web", "demo", "public", "models", "tiny", "tokenizer.json")) if os.path.exists(p)),
+    os.path.join(SHARED, "fixtures", "tiny-varco-a", "model-hf", "tokenizer.json"))
 
 IMAGE_TOKEN = 151675
 IM_START, IM_END, ASSISTANT, NEWLINE = 151644, 151645, 77091, 198

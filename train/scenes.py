@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from fonts import FONTS, font_path
 from vocab import LATIN, char_classes, hangul_inventory, is_hangul, korean_words, vocabulary
 
 SHAPES = ["circle", "square", "triangle", "star", "cross", "diamond", "heart"]
@@ -29,21 +30,6 @@ COLORS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220), "
 COLORS_KO = {"red": "빨간", "green": "초록", "blue": "파란", "yellow": "노란", "orange": "주황", "purple": "보라",
              "black": "검은", "white": "흰", "pink": "분홍", "brown": "갈색", "gray": "회색"}
 COLOR_NAMES = list(COLORS)
-
-FONT_DIR = os.environ.get("VARCO_FONTS", "/usr/share/fonts/truetype")
-# (file, has Hangul). Fonts with Hangul also draw Latin; DejaVu draws Latin only.
-FONTS = [("nanum/NanumGothic.ttf", True), ("nanum/NanumGothicBold.ttf", True), ("nanum/NanumMyeongjo.ttf", True),
-         ("nanum/NanumSquareR.ttf", True), ("nanum/NanumSquareRoundB.ttf", True),
-         ("nanum/NanumBarunGothic.ttf", True), ("dejavu/DejaVuSans.ttf", False),
-         ("dejavu/DejaVuSans-Bold.ttf", False), ("dejavu/DejaVuSerif.ttf", False),
-         ("dejavu/DejaVuSansCondensed.ttf", False)]
-
-
-def font_path(name):
-    """A font file: under $VARCO_FONTS as Debian lays them out, or flat in that folder (the device copy)."""
-    p = os.path.join(FONT_DIR, name)
-    return p if os.path.exists(p) else os.path.join(FONT_DIR, os.path.basename(name))
-
 
 _font_cache = {}
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The demo model's training and evaluation on the lent H200 (train/README.md). Each step fits one device call
+# (≤ 10 minutes); the checkpoint lives in /tmp/varco-train on the machine, so the calls of one recipe follow
+# each other while the machine is held (issue the next call at once: it is given back after 30 s idle).
+#
+#   bash train/run-h200.sh train MINUTES [BUDGET]   check the pipeline, then train (or resume) for MINUTES of a
+#                                                   recipe of BUDGET minutes (default 15)
+#   bash train/run-h200.sh finish                  export, convert to 4 bits, held-out scenes, transformers'
+#                                                   answers on the f32 and the dequantized 4-bit checkpoints,
+#                                                   our engine's answers, scores; results to $OUT
+#
+# Needs, carried: .fonts (the Debian fonts scenes.py draws with: prepare with `bash train/prepare-device.sh`),
+# .gl (the Vulkan loader debs, for our engine), .device-train/varco.xz (a release build of varco).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 VARCO_FONTS="$PWD/.fonts" TOKENIZERS_PARALLELISM=false
+CK=/tmp/varco-train
+OUT="${OUT:-/tmp/out}"
+mkdir -p "$OUT"
+step="${1:?train MINUTES [BUDGET] | finish}"
+
+case "$step" in
+train)
+    minutes="${2:?minutes}"
+    budget="${3:-15}"
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    [ -f "$CK/train.pt" ] || python3 train/check.py
+    python3 train/train.py --out "$CK" --minutes "$minutes" --budget-minutes "$budget" --resume \
+        --workers "$(($(nproc) - 1))" 2>&1 | tee -a "$OUT/train.log"
+    cp "$CK/log.jsonl" "$OUT/train-log.jsonl"
+    ;;
+finish)
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
+    xz -dc .device-train/varco.xz > /tmp/varco && chmod +x /tmp/varco
+    python3 train/export.py --ckpt "$CK/train.pt" --out /tmp/ckpt-f32
+    rm -rf /tmp/model-q4
+    /tmp/varco convert --input /tmp/ckpt-f32 --output /tmp/model-q4 --lm-head q4
+    python3 train/dequant.py --model /tmp/model-q4 --like /tmp/ckpt-f32 --out /tmp/ckpt-dq
+    python3 train/evaluate.py scenes --out /tmp/heldout --n "${EVAL_SCENES:-500}"
+    python3 train/evaluate.py answer --model /tmp/ckpt-f32 --scenes /tmp/heldout --out "$OUT/answers-hf-f32.jsonl" --batch 96 &
+    /tmp/varco run --model /tmp/model-q4 --batch /tmp/heldout/requests.jsonl --precision f32 --temperature 0 \
+        --max-new-tokens 256 > "$OUT/answers-ours-q4.jsonl" 2> /tmp/ours.err || { tail -5 /tmp/ours.err; exit 1; }
+    wait
+    python3 train/evaluate.py answer --model /tmp/ckpt-dq --scenes /tmp/heldout --out "$OUT/answers-hf-q4.jsonl" --batch 96
+    python3 train/score.py --scenes /tmp/heldout "$OUT/answers-hf-f32.jsonl" "$OUT/answers-hf-q4.jsonl" \
+        "$OUT/answers-ours-q4.jsonl" --json "$OUT/scores.json" | tee "$OUT/scores.txt"
+    cp /tmp/model-q4/manifest.json "$OUT/manifest.json"
+    cp /tmp/model-q4/shard-00000.bin "$OUT/shard-00000.bin"
+    ;;
+*)
+    echo "unknown step $step" >&2
+    exit 2
+    ;;
+esac
