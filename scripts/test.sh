@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: native tests (GPU-free shader validation, the weight formats, references, every
+# The test command: train/'s data and scoring tests, native tests (GPU-free shader validation, the weight formats, references, every
 # kernel and the model on the Vulkan adapter — lavapipe on a machine without a GPU, the converter), then the
 # wasm build in headless Chromium through wasm-bindgen-test, then the npm package (web/) end to end in
 # Chromium with a local server as the CDN, then the demo page (web/demo) and `npm pack` into a fresh Vite
@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"          # else a GL llvmpipe adapter shows up beside lavapipe
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
+echo "== train/: scenes, answers, scoring"
+python3 -m unittest discover -s train -p 'test_*.py'
 
 echo "== native tests"
 cargo test --workspace
