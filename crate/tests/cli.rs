@@ -152,3 +152,43 @@ fn convert_then_run_gives_the_4_bit_answer() {
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("converted model"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `varco run --batch`: one model load answers every line in order (the same greedy answer as a single run),
+/// a request whose image does not decode gets an error line and the next one still runs, and a file with a
+/// malformed line is refused before anything loads, naming the line.
+#[test]
+fn batch_answers_every_line_and_reports_failures_in_place() {
+    let f = fixtures();
+    let case: serde_json::Value = serde_json::from_slice(&std::fs::read(f.join("cases/grounding_500x375/case.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(f.join("cases/grounding_500x375/image.png"), dir.path().join("scene.png")).unwrap();
+    std::fs::copy(f.join("variant.json"), dir.path().join("not-an-image.png")).unwrap();
+    let reqs = dir.path().join("requests.jsonl");
+    let ground = serde_json::json!({"id": "a", "image": "scene.png", "prompt": "<gro>\nDescribe the image in detail."});
+    let broken = serde_json::json!({"id": 2, "image": "not-an-image.png", "prompt": "<ocr>"});
+    let text = serde_json::json!({"id": "c", "prompt": "Hello", "max_new_tokens": 3});
+    std::fs::write(&reqs, format!("{ground}\n{broken}\n\n{text}\n")).unwrap();
+    let model = f.join("model-hf");
+    let out = varco(&["run", "--model", model.to_str().unwrap(), "--batch", reqs.to_str().unwrap(), "--max-new-tokens", "16"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["id"], "a");
+    assert_eq!(lines[0]["text"], case["generated_text"]);
+    assert_eq!(lines[0]["completion_tokens"], 16);
+    assert_eq!(lines[1]["id"], 2);
+    assert!(lines[1]["error"].as_str().unwrap().contains("not a supported image"), "{}", lines[1]);
+    assert_eq!(lines[2]["id"], "c");
+    assert_eq!(lines[2]["completion_tokens"], 3);
+
+    std::fs::write(&reqs, format!("{ground}\n{{\"id\": 3, \"promt\": \"typo\"}}\n")).unwrap();
+    let out = varco(&["run", "--model", model.to_str().unwrap(), "--batch", reqs.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("requests.jsonl:2") && err.contains("not a request"), "{err}");
+    assert!(out.stdout.is_empty());
+    std::fs::write(&reqs, "{\"id\": 1, \"prompt\": \"x\", \"image\": \"missing.png\"}\n").unwrap();
+    let out = varco(&["run", "--model", model.to_str().unwrap(), "--batch", reqs.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.png does not exist"));
+}
