@@ -117,6 +117,21 @@ class Vocab:
         return " ".join(self.word(rng, korean) for _ in range(rng.randint(1, max_words)))
 
 
+_NOISE = {}
+
+
+def _noise(rng, h, w):
+    """Gaussian noise [h, w, 3]: a crop at a random place of one fixed bank per process (drawing fresh noise
+    for every image cost a third of a scene's time)."""
+    if "bank" not in _NOISE:
+        _NOISE["bank"] = np.random.default_rng(20261205).standard_normal((1024, 1024, 3), np.float32)
+    bank = _NOISE["bank"]
+    if h > bank.shape[0] or w > bank.shape[1]:
+        return np.random.default_rng(rng.randrange(1 << 31)).standard_normal((h, w, 3), np.float32)
+    y, x = rng.randint(0, bank.shape[0] - h), rng.randint(0, bank.shape[1] - w)
+    return bank[y:y + h, x:x + w]
+
+
 def _background(rng, w, h, noise):
     kind = rng.random()
     c0 = np.array([rng.randrange(256) for _ in range(3)], np.float32)
@@ -135,8 +150,7 @@ def _background(rng, w, h, noise):
         img = np.asarray(Image.fromarray(lo.astype(np.uint8)).resize((w, h), Image.BICUBIC), np.float32)
         img = np.float32(0.5) * img + np.float32(0.5) * c0
     if noise > 0 and rng.random() < 0.5:
-        g = np.random.default_rng(rng.randrange(1 << 31))
-        img = img + g.standard_normal(img.shape, np.float32) * np.float32(rng.uniform(0, 10) * noise)
+        img = img + _noise(rng, h, w) * np.float32(rng.uniform(0, 10) * noise)
     return np.clip(img, 0, 255)
 
 
@@ -301,9 +315,7 @@ def make_scene(rng, spec, vocab, with_labels=True):
         if rng.random() < 0.4:
             out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * spec.noise))
         if rng.random() < 0.3:
-            g = np.random.default_rng(rng.randrange(1 << 31))
-            arr = np.asarray(out, np.float32) + g.standard_normal((h, w, 3), np.float32) * np.float32(
-                rng.uniform(2, 10) * spec.noise)
+            arr = np.asarray(out, np.float32) + _noise(rng, h, w) * np.float32(rng.uniform(2, 10) * spec.noise)
             out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
         if rng.random() < 0.2:
             import io
