@@ -6,6 +6,9 @@
 // inner loop reads whole vec4s (2·TM/4 loads for TM² FMAs). Loads are assigned by row quads: an invocation
 // loads 4 rows at one k position and transposes them in registers, so every workgroup-memory store is a
 // whole vec4. Memory: 2 · 32 · TILE · 4 bytes (16 KiB at TILE 64, 32 KiB at TILE 128). Accumulation in f32.
+// PACKED (below) trades "accumulation always f32" for packed f16 arithmetic: within a group of 32 k the products
+// and their sum are f16 (a sum of 32 products of unit-scale activations and weights of ~0.1 stays far below
+// f16's 65,504; its rounding, ~2⁻¹¹ a product, is what the f16 fixture tolerance covers).
 // Reference: dequantize, then an f64 matrix product (tests/src/reference.rs).
 #include "ids.wgsl"
 
@@ -27,8 +30,15 @@ const Q: u32 = TILE / 4u;     // row quads per tile
 #endif
 @group(0) @binding(5) var<storage, read_write> y: array<act>; // (m, y_stride)
 
-var<workgroup> xs: array<vec4<f32>, 32u * Q>; // [32 k][TILE/4 row quads of X]
-var<workgroup> ws: array<vec4<f32>, 32u * Q>; // [32 k][TILE/4 row quads of W]
+#ifdef PACKED
+// PACKED (f16 activations): the tiles are staged as f16 and multiplied in packed f16 (two products an
+// instruction where the GPU pairs them), summed in f16 over one group of 32 k and in f32 across groups
+alias tile4 = vec4<f16>;
+#else
+alias tile4 = vec4<f32>;
+#endif
+var<workgroup> xs: array<tile4, 32u * Q>; // [32 k][TILE/4 row quads of X]
+var<workgroup> ws: array<tile4, 32u * Q>; // [32 k][TILE/4 row quads of W]
 
 #ifdef W_Q4
 // The 8 values of one code word, as (values 0..3, values 4..7), times the group scale.
@@ -93,10 +103,10 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             let v2 = load_x(r + 2u, gk, nk4);
             let v3 = load_x(r + 3u, gk, nk4);
             let b = c4 * 4u * Q + qd;
-            xs[b] = vec4<f32>(v0.x, v1.x, v2.x, v3.x);
-            xs[b + Q] = vec4<f32>(v0.y, v1.y, v2.y, v3.y);
-            xs[b + 2u * Q] = vec4<f32>(v0.z, v1.z, v2.z, v3.z);
-            xs[b + 3u * Q] = vec4<f32>(v0.w, v1.w, v2.w, v3.w);
+            xs[b] = tile4(vec4<f32>(v0.x, v1.x, v2.x, v3.x));
+            xs[b + Q] = tile4(vec4<f32>(v0.y, v1.y, v2.y, v3.y));
+            xs[b + 2u * Q] = tile4(vec4<f32>(v0.z, v1.z, v2.z, v3.z));
+            xs[b + 3u * Q] = tile4(vec4<f32>(v0.w, v1.w, v2.w, v3.w));
         }
 #ifdef W_Q4
         // W: (row quad, code word) tasks; a word holds 8 consecutive k of one row.
@@ -111,14 +121,14 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             }
 #endfor
             let b = wd * 8u * Q + qd;
-            ws[b] = vec4<f32>(c0[0].x, c1[0].x, c2[0].x, c3[0].x);
-            ws[b + Q] = vec4<f32>(c0[0].y, c1[0].y, c2[0].y, c3[0].y);
-            ws[b + 2u * Q] = vec4<f32>(c0[0].z, c1[0].z, c2[0].z, c3[0].z);
-            ws[b + 3u * Q] = vec4<f32>(c0[0].w, c1[0].w, c2[0].w, c3[0].w);
-            ws[b + 4u * Q] = vec4<f32>(c0[1].x, c1[1].x, c2[1].x, c3[1].x);
-            ws[b + 5u * Q] = vec4<f32>(c0[1].y, c1[1].y, c2[1].y, c3[1].y);
-            ws[b + 6u * Q] = vec4<f32>(c0[1].z, c1[1].z, c2[1].z, c3[1].z);
-            ws[b + 7u * Q] = vec4<f32>(c0[1].w, c1[1].w, c2[1].w, c3[1].w);
+            ws[b] = tile4(vec4<f32>(c0[0].x, c1[0].x, c2[0].x, c3[0].x));
+            ws[b + Q] = tile4(vec4<f32>(c0[0].y, c1[0].y, c2[0].y, c3[0].y));
+            ws[b + 2u * Q] = tile4(vec4<f32>(c0[0].z, c1[0].z, c2[0].z, c3[0].z));
+            ws[b + 3u * Q] = tile4(vec4<f32>(c0[0].w, c1[0].w, c2[0].w, c3[0].w));
+            ws[b + 4u * Q] = tile4(vec4<f32>(c0[1].x, c1[1].x, c2[1].x, c3[1].x));
+            ws[b + 5u * Q] = tile4(vec4<f32>(c0[1].y, c1[1].y, c2[1].y, c3[1].y));
+            ws[b + 6u * Q] = tile4(vec4<f32>(c0[1].z, c1[1].z, c2[1].z, c3[1].z));
+            ws[b + 7u * Q] = tile4(vec4<f32>(c0[1].w, c1[1].w, c2[1].w, c3[1].w));
         }
 #endif
 #ifdef W_Q8
@@ -135,10 +145,10 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             }
 #endfor
             let b = wd * 4u * Q + qd;
-            ws[b] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
-            ws[b + Q] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
-            ws[b + 2u * Q] = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
-            ws[b + 3u * Q] = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
+            ws[b] = tile4(vec4<f32>(c0.x, c1.x, c2.x, c3.x));
+            ws[b + Q] = tile4(vec4<f32>(c0.y, c1.y, c2.y, c3.y));
+            ws[b + 2u * Q] = tile4(vec4<f32>(c0.z, c1.z, c2.z, c3.z));
+            ws[b + 3u * Q] = tile4(vec4<f32>(c0.w, c1.w, c2.w, c3.w));
         }
 #endif
 #ifdef W_F16
@@ -155,11 +165,20 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             }
 #endfor
             let b = wd * 2u * Q + qd;
-            ws[b] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
-            ws[b + Q] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+            ws[b] = tile4(vec4<f32>(c0.x, c1.x, c2.x, c3.x));
+            ws[b + Q] = tile4(vec4<f32>(c0.y, c1.y, c2.y, c3.y));
         }
 #endif
         workgroupBarrier();
+#ifdef PACKED
+#for i4 in 0..V
+#for j in 0..V
+#for e in 0..4
+        var h_{i4}_{j}_{e} = vec4<f16>(0.0);
+#endfor
+#endfor
+#endfor
+#endif
         for (var kk = 0u; kk < 32u; kk++) {
 #for i4 in 0..V
             let a{i4} = xs[kk * Q + ty * V + {i4}u];
@@ -169,13 +188,29 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
 #for i4 in 0..V
 #for j in 0..V
+#ifdef PACKED
+            h_{i4}_{j}_0 = fma(vec4<f16>(a{i4}.x), b{j}, h_{i4}_{j}_0);
+            h_{i4}_{j}_1 = fma(vec4<f16>(a{i4}.y), b{j}, h_{i4}_{j}_1);
+            h_{i4}_{j}_2 = fma(vec4<f16>(a{i4}.z), b{j}, h_{i4}_{j}_2);
+            h_{i4}_{j}_3 = fma(vec4<f16>(a{i4}.w), b{j}, h_{i4}_{j}_3);
+#else
             acc_{i4}_{j}_0 = fma(vec4<f32>(a{i4}.x), b{j}, acc_{i4}_{j}_0);
             acc_{i4}_{j}_1 = fma(vec4<f32>(a{i4}.y), b{j}, acc_{i4}_{j}_1);
             acc_{i4}_{j}_2 = fma(vec4<f32>(a{i4}.z), b{j}, acc_{i4}_{j}_2);
             acc_{i4}_{j}_3 = fma(vec4<f32>(a{i4}.w), b{j}, acc_{i4}_{j}_3);
+#endif
 #endfor
 #endfor
         }
+#ifdef PACKED
+#for i4 in 0..V
+#for j in 0..V
+#for e in 0..4
+        acc_{i4}_{j}_{e} += vec4<f32>(h_{i4}_{j}_{e});
+#endfor
+#endfor
+#endfor
+#endif
         workgroupBarrier();
     }
 #for i4 in 0..V

@@ -89,6 +89,17 @@ pub async fn matvec_suite(ctx: &Context, act: DType, format: WeightFormat) {
     linear_case(ctx, act, format, multi, 11, 203, 160, true, 2048, 9).await;
 }
 
+/// `linear::matmul` (the context's tier, tile 64) on seeded random inputs: its output as read back.
+pub async fn matmul_output(ctx: &Context, act: DType, format: WeightFormat, m: usize, n: usize, k: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let (w, _) = random_weight(ctx, &mut rng, n, k, format, u64::MAX);
+    let x = as_stored(&rng.normals(m * k, 1.0), act);
+    let xt = upload(ctx, &x, &[m, k], act);
+    let y = poisoned(ctx, &[m, n], act);
+    run(ctx, |rec| linear::matmul_with_tile(rec, &xt, &w, None, &y, 64)).await;
+    read_guarded(ctx, &y).await
+}
+
 pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
     let big = u64::MAX;
     let tiles: &[u32] = if ctx.caps.max_workgroup_storage >= 32768 { &[64, 128] } else { &[64] };

@@ -71,6 +71,23 @@ fn f16_activations_need_shader_f16() {
     assert!(err.to_string().contains("shader-f16"), "{err}");
 }
 
+/// The packed-f16 matmul tier (f16 tiles and products, f32 across groups of 32) against the f64 reference
+/// within the f16 tolerance, every weight format and tile, awkward sizes; and it is really another kernel:
+/// its sums differ in the last bits from the f32-accumulating matmul's on the same inputs.
+#[test]
+fn packed_f16_matmul_matches_the_reference() {
+    let ctx = pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: true, ..Default::default() })).unwrap();
+    assert!(ctx.packed_f16_matmul, "the test adapter must offer shader-f16");
+    for format in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
+        pollster::block_on(cases::matmul_suite(&ctx, DType::F16, format));
+    }
+    let plain = pollster::block_on(Context::new(ContextOptions::default())).unwrap();
+    let a = pollster::block_on(cases::matmul_output(&ctx, DType::F16, WeightFormat::Q4, 70, 96, 1024, 5));
+    let b = pollster::block_on(cases::matmul_output(&plain, DType::F16, WeightFormat::Q4, 70, 96, 1024, 5));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).any(|(x, y)| x != y), "PACKED changed nothing: the flag does not reach the shader");
+}
+
 /// The decode step's fused kernel built without wgpu's runtime checks (what `bench model
 /// --no-runtime-checks` measures) computes the same, f32 and f16, every shape. (It cannot tell whether the
 /// checks were really left out: that shows only in the generated code and its speed.)

@@ -337,10 +337,11 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
     let _ = writeln!(r, "# varco bench model --shape {}\n", o.shape);
     let _ = writeln!(
         r,
-        "adapter: {}; kernels: {act:?} activations, {}{}; plan {:?}; median of {runs} runs",
+        "adapter: {}; kernels: {act:?} activations, {}{}{}; plan {:?}; median of {runs} runs",
         ctx.describe(),
         if ctx.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions (no subgroups)" },
         if ctx.runtime_checks { "" } else { ", no runtime checks" },
+        if ctx.packed_f16_matmul && act == DType::F16 { ", packed-f16 matmul" } else { "" },
         o.plan
     );
     let _ = writeln!(r, "decode shapes (WG:ROWS:BLOCKS of the fused kernel): {}", s.model.llm.decode_shapes);

@@ -173,6 +173,10 @@ enum BenchCmd {
         /// they cost.
         #[arg(long)]
         no_runtime_checks: bool,
+        /// The prefill and vision matmuls in packed f16 (f16 activations: tiles and their products in f16,
+        /// summed in f32 across groups of 32), the portable-f16 tier of issue 14.
+        #[arg(long)]
+        packed_f16: bool,
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
@@ -229,6 +233,9 @@ enum BenchCmd {
         /// built in; by default the model's.
         #[arg(long)]
         fused: Option<String>,
+        /// The matmuls in packed f16 (`bench model --packed-f16`'s tier; f16 activations).
+        #[arg(long)]
+        packed_f16: bool,
         /// Also write the table to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -251,12 +258,12 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, decode_only, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks {
+            let ctx = if no_subgroups || no_runtime_checks || packed_f16 {
                 drop(ctx);
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, ..Default::default() };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, ..Default::default() };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx
@@ -271,7 +278,13 @@ fn main() -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report.figures)?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, out } } => {
+        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, packed_f16, out } } => {
+            let ctx = if packed_f16 {
+                drop(ctx);
+                pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: true, ..Default::default() })).context("no usable GPU adapter")?
+            } else {
+                ctx
+            };
             let act = match act.as_deref() {
                 None if ctx.caps.f16 => DType::F16,
                 None => DType::F32,

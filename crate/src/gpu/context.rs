@@ -71,11 +71,15 @@ pub struct ContextOptions {
     /// bounds, but a shader without checks that strays reads or writes memory it does not own. A browser
     /// keeps its own checks whatever this says.
     pub runtime_checks: bool,
+    /// The prefill/vision matmul's packed-f16 tier (f16 activations only): tiles staged and multiplied in
+    /// f16, summed in f32 across groups of 32 (shaders/matmul.wgsl, PACKED). Off by default until the H200
+    /// shows what it gains (issue 14); `varco bench model --packed-f16` turns it on.
+    pub packed_f16_matmul: bool,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false }
     }
 }
 
@@ -95,6 +99,8 @@ pub struct Context {
     pub stats: Stats,
     /// [`ContextOptions::runtime_checks`].
     pub runtime_checks: bool,
+    /// [`ContextOptions::packed_f16_matmul`], where the device has shader-f16.
+    pub packed_f16_matmul: bool,
     /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
     pub live: Arc<Live>,
     /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
@@ -263,6 +269,7 @@ impl Context {
                 Vec::new()
             },
         };
+        let packed_f16_matmul = opts.packed_f16_matmul && caps.f16;
         Ok(Context {
             device,
             queue,
@@ -274,6 +281,7 @@ impl Context {
             params_pool: Mutex::new(Vec::new()),
             stats: Stats::default(),
             runtime_checks: opts.runtime_checks,
+            packed_f16_matmul,
             live: Arc::new(Live::default()),
             lost,
             #[cfg(feature = "test-hooks")]

@@ -171,7 +171,8 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     let defines = weight_defines(base_defines(rec.ctx, act, 256)?
         .value("TILE", tile)
         .value("V", tile / 64)
-        .flag_if("BIAS", bias.is_some()), w.format);
+        .flag_if("BIAS", bias.is_some())
+        .flag_if("PACKED", rec.ctx.packed_f16_matmul && act == crate::gpu::DType::F16), w.format);
     let pipeline = rec.ctx.pipeline(&MATMUL, &defines)?;
     let m_tiles = (m as u32).div_ceil(tile);
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;

@@ -118,7 +118,9 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     let d = base(multi.wg).value("R", multi.rows).flag("MULTI").value("MX", linear::MULTI_ROWS);
                     out.push((MATVEC, weight_defines(d, wfmt).flag_if("BIAS", bias)));
                     for tile in [64, 128] {
-                        out.push((MATMUL, weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias)));
+                        for &packed in if f16 { &[false, true][..] } else { &[false][..] } {
+                            out.push((MATMUL, weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias).flag_if("PACKED", packed)));
+                        }
                     }
                 }
                 out.push((EMBED, weight_defines(base(128), wfmt)));
