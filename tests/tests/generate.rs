@@ -13,9 +13,16 @@ use varco_web::loader::Precision;
 use varco_web::model::decode::Workspace;
 use varco_web::model::Model;
 
+/// `VARCO_PACKED_F16=1` runs the f16 path's prefill matmuls in the packed-f16 tier, to report its error
+/// against transformers beside the default's (BENCHMARKS.md, issue 14); CI runs the default.
 fn ctx() -> &'static Context {
     static C: OnceLock<Context> = OnceLock::new();
-    C.get_or_init(|| pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)"))
+    C.get_or_init(|| {
+        let packed_f16_matmul = std::env::var("VARCO_PACKED_F16").is_ok_and(|v| v == "1");
+        let ctx = pollster::block_on(Context::new(ContextOptions { packed_f16_matmul, ..Default::default() })).expect("a WebGPU adapter (lavapipe in CI)");
+        assert_eq!(ctx.packed_f16_matmul, packed_f16_matmul, "VARCO_PACKED_F16=1 needs shader-f16");
+        ctx
+    })
 }
 
 fn model(precision: Precision) -> Model {
