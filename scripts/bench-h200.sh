@@ -34,6 +34,13 @@ native)
     done
     timeout 90 $V bench kernels --filter fused --fused all --out "$R/fused-all.md" > "$R/fused-all.log" 2>&1
     date
+    # issue 14's tiers: the q4 matmul at f32 and f16 activations, then packed f16; prefill and vision packed
+    for v in "--act f32" "" "--packed-f16"; do
+        n=$(echo "matmul$v" | tr -d ' -')
+        timeout 60 $V bench kernels --filter matmul $v --out "$R/$n.md" > "$R/$n.log" 2>&1
+    done
+    timeout 120 $V bench model --shape 14b --runs 3 --packed-f16 --contexts 1024 --steps 8 --out "$R/model-packed.md" > "$R/model-packed.log" 2>&1
+    date
     [ -n "${FULL_KERNELS:-}" ] && timeout 120 $V bench kernels --out "$R/kernels.md" > "$R/kernels.log" 2>&1
     date
     ;;
