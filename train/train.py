@@ -179,6 +179,15 @@ def main():
         json.dump(shape, f, indent=1)
 
     torch.manual_seed(a.seed)
+    torch.set_float32_matmul_precision("high")
+    # Batches cross from the workers through shared memory (≈ 50 MB of 8-bit tiles each): a small /dev/shm
+    # (containers often give 64 MB) would kill the loader with a bus error, so fewer batches wait there.
+    import shutil
+    shm = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
+    prefetch = 4 if shm > 8 << 30 else 1
+    if shm < 1 << 30:
+        torch.multiprocessing.set_sharing_strategy("file_system")
+        print(f"/dev/shm has {shm >> 20} MiB free: batches pass through files", flush=True)
     from transformers import LlavaOnevisionForConditionalGeneration
     dev = torch.device(a.device)
     model = LlavaOnevisionForConditionalGeneration(common.build_config(shape)).to(dev)
@@ -205,7 +214,7 @@ def main():
 
     data = Batches(shape, a.seed, a.batch, step, a.curriculum_samples)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda",
-                                         prefetch_factor=4 if a.workers else None, persistent_workers=False)
+                                         prefetch_factor=prefetch if a.workers else None, persistent_workers=False)
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     run_start = time.time()
     last_save = run_start
