@@ -180,14 +180,14 @@ def main():
 
     torch.manual_seed(a.seed)
     torch.set_float32_matmul_precision("high")
-    # Batches cross from the workers through shared memory (≈ 50 MB of 8-bit tiles each): a small /dev/shm
-    # (containers often give 64 MB) would kill the loader with a bus error, so fewer batches wait there.
+    # Batches cross from the workers through shared memory (≈ 50 MB of 8-bit tiles each): where /dev/shm is
+    # small, fewer batches wait there (one a worker), and a warning says why the loader may fail
     import shutil
     shm = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
     prefetch = 4 if shm > 8 << 30 else 1
-    if shm < 1 << 30:
-        torch.multiprocessing.set_sharing_strategy("file_system")
-        print(f"/dev/shm has {shm >> 20} MiB free: batches pass through files", flush=True)
+    if shm < (a.workers + 1) * 64 << 20:
+        print(f"warning: /dev/shm has {shm >> 20} MiB free, {a.workers} workers need about "
+              f"{(a.workers + 1) * 64} MiB: use fewer --workers if the loader dies", flush=True)
     from transformers import LlavaOnevisionForConditionalGeneration
     dev = torch.device(a.device)
     model = LlavaOnevisionForConditionalGeneration(common.build_config(shape)).to(dev)
