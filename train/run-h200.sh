@@ -39,11 +39,17 @@ finish)
     /tmp/varco convert --input /tmp/ckpt-f32 --output /tmp/model-q4 --lm-head q4
     python3 train/dequant.py --model /tmp/model-q4 --like /tmp/ckpt-f32 --out /tmp/ckpt-dq
     python3 train/evaluate.py scenes --out /tmp/heldout --n "${EVAL_SCENES:-500}"
-    python3 train/evaluate.py answer --model /tmp/ckpt-f32 --scenes /tmp/heldout --out "$OUT/answers-hf-f32.jsonl" --batch 96 &
+    # the three answer sets at once: transformers' two are bound by Python on one core each, ours by the GPU
+    python3 train/evaluate.py answer --model /tmp/ckpt-f32 --scenes /tmp/heldout --out "$OUT/answers-hf-f32.jsonl" \
+        --batch 96 2> /tmp/hf-f32.err &
+    f32=$!
+    python3 train/evaluate.py answer --model /tmp/ckpt-dq --scenes /tmp/heldout --out "$OUT/answers-hf-q4.jsonl" \
+        --batch 96 2> /tmp/hf-q4.err &
+    q4=$!
     /tmp/varco run --model /tmp/model-q4 --batch /tmp/heldout/requests.jsonl --precision f32 --temperature 0 \
         --max-new-tokens 256 > "$OUT/answers-ours-q4.jsonl" 2> /tmp/ours.err || { tail -5 /tmp/ours.err; exit 1; }
-    wait
-    python3 train/evaluate.py answer --model /tmp/ckpt-dq --scenes /tmp/heldout --out "$OUT/answers-hf-q4.jsonl" --batch 96
+    wait $f32 || { tail -5 /tmp/hf-f32.err; exit 1; }
+    wait $q4 || { tail -5 /tmp/hf-q4.err; exit 1; }
     python3 train/score.py --scenes /tmp/heldout "$OUT/answers-hf-f32.jsonl" "$OUT/answers-hf-q4.jsonl" \
         "$OUT/answers-ours-q4.jsonl" --json "$OUT/scores.json" | tee "$OUT/scores.txt"
     cp /tmp/model-q4/manifest.json "$OUT/manifest.json"
