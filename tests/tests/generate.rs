@@ -95,10 +95,16 @@ fn run_case(m: &Model, case: &str, tol: f64, strict: bool) -> Report {
     report
 }
 
-fn every_case(precision: Precision, tol: f64) -> usize {
+/// The cases of more than 4,800 prompt tokens (the 1920×1080 OCR page, the two-turn OCR chat): the f32 pass
+/// takes them; the f16 and 4-bit passes, whose own risks (f16 arithmetic over a long prompt, 4-bit weights)
+/// the other cases show as well — referring_ko_1024x768 has 4,787 tokens — leave them out, which keeps
+/// generate.rs, the longest suite, to about 12 minutes on two cores instead of 18.
+const LONGEST: [&str; 2] = ["ocr_1920x1080", "multiturn_ocr_followup"];
+
+fn every_case(precision: Precision, tol: f64, skip: &[&str]) -> usize {
     let m = model(precision);
     let mut greedy = 0;
-    for case in fixtures::cases() {
+    for case in fixtures::cases().into_iter().filter(|c| !skip.contains(&c.as_str())) {
         let r = run_case(&m, &case, tol, true);
         eprintln!("{precision:?} {case}: worst top-20 logit error {:.2e}, greedy checked on {} of 16 steps", r.worst_rel, r.greedy_checked);
         greedy += r.greedy_checked;
@@ -108,14 +114,14 @@ fn every_case(precision: Precision, tol: f64) -> usize {
 
 #[test]
 fn every_case_matches_transformers_on_the_f32_path() {
-    let greedy = every_case(Precision::F32, 1e-3);
+    let greedy = every_case(Precision::F32, 1e-3, &[]);
     assert!(greedy > 150, "greedy tokens were compared on only {greedy} steps");
 }
 
 #[test]
 fn every_case_matches_transformers_on_the_f16_path() {
     assert!(ctx().caps.f16, "the test adapter must offer shader-f16");
-    let greedy = every_case(Precision::F16, 2e-2);
+    let greedy = every_case(Precision::F16, 2e-2, &LONGEST);
     assert!(greedy > 50, "greedy tokens were compared on only {greedy} steps");
 }
 
@@ -125,14 +131,15 @@ fn every_case_matches_transformers_on_the_f16_path() {
 fn four_bit_weights_report() {
     let m = model(Precision::Q4);
     let (mut agree, mut steps, mut mean) = (0, 0, 0.0);
-    for case in fixtures::cases() {
+    let cases: Vec<String> = fixtures::cases().into_iter().filter(|c| !LONGEST.contains(&c.as_str())).collect();
+    for case in &cases {
         let r = run_case(&m, &case, 0.0, false);
         eprintln!("Q4 {case}: top-1 agreement {}/16, top-20 logit error mean {:.2e}, worst {:.2e}", r.top1_agree, r.mean_rel, r.worst_rel);
         agree += r.top1_agree;
         steps += 16;
         mean += r.mean_rel;
     }
-    let n = fixtures::cases().len() as f64;
+    let n = cases.len() as f64;
     eprintln!("Q4 overall: top-1 agreement {agree}/{steps} ({:.1} %), mean top-20 logit error {:.3e}", 100.0 * agree as f64 / steps as f64, mean / n);
     assert!(mean / n < 0.25, "4-bit logits are far off: mean relative error {:.3}", mean / n);
     assert!(agree * 4 > steps, "4-bit greedy agrees on only {agree} of {steps} steps");
