@@ -5,7 +5,7 @@ the rest).
 
 1. `common.tiles_u8` gives exactly the processor's tiles (as 8-bit levels) for many image sizes.
 2. `common.expand_image` gives exactly the processor's input ids.
-3. `train.tile_labels` reads each patch's label where the processor's tile shows that label's pixels: on an
+3. `common.tile_labels` reads each patch's label where the processor's tile shows that label's pixels: on an
    image of flat 16-pixel blocks, the processor's pixel at a patch centre has the colour of the block that
    `tile_labels` names, wherever the centre is not near a block edge (where bicubic blends).
 """
@@ -18,7 +18,6 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-import train  # noqa: E402
 
 
 def main():
@@ -52,7 +51,7 @@ def main():
         ids = np.arange(bw * bh).reshape(bh, bw).repeat(16, 0).repeat(16, 1)[:h, :w]
         img = Image.fromarray(palette[ids])
         labels = np.stack([ids % 30000, ids // 30000, np.zeros_like(ids)], -1).astype(np.int64)
-        lab = train.tile_labels(labels, ip.image_grid_pinpoints, tile, patch)
+        lab = common.tile_labels(labels, ip.image_grid_pinpoints, tile, patch)
         tiles = common.tiles_u8(img, tile, ip.image_grid_pinpoints)
         assert lab.shape[0] == tiles.shape[0], (lab.shape, tiles.shape)
         c = np.arange(patch // 2, tile, patch)[: tile // patch]

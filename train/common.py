@@ -55,28 +55,58 @@ def pinpoints(tile):
     return [[tile * a, tile * b] for a in range(1, 7) for b in range(1, 7)]
 
 
-def tiles_u8(img, tile, pins):
-    """The image processor's tiles as 8-bit pixels [tiles, 3, tile, tile]: the base tile (the whole image resized),
-    then the anyres grid row by row (the image resized into the best pinpoint keeping its aspect, centred on
-    black). The same Pillow bicubic resizes as LlavaOnevisionImageProcessorPil, without its float conversion;
-    `tests_train.py` checks that the two agree exactly."""
-    import numpy as np
-    from PIL import Image
+def anyres_geometry(w, h, pins):
+    """How the image processor lays a w×h image on the anyres grid: the best pinpoint (bw, bh) and the size
+    (nw, nh) the image is resized to inside it, keeping its aspect (centred; the rest is padding)."""
     from transformers.image_processing_utils import select_best_resolution
-    img = img.convert("RGB")
-    w, h = img.size
     bh, bw = select_best_resolution((h, w), pins)
     sw, sh = bw / w, bh / h
     if sw < sh:
         nw, nh = bw, min(math.ceil(h * sw), bh)
     else:
         nh, nw = bh, min(math.ceil(w * sh), bw)
+    return bw, bh, nw, nh
+
+
+def tiles_u8(img, tile, pins):
+    """The image processor's tiles as 8-bit pixels [tiles, 3, tile, tile]: the base tile (the whole image resized),
+    then the anyres grid row by row (the image resized into the best pinpoint keeping its aspect, centred on
+    black). The same Pillow bicubic resizes as LlavaOnevisionImageProcessorPil, without its float conversion;
+    `check.py` checks that the two agree exactly."""
+    import numpy as np
+    from PIL import Image
+    img = img.convert("RGB")
+    bw, bh, nw, nh = anyres_geometry(*img.size, pins)
     canvas = Image.new("RGB", (bw, bh))
     canvas.paste(img.resize((nw, nh), Image.BICUBIC), ((bw - nw) // 2, (bh - nh) // 2))
     grid = np.asarray(canvas)
     tiles = [np.asarray(img.resize((tile, tile), Image.BICUBIC))]
     tiles += [grid[y:y + tile, x:x + tile] for y in range(0, bh, tile) for x in range(0, bw, tile)]
     return np.stack(tiles).transpose(0, 3, 1, 2)
+
+
+def tile_labels(labels, pins, tile, patch):
+    """A label map [h, w, 3] cut as `tiles_u8` cuts the image (base tile, then the anyres grid row by row), read
+    at each patch's centre: [tiles, cells, cells, 3]. Padding reads as class 0."""
+    import numpy as np
+    h, w = labels.shape[:2]
+    bw, bh, nw, nh = anyres_geometry(w, h, pins)
+    py, px = (bh - nh) // 2, (bw - nw) // 2
+    c = np.arange(patch // 2, tile, patch)[: tile // patch]      # patch centres within a tile
+
+    def src(pos, n_out, n_in):
+        """Source index of output pixel `pos` when n_in pixels are resized to n_out (-1 outside)."""
+        ok = (pos >= 0) & (pos < n_out)
+        return np.where(ok, np.minimum(((pos + 0.5) * n_in / n_out).astype(np.int64), n_in - 1), -1)
+
+    padded = np.concatenate([labels, np.zeros((1, w, 3), labels.dtype)], 0)
+    padded = np.concatenate([padded, np.zeros((h + 1, 1, 3), labels.dtype)], 1)   # index -1 reads zeros
+    out = [padded[src(c, tile, h)][:, src(c, tile, w)]]
+    for ty in range(bh // tile):
+        ys = src(ty * tile + c - py, nh, h)
+        for tx in range(bw // tile):
+            out.append(padded[ys][:, src(tx * tile + c - px, nw, w)])
+    return np.stack(out)
 
 
 def build_config(shape):

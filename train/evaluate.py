@@ -28,8 +28,7 @@ EVAL_SALT = 7_777_777_777_777
 
 def eval_spec():
     """The hardest point of the training curriculum, with at least two texts and two shapes a scene."""
-    import train
-    s = train.spec_at(1.0)
+    s = scenes.curriculum(1.0)
     s.min_items, s.max_items, s.min_text, s.min_shapes = 4, 7, 2, 2
     return s
 

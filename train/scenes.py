@@ -79,6 +79,17 @@ class SceneSpec:
     min_shapes: int = 0            # ... and shape items
 
 
+def curriculum(progress):
+    """The training curriculum at `progress` (0..1 of its samples): few, large items first; many, small,
+    rotated and degraded ones later."""
+    p = min(max(progress, 0.0), 1.0)
+    return SceneSpec(min_items=1, max_items=2 + round(6 * p), min_font=int(26 - 12 * p),
+                     max_font=int(44 - 8 * p), max_words=1 + round(p), rotate_deg=4.0 * p,
+                     noise=0.3 + 0.7 * p,
+                     sizes=((224, 224), (448, 448), (448, 224), (224, 448), (448, 336), (336, 448),
+                            (672, 448), (448, 672), (640, 480), (512, 384), (300, 200), (360, 270)))
+
+
 @dataclass
 class Scene:
     image: Image.Image
@@ -201,7 +212,7 @@ def _layer_shape(rng, shape, color, size):
     return layer, mask
 
 
-def _layer_text(rng, text, fnt, color, vocab):
+def _layer_text(text, fnt, color, vocab):
     """An RGBA layer with the text, and a char-class layer (int32) filling each character's advance box."""
     l, t, r, b = fnt.getbbox(text)
     pad = 2
@@ -271,7 +282,7 @@ def make_scene(rng, spec, vocab, with_labels=True):
             under = bg.mean() if rng.random() < 0.3 else None
             dark = (under > 128) if under is not None else rng.random() < 0.5
             color = tuple(rng.randint(0, 60) for _ in range(3)) if dark else tuple(rng.randint(200, 255) for _ in range(3))
-            layer, chars, alpha = _layer_text(rng, text, fnt, color, vocab)
+            layer, chars, alpha = _layer_text(text, fnt, color, vocab)
             plate = rng.random() < 0.5   # a sign: the text on a plate of the contrasting tone
             if plate:
                 pw, ph = layer.size[0] + 8, layer.size[1] + 8

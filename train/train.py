@@ -34,45 +34,6 @@ import scenes  # noqa: E402
 MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
 
 
-def spec_at(progress):
-    """The curriculum: few, large items first; many, small, rotated and degraded ones later."""
-    p = min(max(progress, 0.0), 1.0)
-    return scenes.SceneSpec(min_items=1, max_items=2 + round(6 * p), min_font=int(26 - 12 * p),
-                            max_font=int(44 - 8 * p), max_words=1 + round(p), rotate_deg=4.0 * p,
-                            noise=0.3 + 0.7 * p,
-                            sizes=((224, 224), (448, 448), (448, 224), (224, 448), (448, 336), (336, 448),
-                                   (672, 448), (448, 672), (640, 480), (512, 384), (300, 200), (360, 270)))
-
-
-def tile_labels(labels, pins, tile, patch):
-    """The label map cut as the image processor cuts the image (base tile, then the anyres grid row by row),
-    read at each patch's centre: [tiles, cells, cells, 3]. Padding reads as class 0."""
-    from transformers.image_processing_utils import select_best_resolution
-    h, w = labels.shape[:2]
-    bh, bw = select_best_resolution((h, w), pins)
-    sw, sh = bw / w, bh / h
-    if sw < sh:
-        nw, nh = bw, min(math.ceil(h * sw), bh)
-    else:
-        nh, nw = bh, min(math.ceil(w * sh), bw)
-    py, px = (bh - nh) // 2, (bw - nw) // 2
-    c = np.arange(patch // 2, tile, patch)[: tile // patch]      # patch centres within a tile
-
-    def src(pos, n_out, n_in):
-        """Source index of output pixel `pos` when n_in pixels are resized to n_out (-1 outside)."""
-        ok = (pos >= 0) & (pos < n_out)
-        return np.where(ok, np.minimum(((pos + 0.5) * n_in / n_out).astype(np.int64), n_in - 1), -1)
-
-    padded = np.concatenate([labels, np.zeros((1, w, 3), labels.dtype)], 0)
-    padded = np.concatenate([padded, np.zeros((h + 1, 1, 3), labels.dtype)], 1)   # index -1 reads zeros
-    out = [padded[src(c, tile, h)][:, src(c, tile, w)]]
-    for ty in range(bh // tile):
-        ys = src(ty * tile + c - py, nh, h)
-        for tx in range(bw // tile):
-            out.append(padded[ys][:, src(tx * tile + c - px, nw, w)])
-    return np.stack(out)
-
-
 class Batches(torch.utils.data.IterableDataset):
     def __init__(self, shape, seed, batch, start, curriculum_samples, mix=MIX, max_turns=3):
         self.shape, self.seed, self.batch, self.start = shape, seed, batch, start
@@ -93,13 +54,13 @@ class Batches(torch.utils.data.IterableDataset):
         for k in range(self.batch):
             index = b * self.batch + k
             rng = random.Random(self.seed * 1_000_003 + index)
-            sc = scenes.make_scene(rng, spec_at(index / self.curriculum_samples), vocab)
+            sc = scenes.make_scene(rng, scenes.curriculum(index / self.curriculum_samples), vocab)
             turns = [common.sample_turn(rng, sc, self.mix) for _ in range(rng.randint(1, self.max_turns))]
             text = proc.apply_chat_template(common.conversation(turns), tokenize=False)
             ids = common.expand_image(proc, proc.tokenizer(text, add_special_tokens=False)["input_ids"],
                                       sc.image.size)
             u8 = common.tiles_u8(sc.image, self.shape["tile"], ip.image_grid_pinpoints)
-            lab = tile_labels(sc.labels, ip.image_grid_pinpoints, self.shape["tile"], self.shape["patch"])
+            lab = common.tile_labels(sc.labels, ip.image_grid_pinpoints, self.shape["tile"], self.shape["patch"])
             samples.append((ids, common.answer_mask(ids), u8, (sc.image.size[1], sc.image.size[0]), lab))
         return collate(samples)
 
