@@ -459,12 +459,49 @@ fn load(ctx: &Context, dir: &std::path::Path, precision: Option<&str>) -> Result
     })
 }
 
+impl RunArgs {
+    /// The sampling settings the options ask for (`max_new_tokens` where a request sets its own).
+    fn settings(&self, max_new_tokens: Option<usize>) -> varco_web::generate::Settings {
+        varco_web::generate::Settings {
+            max_new_tokens: max_new_tokens.or(self.max_new_tokens),
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            repetition_penalty: self.repetition_penalty,
+            ignore_eos: false,
+        }
+    }
+
+    /// A session on the loaded model, holding `--max-context` tokens (default: a converted model's own, else
+    /// DEFAULT_CONTEXT; never beyond the model's positions).
+    fn session(&self, ctx: &Context, model: varco_web::model::Model, tok: varco_web::tokenizer::Tokenizer, template: varco_web::chat::ChatTemplate, generation: varco_web::loader::manifest::Generation, context: Option<usize>) -> Result<varco_web::session::Session> {
+        let context = self.max_context.or(context).unwrap_or(DEFAULT_CONTEXT).min(model.cfg.text.max_positions);
+        Ok(pollster::block_on(varco_web::session::Session::new(ctx, model, tok, template, generation, context))?)
+    }
+}
+
+/// An image file, decoded as the engine decodes one.
+fn read_image(path: &std::path::Path) -> Result<image::RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(varco_web::image::decode(&bytes, Default::default())?)
+}
+
+/// The user's message: the image first where there is one, then the text.
+fn user_message(image: bool, text: String) -> varco_web::chat::Message {
+    use varco_web::chat::{Message, Part};
+    let mut parts = Vec::new();
+    if image {
+        parts.push(Part::Image);
+    }
+    parts.push(Part::Text { text });
+    Message::user(parts)
+}
+
 fn run(ctx: &Context, a: RunArgs) -> Result<()> {
     use std::io::Write;
     use varco_web::answer::prompts;
-    use varco_web::chat::{Message, Part};
-    use varco_web::generate::Settings;
-    use varco_web::session::{Request, Session};
+    use varco_web::session::Request;
 
     if let Some(path) = a.batch.clone() {
         return run_batch(ctx, a, &path);
@@ -485,20 +522,9 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
         None => None,
     };
     anyhow::ensure!(a.draw.is_none() || a.image.is_some(), "--draw needs --image");
-    let image = match &a.image {
-        Some(p) => {
-            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            Some(varco_web::image::decode(&bytes, Default::default())?)
-        }
-        None => None,
-    };
+    let image = a.image.as_deref().map(read_image).transpose()?;
     let Loaded { model, tok, template, generation, context, checkpoint } = load(ctx, &a.model, a.precision.as_deref())?;
-    let mut parts = Vec::new();
-    if image.is_some() {
-        parts.push(Part::Image);
-    }
-    parts.push(Part::Text { text: question });
-    let messages = vec![Message::user(parts)];
+    let messages = vec![user_message(image.is_some(), question)];
     if a.check {
         let Some((weights, precision)) = &checkpoint else {
             anyhow::bail!("--check compares with the CPU reference of a checkpoint: give a checkpoint directory, not a converted one")
@@ -507,18 +533,8 @@ fn run(ctx: &Context, a: RunArgs) -> Result<()> {
         let ids = varco_web::chat::PromptIds::new(&tok, &text)?;
         check(ctx, &model, weights, &ids.llava_next, image.as_ref(), *precision)?;
     }
-    let context = a.max_context.or(context).unwrap_or(DEFAULT_CONTEXT).min(model.cfg.text.max_positions);
-    let mut session = pollster::block_on(Session::new(ctx, model, tok, template, generation, context))?;
-    let settings = Settings {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-        repetition_penalty: a.repetition_penalty,
-        ignore_eos: false,
-    };
-    let req = Request { settings, ..Request::chat(messages, image) };
+    let mut session = a.session(ctx, model, tok, template, generation, context)?;
+    let req = Request { settings: a.settings(None), ..Request::chat(messages, image) };
     let stdout = std::io::stdout();
     let json = a.json;
     let answer = pollster::block_on(session.answer(
@@ -563,9 +579,7 @@ struct BatchRequest {
 /// nothing; then the requests run in order on one session.
 fn run_batch(ctx: &Context, a: RunArgs, path: &std::path::Path) -> Result<()> {
     use std::io::Write;
-    use varco_web::chat::{Message, Part};
-    use varco_web::generate::Settings;
-    use varco_web::session::{Request, Session};
+    use varco_web::session::Request;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let base = path.parent().unwrap_or(std::path::Path::new("."));
     let mut reqs = Vec::new();
@@ -579,35 +593,14 @@ fn run_batch(ctx: &Context, a: RunArgs, path: &std::path::Path) -> Result<()> {
     }
     anyhow::ensure!(!reqs.is_empty(), "{}: no requests", path.display());
     let Loaded { model, tok, template, generation, context, .. } = load(ctx, &a.model, a.precision.as_deref())?;
-    let context = a.max_context.or(context).unwrap_or(DEFAULT_CONTEXT).min(model.cfg.text.max_positions);
-    let mut session = pollster::block_on(Session::new(ctx, model, tok, template, generation, context))?;
+    let mut session = a.session(ctx, model, tok, template, generation, context)?;
     let stdout = std::io::stdout();
     for r in reqs {
         let t0 = std::time::Instant::now();
         let result = (|| -> Result<varco_web::session::Answer> {
-            let image = match &r.image {
-                Some(p) => {
-                    let p = base.join(p);
-                    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-                    Some(varco_web::image::decode(&bytes, Default::default())?)
-                }
-                None => None,
-            };
-            let mut parts = Vec::new();
-            if image.is_some() {
-                parts.push(Part::Image);
-            }
-            parts.push(Part::Text { text: r.prompt.clone() });
-            let settings = Settings {
-                max_new_tokens: r.max_new_tokens.or(a.max_new_tokens),
-                temperature: a.temperature,
-                top_k: a.top_k,
-                top_p: a.top_p,
-                seed: a.seed,
-                repetition_penalty: a.repetition_penalty,
-                ignore_eos: false,
-            };
-            let req = Request { settings, ..Request::chat(vec![Message::user(parts)], image) };
+            let image = r.image.as_ref().map(|p| read_image(&base.join(p))).transpose()?;
+            let messages = vec![user_message(image.is_some(), r.prompt.clone())];
+            let req = Request { settings: a.settings(r.max_new_tokens), ..Request::chat(messages, image) };
             Ok(pollster::block_on(session.answer(ctx, &req, &mut |_| {}, &|| false))?)
         })();
         let line = match result {
