@@ -43,9 +43,10 @@ pub enum LinearKernel {
     Chosen,
 }
 
-/// One linear case: `(m, n, k)`, optional bias, weight parts of at most `limit` bytes.
+/// One linear kernel's output on seeded random inputs `(m, n, k)` (optional bias, weight parts of at most
+/// `limit` bytes), with the inputs it had: `(y, x as stored, W dequantized, bias)`.
 #[allow(clippy::too_many_arguments)]
-pub async fn linear_case(ctx: &Context, act: DType, format: WeightFormat, kernel: LinearKernel, m: usize, n: usize, k: usize, bias: bool, limit: u64, seed: u64) {
+pub async fn linear_output(ctx: &Context, act: DType, format: WeightFormat, kernel: LinearKernel, m: usize, n: usize, k: usize, bias: bool, limit: u64, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, usize) {
     let mut rng = Rng::new(seed);
     let (w, wv) = random_weight(ctx, &mut rng, n, k, format, limit);
     let x = as_stored(&rng.normals(m * k, 1.0), act);
@@ -61,9 +62,15 @@ pub async fn linear_case(ctx: &Context, act: DType, format: WeightFormat, kernel
         LinearKernel::Chosen => linear::linear(rec, &xt, &w, bias_t, &y),
     })
     .await;
-    let got = read_guarded(ctx, &y).await;
+    (read_guarded(ctx, &y).await, x, wv, b, w.parts.len())
+}
+
+/// One linear case against the f64 reference.
+#[allow(clippy::too_many_arguments)]
+pub async fn linear_case(ctx: &Context, act: DType, format: WeightFormat, kernel: LinearKernel, m: usize, n: usize, k: usize, bias: bool, limit: u64, seed: u64) {
+    let (got, x, wv, b, parts) = linear_output(ctx, act, format, kernel, m, n, k, bias, limit, seed).await;
     let want = r::linear(&x, &wv, bias.then_some(&b[..]), m, n, k);
-    let what = format!("{kernel:?} {format:?} {act:?} m={m} n={n} k={k} bias={bias} parts={}", w.parts.len());
+    let what = format!("{kernel:?} {format:?} {act:?} m={m} n={n} k={k} bias={bias} parts={parts}");
     assert_close(&what, &got, &want, tol(act, k > 512));
 }
 
@@ -87,17 +94,6 @@ pub async fn matvec_suite(ctx: &Context, act: DType, format: WeightFormat) {
         linear_case(ctx, act, format, multi, m, n, k, bias, big, 150 + i as u64).await;
     }
     linear_case(ctx, act, format, multi, 11, 203, 160, true, 2048, 9).await;
-}
-
-/// `linear::matmul` (the context's tier, tile 64) on seeded random inputs: its output as read back.
-pub async fn matmul_output(ctx: &Context, act: DType, format: WeightFormat, m: usize, n: usize, k: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    let (w, _) = random_weight(ctx, &mut rng, n, k, format, u64::MAX);
-    let x = as_stored(&rng.normals(m * k, 1.0), act);
-    let xt = upload(ctx, &x, &[m, k], act);
-    let y = poisoned(ctx, &[m, n], act);
-    run(ctx, |rec| linear::matmul_with_tile(rec, &xt, &w, None, &y, 64)).await;
-    read_guarded(ctx, &y).await
 }
 
 pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {

@@ -82,8 +82,8 @@ fn packed_f16_matmul_matches_the_reference() {
         pollster::block_on(cases::matmul_suite(&ctx, DType::F16, format));
     }
     let plain = pollster::block_on(Context::new(ContextOptions::default())).unwrap();
-    let a = pollster::block_on(cases::matmul_output(&ctx, DType::F16, WeightFormat::Q4, 70, 96, 1024, 5));
-    let b = pollster::block_on(cases::matmul_output(&plain, DType::F16, WeightFormat::Q4, 70, 96, 1024, 5));
+    let run = |ctx| pollster::block_on(cases::linear_output(ctx, DType::F16, WeightFormat::Q4, cases::LinearKernel::Matmul(64), 70, 96, 1024, false, u64::MAX, 5)).0;
+    let (a, b) = (run(&ctx), run(&plain));
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).any(|(x, y)| x != y), "PACKED changed nothing: the flag does not reach the shader");
 }

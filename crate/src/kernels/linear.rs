@@ -159,6 +159,12 @@ pub fn matmul_tile(ctx: &crate::gpu::Context) -> u32 {
 }
 
 /// The register-tiled matrix-matrix kernel.
+/// Whether `matmul` runs in the packed-f16 tier for activations `act` (the context asked for it, and the
+/// activations are f16).
+pub fn matmul_packed(ctx: &crate::gpu::Context, act: crate::gpu::DType) -> bool {
+    ctx.packed_f16_matmul && act == crate::gpu::DType::F16
+}
+
 pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
     let tile = matmul_tile(rec.ctx);
     matmul_with_tile(rec, x, w, bias, y, tile)
@@ -172,7 +178,7 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
         .value("TILE", tile)
         .value("V", tile / 64)
         .flag_if("BIAS", bias.is_some())
-        .flag_if("PACKED", rec.ctx.packed_f16_matmul && act == crate::gpu::DType::F16), w.format);
+        .flag_if("PACKED", matmul_packed(rec.ctx, act)), w.format);
     let pipeline = rec.ctx.pipeline(&MATMUL, &defines)?;
     let m_tiles = (m as u32).div_ceil(tile);
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;
