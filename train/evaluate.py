@@ -74,7 +74,11 @@ def answer(model_dir, scene_dir, out, limit, batch, max_new_tokens):
         shape = json.load(f)
     tok, ip, proc = common.build_processor(shape)
     tok.padding_side = "left"
-    model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    # float32 without TF32 on a GPU where there is one: the reference must not round more than our f32 path
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).to(dev).eval()
     with open(os.path.join(scene_dir, "requests.jsonl")) as f:
         reqs = [json.loads(l) for l in f]
     if limit:
@@ -85,7 +89,7 @@ def answer(model_dir, scene_dir, out, limit, batch, max_new_tokens):
             texts = [proc.apply_chat_template(common.conversation([(r["prompt"], None)]), add_generation_prompt=True,
                                               tokenize=False) for r in part]
             images = [Image.open(os.path.join(scene_dir, r["image"])).convert("RGB") for r in part]
-            enc = proc(images=images, text=texts, return_tensors="pt", padding=True)
+            enc = proc(images=images, text=texts, return_tensors="pt", padding=True).to(dev)
             with torch.no_grad():
                 gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=151643,
                                      eos_token_id=common.IM_END)

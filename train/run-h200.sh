@@ -39,7 +39,7 @@ finish)
     /tmp/varco convert --input /tmp/ckpt-f32 --output /tmp/model-q4 --lm-head q4
     python3 train/dequant.py --model /tmp/model-q4 --like /tmp/ckpt-f32 --out /tmp/ckpt-dq
     python3 train/evaluate.py scenes --out /tmp/heldout --n "${EVAL_SCENES:-500}"
-    # the three answer sets at once: transformers' two are bound by Python on one core each, ours by the GPU
+    # the three answer sets at once: transformers' two through CUDA, ours through Vulkan, on the one GPU
     python3 train/evaluate.py answer --model /tmp/ckpt-f32 --scenes /tmp/heldout --out "$OUT/answers-hf-f32.jsonl" \
         --batch 96 2> /tmp/hf-f32.err &
     f32=$!
