@@ -7,14 +7,15 @@
 #                                                   recipe of BUDGET minutes (default 15)
 #   bash train/run-h200.sh finish                  export, convert to 4 bits, held-out scenes, transformers'
 #                                                   answers on the f32 and the dequantized 4-bit checkpoints,
-#                                                   our engine's answers, scores; results to $OUT
+#                                                   our engine's answers, scores, the fixture cases;
+#                                                   to $OUT: results.tgz, the converted model
 #
 # Needs, carried: .fonts (the Debian fonts scenes.py draws with: prepare with `bash train/prepare-device.sh`),
 # .gl (the Vulkan loader debs, for our engine), .device-train/varco.xz (a release build of varco).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 VARCO_FONTS="$PWD/.fonts" TOKENIZERS_PARALLELISM=false
-CK=/tmp/varco-train
+CK="${CK:-/tmp/varco-train}"
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
 step="${1:?train MINUTES [BUDGET] | finish}"
@@ -30,15 +31,27 @@ train)
     cp "$CK/log.jsonl" "$OUT/train-log.jsonl"
     ;;
 finish)
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
-    xz -dc .device-train/varco.xz > /tmp/varco && chmod +x /tmp/varco
+    # the Vulkan loader where the machine has none (the H200's); a local trial run (CK, VARCO set) uses its own
+    if ! ldconfig -p | grep -q libvulkan.so.1; then
+        for f in .gl/*.deb; do dpkg -x "$f" /; done
+        ldconfig
+    fi
+    nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    [ -f $nvidia_icd ] && export VK_DRIVER_FILES=$nvidia_icd
+    export WGPU_BACKEND=vulkan
+    if [ -z "${VARCO:-}" ]; then
+        xz -dc .device-train/varco.xz > /tmp/varco && chmod +x /tmp/varco
+        VARCO=/tmp/varco
+    fi
+    date
     python3 train/export.py --ckpt "$CK/train.pt" --out /tmp/ckpt-f32
     rm -rf /tmp/model-q4
-    /tmp/varco convert --input /tmp/ckpt-f32 --output /tmp/model-q4 --lm-head q4
+    "$VARCO" convert --input /tmp/ckpt-f32 --output /tmp/model-q4 --lm-head q4
+    # the product first: should a later step fail, the converted model still comes back
+    cp /tmp/model-q4/manifest.json /tmp/model-q4/shard-*.bin "$OUT/"
     python3 train/dequant.py --model /tmp/model-q4 --like /tmp/ckpt-f32 --out /tmp/ckpt-dq
     python3 train/evaluate.py scenes --out /tmp/heldout --n "${EVAL_SCENES:-500}"
+    date
     # the three answer sets at once: transformers' two through CUDA, ours through Vulkan, on the one GPU
     python3 train/evaluate.py answer --model /tmp/ckpt-f32 --scenes /tmp/heldout --out "$OUT/answers-hf-f32.jsonl" \
         --batch 96 2> /tmp/hf-f32.err &
@@ -46,14 +59,19 @@ finish)
     python3 train/evaluate.py answer --model /tmp/ckpt-dq --scenes /tmp/heldout --out "$OUT/answers-hf-q4.jsonl" \
         --batch 96 2> /tmp/hf-q4.err &
     q4=$!
-    /tmp/varco run --model /tmp/model-q4 --batch /tmp/heldout/requests.jsonl --precision f32 --temperature 0 \
+    "$VARCO" run --model /tmp/model-q4 --batch /tmp/heldout/requests.jsonl --precision f32 --temperature 0 \
         --max-new-tokens 256 > "$OUT/answers-ours-q4.jsonl" 2> /tmp/ours.err || { tail -5 /tmp/ours.err; exit 1; }
     wait $f32 || { tail -5 /tmp/hf-f32.err; exit 1; }
     wait $q4 || { tail -5 /tmp/hf-q4.err; exit 1; }
     python3 train/score.py --scenes /tmp/heldout "$OUT/answers-hf-f32.jsonl" "$OUT/answers-hf-q4.jsonl" \
         "$OUT/answers-ours-q4.jsonl" --json "$OUT/scores.json" | tee "$OUT/scores.txt"
-    cp /tmp/model-q4/manifest.json "$OUT/manifest.json"
-    cp /tmp/model-q4/shard-00000.bin "$OUT/shard-00000.bin"
+    date
+    # the engine's fixture cases, from the dequantized checkpoint (which is not brought back)
+    python3 train/fixtures.py --model /tmp/ckpt-dq --scenes /tmp/heldout --out /tmp/trained-fixtures
+    # a call brings back few files: the answers, scores and fixtures in one archive, the model beside it
+    tar -czf "$OUT/results.tgz" -C "$OUT" answers-hf-f32.jsonl answers-hf-q4.jsonl answers-ours-q4.jsonl \
+        scores.json scores.txt -C /tmp trained-fixtures
+    rm "$OUT"/answers-*.jsonl "$OUT/scores.txt"
     ;;
 *)
     echo "unknown step $step" >&2
