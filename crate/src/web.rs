@@ -11,13 +11,10 @@ use std::rc::Rc;
 
 use wasm_bindgen::prelude::*;
 
-use crate::chat::ChatTemplate;
 use crate::gpu::{Context, ContextOptions};
 use crate::loader::manifest::Manifest;
-use crate::loader::stream::Upload;
-use crate::model::Model;
+use crate::loader::stream::{Converted, Upload};
 use crate::session::{Request, Session};
-use crate::tokenizer::Tokenizer;
 use crate::Error;
 
 /// A crate error as a JS error named after the npm package's class ([`Error::class`]).
@@ -132,12 +129,8 @@ impl Engine {
         let i = &self.inner;
         let up = i.upload.borrow_mut().take().ok_or_else(|| misuse("the model is already loaded"))?;
         let mut tensors = up.finish(&i.ctx).map_err(js_err)?;
-        let act = crate::model::activation(&i.ctx, None).map_err(js_err)?;
-        let model = Model::new(&i.ctx, &i.manifest.config, act, &mut tensors).map_err(js_err)?;
-        let tok = Tokenizer::from_bytes(&tokenizer_json).map_err(js_err)?;
-        let context = i.context;
-        let template = ChatTemplate::new(&i.manifest.chat_template);
-        let session = Session::new(&i.ctx, model, tok, template, i.manifest.generation.clone(), context).await.map_err(js_err)?;
+        let converted = Converted::new(&i.ctx, &i.manifest, &mut tensors, &tokenizer_json, None).map_err(js_err)?;
+        let session = converted.session(&i.ctx, Some(i.context)).await.map_err(js_err)?;
         *i.session.borrow_mut() = Some(session);
         Ok(())
     }

@@ -418,7 +418,7 @@ struct Loaded {
 fn load(ctx: &Context, dir: &std::path::Path, precision: Option<&str>) -> Result<Loaded> {
     use varco_web::chat::ChatTemplate;
     use varco_web::loader::manifest::Generation;
-    use varco_web::model::{config::ModelConfig, Model};
+    use varco_web::model::config::ModelConfig;
     use varco_web::tokenizer::Tokenizer;
     if dir.join(varco_web::loader::manifest::MANIFEST_FILE).exists() {
         let act = match precision {
@@ -426,19 +426,13 @@ fn load(ctx: &Context, dir: &std::path::Path, precision: Option<&str>) -> Result
             None => None,
             Some(p) => anyhow::bail!("--precision {p}: a converted model's weights are fixed; only f32 (activations) can be asked for"),
         };
-        let act = varco_web::model::activation(ctx, act)?;
-        let (m, mut tensors) = varco_web::loader::stream::load_dir(ctx, dir)?;
-        let tok_path = dir.join(&m.tokenizer.file);
-        let tok_bytes = std::fs::read(&tok_path).with_context(|| format!("reading {}", tok_path.display()))?;
-        let digest = varco_web::loader::stream::hex(&<sha2::Sha256 as sha2::Digest>::digest(&tok_bytes));
-        anyhow::ensure!(digest == m.tokenizer.sha256, "{}: SHA-256 {digest} does not match the manifest", tok_path.display());
-        let model = Model::new(ctx, &m.config, act, &mut tensors)?;
+        let c = varco_web::loader::stream::Converted::open_dir(ctx, dir, act)?;
         return Ok(Loaded {
-            model,
-            tok: Tokenizer::from_bytes(&tok_bytes)?,
-            template: ChatTemplate::new(&m.chat_template),
-            generation: m.generation,
-            context: Some(m.memory.context),
+            model: c.model,
+            tok: c.tokenizer,
+            template: c.template,
+            generation: c.generation,
+            context: Some(c.context),
             checkpoint: None,
         });
     }

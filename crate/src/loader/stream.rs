@@ -229,3 +229,51 @@ pub fn load_dir(ctx: &Context, dir: &std::path::Path) -> Result<(Manifest, Tenso
     let tensors = up.finish(ctx)?;
     Ok((manifest, tensors))
 }
+
+/// A converted model made ready to answer: what the CLI, the browser engine and the tests build from a
+/// manifest, its uploaded tensors and its tokenizer.
+pub struct Converted {
+    pub model: crate::model::Model,
+    pub tokenizer: crate::tokenizer::Tokenizer,
+    pub template: crate::chat::ChatTemplate,
+    pub generation: crate::loader::manifest::Generation,
+    /// The context the model was converted for (the manifest's memory plan).
+    pub context: usize,
+}
+
+impl Converted {
+    /// The model from its uploaded tensors, with `act` activations (`None`: the adapter's best), and the
+    /// manifest's tokenizer, whose bytes must match the manifest's SHA-256 (the browser's worker checks the
+    /// download too; natively this is the only check).
+    pub fn new(ctx: &Context, manifest: &Manifest, tensors: &mut Tensors, tokenizer_json: &[u8], act: Option<DType>) -> Result<Self> {
+        let digest = hex(&Sha256::digest(tokenizer_json));
+        if digest != manifest.tokenizer.sha256 {
+            return Err(Error::Checkpoint(format!(
+                "{}: SHA-256 {digest} does not match the manifest's {} (replaced or damaged)",
+                manifest.tokenizer.file, manifest.tokenizer.sha256
+            )));
+        }
+        let act = crate::model::activation(ctx, act)?;
+        Ok(Converted {
+            model: crate::model::Model::new(ctx, &manifest.config, act, tensors)?,
+            tokenizer: crate::tokenizer::Tokenizer::from_bytes(tokenizer_json)?,
+            template: crate::chat::ChatTemplate::new(&manifest.chat_template),
+            generation: manifest.generation.clone(),
+            context: manifest.memory.context,
+        })
+    }
+
+    /// A converted model directory, natively ([`load_dir`], then its tokenizer file).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_dir(ctx: &Context, dir: &std::path::Path, act: Option<DType>) -> Result<Self> {
+        let (manifest, mut tensors) = load_dir(ctx, dir)?;
+        let p = dir.join(&manifest.tokenizer.file);
+        let bytes = std::fs::read(&p).map_err(|e| Error::Checkpoint(format!("{}: {e}", p.display())))?;
+        Self::new(ctx, &manifest, &mut tensors, &bytes, act)
+    }
+
+    /// The session that answers with it, its KV cache holding `context` tokens (`None`: the manifest's).
+    pub async fn session(self, ctx: &Context, context: Option<usize>) -> Result<crate::session::Session> {
+        crate::session::Session::new(ctx, self.model, self.tokenizer, self.template, self.generation, context.unwrap_or(self.context)).await
+    }
+}
