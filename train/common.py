@@ -25,6 +25,7 @@ SHARED = os.environ.get("VARCO_SHARED", os.path.join(REPO, "..", "shared"))
 # not travel) the demo model's copy of the same file
 TOKENIZER = os.environ.get("VARCO_TOKENIZER") or next(
     (p for p in (os.path.join(SHARED, "fixtures", "tiny-varco-a", "model-hf", "tokenizer.json"),
+                 os.path.join(REPO, "web", "demo", "public", "models", "synth", "tokenizer.json"),
                  os.path.join(REPO, "web", "demo", "public", "models", "tiny", "tokenizer.json")) if os.path.exists(p)),
     os.path.join(SHARED, "fixtures", "tiny-varco-a", "model-hf", "tokenizer.json"))
 
