@@ -54,15 +54,50 @@ class Batches(torch.utils.data.IterableDataset):
         for k in range(self.batch):
             index = b * self.batch + k
             rng = random.Random(self.seed * 1_000_003 + index)
-            sc = scenes.make_scene(rng, scenes.curriculum(index / self.curriculum_samples), vocab)
-            turns = [common.sample_turn(rng, sc, self.mix) for _ in range(rng.randint(1, self.max_turns))]
-            text = proc.apply_chat_template(common.conversation(turns), tokenize=False)
-            ids = common.expand_image(proc, proc.tokenizer(text, add_special_tokens=False)["input_ids"],
-                                      sc.image.size)
-            u8 = common.tiles_u8(sc.image, self.shape["tile"], ip.image_grid_pinpoints)
-            lab = common.tile_labels(sc.labels, ip.image_grid_pinpoints, self.shape["tile"], self.shape["patch"])
-            samples.append((ids, common.answer_mask(ids), u8, (sc.image.size[1], sc.image.size[0]), lab))
+            samples.append(sample(rng, scenes.curriculum(index / self.curriculum_samples), self.shape, self.mix,
+                                  self.max_turns, proc, ip, vocab))
         return collate(samples)
+
+
+def sample(rng, spec, shape, mix, max_turns, proc, ip, vocab):
+    """One training sample: a scene, 1 to `max_turns` questions about it, their ids, tiles and patch labels."""
+    sc = scenes.make_scene(rng, spec, vocab)
+    turns = [common.sample_turn(rng, sc, mix) for _ in range(rng.randint(1, max_turns))]
+    text = proc.apply_chat_template(common.conversation(turns), tokenize=False)
+    ids = common.expand_image(proc, proc.tokenizer(text, add_special_tokens=False)["input_ids"], sc.image.size)
+    u8 = common.tiles_u8(sc.image, shape["tile"], ip.image_grid_pinpoints)
+    lab = common.tile_labels(sc.labels, ip.image_grid_pinpoints, shape["tile"], shape["patch"])
+    return ids, common.answer_mask(ids), u8, (sc.image.size[1], sc.image.size[0]), lab
+
+
+def probe_batch(shape, seed, n, progress=0.5):
+    """A fixed batch that no training step sees (negative sample indices), at the curriculum's middle."""
+    tok, ip, proc = common.build_processor(shape)
+    vocab = scenes.Vocab(common.TOKENIZER, shape["hangul"])
+    return collate([sample(random.Random(seed * 1_000_003 - 1 - k), scenes.curriculum(progress), shape, MIX, 3,
+                           proc, ip, vocab) for k in range(n)])
+
+
+def probe(model, lm_head, batch, dev):
+    """Teacher-forced greedy accuracy on the answers' tokens of the probe batch, with its images and with blank
+    ones (every pixel mid-grey). Where the two agree, the answers do not depend on the image: the model has
+    learned the formats and the priors, not to look (what the first H200 run, 2026-12-05, did for 8.8 minutes
+    while both losses sat flat)."""
+    model.eval()
+    out = {}
+    labels = batch["labels"].to(dev)
+    tgt = labels[:, 1:]
+    sel = tgt != -100
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        for name, blank in (("acc", False), ("acc_blind", True)):
+            pix = batch["pixels"].to(dev).float() / 127.5 - 1.0
+            if blank:
+                pix = torch.zeros_like(pix)
+            hid = model.model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev),
+                              pixel_values=pix, image_sizes=batch["image_sizes"].to(dev)).last_hidden_state[:, :-1]
+            out[name] = round((lm_head(hid[sel]).argmax(-1) == tgt[sel]).float().mean().item(), 4)
+    model.train()
+    return out
 
 
 def collate(samples):
@@ -128,6 +163,8 @@ def main():
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
+    ap.add_argument("--probe-every", type=float, default=60.0,
+                    help="seconds of training between probes of whether the answers use the image (0: none)")
     a = ap.parse_args()
 
     os.makedirs(a.out, exist_ok=True)
@@ -177,6 +214,8 @@ def main():
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda",
                                          prefetch_factor=prefetch if a.workers else None, persistent_workers=False)
     log = open(os.path.join(a.out, "log.jsonl"), "a")
+    probing = probe_batch(shape, a.seed, min(a.batch, 32)) if a.probe_every > 0 else None
+    last_probe = spent
     run_start = time.time()
     last_save = run_start
     t_prev = time.time()
@@ -224,6 +263,14 @@ def main():
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
+        if probing is not None and (spent - last_probe >= a.probe_every or step == 1):
+            rec = {"step": step, "min": round(spent / 60, 2), **probe(model, lm_head, probing, dev)}
+            captured.pop("h", None)
+            print(json.dumps(rec), flush=True)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            last_probe = spent
+            t_prev = time.time()   # the probe is not training time
         if now - last_save > a.save_every:
             save()
             last_save = now
