@@ -53,10 +53,10 @@ fn a_thousand_requests_leave_the_gpu_as_the_first_ones_did() {
     let mut image = None;
     let mut step = |s: &mut Session, rng: &mut Rng, i: usize| {
         let q = questions[rng.below(questions.len() as u64) as usize];
-        // every kind in the first round; afterwards text, and a new image question every 250 (four in all):
-        // an image costs lavapipe 10-15 s (its ≈ 1,500 tokens through the vision tower and the prefill), a text
-        // question ≈ 0.1 s; the image buffers' counts are what the warm-up round pinned
-        let kind = if i < 8 { i % 4 } else if i % 250 == 50 { 0 } else { 1 + rng.below(4) as usize };
+        // every kind in the first round; afterwards text, and a new image question every 500 (two in all, of
+        // two sizes): an image costs lavapipe 10-15 s (its ≈ 1,500 tokens through the vision tower and the
+        // prefill), a text question ≈ 0.1 s; the image buffers' counts are what the warm-up round pinned
+        let kind = if i < 8 { i % 4 } else if i % 500 == 50 { 0 } else { 1 + rng.below(4) as usize };
         match kind {
             0 => {
                 image = Some(&images[i % images.len()]);
