@@ -158,13 +158,13 @@ pub fn matmul_tile(ctx: &crate::gpu::Context) -> u32 {
     }
 }
 
-/// The register-tiled matrix-matrix kernel.
 /// Whether `matmul` runs in the packed-f16 tier for activations `act` (the context asked for it, and the
 /// activations are f16).
 pub fn matmul_packed(ctx: &crate::gpu::Context, act: crate::gpu::DType) -> bool {
     ctx.packed_f16_matmul && act == crate::gpu::DType::F16
 }
 
+/// The register-tiled matrix-matrix kernel.
 pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
     let tile = matmul_tile(rec.ctx);
     matmul_with_tile(rec, x, w, bias, y, tile)
