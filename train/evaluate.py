@@ -44,8 +44,7 @@ def make_scenes(out, seed, n, shape):
         w, h = sc.image.size
         name = f"{i:04d}.png"
         sc.image.save(os.path.join(out, name))
-        items = [{"kind": it.kind, "text": it.text, "shape": it.shape, "color": it.color, "box": list(it.box),
-                  "korean": it.korean, "label_en": it.label(False), "label_ko": it.label(True)} for it in sc.items]
+        items = [it.truth() for it in sc.items]
         ko = i % 2 == 1
         target = rng.randrange(len(sc.items))
         box = common.jitter_box(rng, sc.items[target].box, w, h)

@@ -45,10 +45,7 @@ def scene(kind, seed, vocab):
 
 def truth_of(name, sc):
     w, h = sc.image.size
-    return {"image": name, "w": w, "h": h,
-            "items": [{"kind": it.kind, "text": it.text, "shape": it.shape, "color": it.color, "box": list(it.box),
-                       "korean": it.korean, "label_en": it.label(False), "label_ko": it.label(True)}
-                      for it in sc.items]}
+    return {"image": name, "w": w, "h": h, "items": [it.truth() for it in sc.items]}
 
 
 def main():

@@ -60,6 +60,11 @@ class Item:
         x0, y0, x1, y1 = self.box
         return (x0 / w, y0 / h, x1 / w, y1 / h)
 
+    def truth(self):
+        """The item as the truth files record it (score.py reads them; so does the demo's browser test)."""
+        return {"kind": self.kind, "text": self.text, "shape": self.shape, "color": self.color, "box": list(self.box),
+                "korean": self.korean, "label_en": self.label(False), "label_ko": self.label(True)}
+
 
 @dataclass
 class SceneSpec:

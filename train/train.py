@@ -78,6 +78,20 @@ def probe_batch(shape, seed, n, progress=0.5):
                            proc, ip, vocab) for k in range(n)])
 
 
+def answers(model, batch, dev, blank=False):
+    """The decoder's last hidden states at the positions that predict an answer token, and those tokens; with
+    `blank`, every pixel mid-grey (the probe's image-free control)."""
+    pix = batch["pixels"].to(dev, non_blocking=True).float() / 127.5 - 1.0
+    if blank:
+        pix = torch.zeros_like(pix)
+    out = model.model(input_ids=batch["input_ids"].to(dev, non_blocking=True),
+                      attention_mask=batch["attention_mask"].to(dev, non_blocking=True), pixel_values=pix,
+                      image_sizes=batch["image_sizes"].to(dev))
+    tgt = batch["labels"].to(dev, non_blocking=True)[:, 1:]
+    sel = tgt != -100
+    return out.last_hidden_state[:, :-1][sel], tgt[sel]
+
+
 def probe(model, lm_head, batch, dev):
     """Teacher-forced greedy accuracy on the answers' tokens of the probe batch, with its images and with blank
     ones (every pixel mid-grey). Where the two agree, the answers do not depend on the image: the model has
@@ -85,17 +99,10 @@ def probe(model, lm_head, batch, dev):
     while both losses sat flat)."""
     model.eval()
     out = {}
-    labels = batch["labels"].to(dev)
-    tgt = labels[:, 1:]
-    sel = tgt != -100
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
         for name, blank in (("acc", False), ("acc_blind", True)):
-            pix = batch["pixels"].to(dev).float() / 127.5 - 1.0
-            if blank:
-                pix = torch.zeros_like(pix)
-            hid = model.model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev),
-                              pixel_values=pix, image_sizes=batch["image_sizes"].to(dev)).last_hidden_state[:, :-1]
-            out[name] = round((lm_head(hid[sel]).argmax(-1) == tgt[sel]).float().mean().item(), 4)
+            hid, tgt = answers(model, batch, dev, blank)
+            out[name] = round((lm_head(hid).argmax(-1) == tgt).float().mean().item(), 4)
     model.train()
     return out
 
@@ -234,18 +241,9 @@ def main():
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(progress, a.lr)
-        ids = batch["input_ids"].to(dev, non_blocking=True)
-        att = batch["attention_mask"].to(dev, non_blocking=True)
-        labels = batch["labels"].to(dev, non_blocking=True)
-        pix = (batch["pixels"].to(dev, non_blocking=True).float() / 127.5 - 1.0)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            out = model.model(input_ids=ids, attention_mask=att, pixel_values=pix,
-                              image_sizes=batch["image_sizes"].to(dev))
-            hid = out.last_hidden_state[:, :-1]
-            tgt = labels[:, 1:]
-            sel = tgt != -100
-            logits = lm_head(hid[sel])
-            loss_lm = F.cross_entropy(logits.float(), tgt[sel])
+            hid, tgt = answers(model, batch, dev)
+            loss_lm = F.cross_entropy(lm_head(hid).float(), tgt)
             loss_aux = heads.loss(captured.pop("h"), batch["aux"].to(dev, non_blocking=True))
             loss = loss_lm + a.aux_weight * loss_aux
         opt.zero_grad(set_to_none=True)
@@ -259,7 +257,7 @@ def main():
         if step % 25 == 0:
             rec = {"step": step, "min": round(spent / 60, 2), "lr": round(opt.param_groups[0]["lr"], 6),
                    "lm": round(loss_lm.item(), 4), "aux": round(loss_aux.item(), 4), "gn": round(gn.item(), 3),
-                   "tokens": int(att.sum().item()), "answer_tokens": int(sel.sum().item())}
+                   "tokens": int(batch["attention_mask"].sum().item()), "answer_tokens": len(tgt)}
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
