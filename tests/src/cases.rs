@@ -39,6 +39,8 @@ pub enum LinearKernel {
     /// The MULTI variant: this many x rows a workgroup.
     MatvecMulti(MatvecShape, u32),
     Matmul(u32),
+    /// The cooperative-matrix kernel with this many K values a stage.
+    Coop(u32),
     /// `linear::linear`'s own choice (a short single row goes to the fused kernel's SHORT path).
     Chosen,
 }
@@ -59,6 +61,7 @@ pub async fn linear_output(ctx: &Context, act: DType, format: WeightFormat, kern
         LinearKernel::Matvec(s) => linear::matvec(rec, &xt, &w, bias_t, &y, s),
         LinearKernel::MatvecMulti(s, mx) => linear::matvec_multi(rec, &xt, &w, bias_t, &y, s, mx),
         LinearKernel::Matmul(t) => linear::matmul_with_tile(rec, &xt, &w, bias_t, &y, t),
+        LinearKernel::Coop(kt) => linear::matmul_coop_with(rec, &xt, &w, bias_t, &y, kt),
         LinearKernel::Chosen => linear::linear(rec, &xt, &w, bias_t, &y),
     })
     .await;

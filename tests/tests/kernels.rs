@@ -88,6 +88,29 @@ fn packed_f16_matmul_matches_the_reference() {
     assert!(a.iter().zip(&b).any(|(x, y)| x != y), "PACKED changed nothing: the flag does not reach the shader");
 }
 
+/// The cooperative-matrix (tensor-core) matmul tier against the f64 reference within the f16 tolerance, every
+/// weight format, both stage depths, awkward sizes (rows, columns and K that are not multiples of the 128 ×
+/// 128 tile or of 16), bias and a weight split into parts. Ignored by default: it needs an adapter with 16×16×16
+/// f16→f32 cooperative matrices and subgroups of 32, which lavapipe (CI, Mesa 22.3) does not have; run on the
+/// H200 with `kernels -- --ignored coop` (docs/bench has each run). Where it runs, it fails on an adapter
+/// without the tier rather than passing vacuously.
+#[test]
+#[ignore = "needs cooperative matrices (an NVIDIA GPU through Vulkan); lavapipe has none"]
+fn coop_matmul_matches_the_reference() {
+    let ctx = pollster::block_on(Context::new(ContextOptions { coop_matmul: true, ..Default::default() })).unwrap();
+    assert!(ctx.coop_matmul, "this adapter lacks the cooperative-matrix tier: {:?}", ctx.caps.cooperative_matrix);
+    let big = u64::MAX;
+    for format in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
+        for kt in [32, 64] {
+            for (i, &(m, n, k, bias, limit)) in [(2, 5, 32, false, big), (5, 33, 64, true, big), (67, 70, 100, true, big), (130, 129, 260, false, big), (9, 300, 588, true, big), (200, 300, 1000, true, big), (70, 203, 160, true, 2048)].iter().enumerate() {
+                pollster::block_on(cases::linear_case(&ctx, DType::F16, format, cases::LinearKernel::Coop(kt), m, n, k, bias, limit, 300 + i as u64));
+            }
+        }
+        // and `linear` on this context takes the tier by itself for many rows
+        pollster::block_on(cases::linear_case(&ctx, DType::F16, format, cases::LinearKernel::Chosen, 150, 96, 256, true, big, 320));
+    }
+}
+
 /// The decode step's fused kernel built without wgpu's runtime checks (what `bench model
 /// --no-runtime-checks` measures) computes the same, f32 and f16, every shape. (It cannot tell whether the
 /// checks were really left out: that shows only in the generated code and its speed.)

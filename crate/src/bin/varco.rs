@@ -177,6 +177,10 @@ enum BenchCmd {
         /// summed in f32 across groups of 32), the portable-f16 tier of issue 14.
         #[arg(long)]
         packed_f16: bool,
+        /// The prefill and vision matmuls on the tensor cores (cooperative matrices, f16 activations), where
+        /// the adapter has them: the cooperative-matrix tier of issue 14.
+        #[arg(long)]
+        coop: bool,
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
@@ -236,6 +240,9 @@ enum BenchCmd {
         /// The matmuls in packed f16 (`bench model --packed-f16`'s tier; f16 activations).
         #[arg(long)]
         packed_f16: bool,
+        /// Also the cooperative-matrix matmul (`bench model --coop`'s tier), checked against the tiled one.
+        #[arg(long)]
+        coop: bool,
         /// Also write the table to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -258,12 +265,12 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, decode_only, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, coop, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks || packed_f16 {
+            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || coop {
                 drop(ctx);
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, ..Default::default() };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: coop, ..Default::default() };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx
@@ -278,10 +285,10 @@ fn main() -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report.figures)?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, packed_f16, out } } => {
-            let ctx = if packed_f16 {
+        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, packed_f16, coop, out } } => {
+            let ctx = if packed_f16 || coop {
                 drop(ctx);
-                pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: true, ..Default::default() })).context("no usable GPU adapter")?
+                pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: packed_f16, coop_matmul: coop, ..Default::default() })).context("no usable GPU adapter")?
             } else {
                 ctx
             };

@@ -54,7 +54,7 @@ pub struct Caps {
     pub min_storage_offset_alignment: u32,
     pub min_uniform_offset_alignment: u32,
     /// The cooperative-matrix (tensor-core) configurations the adapter reports, as `M×N×K A→C`; empty where
-    /// it has none or cannot say (wgpu's web backend). Reported only: no kernel uses them yet (issue 14).
+    /// it has none or cannot say (wgpu's web backend).
     pub cooperative_matrix: Vec<String>,
 }
 
@@ -75,11 +75,16 @@ pub struct ContextOptions {
     /// f16, summed in f32 across groups of 32 (shaders/matmul.wgsl, PACKED). Off by default until the H200
     /// shows what it gains (issue 14); `varco bench model --packed-f16` turns it on.
     pub packed_f16_matmul: bool,
+    /// The prefill/vision matmul's cooperative-matrix (tensor-core) tier (shaders/matmul_coop.wgsl), where
+    /// the adapter offers 16×16×16 f16→f32 cooperative matrices, shader-f16 and subgroups of exactly 32
+    /// (native only: wgpu's experimental feature). Off by default until the H200 has checked and timed it
+    /// (issue 14); `varco bench model --coop` turns it on.
+    pub coop_matmul: bool,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: false }
     }
 }
 
@@ -101,6 +106,8 @@ pub struct Context {
     pub runtime_checks: bool,
     /// [`ContextOptions::packed_f16_matmul`], where the device has shader-f16.
     pub packed_f16_matmul: bool,
+    /// [`ContextOptions::coop_matmul`], where the device has what that tier needs.
+    pub coop_matmul: bool,
     /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
     pub live: Arc<Live>,
     /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
@@ -208,13 +215,31 @@ impl Context {
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        let coop_props = if offered.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) { adapter.cooperative_matrix_properties() } else { Vec::new() };
+        let coop_matmul = opts.coop_matmul
+            && f16
+            && subgroups
+            && info.subgroup_min_size == 32
+            && info.subgroup_max_size == 32
+            && coop_props.iter().any(|c| {
+                (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                    && c.ab_type == wgpu::CooperativeScalarType::F16
+                    && c.cr_type == wgpu::CooperativeScalarType::F32
+            });
+        if coop_matmul {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("varco"),
                 required_features: features,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                // SAFETY: the one experimental feature asked for is cooperative matrices, and only when the
+                // caller chose that tier; its one shader is validated by naga like every other (tests/shaders.rs)
+                // and checked against the f64 reference on a GPU that has it (tests/kernels.rs, ignored where
+                // the adapter lacks it).
+                experimental_features: if coop_matmul { unsafe { wgpu::ExperimentalFeatures::enabled() } } else { wgpu::ExperimentalFeatures::disabled() },
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -256,18 +281,13 @@ impl Context {
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
             min_storage_offset_alignment: limits.min_storage_buffer_offset_alignment,
             min_uniform_offset_alignment: limits.min_uniform_buffer_offset_alignment,
-            cooperative_matrix: if offered.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-                adapter
-                    .cooperative_matrix_properties()
-                    .iter()
-                    .map(|c| {
-                        let sat = if c.saturating_accumulation { " saturating" } else { "" };
-                        format!("{}×{}×{} {:?}→{:?}{sat}", c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type)
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            cooperative_matrix: coop_props
+                .iter()
+                .map(|c| {
+                    let sat = if c.saturating_accumulation { " saturating" } else { "" };
+                    format!("{}×{}×{} {:?}→{:?}{sat}", c.m_size, c.n_size, c.k_size, c.ab_type, c.cr_type)
+                })
+                .collect(),
         };
         let packed_f16_matmul = opts.packed_f16_matmul && caps.f16;
         Ok(Context {
@@ -282,6 +302,7 @@ impl Context {
             stats: Stats::default(),
             runtime_checks: opts.runtime_checks,
             packed_f16_matmul,
+            coop_matmul,
             live: Arc::new(Live::default()),
             lost,
             #[cfg(feature = "test-hooks")]

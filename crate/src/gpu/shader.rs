@@ -33,6 +33,7 @@ macro_rules! shader {
 pub const MATVEC: Shader = shader!("matvec");
 pub const MATVEC_FUSED: Shader = shader!("matvec_fused");
 pub const MATMUL: Shader = shader!("matmul");
+pub const MATMUL_COOP: Shader = shader!("matmul_coop");
 pub const ATTENTION: Shader = shader!("attention");
 pub const ATTENTION_TILED: Shader = shader!("attention_tiled");
 pub const ATTENTION_DECODE: Shader = shader!("attention_decode");
@@ -50,7 +51,7 @@ pub const BANDWIDTH: Shader = shader!("bandwidth");
 
 /// Every shader, for the GPU-free validation test.
 pub const ALL: &[Shader] =
-    &[MATVEC, MATVEC_FUSED, MATMUL, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, KV_CACHE, SAMPLE, ARGMAX, BANDWIDTH];
+    &[MATVEC, MATVEC_FUSED, MATMUL, MATMUL_COOP, ATTENTION, ATTENTION_TILED, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, KV_CACHE, SAMPLE, ARGMAX, BANDWIDTH];
 
 const INCLUDES: &[(&str, &str)] = &[
     ("reduce.wgsl", include_str!("../../../shaders/common/reduce.wgsl")),
@@ -122,6 +123,10 @@ impl Shader {
         }
         if defines.has("SUBGROUP") && web {
             out.push_str("enable subgroups;\n");
+        }
+        if defines.has("COOP") {
+            // native only (wgpu's experimental cooperative matrices); the web has no such extension yet
+            out.push_str("enable wgpu_cooperative_matrix;\n");
         }
         out.push_str(if defines.has("ACT_F16") { "alias act = f16;\n" } else { "alias act = f32;\n" });
         out.push_str("alias act4 = vec4<act>;\n");

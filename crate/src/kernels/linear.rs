@@ -1,7 +1,7 @@
 //! `y = x · Wᵀ (+ bias)`: matvec.wgsl for a few rows (decode), matmul.wgsl for many (prefill, vision).
 //! A weight split over several buffers becomes one dispatch per part, each writing its column range of y.
 
-use crate::gpu::shader::{MATMUL, MATVEC, MATVEC_FUSED};
+use crate::gpu::shader::{Defines, MATMUL, MATMUL_COOP, MATVEC, MATVEC_FUSED};
 use crate::gpu::tensor::Weight;
 use crate::gpu::{Binding, Recorder, Tensor};
 use crate::kernels::{base_defines, check, grid, same_dtype, weight_defines};
@@ -164,10 +164,43 @@ pub fn matmul_packed(ctx: &crate::gpu::Context, act: crate::gpu::DType) -> bool 
     ctx.packed_f16_matmul && act == crate::gpu::DType::F16
 }
 
-/// The register-tiled matrix-matrix kernel.
+/// Whether `matmul` runs in the cooperative-matrix tier for activations `act` (the context has it, and the
+/// activations are f16).
+pub fn matmul_coop(ctx: &crate::gpu::Context, act: crate::gpu::DType) -> bool {
+    ctx.coop_matmul && act == crate::gpu::DType::F16
+}
+
+/// K values each stage of the cooperative-matrix kernel stages (two q4 groups: half the barriers of one).
+pub const COOP_KT: u32 = 64;
+
+/// The matrix-matrix product in the best tier the context has: cooperative matrices, else the
+/// register-tiled kernel (packed f16 or f32 arithmetic).
 pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
+    let act = same_dtype("matmul", &[x, y])?;
+    if matmul_coop(rec.ctx, act) {
+        return matmul_coop_with(rec, x, w, bias, y, COOP_KT);
+    }
     let tile = matmul_tile(rec.ctx);
     matmul_with_tile(rec, x, w, bias, y, tile)
+}
+
+/// The cooperative-matrix kernel (shaders/matmul_coop.wgsl) with `kt` K values a stage (32 or 64).
+pub fn matmul_coop_with(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, kt: u32) -> Result<()> {
+    let (m, _) = check_shapes(x, w, bias, y)?;
+    let act = same_dtype("matmul", &[x, y])?;
+    check("matmul", matmul_coop(rec.ctx, act), || "the cooperative-matrix tier needs a context that has it and f16 activations".into())?;
+    check("matmul", kt == 32 || kt == 64, || format!("{kt} K values a stage is not 32 or 64"))?;
+    let defines = weight_defines(Defines::new().flag("ACT_F16").flag("COOP").value("KT", kt).flag_if("BIAS", bias.is_some()), w.format);
+    let pipeline = rec.ctx.pipeline(&MATMUL_COOP, &defines)?;
+    let m_tiles = (m as u32).div_ceil(128);
+    check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;
+    for part in &w.parts {
+        let n = part.rows.len() as u32;
+        let params = Params::new(m, w, part);
+        let b = bindings(x, y, part, bias);
+        rec.dispatch(pipeline.clone(), &params, b, [n.div_ceil(128), m_tiles, 1]);
+    }
+    Ok(())
 }
 
 pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, tile: u32) -> Result<()> {

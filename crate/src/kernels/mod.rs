@@ -122,6 +122,12 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                             out.push((MATMUL, weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias).flag_if("PACKED", packed)));
                         }
                     }
+                    if f16 && !sg {
+                        // the cooperative-matrix tier takes no SUBGROUP define (its subgroups are implicit)
+                        for kt in [32, 64] {
+                            out.push((MATMUL_COOP, weight_defines(Defines::new().flag("ACT_F16").flag("COOP").value("KT", kt), wfmt).flag_if("BIAS", bias)));
+                        }
+                    }
                 }
                 out.push((EMBED, weight_defines(base(128), wfmt)));
             }
