@@ -177,10 +177,10 @@ enum BenchCmd {
         /// summed in f32 across groups of 32), the portable-f16 tier of issue 14.
         #[arg(long)]
         packed_f16: bool,
-        /// The prefill and vision matmuls on the tensor cores (cooperative matrices, f16 activations), where
-        /// the adapter has them: the cooperative-matrix tier of issue 14.
+        /// Keep the prefill and vision matmuls off the tensor cores (the cooperative-matrix tier, on by default
+        /// where the adapter has it), to measure the portable tiers.
         #[arg(long)]
-        coop: bool,
+        no_coop: bool,
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
@@ -240,9 +240,10 @@ enum BenchCmd {
         /// The matmuls in packed f16 (`bench model --packed-f16`'s tier; f16 activations).
         #[arg(long)]
         packed_f16: bool,
-        /// Also the cooperative-matrix matmul (`bench model --coop`'s tier), checked against the tiled one.
+        /// Leave out the cooperative-matrix matmul (timed where the adapter has it, after a check against the
+        /// tiled kernel's output).
         #[arg(long)]
-        coop: bool,
+        no_coop: bool,
         /// Also write the table to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -265,12 +266,12 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, coop, decode_only, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || coop {
+            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop {
                 drop(ctx);
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: coop, ..Default::default() };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, ..Default::default() };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx
@@ -285,10 +286,10 @@ fn main() -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report.figures)?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, packed_f16, coop, out } } => {
-            let ctx = if packed_f16 || coop {
+        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, packed_f16, no_coop, out } } => {
+            let ctx = if packed_f16 || no_coop {
                 drop(ctx);
-                pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: packed_f16, coop_matmul: coop, ..Default::default() })).context("no usable GPU adapter")?
+                pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: packed_f16, coop_matmul: !no_coop, ..Default::default() })).context("no usable GPU adapter")?
             } else {
                 ctx
             };

@@ -77,14 +77,15 @@ pub struct ContextOptions {
     pub packed_f16_matmul: bool,
     /// The prefill/vision matmul's cooperative-matrix (tensor-core) tier (shaders/matmul_coop.wgsl), where
     /// the adapter offers 16×16×16 f16→f32 cooperative matrices, shader-f16 and subgroups of exactly 32
-    /// (native only: wgpu's experimental feature). Off by default until the H200 has checked and timed it
-    /// (issue 14); `varco bench model --coop` turns it on.
+    /// (native only: wgpu's experimental feature). On by default: on the H100 it matches the f64 reference
+    /// (tests/kernels.rs, run there) and the fixture model's answers (generate.rs), and prefills 2.7× faster
+    /// (BENCHMARKS.md); `varco bench model --no-coop` measures the other tiers.
     pub coop_matmul: bool,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: false }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true }
     }
 }
 

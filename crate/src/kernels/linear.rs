@@ -2,7 +2,7 @@
 //! A weight split over several buffers becomes one dispatch per part, each writing its column range of y.
 
 use crate::gpu::shader::{Defines, MATMUL, MATMUL_COOP, MATVEC, MATVEC_FUSED};
-use crate::gpu::tensor::Weight;
+use crate::gpu::tensor::{Weight, WeightFormat};
 use crate::gpu::{Binding, Recorder, Tensor};
 use crate::kernels::{base_defines, check, grid, same_dtype, weight_defines};
 use crate::{Error, Result};
@@ -184,13 +184,25 @@ pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
     matmul_with_tile(rec, x, w, bias, y, tile)
 }
 
+/// The defines of the cooperative-matrix kernel: `kt` K values a stage, and what each of the 256 invocations
+/// carries a stage — NX vec4s of the 128 × kt X tile, NW words of the 128 × kt W tile (8, 4 or 2 values a
+/// word for q4, q8, f16).
+pub fn coop_defines(kt: u32, format: WeightFormat, bias: bool) -> Defines {
+    let per_word = match format {
+        WeightFormat::Q4 => 8,
+        WeightFormat::Q8 => 4,
+        WeightFormat::F16 => 2,
+    };
+    weight_defines(Defines::new().flag("ACT_F16").flag("COOP").value("KT", kt).value("NX", 128 * kt / 4 / 256).value("NW", 128 * kt / per_word / 256).flag_if("BIAS", bias), format)
+}
+
 /// The cooperative-matrix kernel (shaders/matmul_coop.wgsl) with `kt` K values a stage (32 or 64).
 pub fn matmul_coop_with(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, kt: u32) -> Result<()> {
     let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matmul", &[x, y])?;
     check("matmul", matmul_coop(rec.ctx, act), || "the cooperative-matrix tier needs a context that has it and f16 activations".into())?;
     check("matmul", kt == 32 || kt == 64, || format!("{kt} K values a stage is not 32 or 64"))?;
-    let defines = weight_defines(Defines::new().flag("ACT_F16").flag("COOP").value("KT", kt).flag_if("BIAS", bias.is_some()), w.format);
+    let defines = coop_defines(kt, w.format, bias.is_some());
     let pipeline = rec.ctx.pipeline(&MATMUL_COOP, &defines)?;
     let m_tiles = (m as u32).div_ceil(128);
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;

@@ -125,7 +125,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     if f16 && !sg {
                         // the cooperative-matrix tier takes no SUBGROUP define (its subgroups are implicit)
                         for kt in [32, 64] {
-                            out.push((MATMUL_COOP, weight_defines(Defines::new().flag("ACT_F16").flag("COOP").value("KT", kt), wfmt).flag_if("BIAS", bias)));
+                            out.push((MATMUL_COOP, linear::coop_defines(kt, wfmt, bias)));
                         }
                     }
                 }
