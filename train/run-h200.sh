@@ -5,12 +5,15 @@
 #
 #   bash train/run-h200.sh train MINUTES [BUDGET]   check the pipeline, then train (or resume) for MINUTES of a
 #                                                   recipe of BUDGET minutes (default 15)
+#   bash train/run-h200.sh pick CK...              the checkpoint folder whose last probe shows the answers
+#                                                   depending most on the image (acc - acc_blind)
 #   bash train/run-h200.sh finish                  export, convert to 4 bits, held-out scenes, transformers'
 #                                                   answers on the f32 and the dequantized 4-bit checkpoints,
 #                                                   our engine's answers, scores, the fixture cases;
 #                                                   to $OUT: results.tgz, the converted model
 #
-# Needs, carried: .fonts (the Debian fonts scenes.py draws with: prepare with `bash train/prepare-device.sh`),
+# Env: CK (the checkpoint folder), TRAIN_ARGS (more train.py options: --shape, --replay, ...), WORKERS (scene
+# workers; two runs side by side share the CPU). Needs, carried: .fonts (the Debian fonts scenes.py draws with: prepare with `bash train/prepare-device.sh`),
 # .gl (the Vulkan loader debs, for our engine), .device-train/varco.xz (a release build of varco).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,11 +27,24 @@ case "$step" in
 train)
     minutes="${2:?minutes}"
     budget="${3:-15}"
+    name="$(basename "$CK")"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-    [ -f "$CK/train.pt" ] || python3 train/check.py
+    [ -f "$CK/train.pt" ] || [ -n "${NO_CHECK:-}" ] || python3 train/check.py
+    # shellcheck disable=SC2086
     python3 train/train.py --out "$CK" --minutes "$minutes" --budget-minutes "$budget" --resume \
-        --workers "$(($(nproc) - 1))" 2>&1 | tee -a "$OUT/train.log"
-    cp "$CK/log.jsonl" "$OUT/train-log.jsonl"
+        --workers "${WORKERS:-$(($(nproc) - 1))}" ${TRAIN_ARGS:-} > "$OUT/train-$name.log" 2>&1
+    cp "$CK/log.jsonl" "$OUT/train-log-$name.jsonl"
+    tail -3 "$OUT/train-$name.log"
+    ;;
+pick)
+    shift
+    python3 - "$@" <<'PY'
+import json, sys
+def gap(ck):
+    probes = [json.loads(l) for l in open(f"{ck}/log.jsonl") if '"acc"' in l]
+    return probes[-1]["acc"] - probes[-1]["acc_blind"] if probes else -1.0
+print(max(sys.argv[1:], key=gap))
+PY
     ;;
 finish)
     # the Vulkan loader where the machine has none (the H200's); a local trial run (CK, VARCO set) uses its own
@@ -44,6 +60,7 @@ finish)
         VARCO=/tmp/varco
     fi
     date
+    cp "$CK/log.jsonl" "$OUT/train-log.jsonl"
     python3 train/export.py --ckpt "$CK/train.pt" --out /tmp/ckpt-f32
     rm -rf /tmp/model-q4
     "$VARCO" convert --input /tmp/ckpt-f32 --output /tmp/model-q4 --lm-head q4

@@ -13,7 +13,12 @@ Losses: cross-entropy on the answers' tokens (and each answer's closing <|im_end
 cross-entropy on the vision tower's last hidden states: small linear heads name, for every patch of every
 tile, the character, the shape and the colour drawn at the patch's centre. The heads teach the tower to see
 glyphs and shapes long before the language model learns to ask for them; they are not part of the exported
-model.
+model. And `PatchWords`: the decoder's own last hidden states at the base tile's image tokens name the same
+things as words, through the tied LM head.
+
+`--replay R` trains each fresh batch about R times (the other steps retrain one of the last batches, drawn by
+the seed): on the lent GPU the scene workers, not the GPU, set the pace (5.8 fresh batches of 48 a second on
+16 cores), so without it the GPU idles.
 """
 import argparse
 import json
@@ -35,9 +40,9 @@ MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
 
 
 class Batches(torch.utils.data.IterableDataset):
-    def __init__(self, shape, seed, batch, start, curriculum_samples, mix=MIX, max_turns=3):
+    def __init__(self, shape, seed, batch, start, curriculum_samples, mix=MIX, max_turns=3, spec=None):
         self.shape, self.seed, self.batch, self.start = shape, seed, batch, start
-        self.curriculum_samples, self.mix, self.max_turns = curriculum_samples, mix, max_turns
+        self.curriculum_samples, self.mix, self.max_turns, self.spec = curriculum_samples, mix, max_turns, spec or {}
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -54,8 +59,10 @@ class Batches(torch.utils.data.IterableDataset):
         for k in range(self.batch):
             index = b * self.batch + k
             rng = random.Random(self.seed * 1_000_003 + index)
-            samples.append(sample(rng, scenes.curriculum(index / self.curriculum_samples), self.shape, self.mix,
-                                  self.max_turns, proc, ip, vocab))
+            spec = scenes.curriculum(index / self.curriculum_samples)
+            for k2, v in self.spec.items():
+                setattr(spec, k2, v)
+            samples.append(sample(rng, spec, self.shape, self.mix, self.max_turns, proc, ip, vocab))
         return collate(samples)
 
 
@@ -70,17 +77,21 @@ def sample(rng, spec, shape, mix, max_turns, proc, ip, vocab):
     return ids, common.answer_mask(ids), u8, (sc.image.size[1], sc.image.size[0]), lab
 
 
-def probe_batch(shape, seed, n, progress=0.5):
+def probe_batch(shape, seed, n, progress=0.5, mix=MIX, spec=None):
     """A fixed batch that no training step sees (negative sample indices), at the curriculum's middle."""
     tok, ip, proc = common.build_processor(shape)
     vocab = scenes.Vocab(common.TOKENIZER, shape["hangul"])
-    return collate([sample(random.Random(seed * 1_000_003 - 1 - k), scenes.curriculum(progress), shape, MIX, 3,
+    sp = scenes.curriculum(progress)
+    for k2, v in (spec or {}).items():
+        setattr(sp, k2, v)
+    return collate([sample(random.Random(seed * 1_000_003 - 1 - k), sp, shape, mix, 3,
                            proc, ip, vocab) for k in range(n)])
 
 
-def answers(model, batch, dev, blank=False):
+def answers(model, batch, dev, blank=False, full=False):
     """The decoder's last hidden states at the positions that predict an answer token, and those tokens; with
-    `blank`, every pixel mid-grey (the probe's image-free control)."""
+    `blank`, every pixel mid-grey (the probe's image-free control); with `full`, also all the last hidden
+    states [batch, positions, width]."""
     pix = batch["pixels"].to(dev, non_blocking=True).float() / 127.5 - 1.0
     if blank:
         pix = torch.zeros_like(pix)
@@ -89,6 +100,8 @@ def answers(model, batch, dev, blank=False):
                       image_sizes=batch["image_sizes"].to(dev))
     tgt = batch["labels"].to(dev, non_blocking=True)[:, 1:]
     sel = tgt != -100
+    if full:
+        return out.last_hidden_state[:, :-1][sel], tgt[sel], out.last_hidden_state
     return out.last_hidden_state[:, :-1][sel], tgt[sel]
 
 
@@ -124,6 +137,7 @@ def collate(samples):
     return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(att),
             "labels": torch.from_numpy(lab), "pixels": torch.from_numpy(pix),
             "image_sizes": torch.tensor([s[3] for s in samples]),
+            "tiles": torch.tensor([s[2].shape[0] for s in samples]),
             "aux": torch.from_numpy(np.concatenate([s[4] for s in samples]).astype(np.int64))}
 
 
@@ -148,6 +162,44 @@ class AuxHeads(torch.nn.Module):
         return total
 
 
+class PatchWords:
+    """The auxiliary loss on the decoder's image positions: at each of the base tile's image tokens (the whole
+    image resized to one tile, the first `cells` image tokens of a sample, in patch order), the decoder's last
+    hidden state must name, through the tied LM head, what the patch shows -- the colour word (" red"), the
+    shape word (" circle"), the character ("A", "가") -- as the answers spell them. The first H200 run's
+    decoder never learned to read its image tokens (answers that ignore the image, 2026-12-05): this puts the
+    image tokens in the same space as the words the answers must copy, so that an answer position needs only
+    to find the right image token, not also to learn what its features mean. Training only: nothing is added
+    to the model."""
+
+    def __init__(self, tok, vocab, dev):
+        def one(text):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            return ids[0] if len(ids) == 1 else -100
+        shape = [-100] + [one(" " + s) for s in scenes.SHAPES]
+        color = [-100] + [one(" " + c) for c in scenes.COLOR_NAMES]
+        char = [-100] + [one(c) for c in vocab.chars[1:]]
+        self.tables = [torch.tensor(t, device=dev) for t in (shape, color, char)]
+        self.missing = sum(t == -100 for t in char[1:])
+
+    def loss(self, hidden, batch, lm_head, cells):
+        """Mean cross-entropy over the named (patch, aspect) pairs of every sample's base tile."""
+        dev = hidden.device
+        ids = batch["input_ids"].to(dev)
+        start = (ids == common.IMAGE_TOKEN).int().argmax(1)                       # [B]
+        pos = start[:, None] + torch.arange(cells, device=dev)[None]              # [B, cells]
+        h = hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))     # [B, cells, width]
+        first = torch.cumsum(batch["tiles"], 0) - batch["tiles"]                  # each sample's base tile
+        lab = batch["aux"].to(dev)[first.to(dev)].reshape(len(first), cells, 3)   # [B, cells, 3]
+        tgt = torch.stack([t[lab[..., a]] for a, t in enumerate(self.tables)], -1)  # [B, cells, 3]
+        keep = (tgt != -100).any(-1)
+        if not keep.any():
+            return hidden.sum() * 0.0
+        logits = lm_head(h[keep]).float()                                         # [P, vocab]
+        t = tgt[keep]                                                             # [P, 3]
+        return sum(F.cross_entropy(logits, t[:, a], ignore_index=-100, reduction="sum") for a in range(3)) / (t != -100).sum()
+
+
 def lr_at(progress, base, warm=0.03):
     if progress < warm:
         return base * progress / warm
@@ -170,9 +222,22 @@ def main():
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
-    ap.add_argument("--probe-every", type=float, default=60.0,
+    ap.add_argument("--probe-every", type=float, default=45.0,
                     help="seconds of training between probes of whether the answers use the image (0: none)")
+    ap.add_argument("--mix", help="task weights, e.g. describe=1,refer=1 (default: MIX)")
+    ap.add_argument("--spec", help="scene overrides as JSON, e.g. '{\"max_items\": 1}'")
+    ap.add_argument("--max-turns", type=int, default=3)
+    ap.add_argument("--patch-words", type=float, default=0.5,
+                    help="weight of the decoder's per-patch word loss (PatchWords; 0: off)")
+    ap.add_argument("--replay", type=int, default=3,
+                    help="steps per fresh batch: the others retrain one of the last --replay-keep batches, "
+                         "drawn by the seed (the GPU outruns the scene workers; 1: every batch fresh)")
+    ap.add_argument("--replay-keep", type=int, default=16)
     a = ap.parse_args()
+    mix = {k: float(v) for k, v in (kv.split("=") for kv in a.mix.split(","))} if a.mix else MIX
+    spec = json.loads(a.spec) if a.spec else {}
+    if "sizes" in spec:
+        spec["sizes"] = tuple(tuple(x) for x in spec["sizes"])
 
     os.makedirs(a.out, exist_ok=True)
     ckpt_path = os.path.join(a.out, "train.pt")
@@ -180,6 +245,7 @@ def main():
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if a.resume and os.path.exists(ckpt_path) else None
     if state:
         shape, a.seed = state["shape"], state["seed"]
+        a.replay = state.get("replay", 1)
     with open(os.path.join(a.out, "shape.json"), "w") as f:
         json.dump(shape, f, indent=1)
 
@@ -217,35 +283,57 @@ def main():
     model.model.vision_tower.register_forward_hook(
         lambda mod, inp, out: captured.__setitem__("h", out.hidden_states[-1]))
 
-    data = Batches(shape, a.seed, a.batch, step, a.curriculum_samples)
+    # with --replay R, step s trains fresh batch s / R (every R-th step); a resumed run continues after the
+    # last fresh batch it took, and refills its replay buffer from there
+    data = Batches(shape, a.seed, a.batch, -(-step // a.replay), a.curriculum_samples, mix, a.max_turns, spec)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda",
                                          prefetch_factor=prefetch if a.workers else None, persistent_workers=False)
     log = open(os.path.join(a.out, "log.jsonl"), "a")
-    probing = probe_batch(shape, a.seed, min(a.batch, 32)) if a.probe_every > 0 else None
+    probing = probe_batch(shape, a.seed, min(a.batch, 32), mix=mix, spec=spec) if a.probe_every > 0 else None
     last_probe = spent
     run_start = time.time()
     last_save = run_start
     t_prev = time.time()
     lm_head = model.lm_head
+    patch_words = PatchWords(common.build_processor(shape)[0], vocab, dev) if a.patch_words > 0 else None
+    if patch_words and patch_words.missing:
+        print(f"patch words: {patch_words.missing} characters are not one token and go unnamed", flush=True)
+    cells = (shape["tile"] // shape["patch"]) ** 2
+    kept = []                                   # the last fresh batches, on the device, for --replay
+    fresh_iter = iter(loader)
+    waited = 0.0
 
     def save():
         tmp = ckpt_path + ".tmp"
         torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
-                    "step": step, "spent": spent, "shape": shape, "seed": a.seed}, tmp)
+                    "step": step, "spent": spent, "shape": shape, "seed": a.seed,
+                    "replay": a.replay}, tmp)
         os.replace(tmp, ckpt_path)
 
     model.train()
-    for batch in loader:
+    while True:
+        if step % a.replay == 0 or not kept:
+            t_wait = time.time()
+            batch = next(fresh_iter)
+            waited += time.time() - t_wait
+            if a.replay > 1:
+                batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+                kept = (kept + [batch])[-a.replay_keep:]
+        else:
+            batch = kept[random.Random(a.seed * 7_919 + step).randrange(len(kept))]
         progress = step / a.steps if a.steps else spent / (a.budget_minutes * 60)
         if progress >= 1.0 or time.time() - run_start > a.minutes * 60:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(progress, a.lr)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            hid, tgt = answers(model, batch, dev)
+            hid, tgt, full = answers(model, batch, dev, full=True)
             loss_lm = F.cross_entropy(lm_head(hid).float(), tgt)
             loss_aux = heads.loss(captured.pop("h"), batch["aux"].to(dev, non_blocking=True))
             loss = loss_lm + a.aux_weight * loss_aux
+            if patch_words:
+                loss_pw = patch_words.loss(full, batch, lm_head, cells)
+                loss = loss + a.patch_words * loss_pw
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -257,7 +345,10 @@ def main():
         if step % 25 == 0:
             rec = {"step": step, "min": round(spent / 60, 2), "lr": round(opt.param_groups[0]["lr"], 6),
                    "lm": round(loss_lm.item(), 4), "aux": round(loss_aux.item(), 4), "gn": round(gn.item(), 3),
-                   "tokens": int(batch["attention_mask"].sum().item()), "answer_tokens": len(tgt)}
+                   "tokens": int(batch["attention_mask"].sum().item()), "answer_tokens": len(tgt),
+                   "waited_min": round(waited / 60, 2)}
+            if patch_words:
+                rec["pw"] = round(loss_pw.item(), 4)
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
