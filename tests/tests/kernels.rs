@@ -88,16 +88,17 @@ fn packed_f16_matmul_matches_the_reference() {
     assert!(a.iter().zip(&b).any(|(x, y)| x != y), "PACKED changed nothing: the flag does not reach the shader");
 }
 
-/// The cooperative-matrix (tensor-core) matmul tier against the f64 reference within the f16 tolerance, every
-/// weight format, both stage depths, awkward sizes (rows, columns and K that are not multiples of the 128 ×
-/// 128 tile or of 16), bias and a weight split into parts. Ignored by default: it needs an adapter with 16×16×16
+/// The cooperative-matrix (tensor-core) tier against the f64 reference within the f16 tolerance: the matmul
+/// for every weight format, both stage depths, awkward sizes (rows, columns and K that are not multiples of
+/// the 128 × 128 tile or of 16), bias and a weight split into parts; prefill attention through the
+/// attention suites. Ignored by default: it needs an adapter with 16×16×16
 /// f16→f32 cooperative matrices and subgroups of 32, which lavapipe (CI, Mesa 22.3) does not have; run on the
 /// H200 with `kernels -- --ignored coop` (docs/bench has each run). Where it runs, it fails on an adapter
 /// without the tier rather than passing vacuously.
 #[test]
 #[ignore = "needs cooperative matrices (an NVIDIA GPU through Vulkan); lavapipe has none"]
 fn coop_matmul_matches_the_reference() {
-    let ctx = pollster::block_on(Context::new(ContextOptions { coop_matmul: true, ..Default::default() })).unwrap();
+    let ctx = pollster::block_on(Context::new(ContextOptions { coop_matmul: true, coop_attention: true, ..Default::default() })).unwrap();
     assert!(ctx.coop_matmul, "this adapter lacks the cooperative-matrix tier: {:?}", ctx.caps.cooperative_matrix);
     let big = u64::MAX;
     for format in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
@@ -109,6 +110,13 @@ fn coop_matmul_matches_the_reference() {
         // and `linear` on this context takes the tier by itself for many rows
         pollster::block_on(cases::linear_case(&ctx, DType::F16, format, cases::LinearKernel::Chosen, 150, 96, 256, true, big, 320));
     }
+    // prefill attention: on this context `attention` takes the cooperative-matrix kernel for every head size
+    // of the suites (16, 72, 128; causal with offsets, bidirectional, fused qkv rows)
+    for d in [16, 72, 128] {
+        assert!(varco_web::kernels::attention::attention_coop_fits(&ctx, DType::F16, d), "head size {d}");
+    }
+    pollster::block_on(cases::attention_suite(&ctx, DType::F16));
+    pollster::block_on(cases::attention_fused_qkv(&ctx, DType::F16));
 }
 
 /// The decode step's fused kernel built without wgpu's runtime checks (what `bench model

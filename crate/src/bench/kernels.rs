@@ -318,15 +318,23 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let v = act_tensor(ctx, &mut rng, &[kvh, t, d], act)?;
             let out = Tensor::empty(ctx, &[t, h * d], act)?;
             let args = AttnArgs::over_cache(h as u32, kvh as u32, d as u32, t as u32, t as u32, 0);
-            let secs = time(ctx, 2, |rec, _| attention::attention(rec, &q, &k, &v, &out, &args))?;
-            rows.push(Row {
-                name: "attention prefill causal".into(),
-                shape: format!("{t} tok, 40/8 heads ×128"),
-                secs,
-                bytes: ((2 * t * h * d) + 2 * t * kvh * d) as f64 * asz,
-                flops: 4.0 * (h * d) as f64 * (t * t) as f64 / 2.0,
-                bound: "flop",
-            });
+            let coop = attention::attention_coop_fits(ctx, act, d as u32);
+            // where the tensor-core kernel runs, the register-tiled one is timed beside it
+            for tiled in if coop { &[false, true][..] } else { &[false][..] } {
+                let secs = if *tiled {
+                    time(ctx, 2, |rec, _| attention::attention_tiled(rec, &q, &k, &v, &out, &args, act))?
+                } else {
+                    time(ctx, 2, |rec, _| attention::attention(rec, &q, &k, &v, &out, &args))?
+                };
+                rows.push(Row {
+                    name: format!("attention prefill causal{}", if coop && !*tiled { " coop" } else { "" }),
+                    shape: format!("{t} tok, 40/8 heads ×128"),
+                    secs,
+                    bytes: ((2 * t * h * d) + 2 * t * kvh * d) as f64 * asz,
+                    flops: 4.0 * (h * d) as f64 * (t * t) as f64 / 2.0,
+                    bound: "flop",
+                });
+            }
         }
         // SigLIP: 729 tokens, 16 heads × 72, bidirectional, fused qkv rows.
         {
@@ -335,15 +343,22 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let qkv = act_tensor(ctx, &mut rng, &[t, width], act)?;
             let out = Tensor::empty(ctx, &[t, h * d], act)?;
             let args = AttnArgs::fused(t as u32, h as u32, d as u32, width as u32, 0);
-            let secs = time(ctx, o.iters.div_ceil(10).max(2), |rec, _| attention::attention(rec, &qkv, &qkv, &qkv, &out, &args))?;
-            rows.push(Row {
-                name: "attention siglip".into(),
-                shape: "729 tok, 16 heads ×72 (one tile)".into(),
-                secs,
-                bytes: (t * (width + h * d)) as f64 * asz,
-                flops: 4.0 * (h * d) as f64 * (t * t) as f64,
-                bound: "flop",
-            });
+            let coop = attention::attention_coop_fits(ctx, act, d as u32);
+            for generic in if coop { &[false, true][..] } else { &[false][..] } {
+                let secs = if *generic {
+                    time(ctx, o.iters.div_ceil(10).max(2), |rec, _| attention::attention_generic(rec, &qkv, &qkv, &qkv, &out, &args, act))?
+                } else {
+                    time(ctx, o.iters.div_ceil(10).max(2), |rec, _| attention::attention(rec, &qkv, &qkv, &qkv, &out, &args))?
+                };
+                rows.push(Row {
+                    name: format!("attention siglip{}", if coop && !*generic { " coop" } else { "" }),
+                    shape: "729 tok, 16 heads ×72 (one tile)".into(),
+                    secs,
+                    bytes: (t * (width + h * d)) as f64 * asz,
+                    flops: 4.0 * (h * d) as f64 * (t * t) as f64,
+                    bound: "flop",
+                });
+            }
         }
         // Decode over an f16 (or f32) KV cache.
         for ctx_len in [1024usize, 8192] {

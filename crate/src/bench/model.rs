@@ -341,7 +341,9 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
         ctx.describe(),
         if ctx.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions (no subgroups)" },
         if ctx.runtime_checks { "" } else { ", no runtime checks" },
-        if crate::kernels::linear::matmul_coop(ctx, act) {
+        if crate::kernels::linear::matmul_coop(ctx, act) && ctx.coop_attention {
+            ", cooperative-matrix matmul and attention"
+        } else if crate::kernels::linear::matmul_coop(ctx, act) {
             ", cooperative-matrix matmul"
         } else if crate::kernels::linear::matmul_packed(ctx, act) {
             ", packed-f16 matmul"

@@ -181,6 +181,9 @@ enum BenchCmd {
         /// where the adapter has it), to measure the portable tiers.
         #[arg(long)]
         no_coop: bool,
+        /// Prefill and SigLIP attention on the tensor cores too (not yet run on a GPU: off by default).
+        #[arg(long)]
+        coop_attention: bool,
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
@@ -244,6 +247,9 @@ enum BenchCmd {
         /// tiled kernel's output).
         #[arg(long)]
         no_coop: bool,
+        /// Also time attention on the tensor cores (`bench model --coop-attention`'s kernel).
+        #[arg(long)]
+        coop_attention: bool,
         /// Also write the table to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -266,12 +272,12 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, decode_only, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, coop_attention, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop {
+            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop || coop_attention {
                 drop(ctx);
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, ..Default::default() };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention, ..Default::default() };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx
@@ -286,10 +292,10 @@ fn main() -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report.figures)?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, packed_f16, no_coop, out } } => {
-            let ctx = if packed_f16 || no_coop {
+        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, packed_f16, no_coop, coop_attention, out } } => {
+            let ctx = if packed_f16 || no_coop || coop_attention {
                 drop(ctx);
-                pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: packed_f16, coop_matmul: !no_coop, ..Default::default() })).context("no usable GPU adapter")?
+                pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention, ..Default::default() })).context("no usable GPU adapter")?
             } else {
                 ctx
             };

@@ -81,11 +81,16 @@ pub struct ContextOptions {
     /// (tests/kernels.rs, run there) and the fixture model's answers (generate.rs), and prefills 2.7× faster
     /// (BENCHMARKS.md); `varco bench model --no-coop` measures the other tiers.
     pub coop_matmul: bool,
+    /// Prefill attention on the tensor cores too (shaders/attention_coop.wgsl), where the matmul tier is on.
+    /// Off by default: written and validated by naga on 2026-12-05, not yet run on a GPU (the session's
+    /// device time ran out); `varco bench model --coop-attention` and the ignored `coop` kernel test turn it
+    /// on.
+    pub coop_attention: bool,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: false }
     }
 }
 
@@ -109,6 +114,8 @@ pub struct Context {
     pub packed_f16_matmul: bool,
     /// [`ContextOptions::coop_matmul`], where the device has what that tier needs.
     pub coop_matmul: bool,
+    /// [`ContextOptions::coop_attention`], where the matmul tier is on.
+    pub coop_attention: bool,
     /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
     pub live: Arc<Live>,
     /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
@@ -304,6 +311,7 @@ impl Context {
             runtime_checks: opts.runtime_checks,
             packed_f16_matmul,
             coop_matmul,
+            coop_attention: coop_matmul && opts.coop_attention,
             live: Arc::new(Live::default()),
             lost,
             #[cfg(feature = "test-hooks")]

@@ -155,10 +155,58 @@ fn check_args(kernel: &'static str, a: &AttnArgs) -> Result<()> {
 pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs) -> Result<()> {
     check_args("attention", a)?;
     let act = same_dtype("attention", &[q, k, v, o])?;
+    if attention_coop_fits(rec.ctx, act, a.head_dim) {
+        return attention_coop(rec, q, k, v, o, a);
+    }
     if a.head_dim == 128 && rec.ctx.caps.max_workgroup_storage >= TILED_STORAGE && rec.ctx.caps.max_invocations >= 256 {
         return attention_tiled(rec, q, k, v, o, a, act);
     }
     attention_generic(rec, q, k, v, o, a, act)
+}
+
+/// The head size padded to the cooperative matrices' 16.
+fn coop_dp(head_dim: u32) -> u32 {
+    head_dim.div_ceil(16) * 16
+}
+
+/// Workgroup memory of the cooperative-matrix kernel (attention_coop.wgsl) for head size `d`: Q (64 rows),
+/// K or V (32 rows) of `dp + 8` halves, S in f32, P in f16, the subgroups' scratch, two row vectors.
+pub fn coop_storage(d: u32) -> u32 {
+    let ld = coop_dp(d) + 8;
+    (64 + 32) * ld * 2 + 64 * 32 * 4 + 64 * 40 * 2 + 8 * 256 * 4 + 2 * 64 * 4
+}
+
+/// Whether prefill attention takes the cooperative-matrix kernel: the context's tensor-core tier with
+/// attention asked for ([`crate::gpu::ContextOptions::coop_attention`]), f16 activations, a head size of at
+/// most 128 (the 14B's 128, SigLIP's 72) and room for its tiles.
+pub fn attention_coop_fits(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32) -> bool {
+    ctx.coop_attention && act == crate::gpu::DType::F16 && head_dim <= 128 && head_dim % 8 == 0 && coop_storage(head_dim) <= ctx.caps.max_workgroup_storage
+}
+
+/// The defines of the cooperative-matrix kernel for head size `d`: DP (d padded to 16), what each of the 256
+/// invocations stages of Q (QPT) and of a K or V block (KPT), the output tile slots each subgroup runs (TPS).
+pub fn coop_defines(d: u32, causal: bool) -> crate::gpu::Defines {
+    let dp = coop_dp(d);
+    crate::gpu::Defines::new()
+        .flag("ACT_F16")
+        .flag("COOP")
+        .value("D", d)
+        .value("DP", dp)
+        .value("QPT", 64 * dp / 256)
+        .value("KPT", 32 * dp / 256)
+        .value("TPS", (dp / 16).div_ceil(2))
+        .flag_if("CAUSAL", causal)
+}
+
+/// The cooperative-matrix kernel (64 queries × 32 keys a step on the tensor cores).
+pub fn attention_coop(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs) -> Result<()> {
+    check_args("attention", a)?;
+    let act = same_dtype("attention", &[q, k, v, o])?;
+    check("attention", attention_coop_fits(rec.ctx, act, a.head_dim), || format!("the cooperative-matrix kernel needs the tier, f16 activations and a head size of at most 128 in steps of 8 (head size {})", a.head_dim))?;
+    let pipeline = rec.ctx.pipeline(&crate::gpu::shader::ATTENTION_COOP, &coop_defines(a.head_dim, a.causal))?;
+    let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &o.buffer)];
+    rec.dispatch(pipeline, &params(a), b, [a.n_q.div_ceil(64), a.n_heads, 1]);
+    Ok(())
 }
 
 /// Workgroup memory of the register-tiled kernel (attention_tiled.wgsl).

@@ -134,6 +134,13 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
             for causal in [false, true] {
                 out.push((ATTENTION_TILED, base(256).flag_if("CAUSAL", causal)));
             }
+            if f16 && !sg {
+                for d in [16, 32, 64, 72, 128] {
+                    for causal in [false, true] {
+                        out.push((ATTENTION_COOP, attention::coop_defines(d, causal)));
+                    }
+                }
+            }
             // head sizes: the fixture model's 16, the demo model's 32 (text) and 64 (vision), SigLIP's 72, Qwen's 128
             for d in [16, 32, 64, 72, 128] {
                 for (bq, bkv) in [(16, 32), (16, 16), (8, 16), (8, 8), (4, 8), (2, 4), (1, 4)] {
