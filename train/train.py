@@ -172,15 +172,23 @@ class PatchWords:
     to find the right image token, not also to learn what its features mean. Training only: nothing is added
     to the model."""
 
-    def __init__(self, tok, vocab, dev):
+    def __init__(self, tok, vocab, dev, label_rows=False):
         def one(text):
             ids = tok(text, add_special_tokens=False)["input_ids"]
             return ids[0] if len(ids) == 1 else -100
         shape = [-100] + [one(" " + s) for s in scenes.SHAPES]
         color = [-100] + [one(" " + c) for c in scenes.COLOR_NAMES]
         char = [-100] + [one(c) for c in vocab.chars[1:]]
-        self.tables = [torch.tensor(t, device=dev) for t in (shape, color, char)]
         self.missing = sum(t == -100 for t in char[1:])
+        # label_rows: the softmax over the label words' rows of the head only (a few hundred of 151,680): the
+        # second run spent most of a step on the full logits of ≈ 3,700 image positions
+        self.rows = None
+        if label_rows:
+            ids = sorted({t for tab in (shape, color, char) for t in tab if t != -100})
+            index = {t: i for i, t in enumerate(ids)}
+            shape, color, char = ([index.get(t, -100) for t in tab] for tab in (shape, color, char))
+            self.rows = torch.tensor(ids, device=dev)
+        self.tables = [torch.tensor(t, device=dev) for t in (shape, color, char)]
 
     def loss(self, hidden, batch, lm_head, cells):
         """Mean cross-entropy over the named (patch, aspect) pairs of every sample's base tile."""
@@ -195,7 +203,10 @@ class PatchWords:
         keep = (tgt != -100).any(-1)
         if not keep.any():
             return hidden.sum() * 0.0
-        logits = lm_head(h[keep]).float()                                         # [P, vocab]
+        if self.rows is None:
+            logits = lm_head(h[keep]).float()                                     # [P, vocab]
+        else:
+            logits = (h[keep] @ lm_head.weight[self.rows].T).float()              # [P, label words]
         t = tgt[keep]                                                             # [P, 3]
         return sum(F.cross_entropy(logits, t[:, a], ignore_index=-100, reduction="sum") for a in range(3)) / (t != -100).sum()
 
@@ -229,6 +240,8 @@ def main():
     ap.add_argument("--max-turns", type=int, default=3)
     ap.add_argument("--patch-words", type=float, default=0.5,
                     help="weight of the decoder's per-patch word loss (PatchWords; 0: off)")
+    ap.add_argument("--patch-words-rows", choices=["all", "labels"], default="all",
+                    help="PatchWords' softmax over every row of the head (the second run) or the label words' only")
     ap.add_argument("--replay", type=int, default=3,
                     help="steps per fresh batch: the others retrain one of the last --replay-keep batches, "
                          "drawn by the seed (the GPU outruns the scene workers; 1: every batch fresh)")
@@ -295,7 +308,8 @@ def main():
     last_save = run_start
     t_prev = time.time()
     lm_head = model.lm_head
-    patch_words = PatchWords(common.build_processor(shape)[0], vocab, dev) if a.patch_words > 0 else None
+    patch_words = PatchWords(common.build_processor(shape)[0], vocab, dev, a.patch_words_rows == "labels") \
+        if a.patch_words > 0 else None
     if patch_words and patch_words.missing:
         print(f"patch words: {patch_words.missing} characters are not one token and go unnamed", flush=True)
     cells = (shape["tile"] // shape["patch"]) ** 2
