@@ -211,6 +211,30 @@ class PatchWords:
         return sum(F.cross_entropy(logits, t[:, a], ignore_index=-100, reduction="sum") for a in range(3)) / (t != -100).sum()
 
 
+class PatchWhere(torch.nn.Module):
+    """Where each base-tile image token lies, from the decoder's last hidden state there: two linear heads name
+    the tenth of the image its patch's column and row fall in. The second run's answers named the objects a
+    scene holds but put their boxes in the wrong places: an image token's place reached the decoder only as
+    its 1-D position in the sequence. Training only, like AuxHeads (`--patch-where`)."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.x = torch.nn.Linear(width, 10)
+        self.y = torch.nn.Linear(width, 10)
+
+    def loss(self, hidden, batch, cells):
+        dev = hidden.device
+        side = math.isqrt(cells)
+        ids = batch["input_ids"].to(dev)
+        start = (ids == common.IMAGE_TOKEN).int().argmax(1)
+        pos = start[:, None] + torch.arange(cells, device=dev)[None]
+        h = hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])).reshape(-1, hidden.shape[-1]).float()
+        cell = torch.arange(cells, device=dev)
+        tx = (cell % side * 10 // side).repeat(len(start))
+        ty = (cell // side * 10 // side).repeat(len(start))
+        return F.cross_entropy(self.x(h), tx) + F.cross_entropy(self.y(h), ty)
+
+
 def lr_at(progress, base, warm=0.03):
     if progress < warm:
         return base * progress / warm
@@ -242,6 +266,8 @@ def main():
                     help="weight of the decoder's per-patch word loss (PatchWords; 0: off)")
     ap.add_argument("--patch-words-rows", choices=["all", "labels"], default="all",
                     help="PatchWords' softmax over every row of the head (the second run) or the label words' only")
+    ap.add_argument("--patch-where", type=float, default=0.0,
+                    help="weight of PatchWhere (the image tokens' column and row tenths; 0: off, as in the second run)")
     ap.add_argument("--replay", type=int, default=3,
                     help="steps per fresh batch: the others retrain one of the last --replay-keep batches, "
                          "drawn by the seed (the GPU outruns the scene workers; 1: every batch fresh)")
@@ -277,7 +303,8 @@ def main():
     model = LlavaOnevisionForConditionalGeneration(common.build_config(shape)).to(dev)
     vocab = scenes.Vocab(common.TOKENIZER, shape["hangul"])
     heads = AuxHeads(shape["vision"]["hidden"], len(vocab.chars)).to(dev)
-    params = list(model.parameters()) + list(heads.parameters())
+    where = PatchWhere(shape["text"]["hidden"]).to(dev)
+    params = list(model.parameters()) + list(heads.parameters()) + (list(where.parameters()) if a.patch_where > 0 else [])
     decay = [p for p in params if p.dim() >= 2]
     rest = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
@@ -286,6 +313,8 @@ def main():
     if state:
         model.load_state_dict(state["model"])
         heads.load_state_dict(state["heads"])
+        if "where" in state:
+            where.load_state_dict(state["where"])
         opt.load_state_dict(state["opt"])
         step, spent = state["step"], state["spent"]
         print(f"resumed at step {step}, {spent / 60:.1f} min trained", flush=True)
@@ -319,7 +348,7 @@ def main():
 
     def save():
         tmp = ckpt_path + ".tmp"
-        torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
+        torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "where": where.state_dict(), "opt": opt.state_dict(),
                     "step": step, "spent": spent, "shape": shape, "seed": a.seed,
                     "replay": a.replay}, tmp)
         os.replace(tmp, ckpt_path)
@@ -348,6 +377,9 @@ def main():
             if patch_words:
                 loss_pw = patch_words.loss(full, batch, lm_head, cells)
                 loss = loss + a.patch_words * loss_pw
+            if a.patch_where > 0:
+                loss_where = where.loss(full, batch, cells)
+                loss = loss + a.patch_where * loss_where
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -363,6 +395,8 @@ def main():
                    "waited_min": round(waited / 60, 2)}
             if patch_words:
                 rec["pw"] = round(loss_pw.item(), 4)
+            if a.patch_where > 0:
+                rec["where"] = round(loss_where.item(), 4)
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
