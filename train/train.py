@@ -59,11 +59,17 @@ class Batches(torch.utils.data.IterableDataset):
         for k in range(self.batch):
             index = b * self.batch + k
             rng = random.Random(self.seed * 1_000_003 + index)
-            spec = scenes.curriculum(index / self.curriculum_samples)
-            for k2, v in self.spec.items():
-                setattr(spec, k2, v)
+            spec = curriculum(index / self.curriculum_samples, self.spec)
             samples.append(sample(rng, spec, self.shape, self.mix, self.max_turns, proc, ip, vocab))
         return collate(samples)
+
+
+def curriculum(progress, overrides):
+    """The curriculum's scene spec at `progress`, with the fields `--spec` fixes replaced."""
+    spec = scenes.curriculum(progress)
+    for name, value in overrides.items():
+        setattr(spec, name, value)
+    return spec
 
 
 def sample(rng, spec, shape, mix, max_turns, proc, ip, vocab):
@@ -81,9 +87,7 @@ def probe_batch(shape, seed, n, progress=0.5, mix=MIX, spec=None):
     """A fixed batch that no training step sees (negative sample indices), at the curriculum's middle."""
     tok, ip, proc = common.build_processor(shape)
     vocab = scenes.Vocab(common.TOKENIZER, shape["hangul"])
-    sp = scenes.curriculum(progress)
-    for k2, v in (spec or {}).items():
-        setattr(sp, k2, v)
+    sp = curriculum(progress, spec or {})
     return collate([sample(random.Random(seed * 1_000_003 - 1 - k), sp, shape, mix, 3,
                            proc, ip, vocab) for k in range(n)])
 
@@ -162,6 +166,15 @@ class AuxHeads(torch.nn.Module):
         return total
 
 
+def base_tile_hidden(hidden, batch, cells):
+    """The decoder's hidden states [batch, cells, width] at each sample's first `cells` image tokens: its base
+    tile (the whole image resized to one tile), in patch order."""
+    ids = batch["input_ids"].to(hidden.device)
+    start = (ids == common.IMAGE_TOKEN).int().argmax(1)                           # [B]
+    pos = start[:, None] + torch.arange(cells, device=hidden.device)[None]        # [B, cells]
+    return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
 class PatchWords:
     """The auxiliary loss on the decoder's image positions: at each of the base tile's image tokens (the whole
     image resized to one tile, the first `cells` image tokens of a sample, in patch order), the decoder's last
@@ -193,10 +206,7 @@ class PatchWords:
     def loss(self, hidden, batch, lm_head, cells):
         """Mean cross-entropy over the named (patch, aspect) pairs of every sample's base tile."""
         dev = hidden.device
-        ids = batch["input_ids"].to(dev)
-        start = (ids == common.IMAGE_TOKEN).int().argmax(1)                       # [B]
-        pos = start[:, None] + torch.arange(cells, device=dev)[None]              # [B, cells]
-        h = hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))     # [B, cells, width]
+        h = base_tile_hidden(hidden, batch, cells)                                # [B, cells, width]
         first = torch.cumsum(batch["tiles"], 0) - batch["tiles"]                  # each sample's base tile
         lab = batch["aux"].to(dev)[first.to(dev)].reshape(len(first), cells, 3)   # [B, cells, 3]
         tgt = torch.stack([t[lab[..., a]] for a, t in enumerate(self.tables)], -1)  # [B, cells, 3]
@@ -223,15 +233,12 @@ class PatchWhere(torch.nn.Module):
         self.y = torch.nn.Linear(width, 10)
 
     def loss(self, hidden, batch, cells):
-        dev = hidden.device
+        h = base_tile_hidden(hidden, batch, cells)
         side = math.isqrt(cells)
-        ids = batch["input_ids"].to(dev)
-        start = (ids == common.IMAGE_TOKEN).int().argmax(1)
-        pos = start[:, None] + torch.arange(cells, device=dev)[None]
-        h = hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])).reshape(-1, hidden.shape[-1]).float()
-        cell = torch.arange(cells, device=dev)
-        tx = (cell % side * 10 // side).repeat(len(start))
-        ty = (cell // side * 10 // side).repeat(len(start))
+        cell = torch.arange(cells, device=hidden.device)
+        tx = (cell % side * 10 // side).repeat(len(h))
+        ty = (cell // side * 10 // side).repeat(len(h))
+        h = h.reshape(-1, h.shape[-1]).float()
         return F.cross_entropy(self.x(h), tx) + F.cross_entropy(self.y(h), ty)
 
 

@@ -92,8 +92,8 @@ fn packed_f16_matmul_matches_the_reference() {
 /// for every weight format, both stage depths, awkward sizes (rows, columns and K that are not multiples of
 /// the 128 × 128 tile or of 16), bias and a weight split into parts; prefill attention through the
 /// attention suites. Ignored by default: it needs an adapter with 16×16×16
-/// f16→f32 cooperative matrices and subgroups of 32, which lavapipe (CI, Mesa 22.3) does not have; run on the
-/// H200 with `kernels -- --ignored coop` (docs/bench has each run). Where it runs, it fails on an adapter
+/// f16→f32 cooperative matrices and subgroups of 32, which lavapipe (CI, Mesa 22.3) does not have; run on an
+/// NVIDIA GPU with `kernels -- --ignored coop` (scripts/coop-on-device.sh; docs/bench has each run). Where it runs, it fails on an adapter
 /// without the tier rather than passing vacuously.
 #[test]
 #[ignore = "needs cooperative matrices (an NVIDIA GPU through Vulkan); lavapipe has none"]

@@ -464,8 +464,8 @@ test("an allocation the GPU refuses: GPUMemoryError naming it, nothing left behi
   }
 });
 
-// The issue's counts: 100 mixed requests, then 50 interrupted answers (131 s on SwiftShader with an image
-// question every 25, on a 2-core machine, 2026-12-05); VARCO_SOAK=1000 for a long soak
+// The issue's counts: 100 mixed requests, then 50 interrupted answers (104 s on SwiftShader with an image
+// question every 50, on a 2-core machine, 2026-12-05; 131 s with one every 25); VARCO_SOAK=1000 for a long soak
 const SOAK = Number(process.env.VARCO_SOAK ?? 100);
 
 test(`${SOAK} mixed requests leave the engine's memory as after the first round; after ${Math.ceil(SOAK / 2)} interrupted answers, transformers' own`, async () => {
