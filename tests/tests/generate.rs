@@ -15,7 +15,8 @@ use varco_web::model::Model;
 
 /// `VARCO_PACKED_F16=1` runs the f16 path's prefill matmuls in the packed-f16 tier, to report its error
 /// against transformers beside the default's (BENCHMARKS.md, issue 14); CI runs the default. Where the adapter
-/// has cooperative matrices (an NVIDIA GPU, not CI's lavapipe) the default's f16 path takes that tier, and
+/// has cooperative matrices (an NVIDIA GPU, not CI's lavapipe) the default's f16 path takes that tier for its
+/// matmuls and attention, and
 /// `VARCO_COOP=1` asserts that it does (so a run meant to check the tier cannot pass without it).
 fn ctx() -> &'static Context {
     static C: OnceLock<Context> = OnceLock::new();
@@ -24,7 +25,7 @@ fn ctx() -> &'static Context {
         let ctx = pollster::block_on(Context::new(ContextOptions { packed_f16_matmul, ..Default::default() })).expect("a WebGPU adapter (lavapipe in CI)");
         assert_eq!(ctx.packed_f16_matmul, packed_f16_matmul, "VARCO_PACKED_F16=1 needs shader-f16");
         if std::env::var("VARCO_COOP").is_ok_and(|v| v == "1") {
-            assert!(ctx.coop_matmul, "VARCO_COOP=1: this adapter lacks the cooperative-matrix tier ({:?})", ctx.caps.cooperative_matrix);
+            assert!(ctx.coop_matmul && ctx.coop_attention, "VARCO_COOP=1: this adapter lacks the cooperative-matrix tier ({:?})", ctx.caps.cooperative_matrix);
         }
         ctx
     })

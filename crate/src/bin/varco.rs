@@ -181,9 +181,9 @@ enum BenchCmd {
         /// where the adapter has it), to measure the portable tiers.
         #[arg(long)]
         no_coop: bool,
-        /// Prefill and SigLIP attention on the tensor cores too (not yet run on a GPU: off by default).
+        /// Keep prefill and SigLIP attention off the tensor cores (on by default with the matmul tier).
         #[arg(long)]
-        coop_attention: bool,
+        no_coop_attention: bool,
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
@@ -229,6 +229,9 @@ enum BenchCmd {
         /// Compute roofline in TFLOP/s.
         #[arg(long, default_value_t = 67.0)]
         peak_tflops: f64,
+        /// Compute roofline of the tensor cores (dense f16 → f32) in TFLOP/s, for the cooperative-matrix rows.
+        #[arg(long, default_value_t = 989.0)]
+        peak_tensor_tflops: f64,
         /// MiB of weight copies to rotate through.
         #[arg(long, default_value_t = 512)]
         rotate_mib: u64,
@@ -247,9 +250,9 @@ enum BenchCmd {
         /// tiled kernel's output).
         #[arg(long)]
         no_coop: bool,
-        /// Also time attention on the tensor cores (`bench model --coop-attention`'s kernel).
+        /// Leave out attention on the tensor cores (timed beside the other kernels where the tier is on).
         #[arg(long)]
-        coop_attention: bool,
+        no_coop_attention: bool,
         /// Also write the table to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -272,12 +275,12 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, coop_attention, decode_only, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, no_coop_attention, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop || coop_attention {
+            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop || no_coop_attention {
                 drop(ctx);
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention, ..Default::default() };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention: !no_coop_attention, ..Default::default() };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx
@@ -292,10 +295,10 @@ fn main() -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report.figures)?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, rotate_mib, matvec, fused, packed_f16, no_coop, coop_attention, out } } => {
-            let ctx = if packed_f16 || no_coop || coop_attention {
+        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, peak_tensor_tflops, rotate_mib, matvec, fused, packed_f16, no_coop, no_coop_attention, out } } => {
+            let ctx = if packed_f16 || no_coop || no_coop_attention {
                 drop(ctx);
-                pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention, ..Default::default() })).context("no usable GPU adapter")?
+                pollster::block_on(Context::new(ContextOptions { packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention: !no_coop_attention, ..Default::default() })).context("no usable GPU adapter")?
             } else {
                 ctx
             };
@@ -317,7 +320,7 @@ fn main() -> Result<()> {
                 Some("all") => varco_web::kernels::linear::FUSED_SHAPES.to_vec(),
                 Some(list) => list.split(',').map(varco_web::kernels::linear::FusedShape::parse).collect::<Result<Vec<_>, _>>()?,
             };
-            let opts = BenchOptions { iters, filter, act, peak_gbs, peak_tflops, rotate_bytes: rotate_mib << 20, matvec_shapes, fused_shapes };
+            let opts = BenchOptions { iters, filter, act, peak_gbs, peak_tflops, peak_tensor_tflops, rotate_bytes: rotate_mib << 20, matvec_shapes, fused_shapes };
             let table = run_kernels(&ctx, &opts)?;
             println!("{table}");
             if let Some(path) = out {

@@ -81,16 +81,16 @@ pub struct ContextOptions {
     /// (tests/kernels.rs, run there) and the fixture model's answers (generate.rs), and prefills 2.7× faster
     /// (BENCHMARKS.md); `varco bench model --no-coop` measures the other tiers.
     pub coop_matmul: bool,
-    /// Prefill attention on the tensor cores too (shaders/attention_coop.wgsl), where the matmul tier is on.
-    /// Off by default: written and validated by naga on 2026-12-05, not yet run on a GPU (the session's
-    /// device time ran out); `varco bench model --coop-attention` and the ignored `coop` kernel test turn it
-    /// on.
+    /// Prefill and SigLIP attention on the tensor cores too (shaders/attention_coop.wgsl), where the matmul
+    /// tier is on. On by default: on the H100 it matches the f64 reference (tests/kernels.rs) and the fixture
+    /// model's answers (generate.rs), and takes the first token of a photo from 3.42 to 2.55 s (BENCHMARKS.md);
+    /// `varco bench model --no-coop-attention` measures without it.
     pub coop_attention: bool,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: false }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: true }
     }
 }
 
