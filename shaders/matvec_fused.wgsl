@@ -16,6 +16,13 @@
 // NORM: x is the residual stream before its RMSNorm: the workgroup gathers x's sum of squares from the x it
 // loads anyway and scales its sums by rsqrt(mean(x²) + eps); the norm's weight was folded into W's columns
 // when W was quantized (loader/plan.rs), so it costs no byte.
+// TOP (q4): a code q goes into the top mantissa bits of 1.0 (the float 1 + q/16, exact) in one shift and one
+// and-or, so a product costs 3 instructions instead of 4 (no subtraction of the zero point); the block's sum
+// Σ(1 + q/16)·x = S gives Σ(q − 8)·x = 16·S − 24·Σx, with Σx shared by the workgroup's R rows. The rounding
+// differs from the default's by about 1e-6 of Σ|x| (f32 sums of values near 1.5·|x|).
+// LOADS_ONLY (benchmark only, `varco bench kernels --fused 32:8:1:loads`): every load of W, its scales and x
+// as the default, but the products replaced by one xor a block — what the kernel costs without arithmetic,
+// to tell a memory limit from an instruction limit. Its results are meaningless.
 // Accumulation in f32. Reference: tests/src/reference.rs (linear, rope, rms_norm, silu) composed.
 #include "ids.wgsl"
 #include "dequant.wgsl"
@@ -79,11 +86,39 @@ const XB: u32 = 2u;
 fn w_scale(row: u32, c: u32) -> f32 { return 1.0; }
 #endif
 
-// The dot product of a block of W with the x values it covers (xs: XB vec4s).
-fn block_dot(b: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
 #ifdef W_Q4
+#ifdef TOP
+// Codes 0..3 (lo) or 4..7 (hi) of a word as 1 + q/16: each nibble shifted to bits 19..22, under 1.0's exponent.
+fn top_lo(w: u32) -> vec4<f32> {
+    let bits = (vec4<u32>(w << 19u, w << 15u, w << 11u, w << 7u) & vec4<u32>(0x00780000u)) | vec4<u32>(0x3F800000u);
+    return bitcast<vec4<f32>>(bits);
+}
+fn top_hi(w: u32) -> vec4<f32> {
+    let bits = (vec4<u32>(w << 3u, w >> 1u, w >> 5u, w >> 9u) & vec4<u32>(0x00780000u)) | vec4<u32>(0x3F800000u);
+    return bitcast<vec4<f32>>(bits);
+}
+#endif
+#endif
+
+// Σx of a block's x values (TOP's correction; LOADS_ONLY keeps x's loads alive with it).
+fn x_sum(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
+    return dot(((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)), vec4<f32>(1.0));
+}
+
+// The dot product of a block of W with the x values it covers (xs: XB vec4s; sx: their sum, for TOP).
+fn block_dot(b: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, sx: f32) -> f32 {
+#ifdef LOADS_ONLY
+    return f32((b.x ^ b.y) ^ (b.z ^ b.w)) + sx;
+#else
+#ifdef W_Q4
+#ifdef TOP
+    let s = dot(x0, top_lo(b.x)) + dot(x1, top_hi(b.x)) + dot(x2, top_lo(b.y)) + dot(x3, top_hi(b.y))
+          + dot(x4, top_lo(b.z)) + dot(x5, top_hi(b.z)) + dot(x6, top_lo(b.w)) + dot(x7, top_hi(b.w));
+    return 16.0 * s - 24.0 * sx;
+#else
     return dot(x0, nib(b.x, 0u)) + dot(x1, nib(b.x, 16u)) + dot(x2, nib(b.y, 0u)) + dot(x3, nib(b.y, 16u))
          + dot(x4, nib(b.z, 0u)) + dot(x5, nib(b.z, 16u)) + dot(x6, nib(b.w, 0u)) + dot(x7, nib(b.w, 16u));
+#endif
 #endif
 #ifdef W_Q8
     return dot(x0, byt(b.x)) + dot(x1, byt(b.y)) + dot(x2, byt(b.z)) + dot(x3, byt(b.w));
@@ -91,7 +126,19 @@ fn block_dot(b: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4
 #ifdef W_F16
     return dot(x0, h8(b.xy)) + dot(x1, h8(b.zw));
 #endif
+#endif
 }
+
+// Whether block_dot needs x's sum.
+#ifdef W_Q4
+#ifdef TOP
+const NEED_SX: bool = true;
+#else
+const NEED_SX: bool = false;
+#endif
+#else
+const NEED_SX: bool = false;
+#endif
 
 // Weight row of output slot r (0 ≤ r < R) of workgroup g, and whether it exists.
 fn row_of(g: u32, r: u32) -> vec2<u32> {
@@ -166,7 +213,14 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             ss += dot(xv[j], xv[j]);
 #endif
         }
-        let d = block_dot(w_at(row, c), xv[0], xv[1], xv[2], xv[3], xv[4], xv[5], xv[6], xv[7]);
+        var sx = 0.0;
+#ifdef LOADS_ONLY
+        sx = x_sum(xv[0], xv[1], xv[2], xv[3], xv[4], xv[5], xv[6], xv[7]);
+#endif
+        if (NEED_SX) {
+            sx = x_sum(xv[0], xv[1], xv[2], xv[3], xv[4], xv[5], xv[6], xv[7]);
+        }
+        let d = block_dot(w_at(row, c), xv[0], xv[1], xv[2], xv[3], xv[4], xv[5], xv[6], xv[7], sx);
 #ifdef W_F16
         acc += d;
 #else
@@ -193,8 +247,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
     var ss = 0.0;
     for (var c0 = lid; c0 < p.kb; c0 += U * WG) {
-        // U blocks of every row, loads first
 #for u in 0..U
+        // U blocks of every row, loads first
         let c{u} = min(c0 + {u}u * WG, p.kb - 1u);
         let live{u} = c0 + {u}u * WG < p.kb;
 #for r in 0..R
@@ -231,13 +285,20 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
                 ss += dot(x0, x0) + dot(x1, x1) + dot(x2, x2) + dot(x3, x3) + dot(x4, x4) + dot(x5, x5) + dot(x6, x6) + dot(x7, x7);
             }
 #endif
+            var sx = 0.0;
+#ifdef LOADS_ONLY
+            sx = x_sum(x0, x1, x2, x3, x4, x5, x6, x7);
+#endif
+            if (NEED_SX) {
+                sx = x_sum(x0, x1, x2, x3, x4, x5, x6, x7);
+            }
 #ifdef W_F16
 #for r in 0..R
-            acc{r} += select(0.0, block_dot(b{r}_{u}, x0, x1, x2, x3, x4, x5, x6, x7), live{u});
+            acc{r} += select(0.0, block_dot(b{r}_{u}, x0, x1, x2, x3, x4, x5, x6, x7, sx), live{u});
 #endfor
 #else
 #for r in 0..R
-            acc{r} += d{r}_{u} * block_dot(b{r}_{u}, x0, x1, x2, x3, x4, x5, x6, x7);
+            acc{r} += d{r}_{u} * block_dot(b{r}_{u}, x0, x1, x2, x3, x4, x5, x6, x7, sx);
 #endfor
 #endif
         }

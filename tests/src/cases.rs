@@ -113,15 +113,17 @@ pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
 /// The decode step's fused matrix-vector kernel, every mode, with and without the folded RMSNorm, at
 /// awkward sizes and in every shape it is built in: against the plain references composed (linear on the
 /// dequantized W, then the norm's scale, bias, residual, SiLU·up, RoPE, the cache writes). FUSED_SHAPE
-/// (every matrix of the test models) takes every case; the other built shapes (WIDE_SHAPE for the 14B's
-/// many-row matrices, the benchmark's comparison) one case a mode and a row longer than one step of their
-/// workgroup.
+/// (every matrix of the test models), and in q4 its copy with exact products, take every case; the other
+/// built shapes (WIDE_SHAPE for the 14B's many-row matrices, the benchmark's comparison) one case a
+/// mode and a row longer than one step of their workgroup.
 pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat) {
     use linear::Fused;
     let big = u64::MAX;
     let eps = 1e-6;
     for (si, &shape) in linear::FUSED_SHAPES.iter().enumerate() {
         let seed = 900 + 10 * si as u64;
+        // FUSED_SHAPE, and in q4 (the 14B's layers) its exact-products copy, take every case
+        let every = si == 0 || (format == WeightFormat::Q4 && shape == linear::FusedShape { math: linear::FusedMath::Exact, ..linear::FUSED_SHAPE });
         // PLAIN and RESIDUAL: rows that fill one and several workgroups; a weight split into parts; rows of
         // at most SHORT_MAX_K inputs (the first five cases) take the SHORT path whatever the shape. Cases 5
         // and the last run in every shape; the last has rows longer than one step of the workgroup (wg ·
@@ -131,7 +133,7 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
         let cases = [(1, 32, false, big), (37, 96, true, big), (203, 160, false, 2048), (45, 88, true, big), (600, 40, true, 4096), (37, 296, true, big), (130, 544, true, big), (203, 320, false, 8192), (11, long, true, big)];
         assert!(cases[..5].iter().all(|c| c.1 <= linear::SHORT_MAX_K) && cases[5..].iter().all(|c| c.1 > linear::SHORT_MAX_K));
         for (ci, &(n, k, norm, limit)) in cases.iter().enumerate() {
-            if si > 0 && ci != 5 && ci != cases.len() - 1 {
+            if !every && ci != 5 && ci != cases.len() - 1 {
                 continue;
             }
             let mut rng = Rng::new(seed + ci as u64);
@@ -153,7 +155,7 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
         }
         // GLU: gate and up stacked, y = silu(gate) · up
         for (ci, &(ffn, k)) in [(1, 32), (45, 128), (130, 96), (20, 88), (6, long)].iter().enumerate() {
-            if si > 0 && ci != 1 && ci != 4 {
+            if !every && ci != 1 && ci != 4 {
                 continue;
             }
             let mut rng = Rng::new(seed + 5 + ci as u64);
@@ -169,7 +171,7 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
         }
         // ROPE_KV: q, k and v of one token (GQA), bias, RoPE at a late position, k and v into the caches
         for (ci, &(heads, kv_heads, d, k, pos, cap)) in [(2, 1, 16, 32, 0, 3), (6, 2, 32, 96, 30_000, 30_005), (4, 4, 64, 64, 7, 9), (2, 1, 16, long, 5, 7)].iter().enumerate() {
-            if si > 0 && ci != 1 && ci != 3 {
+            if !every && ci != 1 && ci != 3 {
                 continue;
             }
             let mut rng = Rng::new(seed + 8 + ci as u64);

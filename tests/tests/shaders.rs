@@ -53,16 +53,25 @@ fn fused_shapes_the_model_picks() {
 #[test]
 fn shape_and_activation_options_parse() {
     use varco_web::gpu::DType;
-    use varco_web::kernels::linear::{DecodeShapes, FusedShape, FUSED_SHAPE, WIDE_SHAPE};
-    assert_eq!(FusedShape::parse("32:8:1").unwrap(), WIDE_SHAPE);
-    for bad in ["32:4", "33:4:2", "32:4:2:1", "a:b:c", ""] {
-        let e = FusedShape::parse(bad).unwrap_err().to_string();
+    use varco_web::kernels::linear::{DecodeShapes, FusedMath, FusedShape, FUSED_SHAPE, WIDE_SHAPE};
+    assert_eq!(FusedShape::parse("32:8:1", false).unwrap(), WIDE_SHAPE);
+    assert_eq!(WIDE_SHAPE.math, FusedMath::Top);
+    let exact = FusedShape { math: FusedMath::Exact, ..WIDE_SHAPE };
+    assert_eq!(FusedShape::parse("32:8:1:exact", false).unwrap(), exact);
+    assert_eq!(exact.to_string(), "32:8:1:exact");
+    assert_eq!(FusedShape::parse(&FUSED_SHAPE.to_string(), false).unwrap(), FUSED_SHAPE);
+    assert_eq!(FusedShape::parse("32:4:2:loads", true).unwrap(), FusedShape { math: FusedMath::LoadsOnly, ..FUSED_SHAPE });
+    assert_eq!(FusedShape::parse("64:4:2", false).unwrap().math, FusedMath::Exact);
+    // the loads-only copy is the kernel benchmark's, never the model's; and only of the first two shapes
+    for (bad, loads) in [("32:4", true), ("33:4:2", true), ("32:4:2:1", true), ("a:b:c", true), ("", true), ("32:4:2:loads", false), ("64:4:2:loads", true), ("64:4:2:top", true), ("32:4:2:top:top", true), ("32:4:2:loads:top", true)] {
+        let e = FusedShape::parse(bad, loads).unwrap_err().to_string();
         assert!(e.contains("WG:ROWS:BLOCKS") && e.contains("32:4:2"), "{bad:?}: {e}");
     }
     let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE };
     let s = base.with(" gate_up = 32:8:1 ,lm_head=32:8:1").unwrap();
     assert_eq!(s, DecodeShapes { gate_up: WIDE_SHAPE, lm_head: WIDE_SHAPE, ..base });
     assert!(base.with("x=32:4:2").unwrap_err().to_string().contains("no matrix \"x\""));
+    assert!(base.with("down=32:4:2:loads").is_err());
     assert!(base.with("qkv").unwrap_err().to_string().contains("ROLE=WG:ROWS:BLOCKS"));
     assert_eq!(DType::parse_act("f16").unwrap(), DType::F16);
     assert_eq!(DType::parse_act("f32").unwrap(), DType::F32);

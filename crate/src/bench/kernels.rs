@@ -219,7 +219,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let pick = |w: &Weight| asked.unwrap_or_else(|| linear::fused_shape(w));
             let mut row = |label: &str, ws: &[Weight], k: usize, n: usize, secs: f64| {
                 let s = pick(&ws[0]);
-                let name = format!("fused wg{} r{} u{}{again}", s.wg, s.rows, s.blocks);
+                let name = format!("fused {s}{again}");
                 rows.push(Row { name, shape: label.into(), secs, bytes: ws[0].gpu_bytes() as f64 + (k + n) as f64 * asz, flops: 2.0 * (n * k) as f64, bound: "bw" });
             };
             let shape = pick(&qkv[0]);

@@ -318,7 +318,7 @@ fn main() -> Result<()> {
             let fused_shapes = match fused.as_deref() {
                 None => Vec::new(),
                 Some("all") => varco_web::kernels::linear::FUSED_SHAPES.to_vec(),
-                Some(list) => list.split(',').map(varco_web::kernels::linear::FusedShape::parse).collect::<Result<Vec<_>, _>>()?,
+                Some(list) => list.split(',').map(|s| varco_web::kernels::linear::FusedShape::parse(s, true)).collect::<Result<Vec<_>, _>>()?,
             };
             let opts = BenchOptions { iters, filter, act, peak_gbs, peak_tflops, peak_tensor_tflops, rotate_bytes: rotate_mib << 20, matvec_shapes, fused_shapes };
             let table = run_kernels(&ctx, &opts)?;

@@ -249,40 +249,58 @@ pub enum Fused<'a> {
     RopeKv { q: &'a Tensor, k: &'a Tensor, v: &'a Tensor, inv_freq: &'a Tensor, heads: u32, kv_heads: u32, head_dim: u32, pos: u32 },
 }
 
-/// Invocations, output rows and blocks of each row a step of the fused kernel.
+/// Invocations, output rows and blocks of each row a step of the fused kernel, and how it turns q4 codes
+/// into products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FusedShape {
     pub wg: u32,
     pub rows: u32,
     pub blocks: u32,
+    pub math: FusedMath,
+}
+
+/// How the fused kernel's q4 products are formed (matvec_fused.wgsl; q8 and f16 weights are unaffected but
+/// by `LoadsOnly`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedMath {
+    /// Each code minus its zero point as a float, then a product: 4 instructions a weight.
+    Exact,
+    /// Each code as 1 + q/16 (one shift, one and-or), the zero point taken out once a block: 3 a weight.
+    Top,
+    /// Benchmark only (`:loads`): the loads without the products, to show what the memory costs alone.
+    /// Its results are meaningless; the model never takes it.
+    LoadsOnly,
 }
 
 /// The fused kernel's shape for the 14B's q/k/v, o and down, and for every matrix of the test models (one
 /// step covers their rows, which CPU renderers run well).
-pub const FUSED_SHAPE: FusedShape = FusedShape { wg: 32, rows: 4, blocks: 2 };
+pub const FUSED_SHAPE: FusedShape = FusedShape { wg: 32, rows: 4, blocks: 2, math: FusedMath::Top };
 
 /// The shape for many rows (lm_head, gate/up of the 14B): eight rows share each load of x.
-pub const WIDE_SHAPE: FusedShape = FusedShape { wg: 32, rows: 8, blocks: 1 };
+pub const WIDE_SHAPE: FusedShape = FusedShape { wg: 32, rows: 8, blocks: 1, math: FusedMath::Top };
 
 /// Rows at and beyond which a matrix takes [`WIDE_SHAPE`] (if its rows are longer than one step of
 /// [`FUSED_SHAPE`]).
 pub const WIDE_ROWS: usize = 16_384;
 
-/// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares).
-pub const FUSED_SHAPES: [FusedShape; 6] = [
+/// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares), all of
+/// them tested; `varco bench kernels` also builds [`FusedMath::LoadsOnly`] copies of the first two.
+pub const FUSED_SHAPES: [FusedShape; 8] = [
     FUSED_SHAPE,
     WIDE_SHAPE,
-    FusedShape { wg: 64, rows: 4, blocks: 2 },
-    FusedShape { wg: 64, rows: 4, blocks: 3 },
-    FusedShape { wg: 64, rows: 8, blocks: 1 },
-    FusedShape { wg: 128, rows: 8, blocks: 1 },
+    FusedShape { math: FusedMath::Exact, ..FUSED_SHAPE },
+    FusedShape { math: FusedMath::Exact, ..WIDE_SHAPE },
+    FusedShape { wg: 64, rows: 4, blocks: 2, math: FusedMath::Exact },
+    FusedShape { wg: 64, rows: 4, blocks: 3, math: FusedMath::Exact },
+    FusedShape { wg: 64, rows: 8, blocks: 1, math: FusedMath::Exact },
+    FusedShape { wg: 128, rows: 8, blocks: 1, math: FusedMath::Exact },
 ];
 
 /// The fused kernel's shape for W: [`WIDE_SHAPE`] for many rows, [`FUSED_SHAPE`] otherwise. Chosen by the
 /// whole decode step on the H200 (BENCHMARKS.md, issue 13): gate/up and lm_head in the wide shape, the rest
 /// in one-subgroup workgroups of four rows, 131 tokens/s at 1k against 126 with every matrix in
 /// FUSED_SHAPE; shapes with 64 invocations a workgroup, though faster for q/k/v, o and down timed alone, made
-/// the pipelined step slower (115–122).
+/// the pipelined step slower (115–122). Both with q4's TOP products: 127.6 → 130.3 tokens/s on the H100.
 pub fn fused_shape(w: &Weight) -> FusedShape {
     fused_shape_for(w.n, w.format.blocks_per_row(w.k))
 }
@@ -309,21 +327,39 @@ pub struct DecodeShapes {
 }
 
 impl FusedShape {
-    /// `WG:ROWS:BLOCKS`, one of the shapes the kernel is built in ([`FUSED_SHAPES`]).
-    pub fn parse(s: &str) -> Result<FusedShape> {
-        let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS, one of {}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
-        let v: Vec<u32> = s.split(':').map(|x| x.trim().parse()).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
-        let shape = match v[..] {
-            [wg, rows, blocks] => FusedShape { wg, rows, blocks },
+    /// `WG:ROWS:BLOCKS[:top|:exact]` (top by default for the first two shapes, exact for the others), one
+    /// of the shapes the kernel is built in ([`FUSED_SHAPES`]); with `allow_loads_only` (the kernel
+    /// benchmark) also `:loads` of the first two.
+    pub fn parse(s: &str, allow_loads_only: bool) -> Result<FusedShape> {
+        let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS[:top|:exact], one of {}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
+        let parts: Vec<&str> = s.split(':').map(str::trim).collect();
+        let math = match parts.get(3..) {
+            Some([]) => None,
+            Some(["top"]) => Some(FusedMath::Top),
+            Some(["exact"]) => Some(FusedMath::Exact),
+            Some(["loads"]) if allow_loads_only => Some(FusedMath::LoadsOnly),
             _ => return Err(bad()),
         };
-        if FUSED_SHAPES.contains(&shape) { Ok(shape) } else { Err(bad()) }
+        let v: Vec<u32> = parts[..3].iter().map(|x| x.parse()).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
+        let built = |m: FusedMath| FUSED_SHAPES.iter().copied().find(|f| (f.wg, f.rows, f.blocks, f.math) == (v[0], v[1], v[2], m));
+        let shape = match math {
+            // a bare shape names the first built one of its dimensions (the model's products for the model's)
+            None => FUSED_SHAPES.iter().copied().find(|f| (f.wg, f.rows, f.blocks) == (v[0], v[1], v[2])),
+            Some(FusedMath::LoadsOnly) => FUSED_SHAPES[..2].iter().find(|f| (f.wg, f.rows, f.blocks) == (v[0], v[1], v[2])).map(|&f| FusedShape { math: FusedMath::LoadsOnly, ..f }),
+            Some(m) => built(m),
+        };
+        shape.ok_or_else(bad)
     }
 }
 
 impl std::fmt::Display for FusedShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.wg, self.rows, self.blocks)
+        let math = match self.math {
+            FusedMath::Exact => ":exact",
+            FusedMath::Top => ":top",
+            FusedMath::LoadsOnly => ":loads",
+        };
+        write!(f, "{}:{}:{}{math}", self.wg, self.rows, self.blocks)
     }
 }
 
@@ -333,7 +369,7 @@ impl DecodeShapes {
     pub fn with(mut self, spec: &str) -> Result<DecodeShapes> {
         for item in spec.split(',').filter(|s| !s.trim().is_empty()) {
             let (role, shape) = item.split_once('=').ok_or_else(|| Error::Request(format!("decode shapes: {item:?} is not ROLE=WG:ROWS:BLOCKS")))?;
-            let shape = FusedShape::parse(shape)?;
+            let shape = FusedShape::parse(shape, false)?;
             match role.trim() {
                 "qkv" => self.qkv = shape,
                 "o" => self.o = shape,
@@ -404,12 +440,14 @@ pub fn matvec_fused(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Te
         Fused::RopeKv { .. } => "ROPE_KV",
     };
     let short = matches!(mode, Fused::Plain { .. } | Fused::Residual { .. }) && k <= SHORT_MAX_K;
-    let shape = if short { FusedShape { wg: SHORT_WG, rows: SHORT_WG, blocks: 1 } } else { shape };
+    let shape = if short { FusedShape { wg: SHORT_WG, rows: SHORT_WG, blocks: 1, math: FusedMath::Exact } } else { shape };
     let defines = weight_defines(
         base_defines(rec.ctx, act, shape.wg)?
             .value("R", if short { 1 } else { shape.rows })
             .value("U", shape.blocks)
             .flag_if("SHORT", short)
+            .flag_if("TOP", shape.math == FusedMath::Top && w.format == crate::gpu::tensor::WeightFormat::Q4)
+            .flag_if("LOADS_ONLY", shape.math == FusedMath::LoadsOnly)
             .flag(flag)
             .flag_if("NORM", norm_eps.is_some())
             .flag_if("BIAS", bias.is_some())

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Checks and timings on the lent NVIDIA GPU that CI's lavapipe cannot give (it has no cooperative matrices, and
+# its timings mean nothing), each a few minutes, several in one device call.
+#   bash scripts/on-device.sh pack          here: .device-coop/ (the release varco, the kernels and generate test
+#                                           binaries, stripped, xz) and .fixt/ (a copy of ../shared/fixtures'
+#                                           model, which lies outside the tree that travels); both ignored
+#   bash scripts/on-device.sh run STEP...   there (carry [".gl", ".device-coop", ".fixt"]; .gl from
+#                                           train/prepare-device.sh); reports in $OUT/on-device.tgz. Steps:
+#     check     the cooperative-matrix tier (issue 14) against the f64 reference (`kernels -- --ignored coop`:
+#               matmul and prefill attention) and the fixture model's f16 path on it against transformers
+#               (generate.rs, VARCO_COOP=1) (≈ 20 s)
+#     coop      the tier's matmul and attention kernels, and the 14B's prefill, vision and first token
+#               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min)
+#     decode    the decode step's fused kernels in the model's shapes with q4's TOP products (the default),
+#               exact products and loads only (issue 13), then the model's decode with each (≈ 3 minutes)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-}" in
+pack)
+    set -e
+    for p in /.device-coop/ /.fixt/; do grep -qx "$p" .git/info/exclude || echo "$p" >> .git/info/exclude; done
+    cargo build --release --bin varco
+    rm -rf .device-coop && mkdir .device-coop
+    for t in kernels generate; do
+        bin=$(cargo test --workspace --test "$t" --no-run 2>&1 | sed -n "s/.*Executable tests\/$t.rs (\(.*\))/\1/p")
+        strip -o "/tmp/$t-stripped" "$bin"
+        xz -T2 -6 -c "/tmp/$t-stripped" > ".device-coop/$t.xz"
+    done
+    xz -T2 -6 -c target/release/varco > .device-coop/varco.xz
+    rm -rf .fixt && mkdir .fixt && cp -r ../shared/fixtures/tiny-varco-a .fixt/
+    du -sh .device-coop .fixt
+    ;;
+run)
+    shift
+    : "${OUT:?OUT must name the folder the reports go to}"
+    # a call brings back only a few files: the reports go to $R, packed into $OUT/on-device.tgz at the end
+    R=$(mktemp -d)
+    trap 'tar -czf "$OUT/on-device.tgz" -C "$R" .' EXIT
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
+    export VARCO_FIXTURES="$PWD/.fixt" VARCO_COOP=1
+    for b in kernels generate varco; do xz -dc ".device-coop/$b.xz" > "/tmp/$b" && chmod +x "/tmp/$b"; done
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$R/gpu.txt"
+    for step in "$@"; do
+        case "$step" in
+        check)
+            timeout 90 /tmp/kernels --ignored coop > "$R/coop-test.txt" 2>&1
+            tail -5 "$R/coop-test.txt"
+            timeout 60 /tmp/generate f16_path --nocapture > "$R/generate-f16.txt" 2>&1
+            tail -4 "$R/generate-f16.txt"
+            ;;
+        coop)
+            timeout 120 /tmp/varco bench kernels --filter matmul --out "$R/kernels-matmul.md" > "$R/kernels-matmul.log" 2>&1
+            timeout 90 /tmp/varco bench kernels --filter attention --out "$R/kernels-attention.md" > "$R/kernels-attention.log" 2>&1
+            grep -E "^\| (matmul|attention)" "$R"/kernels-*.md
+            for v in --no-coop --no-coop-attention ""; do
+                n=model${v:-default}
+                timeout 100 /tmp/varco bench model --shape 14b --runs 3 --contexts 1024 --steps 8 --tiles 7,37 $v --out "$R/$n.md" > "$R/$n.log" 2>&1
+                grep -E "^(adapter|prefill|vision|time to first)" "$R/$n.md"
+            done
+            ;;
+        decode)
+            F=32:4:2:top,32:4:2:exact,32:4:2:loads,32:8:1:top,32:8:1:exact,32:8:1:loads
+            timeout 150 /tmp/varco bench kernels --filter fused --fused $F --out "$R/fused.md" > "$R/fused.log" 2>&1
+            grep -E "^\| fused" "$R/fused.md" | grep -v again
+            for v in "" exact; do
+                n=decode${v:+-$v}
+                s=${v:+qkv=32:4:2:$v,o=32:4:2:$v,gate_up=32:8:1:$v,down=32:4:2:$v}
+                timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only ${s:+--decode-shapes $s} --out "$R/$n.md" > "$R/$n.log" 2>&1
+                grep -E "^(decode shapes|\| [0-9]+ context|\| matvec_fused)" "$R/$n.md"
+            done
+            ;;
+        *) echo "on-device: no step $step (check, coop, decode)" >&2; exit 2 ;;
+        esac
+    done
+    ;;
+*) echo "on-device: pack, or run STEP..." >&2; exit 2 ;;
+esac
