@@ -10,7 +10,8 @@
 #               matmul and prefill attention) and the fixture model's f16 path on it against transformers
 #               (generate.rs, VARCO_COOP=1) (≈ 20 s)
 #     coop      the tier's matmul and attention kernels, and the 14B's prefill, vision and first token
-#               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min)
+#               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min;
+#               COOP_VARIANTS="no-coop-attention default" leaves out the first)
 #     decode    the decode step's fused kernels in the model's shapes with q4's TOP products (the default),
 #               exact products and loads only (issue 13), then the model's decode with each (≈ 3 minutes)
 set -uo pipefail
@@ -54,10 +55,10 @@ run)
             timeout 120 /tmp/varco bench kernels --filter matmul --out "$R/kernels-matmul.md" > "$R/kernels-matmul.log" 2>&1
             timeout 90 /tmp/varco bench kernels --filter attention --out "$R/kernels-attention.md" > "$R/kernels-attention.log" 2>&1
             grep -E "^\| (matmul|attention)" "$R"/kernels-*.md
-            for v in --no-coop --no-coop-attention ""; do
-                n=model${v:-default}
-                timeout 100 /tmp/varco bench model --shape 14b --runs 3 --contexts 1024 --steps 8 --tiles 7,37 $v --out "$R/$n.md" > "$R/$n.log" 2>&1
-                grep -E "^(adapter|prefill|vision|time to first)" "$R/$n.md"
+            for v in ${COOP_VARIANTS:-no-coop no-coop-attention default}; do
+                flag=--$v && [ "$v" = default ] && flag=
+                timeout 100 /tmp/varco bench model --shape 14b --runs 3 --contexts 1024 --steps 8 --tiles 7,37 $flag --out "$R/model-$v.md" > "$R/model-$v.log" 2>&1
+                grep -E "^(adapter|prefill|vision|time to first)" "$R/model-$v.md"
             done
             ;;
         decode)

@@ -255,6 +255,34 @@ pub async fn attention_suite(ctx: &Context, act: DType) {
     }
 }
 
+/// Scores that rise along the keys by far more than e^8 a step (each key's row scaled by 1 + s/8): the
+/// cooperative-matrix kernel keeps a row's running maximum until new scores exceed it by 8, and must then
+/// scale its partial output, which this makes happen many times a row; causal after a context and
+/// bidirectional, head sizes 128 and 72.
+pub async fn attention_rising_scores(ctx: &Context, act: DType) {
+    for (ci, &(n_q, n_kv, d, causal, pos)) in [(70usize, 200usize, 128usize, true, 130usize), (50, 150, 72, false, 0)].iter().enumerate() {
+        let (heads, kv_heads) = (4, 2);
+        let mut rng = Rng::new(360 + ci as u64);
+        let cap = n_kv + 3;
+        let q = as_stored(&rng.normals(n_q * heads * d, 1.0), act);
+        let k: Vec<f32> = rng.normals(kv_heads * cap * d, 1.0).iter().enumerate().map(|(i, v)| v * (1.0 + ((i / d) % cap) as f32 / 8.0)).collect();
+        let k = as_stored(&k, act);
+        let v = as_stored(&rng.normals(kv_heads * cap * d, 1.0), act);
+        let qt = upload(ctx, &q, &[n_q, heads * d], act);
+        let kt = upload(ctx, &k, &[kv_heads, cap, d], act);
+        let vt = upload(ctx, &v, &[kv_heads, cap, d], act);
+        let o = poisoned(ctx, &[n_q, heads * d], act);
+        let scale = 1.0 / (d as f64).sqrt();
+        let args = AttnArgs::over_cache(heads as u32, kv_heads as u32, d as u32, cap as u32, n_q as u32, pos as u32)
+            .with_causal(causal)
+            .with_n_kv(n_kv as u32)
+            .with_scale(scale as f32);
+        let want = r::attention(&q, n_q, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), causal, pos, scale);
+        run(ctx, |rec| attention::attention(rec, &qt, &kt, &vt, &o, &args)).await;
+        assert_close(&format!("attention, rising scores, {act:?} case {ci}"), &read_guarded(ctx, &o).await, &want, tol(act, true));
+    }
+}
+
 /// Token-major K/V (SigLIP's projections side by side in one qkv row) through the strides.
 pub async fn attention_fused_qkv(ctx: &Context, act: DType) {
     let (n, heads, d) = (29, 2, 72);

@@ -51,6 +51,7 @@ kernel_test!(matmul_q8, matmul_suite, WeightFormat::Q8);
 kernel_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);
 kernel_test!(attention_prefill, attention_suite);
 kernel_test!(attention_fused_qkv, attention_fused_qkv);
+kernel_test!(attention_rising_scores, attention_rising_scores);
 kernel_test!(attention_decode, decode_suite);
 kernel_test!(rope, rope_suite);
 kernel_test!(norms, norm_suite);
@@ -93,7 +94,7 @@ fn packed_f16_matmul_matches_the_reference() {
 /// the 128 × 128 tile or of 16), bias and a weight split into parts; prefill attention through the
 /// attention suites. Ignored by default: it needs an adapter with 16×16×16
 /// f16→f32 cooperative matrices and subgroups of 32, which lavapipe (CI, Mesa 22.3) does not have; run on an
-/// NVIDIA GPU with `kernels -- --ignored coop` (scripts/coop-on-device.sh; docs/bench has each run). Where it runs, it fails on an adapter
+/// NVIDIA GPU with `kernels -- --ignored coop` (scripts/on-device.sh; docs/bench has each run). Where it runs, it fails on an adapter
 /// without the tier rather than passing vacuously.
 #[test]
 #[ignore = "needs cooperative matrices (an NVIDIA GPU through Vulkan); lavapipe has none"]
@@ -117,6 +118,7 @@ fn coop_matmul_matches_the_reference() {
     }
     pollster::block_on(cases::attention_suite(&ctx, DType::F16));
     pollster::block_on(cases::attention_fused_qkv(&ctx, DType::F16));
+    pollster::block_on(cases::attention_rising_scores(&ctx, DType::F16));
 }
 
 /// The decode step's fused kernel built without wgpu's runtime checks (what `bench model

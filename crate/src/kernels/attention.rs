@@ -155,7 +155,7 @@ fn check_args(kernel: &'static str, a: &AttnArgs) -> Result<()> {
 pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs) -> Result<()> {
     check_args("attention", a)?;
     let act = same_dtype("attention", &[q, k, v, o])?;
-    if attention_coop_fits(rec.ctx, act, a.head_dim) {
+    if attention_coop_fits(rec.ctx, act, a.head_dim) && coop_aligned(a) {
         return attention_coop(rec, q, k, v, o, a);
     }
     if a.head_dim == 128 && rec.ctx.caps.max_workgroup_storage >= TILED_STORAGE && rec.ctx.caps.max_invocations >= 256 {
@@ -169,43 +169,59 @@ fn coop_dp(head_dim: u32) -> u32 {
     head_dim.div_ceil(16) * 16
 }
 
-/// Workgroup memory of the cooperative-matrix kernel (attention_coop.wgsl) for head size `d`: Q (64 rows),
-/// K or V (32 rows) of `dp + 8` halves, S in f32, P in f16, the subgroups' scratch, two row vectors.
+/// Subgroups of the cooperative-matrix kernel's workgroup (each owns 16 queries; the shader's flag test
+/// spells out four) and keys a step.
+const COOP_SG: u32 = 4;
+const COOP_KB: u32 = 32;
+
+/// Workgroup memory of the cooperative-matrix kernel (attention_coop.wgsl) for head size `d`: K and V of a step
+/// (Q's rows before the loop) in rows of `dp + 8` halves, each subgroup's f32 scratch and P, a value a query,
+/// a flag a subgroup.
 pub fn coop_storage(d: u32) -> u32 {
     let ld = coop_dp(d) + 8;
-    (64 + 32) * ld * 2 + 64 * 32 * 4 + 64 * 40 * 2 + 8 * 256 * 4 + 2 * 64 * 4
+    2 * COOP_KB * ld * 2 + COOP_SG * 16 * (COOP_KB + 4) * 4 + COOP_SG * 16 * (COOP_KB + 8) * 2 + COOP_SG * 16 * 4 + COOP_SG * 4
 }
 
 /// Whether prefill attention takes the cooperative-matrix kernel: the context's tensor-core tier with
 /// attention asked for ([`crate::gpu::ContextOptions::coop_attention`]), f16 activations, a head size of at
-/// most 128 (the 14B's 128, SigLIP's 72) and room for its tiles.
+/// most 128 in steps of 8 (the 14B's 128, SigLIP's 72) and room for its tiles. The call's offsets and strides
+/// must also be multiples of 4 ([`coop_aligned`]).
 pub fn attention_coop_fits(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32) -> bool {
     ctx.coop_attention && act == crate::gpu::DType::F16 && head_dim <= 128 && head_dim % 8 == 0 && coop_storage(head_dim) <= ctx.caps.max_workgroup_storage
 }
 
-/// The defines of the cooperative-matrix kernel for head size `d`: DP (d padded to 16), what each of the 256
-/// invocations stages of Q (QPT) and of a K or V block (KPT), the output tile slots each subgroup runs (TPS).
+/// Whether a call's Q, K and V can be read four values at a time, as the cooperative-matrix kernel does.
+pub fn coop_aligned(a: &AttnArgs) -> bool {
+    [a.q_offset, a.q_stride, a.k.offset, a.k.head_stride, a.k.seq_stride, a.v.offset, a.v.head_stride, a.v.seq_stride].iter().all(|x| x % 4 == 0)
+}
+
+/// The defines of the cooperative-matrix kernel for head size `d`: DP (d padded to 16) and DT (its 16-wide
+/// tiles), what each invocation stages of Q (QPT) and of a step's K and V (KVPT) in 4-value loads.
 pub fn coop_defines(d: u32, causal: bool) -> crate::gpu::Defines {
     let dp = coop_dp(d);
+    let threads = 32 * COOP_SG;
     crate::gpu::Defines::new()
         .flag("ACT_F16")
         .flag("COOP")
         .value("D", d)
         .value("DP", dp)
-        .value("QPT", 64 * dp / 256)
-        .value("KPT", 32 * dp / 256)
-        .value("TPS", (dp / 16).div_ceil(2))
+        .value("DT", dp / 16)
+        .value("SG", COOP_SG)
+        .value("KB", COOP_KB)
+        .value("QPT", 16 * COOP_SG * dp / 4 / threads)
+        .value("KVPT", 2 * COOP_KB * dp / 4 / threads)
         .flag_if("CAUSAL", causal)
 }
 
-/// The cooperative-matrix kernel (64 queries × 32 keys a step on the tensor cores).
+/// The cooperative-matrix kernel (64 queries a workgroup, 32 keys a step, on the tensor cores).
 pub fn attention_coop(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs) -> Result<()> {
     check_args("attention", a)?;
     let act = same_dtype("attention", &[q, k, v, o])?;
     check("attention", attention_coop_fits(rec.ctx, act, a.head_dim), || format!("the cooperative-matrix kernel needs the tier, f16 activations and a head size of at most 128 in steps of 8 (head size {})", a.head_dim))?;
+    check("attention", coop_aligned(a), || "the cooperative-matrix kernel needs offsets and strides that are multiples of 4".into())?;
     let pipeline = rec.ctx.pipeline(&crate::gpu::shader::ATTENTION_COOP, &coop_defines(a.head_dim, a.causal))?;
     let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &o.buffer)];
-    rec.dispatch(pipeline, &params(a), b, [a.n_q.div_ceil(64), a.n_heads, 1]);
+    rec.dispatch(pipeline, &params(a), b, [a.n_q.div_ceil(16 * COOP_SG), a.n_heads, 1]);
     Ok(())
 }
 
