@@ -1,9 +1,10 @@
 // Y = X · Wᵀ (+ bias) for many rows of X, on the tensor cores (the cooperative-matrix tier, issue 14): W is
 // (n, k) in 4 bits (W_Q4), 8 bits (W_Q8) or f16 (W_F16); X and Y are f16 activations.
-// A workgroup of 256 invocations is 8 subgroups of 32 (the tier is chosen only where the subgroup size is 32:
-// cooperative matrices belong to a subgroup, and the tile split below counts on 8 of them). It computes a
-// 128 × 128 block of Y: subgroup s owns rows 32·(s / 2) .. + 32 and columns 64·(s % 2) .. + 64, as 2 × 4
-// accumulators of 16 × 16 in f32. K advances KT (32 or 64: one or two q4 groups) a stage; the X slice and
+// A workgroup of WGS invocations is WGS/32 subgroups of 32 (the tier is chosen only where the subgroup size is
+// 32: cooperative matrices belong to a subgroup, and the tile split below counts on it). It computes a
+// 128 × 128 block of Y: subgroup s owns rows 16·RI·(s / 2) .. + 16·RI and columns 64·(s % 2) .. + 64, as
+// RI × 4 accumulators of 16 × 16 in f32 — 8 subgroups of 2 × 4 (WGS 256, RI 2), or 4 subgroups of 4 × 4
+// (WGS 128, RI 4: each A and B tile loaded from workgroup memory feeds 4 products instead of 2 or 4). K advances KT (32 or 64: one or two q4 groups) a stage; the X slice and
 // the dequantized W slice are staged in workgroup memory as f16, each row's KT values contiguous (padded by 8
 // halves so that the 16 rows one matrix load reads start in different banks): X row-major is the A operand,
 // W's rows are the columns of the B operand (Wᵀ column-major). The products are f16 × f16 summed in f32 —
@@ -36,7 +37,7 @@ const LD: u32 = KT + 8u;       // halves per staged row
 
 var<workgroup> xs: array<f16, TILE * LD>;   // [row of X][k]
 var<workgroup> ws: array<f16, TILE * LD>;   // [row of W][k]
-var<workgroup> out: array<f32, 8u * 256u>;  // [subgroup][16 × 16], row-major
+var<workgroup> out: array<f32, WGS / 32u * 256u>;  // [subgroup][16 × 16], row-major
 
 fn put_x(i: u32, v: vec4<f16>) {
     xs[i] = v.x;
@@ -85,7 +86,7 @@ fn fetch(s: u32, lid: u32, n0: u32, m0: u32) -> Stage {
     // X: TILE rows × KT/4 vec4s, k fastest so that a warp reads whole row segments
 #for e in 0..NX
     {
-        let t = lid + {e}u * 256u;
+        let t = lid + {e}u * WGS;
         let r = m0 + t / (KT / 4u);
         let gk4 = s * (KT / 4u) + t % (KT / 4u);
         st.x[{e}] = vec4<f16>(0.0);
@@ -98,7 +99,7 @@ fn fetch(s: u32, lid: u32, n0: u32, m0: u32) -> Stage {
     // W: TILE rows × KT/8 words; a q4 group (one scale) is 4 words
 #for e in 0..NW
     {
-        let t = lid + {e}u * 256u;
+        let t = lid + {e}u * WGS;
         let gn = n0 + t / (KT / 8u);
         let wd = t % (KT / 8u);
         let g = s * (KT / 32u) + wd / 4u;
@@ -115,7 +116,7 @@ fn fetch(s: u32, lid: u32, n0: u32, m0: u32) -> Stage {
     // W: TILE rows × KT/4 words; a 16-byte block is 4 words, a group (one scale) two blocks
 #for e in 0..NW
     {
-        let t = lid + {e}u * 256u;
+        let t = lid + {e}u * WGS;
         let gn = n0 + t / (KT / 4u);
         let wd = t % (KT / 4u);
         let blk = s * (KT / 16u) + wd / 4u;
@@ -133,7 +134,7 @@ fn fetch(s: u32, lid: u32, n0: u32, m0: u32) -> Stage {
     // W: TILE rows × KT/2 words (rows are kb·8 halves, zero padded)
 #for e in 0..NW
     {
-        let t = lid + {e}u * 256u;
+        let t = lid + {e}u * WGS;
         let gn = n0 + t / (KT / 2u);
         let word = s * (KT / 2u) + t % (KT / 2u);
         st.w[{e}] = 0u;
@@ -149,13 +150,13 @@ fn fetch(s: u32, lid: u32, n0: u32, m0: u32) -> Stage {
 // A stage's registers into workgroup memory, converted to f16 (W dequantized).
 fn stash(st: Stage, lid: u32) {
 #for e in 0..NX
-    put_x(((lid + {e}u * 256u) / (KT / 4u)) * LD + ((lid + {e}u * 256u) % (KT / 4u)) * 4u, st.x[{e}]);
+    put_x(((lid + {e}u * WGS) / (KT / 4u)) * LD + ((lid + {e}u * WGS) % (KT / 4u)) * 4u, st.x[{e}]);
 #endfor
 #ifdef W_Q4
     // a word: 8 consecutive k of one row
 #for e in 0..NW
     {
-        let i = ((lid + {e}u * 256u) / (KT / 8u)) * LD + ((lid + {e}u * 256u) % (KT / 8u)) * 8u;
+        let i = ((lid + {e}u * WGS) / (KT / 8u)) * LD + ((lid + {e}u * WGS) % (KT / 8u)) * 8u;
         put_w(i, nib(st.w[{e}], 0u) * st.d[{e}]);
         put_w(i + 4u, nib(st.w[{e}], 16u) * st.d[{e}]);
     }
@@ -164,14 +165,14 @@ fn stash(st: Stage, lid: u32) {
 #ifdef W_Q8
     // a word: 4 consecutive k of one row
 #for e in 0..NW
-    put_w(((lid + {e}u * 256u) / (KT / 4u)) * LD + ((lid + {e}u * 256u) % (KT / 4u)) * 4u, byt(st.w[{e}]) * st.d[{e}]);
+    put_w(((lid + {e}u * WGS) / (KT / 4u)) * LD + ((lid + {e}u * WGS) % (KT / 4u)) * 4u, byt(st.w[{e}]) * st.d[{e}]);
 #endfor
 #endif
 #ifdef W_F16
     // a word: 2 consecutive k of one row
 #for e in 0..NW
     {
-        let i = ((lid + {e}u * 256u) / (KT / 2u)) * LD + ((lid + {e}u * 256u) % (KT / 2u)) * 2u;
+        let i = ((lid + {e}u * WGS) / (KT / 2u)) * LD + ((lid + {e}u * WGS) % (KT / 2u)) * 2u;
         let v = unpack2x16float(st.w[{e}]);
         ws[i] = f16(v.x);
         ws[i + 1u] = f16(v.y);
@@ -180,15 +181,15 @@ fn stash(st: Stage, lid: u32) {
 #endif
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WGS)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let sg = lid / 32u;
     let lane = lid % 32u;
     let n0 = wg.x * TILE;
     let m0 = wg.y * TILE;
-    let sr = (sg / 2u) * 32u;   // this subgroup's first row within the tile
+    let sr = (sg / 2u) * (16u * RI);   // this subgroup's first row within the tile
     let sc = (sg % 2u) * 64u;   // and first column
-#for i in 0..2
+#for i in 0..RI
 #for j in 0..4
     var acc{i}{j} = coop_mat16x16<f32, C>();
 #endfor
@@ -203,13 +204,13 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
             st = fetch(s + 1u, lid, n0, m0);
         }
         for (var kk = 0u; kk < KT; kk += 16u) {
-#for i in 0..2
+#for i in 0..RI
             let a{i} = coopLoadT<coop_mat16x16<f16, A>>(&xs[(sr + {i}u * 16u) * LD + kk], LD);
 #endfor
 #for j in 0..4
             let b{j} = coopLoad<coop_mat16x16<f16, B>>(&ws[(sc + {j}u * 16u) * LD + kk], LD);
 #endfor
-#for i in 0..2
+#for i in 0..RI
 #for j in 0..4
             acc{i}{j} = coopMultiplyAdd(a{i}, b{j}, acc{i}{j});
 #endfor
@@ -217,7 +218,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
         }
         workgroupBarrier();
     }
-#for i in 0..2
+#for i in 0..RI
 #for j in 0..4
     coopStoreT(acc{i}{j}, &out[sg * 256u], 16u);
     workgroupBarrier();

@@ -40,7 +40,7 @@ pub enum LinearKernel {
     MatvecMulti(MatvecShape, u32),
     Matmul(u32),
     /// The cooperative-matrix kernel with this many K values a stage.
-    Coop(u32),
+    Coop(linear::CoopShape),
     /// `linear::linear`'s own choice (a short single row goes to the fused kernel's SHORT path).
     Chosen,
 }
@@ -61,7 +61,7 @@ pub async fn linear_output(ctx: &Context, act: DType, format: WeightFormat, kern
         LinearKernel::Matvec(s) => linear::matvec(rec, &xt, &w, bias_t, &y, s),
         LinearKernel::MatvecMulti(s, mx) => linear::matvec_multi(rec, &xt, &w, bias_t, &y, s, mx),
         LinearKernel::Matmul(t) => linear::matmul_with_tile(rec, &xt, &w, bias_t, &y, t),
-        LinearKernel::Coop(kt) => linear::matmul_coop_with(rec, &xt, &w, bias_t, &y, kt),
+        LinearKernel::Coop(shape) => linear::matmul_coop_with(rec, &xt, &w, bias_t, &y, shape),
         LinearKernel::Chosen => linear::linear(rec, &xt, &w, bias_t, &y),
     })
     .await;

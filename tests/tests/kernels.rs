@@ -103,9 +103,9 @@ fn coop_matmul_matches_the_reference() {
     assert!(ctx.coop_matmul, "this adapter lacks the cooperative-matrix tier: {:?}", ctx.caps.cooperative_matrix);
     let big = u64::MAX;
     for format in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
-        for kt in [32, 64] {
+        for shape in varco_web::kernels::linear::COOP_SHAPES {
             for (i, &(m, n, k, bias, limit)) in [(2, 5, 32, false, big), (5, 33, 64, true, big), (67, 70, 100, true, big), (130, 129, 260, false, big), (9, 300, 588, true, big), (200, 300, 1000, true, big), (70, 203, 160, true, 2048)].iter().enumerate() {
-                pollster::block_on(cases::linear_case(&ctx, DType::F16, format, cases::LinearKernel::Coop(kt), m, n, k, bias, limit, 300 + i as u64));
+                pollster::block_on(cases::linear_case(&ctx, DType::F16, format, cases::LinearKernel::Coop(shape), m, n, k, bias, limit, 300 + i as u64));
             }
         }
         // and `linear` on this context takes the tier by itself for many rows

@@ -170,39 +170,60 @@ pub fn matmul_coop(ctx: &crate::gpu::Context, act: crate::gpu::DType) -> bool {
     ctx.coop_matmul && act == crate::gpu::DType::F16
 }
 
-/// K values each stage of the cooperative-matrix kernel stages (two q4 groups: half the barriers of one).
-pub const COOP_KT: u32 = 64;
+/// How the cooperative-matrix kernel (shaders/matmul_coop.wgsl) runs: `kt` K values a stage (32 or 64), and
+/// `ri` 16-row accumulator tiles a subgroup (2: 8 subgroups of 2 × 4 tiles; 4: 4 subgroups of 4 × 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopShape {
+    pub kt: u32,
+    pub ri: u32,
+}
+
+impl CoopShape {
+    /// Invocations a workgroup (a 128 × 128 block of Y either way).
+    pub fn invocations(self) -> u32 {
+        512 / self.ri
+    }
+}
+
+/// The shapes the kernel is built in; the first is the model's. On the H100 (BENCHMARKS.md), timed alone, 4
+/// subgroups of 4 × 4 tiles with one q4 group a stage ran the 14B's prefill matmuls at 107–113 TFLOP/s, 8
+/// subgroups of 2 × 4 with two groups a stage at 100–103 (one group: 49–58; 4 × 4 with two groups, more
+/// registers a stage: 80–82); but in the model the first kept the prefill at 1.69 s against 1.73 and the
+/// vision tower's 7 tiles at 0.095 s against 0.107 (its f16 weights), so it stays the model's.
+pub const COOP_SHAPES: [CoopShape; 4] = [CoopShape { kt: 64, ri: 2 }, CoopShape { kt: 32, ri: 2 }, CoopShape { kt: 32, ri: 4 }, CoopShape { kt: 64, ri: 4 }];
 
 /// The matrix-matrix product in the best tier the context has: cooperative matrices, else the
 /// register-tiled kernel (packed f16 or f32 arithmetic).
 pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
     let act = same_dtype("matmul", &[x, y])?;
     if matmul_coop(rec.ctx, act) {
-        return matmul_coop_with(rec, x, w, bias, y, COOP_KT);
+        return matmul_coop_with(rec, x, w, bias, y, COOP_SHAPES[0]);
     }
     let tile = matmul_tile(rec.ctx);
     matmul_with_tile(rec, x, w, bias, y, tile)
 }
 
-/// The defines of the cooperative-matrix kernel: `kt` K values a stage, and what each of the 256 invocations
-/// carries a stage — NX vec4s of the 128 × kt X tile, NW words of the 128 × kt W tile (8, 4 or 2 values a
-/// word for q4, q8, f16).
-pub fn coop_defines(kt: u32, format: WeightFormat, bias: bool) -> Defines {
+/// The defines of the cooperative-matrix kernel in `shape`: KT, RI, WGS (invocations), and what each
+/// invocation carries a stage — NX vec4s of the 128 × kt X tile, NW words of the 128 × kt W tile (8, 4 or 2
+/// values a word for q4, q8, f16).
+pub fn coop_defines(shape: CoopShape, format: WeightFormat, bias: bool) -> Defines {
     let per_word = match format {
         WeightFormat::Q4 => 8,
         WeightFormat::Q8 => 4,
         WeightFormat::F16 => 2,
     };
-    weight_defines(Defines::new().flag("ACT_F16").flag("COOP").value("KT", kt).value("NX", 128 * kt / 4 / 256).value("NW", 128 * kt / per_word / 256).flag_if("BIAS", bias), format)
+    let (kt, wgs) = (shape.kt, shape.invocations());
+    let d = Defines::new().flag("ACT_F16").flag("COOP").value("KT", kt).value("RI", shape.ri).value("WGS", wgs);
+    weight_defines(d.value("NX", 128 * kt / 4 / wgs).value("NW", 128 * kt / per_word / wgs).flag_if("BIAS", bias), format)
 }
 
-/// The cooperative-matrix kernel (shaders/matmul_coop.wgsl) with `kt` K values a stage (32 or 64).
-pub fn matmul_coop_with(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, kt: u32) -> Result<()> {
+/// The cooperative-matrix kernel (shaders/matmul_coop.wgsl) in one of [`COOP_SHAPES`].
+pub fn matmul_coop_with(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, shape: CoopShape) -> Result<()> {
     let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matmul", &[x, y])?;
     check("matmul", matmul_coop(rec.ctx, act), || "the cooperative-matrix tier needs a context that has it and f16 activations".into())?;
-    check("matmul", kt == 32 || kt == 64, || format!("{kt} K values a stage is not 32 or 64"))?;
-    let defines = coop_defines(kt, w.format, bias.is_some());
+    check("matmul", COOP_SHAPES.contains(&shape), || format!("{shape:?} is not one of the shapes the kernel is built in"))?;
+    let defines = coop_defines(shape, w.format, bias.is_some());
     let pipeline = rec.ctx.pipeline(&MATMUL_COOP, &defines)?;
     let m_tiles = (m as u32).div_ceil(128);
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;

@@ -131,8 +131,8 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     }
                     if f16 && !sg {
                         // the cooperative-matrix tier takes no SUBGROUP define (its subgroups are implicit)
-                        for kt in [32, 64] {
-                            out.push((MATMUL_COOP, linear::coop_defines(kt, wfmt, bias)));
+                        for shape in linear::COOP_SHAPES {
+                            out.push((MATMUL_COOP, linear::coop_defines(shape, wfmt, bias)));
                         }
                     }
                 }
