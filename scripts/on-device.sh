@@ -13,7 +13,8 @@
 #               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min;
 #               COOP_VARIANTS="no-coop-attention default" leaves out the first)
 #     decode    the decode step's fused kernels in the model's shapes with q4's TOP products (the default),
-#               exact products and loads only (issue 13), then the model's decode with each (≈ 3 minutes)
+#               exact products and loads only (issue 13), then the model's decode with TOP and with exact
+#               products (≈ 3 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in

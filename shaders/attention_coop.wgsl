@@ -4,7 +4,7 @@
 // one head; each subgroup owns 16 of them outright (flash-attention 2's split), so the softmax never crosses
 // subgroups. Q is staged once (scaled, f16) and kept in registers as DT = DP/16 cooperative A tiles (D padded
 // to DP, a multiple of 16, with zeros); O is DT f32 accumulator tiles in registers. Keys go KB = 32 at a step:
-//   stage     K and V of the step into workgroup memory (16-byte loads);
+//   stage     K and V of the step into workgroup memory (vec4<f16> loads);
 //   S = Q·Kᵀ  16 × 32 scores a subgroup, stored to its scratch in f32;
 //   softmax   two lanes a query row, 16 scores each, paired by one shuffle; P = e^(s − m) as f16;
 //   O += P·V  straight into the accumulators.
@@ -23,7 +23,7 @@ const LDP: u32 = KB + 8u;      // halves per row of P
 const D4: u32 = D / 4u;
 const DP4: u32 = DP / 4u;
 
-var<workgroup> kv: array<f16, 2u * KB * LD>;     // [key][d]: K rows, then V rows; Q's rows before the loop
+var<workgroup> kv: array<f16, 2u * KB * LD>;     // [key][d]: K rows, then V rows; Q's QB ≤ 2·KB rows first
 var<workgroup> pp: array<f16, SG * 16u * LDP>;   // per subgroup: P
 var<workgroup> sc: array<f32, SG * 16u * LDS>;   // per subgroup: S, or one O tile being scaled or written
 var<workgroup> row_f: array<f32, QB>;            // per query: O's correction this step; 1/l at the end
@@ -149,7 +149,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
         // a barrier too: P and the corrections are visible after it (naga counts any local variable as
         // non-uniform, so the condition is built from the loaded flags alone)
         let r = workgroupUniformLoad(&raised);
-        if (r[0] + r[1] + r[2] + r[3] != 0u) {  // SG = 4 (kernels/attention.rs COOP_SG)
+        if (r[0] + r[1] + r[2] + r[3] != 0u) {  // SG = 4 (kernels/attention.rs asserts it)
 #for t in 0..DT
             coopStoreT(o{t}, &sc[scr], LDS);
             workgroupBarrier();

@@ -4,9 +4,9 @@
 // 32: cooperative matrices belong to a subgroup, and the tile split below counts on it). It computes a
 // 128 × 128 block of Y: subgroup s owns rows 16·RI·(s / 2) .. + 16·RI and columns 64·(s % 2) .. + 64, as
 // RI × 4 accumulators of 16 × 16 in f32 — 8 subgroups of 2 × 4 (WGS 256, RI 2), or 4 subgroups of 4 × 4
-// (WGS 128, RI 4: each A and B tile loaded from workgroup memory feeds 4 products instead of 2 or 4). K advances KT (32 or 64: one or two q4 groups) a stage; the X slice and
-// the dequantized W slice are staged in workgroup memory as f16, each row's KT values contiguous (padded by 8
-// halves so that the 16 rows one matrix load reads start in different banks): X row-major is the A operand,
+// (WGS 128, RI 4: each A and B tile loaded from workgroup memory feeds 4 products instead of 2 or 4).
+// K advances KT (32 or 64: one or two q4 groups) a stage; the X slice and the dequantized W slice are
+// staged in workgroup memory as f16, each row's KT values contiguous (padded by 8 halves so that the 16 rows one matrix load reads start in different banks): X row-major is the A operand,
 // W's rows are the columns of the B operand (Wᵀ column-major). The products are f16 × f16 summed in f32 —
 // the "accumulation always f32" rule holds; only the inputs are rounded to f16 (the weights' q4/q8 values
 // times their f16 scale are exact in f16 up to the scale's rounding, the activations are f16 already).

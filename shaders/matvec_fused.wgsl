@@ -19,9 +19,10 @@
 // TOP (q4): a code q goes into the top mantissa bits of 1.0 (the float 1 + q/16, exact) in one shift and one
 // and-or, so a product costs 3 instructions instead of 4 (no subtraction of the zero point); the block's sum
 // Σ(1 + q/16)·x = S gives Σ(q − 8)·x = 16·S − 24·Σx, with Σx shared by the workgroup's R rows. The rounding
-// differs from the default's by about 1e-6 of Σ|x| (f32 sums of values near 1.5·|x|).
+// differs from the exact products' by about 1e-6 of Σ|x| (f32 sums of values near 1.5·|x|). The default
+// for the model's q4 matrices (kernels/linear.rs FUSED_SHAPE).
 // LOADS_ONLY (benchmark only, `varco bench kernels --fused 32:8:1:loads`): every load of W, its scales and x
-// as the default, but the products replaced by one xor a block — what the kernel costs without arithmetic,
+// as in the other paths, but the products replaced by one xor a block — what the kernel costs without arithmetic,
 // to tell a memory limit from an instruction limit. Its results are meaningless.
 // Accumulation in f32. Reference: tests/src/reference.rs (linear, rope, rms_norm, silu) composed.
 #include "ids.wgsl"
@@ -129,7 +130,10 @@ fn block_dot(b: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4
 #endif
 }
 
-// Whether block_dot needs x's sum.
+// Whether block_dot needs x's sum (TOP's correction; LOADS_ONLY keeps x's loads alive with it).
+#ifdef LOADS_ONLY
+const NEED_SX: bool = true;
+#else
 #ifdef W_Q4
 #ifdef TOP
 const NEED_SX: bool = true;
@@ -138,6 +142,7 @@ const NEED_SX: bool = false;
 #endif
 #else
 const NEED_SX: bool = false;
+#endif
 #endif
 
 // Weight row of output slot r (0 ≤ r < R) of workgroup g, and whether it exists.
@@ -214,9 +219,6 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
         }
         var sx = 0.0;
-#ifdef LOADS_ONLY
-        sx = x_sum(xv[0], xv[1], xv[2], xv[3], xv[4], xv[5], xv[6], xv[7]);
-#endif
         if (NEED_SX) {
             sx = x_sum(xv[0], xv[1], xv[2], xv[3], xv[4], xv[5], xv[6], xv[7]);
         }
@@ -286,9 +288,6 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             }
 #endif
             var sx = 0.0;
-#ifdef LOADS_ONLY
-            sx = x_sum(x0, x1, x2, x3, x4, x5, x6, x7);
-#endif
             if (NEED_SX) {
                 sx = x_sum(x0, x1, x2, x3, x4, x5, x6, x7);
             }

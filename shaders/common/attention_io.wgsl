@@ -1,5 +1,5 @@
-// Parameters and bindings shared by attention.wgsl, attention_tiled.wgsl and attention_coop.wgsl (the Rust side fills one
-// struct for both: kernels/attention.rs).
+// Parameters and bindings shared by attention.wgsl, attention_tiled.wgsl and attention_coop.wgsl (the Rust
+// side fills one struct for all three: kernels/attention.rs).
 
 const NEG: f32 = -1.0e30;
 
@@ -30,9 +30,9 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 #ifdef COOP
 // the cooperative-matrix kernel reads f16 four at a time (every offset and stride a multiple of 4)
-@group(0) @binding(1) var<storage, read> q: array<vec4<f16>>;
-@group(0) @binding(2) var<storage, read> k: array<vec4<f16>>;
-@group(0) @binding(3) var<storage, read> v: array<vec4<f16>>;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f16>>;  // (n_q, q_stride / 4)
+@group(0) @binding(2) var<storage, read> k: array<vec4<f16>>;  // by k_head_stride / 4, k_seq_stride / 4
+@group(0) @binding(3) var<storage, read> v: array<vec4<f16>>;  // by v_head_stride / 4, v_seq_stride / 4
 #else
 @group(0) @binding(1) var<storage, read> q: array<act>;        // (n_q, q_stride)
 @group(0) @binding(2) var<storage, read> k: array<act>;        // by k_head_stride, k_seq_stride

@@ -39,7 +39,7 @@ pub enum LinearKernel {
     /// The MULTI variant: this many x rows a workgroup.
     MatvecMulti(MatvecShape, u32),
     Matmul(u32),
-    /// The cooperative-matrix kernel with this many K values a stage.
+    /// The cooperative-matrix kernel in this shape.
     Coop(linear::CoopShape),
     /// `linear::linear`'s own choice (a short single row goes to the fused kernel's SHORT path).
     Chosen,
@@ -213,21 +213,52 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
     }
 }
 
+/// The fused kernel's output (PLAIN, the folded norm) for one seeded q4 case in the model's shape with
+/// `math` products: the test that TOP reaches the shader compares two of these.
+pub async fn fused_output(ctx: &Context, act: DType, math: linear::FusedMath) -> Vec<f32> {
+    let (n, k) = (37, 296);
+    let mut rng = Rng::new(990);
+    let (w, _) = random_weight(ctx, &mut rng, n, k, WeightFormat::Q4, u64::MAX);
+    let x = as_stored(&rng.normals(k, 1.0), act);
+    let xt = upload(ctx, &x, &[1, k], act);
+    let y = poisoned(ctx, &[n], act);
+    let shape = linear::FusedShape { math, ..linear::FUSED_SHAPE };
+    run(ctx, |rec| linear::matvec_fused(rec, &xt, &w, None, Some(1e-6), linear::Fused::Plain { y: &y }, shape)).await;
+    read_guarded(ctx, &y).await
+}
+
+/// The prefill attention suite's cases: (n_q, n_kv, heads, kv_heads, d, causal, pos_offset).
+pub const ATTENTION_CASES: [(usize, usize, usize, usize, usize, bool, usize); 8] = [
+    (1, 1, 2, 1, 16, true, 0),
+    (37, 37, 4, 2, 16, true, 0),
+    (45, 45, 10, 2, 128, true, 0),
+    (13, 33, 10, 2, 128, true, 20),
+    (130, 150, 4, 2, 128, true, 20),
+    (70, 70, 2, 1, 128, false, 0),
+    (50, 50, 2, 2, 72, false, 0),
+    (3, 29, 3, 3, 72, false, 0),
+];
+
+/// A suite case's arguments: Q token-major, K and V in a head-major cache of capacity n_kv + 3 (as the KV
+/// cache is laid out), scale 1/√d.
+pub fn attention_case_args((n_q, n_kv, heads, kv_heads, d, causal, pos): (usize, usize, usize, usize, usize, bool, usize)) -> AttnArgs {
+    AttnArgs::over_cache(heads as u32, kv_heads as u32, d as u32, (n_kv + 3) as u32, n_q as u32, pos as u32)
+        .with_causal(causal)
+        .with_n_kv(n_kv as u32)
+        .with_scale((1.0 / (d as f64).sqrt()) as f32)
+}
+
+/// The fused-qkv case's arguments (SigLIP's layout: Q, K and V side by side in one row).
+pub fn attention_fused_args() -> AttnArgs {
+    let (n, heads, d) = (29, 2, 72);
+    AttnArgs::fused(n, heads, d, 3 * heads * d, 0).with_scale(0.1)
+}
+
 /// Prefill attention: causal GQA (with a position offset, as a later prefill chunk against the cache) and
 /// SigLIP's bidirectional case with head size 72.
 pub async fn attention_suite(ctx: &Context, act: DType) {
-    // (n_q, n_kv, heads, kv_heads, d, causal, pos_offset)
-    let cases = [
-        (1, 1, 2, 1, 16, true, 0),
-        (37, 37, 4, 2, 16, true, 0),
-        (45, 45, 10, 2, 128, true, 0),
-        (13, 33, 10, 2, 128, true, 20),
-        (130, 150, 4, 2, 128, true, 20),
-        (70, 70, 2, 1, 128, false, 0),
-        (50, 50, 2, 2, 72, false, 0),
-        (3, 29, 3, 3, 72, false, 0),
-    ];
-    for (ci, &(n_q, n_kv, heads, kv_heads, d, causal, pos)) in cases.iter().enumerate() {
+    for (ci, &case) in ATTENTION_CASES.iter().enumerate() {
+        let (n_q, n_kv, heads, kv_heads, d, causal, pos) = case;
         let mut rng = Rng::new(300 + ci as u64);
         // Q token-major; K and V in a head-major cache of capacity n_kv + 3 (as the KV cache is laid out).
         let cap = n_kv + 3;
@@ -238,11 +269,8 @@ pub async fn attention_suite(ctx: &Context, act: DType) {
         let kt = upload(ctx, &k, &[kv_heads, cap, d], act);
         let vt = upload(ctx, &v, &[kv_heads, cap, d], act);
         let o = poisoned(ctx, &[n_q, heads * d], act);
-        let scale = 1.0 / (d as f64).sqrt();
-        let args = AttnArgs::over_cache(heads as u32, kv_heads as u32, d as u32, cap as u32, n_q as u32, pos as u32)
-            .with_causal(causal)
-            .with_n_kv(n_kv as u32)
-            .with_scale(scale as f32);
+        let args = attention_case_args(case);
+        let scale = args.scale as f64;
         let want = r::attention(&q, n_q, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), causal, pos, scale);
         run(ctx, |rec| attention::attention(rec, &qt, &kt, &vt, &o, &args)).await;
         assert_close(&format!("attention {act:?} case {ci}"), &read_guarded(ctx, &o).await, &want, tol(act, true));
@@ -285,13 +313,13 @@ pub async fn attention_rising_scores(ctx: &Context, act: DType) {
 
 /// Token-major K/V (SigLIP's projections side by side in one qkv row) through the strides.
 pub async fn attention_fused_qkv(ctx: &Context, act: DType) {
-    let (n, heads, d) = (29, 2, 72);
+    let args = attention_fused_args();
+    let (n, heads, d) = (args.n_q as usize, args.n_heads as usize, args.head_dim as usize);
     let width = 3 * heads * d;
     let mut rng = Rng::new(350);
     let qkv = as_stored(&rng.normals(n * width, 1.0), act);
     let t = upload(ctx, &qkv, &[n, width], act);
     let o = poisoned(ctx, &[n, heads * d], act);
-    let args = AttnArgs::fused(n as u32, heads as u32, d as u32, width as u32, 0).with_scale(0.1);
     run(ctx, |rec| attention::attention(rec, &t, &t, &t, &o, &args)).await;
     let got = read_guarded(ctx, &o).await;
     let q: Vec<f32> = (0..n).flat_map(|s| qkv[s * width..s * width + heads * d].to_vec()).collect();

@@ -16,8 +16,8 @@ use varco_web::model::Model;
 /// `VARCO_PACKED_F16=1` runs the f16 path's prefill matmuls in the packed-f16 tier, to report its error
 /// against transformers beside the default's (BENCHMARKS.md, issue 14); CI runs the default. Where the adapter
 /// has cooperative matrices (an NVIDIA GPU, not CI's lavapipe) the default's f16 path takes that tier for its
-/// matmuls and attention, and
-/// `VARCO_COOP=1` asserts that it does (so a run meant to check the tier cannot pass without it).
+/// matmuls and attention, and `VARCO_COOP=1` asserts that it does (so a run meant to check the tier cannot
+/// pass without it).
 fn ctx() -> &'static Context {
     static C: OnceLock<Context> = OnceLock::new();
     C.get_or_init(|| {

@@ -89,10 +89,23 @@ fn packed_f16_matmul_matches_the_reference() {
     assert!(a.iter().zip(&b).any(|(x, y)| x != y), "PACKED changed nothing: the flag does not reach the shader");
 }
 
+/// The fused kernel's TOP products (the model's q4 default) and its exact ones both match the reference in
+/// `matvec_fused_suite`; they must also differ, bit for bit somewhere, or the shape's `math` never reached
+/// the shader and the suite tested one path twice. In f32 activations (in f16 the outputs' rounding hides
+/// differences of 1e-6; the flag is the same for both).
+#[test]
+fn fused_top_products_reach_the_shader() {
+    let ctx = pollster::block_on(Context::new(ContextOptions::default())).unwrap();
+    use varco_web::kernels::linear::FusedMath;
+    let top = pollster::block_on(cases::fused_output(&ctx, DType::F32, FusedMath::Top));
+    let exact = pollster::block_on(cases::fused_output(&ctx, DType::F32, FusedMath::Exact));
+    assert!(top.iter().zip(&exact).any(|(a, b)| a != b), "TOP changed nothing: the flag does not reach the shader");
+}
+
 /// The cooperative-matrix (tensor-core) tier against the f64 reference within the f16 tolerance: the matmul
 /// for every weight format, both stage depths, awkward sizes (rows, columns and K that are not multiples of
-/// the 128 × 128 tile or of 16), bias and a weight split into parts; prefill attention through the
-/// attention suites. Ignored by default: it needs an adapter with 16×16×16
+/// the 128 × 128 tile or of 16), bias and a weight split into parts, in every shape the kernel is built in
+/// (`linear::COOP_SHAPES`); prefill attention through the attention suites and the rising-scores case. Ignored by default: it needs an adapter with 16×16×16
 /// f16→f32 cooperative matrices and subgroups of 32, which lavapipe (CI, Mesa 22.3) does not have; run on an
 /// NVIDIA GPU with `kernels -- --ignored coop` (scripts/on-device.sh; docs/bench has each run). Where it runs, it fails on an adapter
 /// without the tier rather than passing vacuously.
@@ -113,8 +126,13 @@ fn coop_matmul_matches_the_reference() {
     }
     // prefill attention: on this context `attention` takes the cooperative-matrix kernel for every head size
     // of the suites (16, 72, 128; causal with offsets, bidirectional, fused qkv rows)
+    // (and `attention` would fall back silently where a case's offsets or strides could not be read four
+    // values at a time: every case here can)
     for d in [16, 72, 128] {
         assert!(varco_web::kernels::attention::attention_coop_fits(&ctx, DType::F16, d), "head size {d}");
+    }
+    for args in cases::ATTENTION_CASES.map(cases::attention_case_args).iter().chain([&cases::attention_fused_args()]) {
+        assert!(varco_web::kernels::attention::coop_aligned(args), "{args:?}");
     }
     pollster::block_on(cases::attention_suite(&ctx, DType::F16));
     pollster::block_on(cases::attention_fused_qkv(&ctx, DType::F16));

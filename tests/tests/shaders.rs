@@ -41,6 +41,8 @@ fn fused_shapes_the_model_picks() {
     for (n, kb, want) in [(7168, 160, FUSED_SHAPE), (5120, 160, FUSED_SHAPE), (27648, 160, WIDE_SHAPE), (5120, 432, FUSED_SHAPE), (151_680, 320, WIDE_SHAPE), (151_680, 2, FUSED_SHAPE)] {
         assert_eq!(fused_shape_for(n, kb), want, "{n} rows of {kb} blocks");
     }
+    // the benchmark's loads-only products are never a shape the model can take
+    assert!(FUSED_SHAPES.iter().all(|s| s.math != varco_web::kernels::linear::FusedMath::LoadsOnly));
     for n in [1, 37, 5120, 7168, 27648, WIDE_ROWS - 1, WIDE_ROWS, 151_680] {
         for kb in 1..2000 {
             let s = fused_shape_for(n, kb);

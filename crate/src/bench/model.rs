@@ -459,7 +459,8 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
     let at = a.usage.prompt_tokens - 20;
     let prefill = s.profile_prefill(ctx, &question, at).await?;
     profile_table(&mut r, &format!("the follow-up question's prefill (20 tokens after {at})"), prefill, &[], bw);
-    // the long prompt's last chunk (where its attention is longest), for where a prefill's time goes
+    // the long prompt's last 1,024 positions as one chunk (where its attention is longest: the real prompt's
+    // chunks are 1,024 tokens and the rest), for where a prefill's time goes
     let chunk: Vec<u32> = prompt_ids(crate::model::PREFILL_CHUNK.min(o.prompt.max(1)), vocab, None, 78).iter().map(|&i| i as u32).collect();
     let at = o.prompt.saturating_sub(chunk.len()).min(s.context().saturating_sub(chunk.len() + 1));
     let last = s.profile_prefill(ctx, &chunk, at).await?;

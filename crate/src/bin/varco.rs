@@ -188,7 +188,7 @@ enum BenchCmd {
         #[arg(long)]
         decode_only: bool,
         /// Replace some of the decode step's fused-kernel shapes the model picks, as
-        /// ROLE=WG:ROWS:BLOCKS,... (roles qkv, o, gate_up, down, lm_head).
+        /// ROLE=WG:ROWS:BLOCKS[:top|:exact],... (roles qkv, o, gate_up, down, lm_head).
         #[arg(long)]
         decode_shapes: Option<String>,
         /// Also write the report to this file.
@@ -239,8 +239,9 @@ enum BenchCmd {
         /// picks for each matrix.
         #[arg(long)]
         matvec: Option<String>,
-        /// Shapes of the decode step's fused kernel to try, as WG:ROWS:BLOCKS,...; `all` for every shape it is
-        /// built in; by default the model's.
+        /// Shapes of the decode step's fused kernel to try, as WG:ROWS:BLOCKS[:top|:exact|:loads],...
+        /// (`:loads`: the loads alone, for the model's two shapes); `all` for every shape it is built in; by
+        /// default the model's.
         #[arg(long)]
         fused: Option<String>,
         /// The matmuls in packed f16 (`bench model --packed-f16`'s tier; f16 activations).

@@ -83,7 +83,7 @@ pub struct ContextOptions {
     pub coop_matmul: bool,
     /// Prefill and SigLIP attention on the tensor cores too (shaders/attention_coop.wgsl), where the matmul
     /// tier is on. On by default: on the H100 it matches the f64 reference (tests/kernels.rs) and the fixture
-    /// model's answers (generate.rs), and takes the first token of a photo from 3.42 to 2.55 s (BENCHMARKS.md);
+    /// model's answers (generate.rs), and takes the first token of a photo from 3.44 to 1.84 s (BENCHMARKS.md);
     /// `varco bench model --no-coop-attention` measures without it.
     pub coop_attention: bool,
 }

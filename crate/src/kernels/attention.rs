@@ -169,10 +169,12 @@ fn coop_dp(head_dim: u32) -> u32 {
     head_dim.div_ceil(16) * 16
 }
 
-/// Subgroups of the cooperative-matrix kernel's workgroup (each owns 16 queries; the shader's flag test
-/// spells out four) and keys a step.
+/// Subgroups of the cooperative-matrix kernel's workgroup (each owns 16 queries) and keys a step.
 const COOP_SG: u32 = 4;
 const COOP_KB: u32 = 32;
+// The shader's rescale test sums exactly four subgroups' flags, and stages Q's 16·SG rows where a step's K
+// and V go (2·KB rows).
+const _: () = assert!(COOP_SG == 4 && 16 * COOP_SG <= 2 * COOP_KB);
 
 /// Workgroup memory of the cooperative-matrix kernel (attention_coop.wgsl) for head size `d`: K and V of a step
 /// (Q's rows before the loop) in rows of `dp + 8` halves, each subgroup's f32 scratch and P, a value a query,

@@ -317,6 +317,20 @@ pub const FUSED_SHAPES: [FusedShape; 8] = [
     FusedShape { wg: 128, rows: 8, blocks: 1, math: FusedMath::Exact },
 ];
 
+/// The benchmark's loads-only copies of the model's two shapes ([`FusedMath::LoadsOnly`]).
+pub fn loads_only_shapes() -> [FusedShape; 2] {
+    [FUSED_SHAPES[0], FUSED_SHAPES[1]].map(|f| FusedShape { math: FusedMath::LoadsOnly, ..f })
+}
+
+/// What a shape adds to the fused kernel's defines for weights in `format`: R, U, and TOP (q4 only) or
+/// LOADS_ONLY. Shared with `kernels::variants`.
+pub fn fused_shape_defines(d: Defines, shape: FusedShape, format: WeightFormat) -> Defines {
+    d.value("R", shape.rows)
+        .value("U", shape.blocks)
+        .flag_if("TOP", shape.math == FusedMath::Top && format == WeightFormat::Q4)
+        .flag_if("LOADS_ONLY", shape.math == FusedMath::LoadsOnly)
+}
+
 /// The fused kernel's shape for W: [`WIDE_SHAPE`] for many rows, [`FUSED_SHAPE`] otherwise. Chosen by the
 /// whole decode step on the H200 (BENCHMARKS.md, issue 13): gate/up and lm_head in the wide shape, the rest
 /// in one-subgroup workgroups of four rows, 131 tokens/s at 1k against 126 with every matrix in
@@ -352,7 +366,8 @@ impl FusedShape {
     /// of the shapes the kernel is built in ([`FUSED_SHAPES`]); with `allow_loads_only` (the kernel
     /// benchmark) also `:loads` of the first two.
     pub fn parse(s: &str, allow_loads_only: bool) -> Result<FusedShape> {
-        let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS[:top|:exact], one of {}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
+        let loads = if allow_loads_only { format!(", or :loads after {}", loads_only_shapes().map(|f| format!("{}:{}:{}", f.wg, f.rows, f.blocks)).join(" or ")) } else { String::new() };
+        let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS[:top|:exact], one of {}{loads}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
         let parts: Vec<&str> = s.split(':').map(str::trim).collect();
         let math = match parts.get(3..) {
             Some([]) => None,
@@ -366,7 +381,7 @@ impl FusedShape {
         let shape = match math {
             // a bare shape names the first built one of its dimensions (the model's products for the model's)
             None => FUSED_SHAPES.iter().copied().find(|f| (f.wg, f.rows, f.blocks) == (v[0], v[1], v[2])),
-            Some(FusedMath::LoadsOnly) => FUSED_SHAPES[..2].iter().find(|f| (f.wg, f.rows, f.blocks) == (v[0], v[1], v[2])).map(|&f| FusedShape { math: FusedMath::LoadsOnly, ..f }),
+            Some(FusedMath::LoadsOnly) => loads_only_shapes().into_iter().find(|f| (f.wg, f.rows, f.blocks) == (v[0], v[1], v[2])),
             Some(m) => built(m),
         };
         shape.ok_or_else(bad)
@@ -461,14 +476,11 @@ pub fn matvec_fused(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Te
         Fused::RopeKv { .. } => "ROPE_KV",
     };
     let short = matches!(mode, Fused::Plain { .. } | Fused::Residual { .. }) && k <= SHORT_MAX_K;
+    // SHORT: SHORT_WG rows a workgroup (the grid below), one an invocation (R = 1), exact products
     let shape = if short { FusedShape { wg: SHORT_WG, rows: SHORT_WG, blocks: 1, math: FusedMath::Exact } } else { shape };
+    let base = base_defines(rec.ctx, act, shape.wg)?;
     let defines = weight_defines(
-        base_defines(rec.ctx, act, shape.wg)?
-            .value("R", if short { 1 } else { shape.rows })
-            .value("U", shape.blocks)
-            .flag_if("SHORT", short)
-            .flag_if("TOP", shape.math == FusedMath::Top && w.format == crate::gpu::tensor::WeightFormat::Q4)
-            .flag_if("LOADS_ONLY", shape.math == FusedMath::LoadsOnly)
+        if short { base.value("R", 1).value("U", 1).flag("SHORT") } else { fused_shape_defines(base, shape, w.format) }
             .flag(flag)
             .flag_if("NORM", norm_eps.is_some())
             .flag_if("BIAS", bias.is_some())

@@ -103,16 +103,9 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                             out.push((MATVEC_FUSED, weight_defines(d.clone().flag(mode), wfmt).flag_if("BIAS", bias)));
                         }
                     }
-                    let loads_only = linear::FUSED_SHAPES[..2].iter().map(|&s| linear::FusedShape { math: linear::FusedMath::LoadsOnly, ..s });
-                    for shape in linear::FUSED_SHAPES.into_iter().chain(loads_only) {
+                    for shape in linear::FUSED_SHAPES.into_iter().chain(linear::loads_only_shapes()) {
                         for (norm, partial) in [(false, false), (true, false), (false, true), (true, true)] {
-                            let d = base(shape.wg)
-                                .value("R", shape.rows)
-                                .value("U", shape.blocks)
-                                .flag_if("NORM", norm)
-                                .flag_if("PARTIAL", partial)
-                                .flag_if("TOP", shape.math == linear::FusedMath::Top && wfmt == WeightFormat::Q4)
-                                .flag_if("LOADS_ONLY", shape.math == linear::FusedMath::LoadsOnly);
+                            let d = linear::fused_shape_defines(base(shape.wg), shape, wfmt).flag_if("NORM", norm).flag_if("PARTIAL", partial);
                             for mode in ["PLAIN", "RESIDUAL", "GLU", "ROPE_KV"] {
                                 if mode == "ROPE_KV" && !bias || mode != "ROPE_KV" && mode != "PLAIN" && bias {
                                     continue;
