@@ -300,12 +300,8 @@ pub async fn attention_rising_scores(ctx: &Context, act: DType) {
         let kt = upload(ctx, &k, &[kv_heads, cap, d], act);
         let vt = upload(ctx, &v, &[kv_heads, cap, d], act);
         let o = poisoned(ctx, &[n_q, heads * d], act);
-        let scale = 1.0 / (d as f64).sqrt();
-        let args = AttnArgs::over_cache(heads as u32, kv_heads as u32, d as u32, cap as u32, n_q as u32, pos as u32)
-            .with_causal(causal)
-            .with_n_kv(n_kv as u32)
-            .with_scale(scale as f32);
-        let want = r::attention(&q, n_q, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), causal, pos, scale);
+        let args = attention_case_args((n_q, n_kv, heads, kv_heads, d, causal, pos));
+        let want = r::attention(&q, n_q, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), causal, pos, args.scale as f64);
         run(ctx, |rec| attention::attention(rec, &qt, &kt, &vt, &o, &args)).await;
         assert_close(&format!("attention, rising scores, {act:?} case {ci}"), &read_guarded(ctx, &o).await, &want, tol(act, true));
     }
