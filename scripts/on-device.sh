@@ -12,9 +12,10 @@
 #     coop      the tier's matmul and attention kernels, and the 14B's prefill, vision and first token
 #               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min;
 #               COOP_VARIANTS="no-coop-attention default" leaves out the first)
-#     decode    the decode step's fused kernels in the model's shapes with q4's TOP products (the default),
-#               exact products and loads only (issue 13), then the model's decode with TOP and with exact
-#               products (≈ 3 minutes)
+#     decode    the decode step's fused kernels in the model's shapes with q4's TOP products, exact
+#               products, 8-bit integer products (DOT4) and loads only (issue 13), then the model's decode in
+#               the default shapes and with each of DECODE_MATH's products in every matrix (default "dot4";
+#               ≈ 1 minute a variant)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -63,14 +64,16 @@ run)
             done
             ;;
         decode)
-            F=32:4:2:top,32:4:2:exact,32:4:2:loads,32:8:1:top,32:8:1:exact,32:8:1:loads
+            F=32:4:2:top,32:4:2:exact,32:4:2:dot4,32:4:2:loads,32:8:1:top,32:8:1:exact,32:8:1:dot4,32:8:1:loads
             timeout 150 /tmp/varco bench kernels --filter fused --fused $F --out "$R/fused.md" > "$R/fused.log" 2>&1
             grep -E "^\| fused" "$R/fused.md" | grep -v again
-            for v in "" exact; do
+            timeout 60 /tmp/varco bench kernels --filter "attention decode" --out "$R/attention-decode.md" > "$R/attention-decode.log" 2>&1
+            grep -E "^\| attention" "$R/attention-decode.md"
+            for v in "" ${DECODE_MATH-dot4}; do
                 n=decode${v:+-$v}
                 s=${v:+qkv=32:4:2:$v,o=32:4:2:$v,gate_up=32:8:1:$v,down=32:4:2:$v}
                 timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only ${s:+--decode-shapes $s} --out "$R/$n.md" > "$R/$n.log" 2>&1
-                grep -E "^(decode shapes|\| [0-9]+ context|\| matvec_fused)" "$R/$n.md"
+                grep -E "^(decode shapes|\| [0-9]+ context|\| matvec_fused|\| attention_decode)" "$R/$n.md"
             done
             ;;
         *) echo "on-device: no step $step (check, coop, decode)" >&2; exit 2 ;;

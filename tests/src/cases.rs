@@ -123,7 +123,14 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
     for (si, &shape) in linear::FUSED_SHAPES.iter().enumerate() {
         let seed = 900 + 10 * si as u64;
         // FUSED_SHAPE, and in q4 (the 14B's layers) its exact-products copy, take every case
-        let every = si == 0 || (format == WeightFormat::Q4 && shape == linear::FusedShape { math: linear::FusedMath::Exact, ..linear::FUSED_SHAPE });
+        let q4_copy = |math| format == WeightFormat::Q4 && shape == linear::FusedShape { math, ..linear::FUSED_SHAPE };
+        let every = si == 0 || q4_copy(linear::FusedMath::Exact) || q4_copy(linear::FusedMath::Dot4);
+        // DOT4 (q4) computes with x rounded to 8 bits a block: the references take x as it does (the norm's
+        // scale still comes from x itself), and its PLAIN result is also held to the exact product within 1 %
+        let dot4 = format == WeightFormat::Q4 && shape.math == linear::FusedMath::Dot4;
+        // (PLAIN and RESIDUAL rows of at most SHORT_MAX_K inputs take the SHORT path, exact products whatever
+        // the shape)
+        let seen = |x: &[f32], general: bool| if dot4 && general { r::quantize_x8(x) } else { x.to_vec() };
         // PLAIN and RESIDUAL: rows that fill one and several workgroups; a weight split into parts; rows of
         // at most SHORT_MAX_K inputs (the first five cases) take the SHORT path whatever the shape. Cases 5
         // and the last run in every shape; the last has rows longer than one step of the workgroup (wg ·
@@ -142,12 +149,18 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
             let y0 = as_stored(&rng.normals(n, 1.0), act);
             let xt = upload(ctx, &x, &[1, k], act);
             let s = if norm { 1.0 / (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / k as f64 + eps).sqrt() } else { 1.0 };
-            let lin = r::linear(&x, &wv, None, 1, n, k);
+            let general = k > linear::SHORT_MAX_K;
+            let lin = r::linear(&seen(&x, general), &wv, None, 1, n, k);
             let e = norm.then_some(eps as f32);
             let y = poisoned(ctx, &[n], act);
             run(ctx, |rec| linear::matvec_fused(rec, &xt, &w, None, e, Fused::Plain { y: &y }, shape)).await;
             let want: Vec<f64> = lin.iter().map(|v| v * s).collect();
-            assert_close(&format!("fused plain {shape:?} {format:?} {act:?} n={n} k={k} norm={norm}"), &read_guarded(ctx, &y).await, &want, tol(act, k > 512));
+            let got = read_guarded(ctx, &y).await;
+            assert_close(&format!("fused plain {shape:?} {format:?} {act:?} n={n} k={k} norm={norm}"), &got, &want, tol(act, k > 512));
+            if dot4 && general {
+                let exact: Vec<f64> = r::linear(&x, &wv, None, 1, n, k).iter().map(|v| v * s).collect();
+                assert_close(&format!("fused plain {shape:?} against x unrounded, n={n} k={k}"), &got, &exact, 1e-2);
+            }
             let yr = upload(ctx, &y0, &[n], act);
             run(ctx, |rec| linear::matvec_fused(rec, &xt, &w, None, e, Fused::Residual { y: &yr }, shape)).await;
             let want: Vec<f64> = lin.iter().zip(&y0).map(|(v, y)| v * s + *y as f64).collect();
@@ -163,7 +176,7 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
             let x = as_stored(&rng.normals(k, 1.0), act);
             let xt = upload(ctx, &x, &[1, k], act);
             let s = 1.0 / (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / k as f64 + eps).sqrt();
-            let lin = r::linear(&x, &wv, None, 1, 2 * ffn, k);
+            let lin = r::linear(&seen(&x, true), &wv, None, 1, 2 * ffn, k);
             let y = poisoned(ctx, &[ffn], act);
             run(ctx, |rec| linear::matvec_fused(rec, &xt, &w, None, Some(eps as f32), Fused::Glu { y: &y }, shape)).await;
             let want: Vec<f64> = (0..ffn).map(|j| r::silu(lin[j] * s) * lin[ffn + j] * s).collect();
@@ -182,7 +195,7 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
             let xt = upload(ctx, &x, &[1, k], act);
             let bt = upload(ctx, &bias, &[rows], DType::F32);
             let s = 1.0 / (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / k as f64 + eps).sqrt();
-            let lin: Vec<f32> = r::linear(&x, &wv, None, 1, rows, k).iter().zip(&bias).map(|(v, b)| (v * s + *b as f64) as f32).collect();
+            let lin: Vec<f32> = r::linear(&seen(&x, true), &wv, None, 1, rows, k).iter().zip(&bias).map(|(v, b)| (v * s + *b as f64) as f32).collect();
             let rope = rope::Rope::new(ctx, d as u32, 1e6).unwrap();
             let rotated = r::rope(&lin, 1, heads + kv_heads, d, rows, 0, pos, &rope::inv_freq(d as u32, 1e6));
             let q = poisoned(ctx, &[heads * d], act);

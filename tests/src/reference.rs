@@ -54,6 +54,20 @@ pub fn attention(
 /// Qwen2 RoPE on `heads` heads at column `offset` of each row (row stride `stride`), positions from
 /// `pos_offset`; the angle is the f32 product `pos · inv_freq` as in transformers, its cos/sin in f64.
 #[allow(clippy::too_many_arguments)]
+/// x as the decode kernel's 8-bit products see it (matvec_fused.wgsl DOT4): each block of 32 values (zeros
+/// past the end) rounded to codes floor(0.5 + 127·x/amax), then scaled back by amax/127. The codes are formed
+/// in f32 in the shader's order of operations (1/amax, then a product), so that a value on a rounding edge
+/// rounds the same way here.
+pub fn quantize_x8(x: &[f32]) -> Vec<f32> {
+    x.chunks(32)
+        .flat_map(|b| {
+            let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let inv = if amax > 0.0 { 1.0 / amax } else { 0.0 };
+            b.iter().map(move |&v| (0.5 + 127.0 * (v * inv).clamp(-1.0, 1.0)).floor() * (amax as f64 / 127.0) as f32).collect::<Vec<f32>>()
+        })
+        .collect()
+}
+
 pub fn rope(x: &[f32], n_tokens: usize, heads: usize, d: usize, stride: usize, offset: usize, pos_offset: usize, inv_freq: &[f32]) -> Vec<f64> {
     let mut y: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let half = d / 2;

@@ -89,9 +89,9 @@ fn packed_f16_matmul_matches_the_reference() {
     assert!(a.iter().zip(&b).any(|(x, y)| x != y), "PACKED changed nothing: the flag does not reach the shader");
 }
 
-/// The fused kernel's TOP products (the model's q4 default) and its exact ones both match the reference in
-/// `matvec_fused_suite`; they must also differ, bit for bit somewhere, or the shape's `math` never reached
-/// the shader and the suite tested one path twice. In f32 activations (in f16 the outputs' rounding hides
+/// The fused kernel's TOP and DOT4 products and its exact ones all match the reference in
+/// `matvec_fused_suite`; each must also differ from the exact ones, bit for bit somewhere, or the shape's
+/// `math` never reached the shader and the suite tested one path twice. In f32 activations (in f16 the outputs' rounding hides
 /// differences of 1e-6; the flag is the same for both).
 #[test]
 fn fused_top_products_reach_the_shader() {
@@ -99,7 +99,9 @@ fn fused_top_products_reach_the_shader() {
     use varco_web::kernels::linear::FusedMath;
     let top = pollster::block_on(cases::fused_output(&ctx, DType::F32, FusedMath::Top));
     let exact = pollster::block_on(cases::fused_output(&ctx, DType::F32, FusedMath::Exact));
+    let dot4 = pollster::block_on(cases::fused_output(&ctx, DType::F32, FusedMath::Dot4));
     assert!(top.iter().zip(&exact).any(|(a, b)| a != b), "TOP changed nothing: the flag does not reach the shader");
+    assert!(dot4.iter().zip(&exact).any(|(a, b)| a != b), "DOT4 changed nothing: the flag does not reach the shader");
 }
 
 /// The cooperative-matrix (tensor-core) tier against the f64 reference within the f16 tolerance: the matmul

@@ -288,6 +288,9 @@ pub enum FusedMath {
     Exact,
     /// Each code as 1 + q/16 (one shift, one and-or), the zero point taken out once a block: 3 a weight.
     Top,
+    /// x's block quantized to 8 bits once for the workgroup's rows, then integer dot products four codes at
+    /// a time (`dot4I8Packed`): about 5 instructions for 8 weights, at the cost of x's rounding to 8 bits.
+    Dot4,
     /// Benchmark only (`:loads`): the loads without the products, to show what the memory costs alone.
     /// Its results are meaningless; the model never takes it.
     LoadsOnly,
@@ -306,11 +309,13 @@ pub const WIDE_ROWS: usize = 16_384;
 
 /// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares), all of
 /// them tested; `varco bench kernels` also builds [`FusedMath::LoadsOnly`] copies of the first two.
-pub const FUSED_SHAPES: [FusedShape; 8] = [
+pub const FUSED_SHAPES: [FusedShape; 10] = [
     FUSED_SHAPE,
     WIDE_SHAPE,
     FusedShape { math: FusedMath::Exact, ..FUSED_SHAPE },
     FusedShape { math: FusedMath::Exact, ..WIDE_SHAPE },
+    FusedShape { math: FusedMath::Dot4, ..FUSED_SHAPE },
+    FusedShape { math: FusedMath::Dot4, ..WIDE_SHAPE },
     FusedShape { wg: 64, rows: 4, blocks: 2, math: FusedMath::Exact },
     FusedShape { wg: 64, rows: 4, blocks: 3, math: FusedMath::Exact },
     FusedShape { wg: 64, rows: 8, blocks: 1, math: FusedMath::Exact },
@@ -322,12 +327,13 @@ pub fn loads_only_shapes() -> [FusedShape; 2] {
     [FUSED_SHAPES[0], FUSED_SHAPES[1]].map(|f| FusedShape { math: FusedMath::LoadsOnly, ..f })
 }
 
-/// What a shape adds to the fused kernel's defines for weights in `format`: R, U, and TOP (q4 only) or
-/// LOADS_ONLY. Shared with `kernels::variants`.
+/// What a shape adds to the fused kernel's defines for weights in `format`: R, U, and TOP or DOT4 (q4 only)
+/// or LOADS_ONLY. Shared with `kernels::variants`.
 pub fn fused_shape_defines(d: Defines, shape: FusedShape, format: WeightFormat) -> Defines {
     d.value("R", shape.rows)
         .value("U", shape.blocks)
         .flag_if("TOP", shape.math == FusedMath::Top && format == WeightFormat::Q4)
+        .flag_if("DOT4", shape.math == FusedMath::Dot4 && format == WeightFormat::Q4)
         .flag_if("LOADS_ONLY", shape.math == FusedMath::LoadsOnly)
 }
 
@@ -362,17 +368,18 @@ pub struct DecodeShapes {
 }
 
 impl FusedShape {
-    /// `WG:ROWS:BLOCKS[:top|:exact]` (top by default for the first two shapes, exact for the others), one
+    /// `WG:ROWS:BLOCKS[:top|:exact|:dot4]` (a bare shape names the first built one), one
     /// of the shapes the kernel is built in ([`FUSED_SHAPES`]); with `allow_loads_only` (the kernel
     /// benchmark) also `:loads` of the first two.
     pub fn parse(s: &str, allow_loads_only: bool) -> Result<FusedShape> {
         let loads = if allow_loads_only { format!(", or :loads after {}", loads_only_shapes().map(|f| format!("{}:{}:{}", f.wg, f.rows, f.blocks)).join(" or ")) } else { String::new() };
-        let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS[:top|:exact], one of {}{loads}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
+        let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS[:top|:exact|:dot4], one of {}{loads}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
         let parts: Vec<&str> = s.split(':').map(str::trim).collect();
         let math = match parts.get(3..) {
             Some([]) => None,
             Some(["top"]) => Some(FusedMath::Top),
             Some(["exact"]) => Some(FusedMath::Exact),
+            Some(["dot4"]) => Some(FusedMath::Dot4),
             Some(["loads"]) if allow_loads_only => Some(FusedMath::LoadsOnly),
             _ => return Err(bad()),
         };
@@ -393,6 +400,7 @@ impl std::fmt::Display for FusedShape {
         let math = match self.math {
             FusedMath::Exact => ":exact",
             FusedMath::Top => ":top",
+            FusedMath::Dot4 => ":dot4",
             FusedMath::LoadsOnly => ":loads",
         };
         write!(f, "{}:{}:{}{math}", self.wg, self.rows, self.blocks)
