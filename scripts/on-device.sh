@@ -8,7 +8,7 @@
 #                                           train/prepare-device.sh); reports in $OUT/on-device.tgz. Steps:
 #     check     the cooperative-matrix tier (issue 14) against the f64 reference (`kernels -- --ignored coop`:
 #               matmul and prefill attention) and the fixture model's f16 path on it against transformers
-#               (generate.rs, VARCO_COOP=1) (≈ 20 s)
+#               (generate.rs, VARCO_COOP=1), and the decode kernels' suites (≈ 40 s)
 #     coop      the tier's matmul and attention kernels, and the 14B's prefill, vision and first token
 #               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min;
 #               COOP_VARIANTS="no-coop-attention default" leaves out the first)
@@ -52,6 +52,9 @@ run)
             tail -5 "$R/coop-test.txt"
             timeout 60 /tmp/generate f16_path --nocapture > "$R/generate-f16.txt" 2>&1
             tail -4 "$R/generate-f16.txt"
+            # the decode kernels CI checks on lavapipe, on this GPU too (its integer dot products, subgroups of 32)
+            timeout 120 /tmp/kernels matvec_fused_q4 attention_decode fused_top > "$R/decode-kernels-test.txt" 2>&1
+            tail -3 "$R/decode-kernels-test.txt"
             ;;
         coop)
             timeout 120 /tmp/varco bench kernels --filter matmul --out "$R/kernels-matmul.md" > "$R/kernels-matmul.log" 2>&1
