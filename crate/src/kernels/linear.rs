@@ -207,10 +207,11 @@ pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
 /// invocation carries a stage — NX vec4s of the 128 × kt X tile, NW words of the 128 × kt W tile (8, 4 or 2
 /// values a word for q4, q8, f16).
 pub fn coop_defines(shape: CoopShape, format: WeightFormat, bias: bool) -> Defines {
+    // k values a W read carries: a q4 word, a q8 word, or (f16) a pair of words
     let per_word = match format {
         WeightFormat::Q4 => 8,
         WeightFormat::Q8 => 4,
-        WeightFormat::F16 => 2,
+        WeightFormat::F16 => 4,
     };
     let (kt, wgs) = (shape.kt, shape.invocations());
     let d = Defines::new().flag("ACT_F16").flag("COOP").value("KT", kt).value("RI", shape.ri).value("WGS", wgs);
