@@ -70,11 +70,15 @@ fn shape_and_activation_options_parse() {
         assert!(e.contains("WG:ROWS:BLOCKS") && e.contains("32:4:2"), "{bad:?}: {e}");
     }
     let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE };
-    let s = base.with(" gate_up = 32:8:1 ,lm_head=32:8:1").unwrap();
+    let s = base.with(" gate_up = 32:8:1 ,lm_head=32:8:1", false).unwrap();
     assert_eq!(s, DecodeShapes { gate_up: WIDE_SHAPE, lm_head: WIDE_SHAPE, ..base });
-    assert!(base.with("x=32:4:2").unwrap_err().to_string().contains("no matrix \"x\""));
-    assert!(base.with("down=32:4:2:loads").is_err());
-    assert!(base.with("qkv").unwrap_err().to_string().contains("ROLE=WG:ROWS:BLOCKS"));
+    assert!(base.with("x=32:4:2", false).unwrap_err().to_string().contains("no matrix \"x\""));
+    // loads only: the benchmark's whole-step bound, never otherwise
+    assert!(base.with("down=32:4:2:loads", false).is_err());
+    assert_eq!(base.with("down=32:4:2:loads", true).unwrap().down, FusedShape { math: FusedMath::LoadsOnly, ..FUSED_SHAPE });
+    assert_eq!(base.with("o=32:8:1:dot4", false).unwrap().o, FusedShape { math: FusedMath::Dot4, ..WIDE_SHAPE });
+    assert_eq!(FusedShape { math: FusedMath::Dot4, ..FUSED_SHAPE }.to_string(), "32:4:2:dot4");
+    assert!(base.with("qkv", false).unwrap_err().to_string().contains("ROLE=WG:ROWS:BLOCKS"));
     assert_eq!(DType::parse_act("f16").unwrap(), DType::F16);
     assert_eq!(DType::parse_act("f32").unwrap(), DType::F32);
     assert!(DType::parse_act("f64").unwrap_err().to_string().contains("expected f16 or f32"));

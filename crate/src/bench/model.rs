@@ -332,7 +332,7 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
     let context = (o.contexts.iter().max().copied().unwrap_or(1024) + o.steps + 2).max(o.prompt + 2).max(8192).min(cfg.text.max_positions);
     let mut s = Session::new(ctx, m, tok, template, generation, context).await?;
     if let Some(spec) = &o.decode_shapes {
-        s.model.llm.decode_shapes = s.model.llm.decode_shapes.with(spec)?;
+        s.model.llm.decode_shapes = s.model.llm.decode_shapes.with(spec, true)?;
     }
     let _ = writeln!(r, "# varco bench model --shape {}\n", o.shape);
     let _ = writeln!(

@@ -188,7 +188,8 @@ enum BenchCmd {
         #[arg(long)]
         decode_only: bool,
         /// Replace some of the decode step's fused-kernel shapes the model picks, as
-        /// ROLE=WG:ROWS:BLOCKS[:top|:exact],... (roles qkv, o, gate_up, down, lm_head).
+        /// ROLE=WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads],... (roles qkv, o, gate_up, down, lm_head; :loads
+        /// times the step with the loads of a matrix but not its products: a bound, its tokens meaningless).
         #[arg(long)]
         decode_shapes: Option<String>,
         /// Also write the report to this file.

@@ -413,11 +413,12 @@ impl std::fmt::Display for FusedShape {
 
 impl DecodeShapes {
     /// These shapes with some replaced: `spec` is `ROLE=WG:ROWS:BLOCKS,...`, roles qkv, o, gate_up, down and
-    /// lm_head.
-    pub fn with(mut self, spec: &str) -> Result<DecodeShapes> {
+    /// lm_head; `allow_loads_only` (the benchmark's whole-step bound, whose tokens mean nothing) also takes
+    /// `:loads`.
+    pub fn with(mut self, spec: &str, allow_loads_only: bool) -> Result<DecodeShapes> {
         for item in spec.split(',').filter(|s| !s.trim().is_empty()) {
             let (role, shape) = item.split_once('=').ok_or_else(|| Error::Request(format!("decode shapes: {item:?} is not ROLE=WG:ROWS:BLOCKS")))?;
-            let shape = FusedShape::parse(shape, false)?;
+            let shape = FusedShape::parse(shape, allow_loads_only)?;
             match role.trim() {
                 "qkv" => self.qkv = shape,
                 "o" => self.o = shape,
