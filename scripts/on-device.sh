@@ -67,15 +67,21 @@ run)
             done
             ;;
         decode)
-            F=32:4:2:top,32:4:2:exact,32:4:2:dot4,32:4:2:loads,32:8:1:top,32:8:1:exact,32:8:1:dot4,32:8:1:loads
+            F=32:4:2:top,32:4:2:dot4,32:4:2:loads,32:8:1:top,32:8:1:dot4,32:8:1:loads
             timeout 150 /tmp/varco bench kernels --filter fused --fused $F --out "$R/fused.md" > "$R/fused.log" 2>&1
             grep -E "^\| fused" "$R/fused.md" | grep -v again
             timeout 60 /tmp/varco bench kernels --filter "attention decode" --out "$R/attention-decode.md" > "$R/attention-decode.log" 2>&1
             grep -E "^\| attention" "$R/attention-decode.md"
-            for v in "" ${DECODE_MATH-dot4}; do
-                n=decode${v:+-$v}
-                s=${v:+qkv=32:4:2:$v,o=32:4:2:$v,gate_up=32:8:1:$v,down=32:4:2:$v}
-                timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only ${s:+--decode-shapes $s} --out "$R/$n.md" > "$R/$n.log" 2>&1
+            # DECODE_RUNS: default, or the products of every matrix (top, exact, dot4, loads), each with
+            # +nrc for shaders built without wgpu's runtime checks
+            for v in ${DECODE_RUNS-default dot4}; do
+                m=${v%+nrc}
+                flags=
+                [ "$m" != "$v" ] && flags=--no-runtime-checks
+                [ "$m" != default ] && flags="$flags --decode-shapes qkv=32:4:2:$m,o=32:4:2:$m,gate_up=32:8:1:$m,down=32:4:2:$m"
+                n=decode-$v
+                timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only $flags --out "$R/$n.md" > "$R/$n.log" 2>&1
+                echo "== $v"
                 grep -E "^(decode shapes|\| [0-9]+ context|\| matvec_fused|\| attention_decode)" "$R/$n.md"
             done
             ;;
