@@ -5,9 +5,7 @@
 // the KV head (GQA), so every key and value is read once. Keys go WG at a time:
 //   scores  — one invocation per key reads the key's row in 16-byte chunks (D/CW independent loads) and
 //             scores it against the N_REP queries;
-//   softmax — a running max per head, the N_REP heads' block maxima in one workgroup reduction (two
-//             barriers a block, not two per head and statistic); each invocation keeps its own running sums
-//             (rescaled with the workgroup's max) until one reduction at the end;
+//   softmax — running max and sum per head with workgroup reductions;
 //   values  — invocation (key group kg, lane) reads 16 bytes (CW dimensions) of every KG-th key of the block:
 //             lanes of a key group cover one value row, so loads coalesce, and each invocation keeps
 //             WG/KG loads in flight. Key groups are summed once per chunk through workgroup memory.
@@ -81,51 +79,6 @@ fn chunk_at(c: chunk, e: u32) -> f32 { return c[e]; }
 var<workgroup> qs: array<chunk, N_REP * LANES>;
 var<workgroup> sc: array<f32, N_REP * WG>;
 var<workgroup> red: array<f32, KG * D>;
-var<workgroup> hred: array<f32, N_REP * WG>;
-
-// Every head's value reduced over the workgroup at once (max, or with `sum` the sum); call from uniform
-// control flow. SUBGROUP: one value a subgroup and head, then a pass over the subgroups; otherwise a tree.
-fn heads_reduce(v: array<f32, N_REP>, ids: Ids, sum: bool) -> array<f32, N_REP> {
-    var r: array<f32, N_REP>;
-#ifdef SUBGROUP
-    let sg = ids.lid / ids.sg_size;
-    for (var h = 0u; h < N_REP; h++) {
-        let t = select(subgroupMax(v[h]), subgroupAdd(v[h]), sum);
-        if (ids.sg_lane == 0u) {
-            hred[h * WG + sg] = t;
-        }
-    }
-    workgroupBarrier();
-    let n = (WG + ids.sg_size - 1u) / ids.sg_size;
-    for (var h = 0u; h < N_REP; h++) {
-        var t = hred[h * WG];
-        for (var i = 1u; i < n; i++) {
-            t = select(max(t, hred[h * WG + i]), t + hred[h * WG + i], sum);
-        }
-        r[h] = t;
-    }
-#else
-    for (var h = 0u; h < N_REP; h++) {
-        hred[h * WG + ids.lid] = v[h];
-    }
-    workgroupBarrier();
-    for (var o = WG / 2u; o > 0u; o >>= 1u) {
-        if (ids.lid < o) {
-            for (var h = 0u; h < N_REP; h++) {
-                let a = hred[h * WG + ids.lid];
-                let b = hred[h * WG + ids.lid + o];
-                hred[h * WG + ids.lid] = select(max(a, b), a + b, sum);
-            }
-        }
-        workgroupBarrier();
-    }
-    for (var h = 0u; h < N_REP; h++) {
-        r[h] = hred[h * WG];
-    }
-#endif
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -166,17 +119,13 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         s{h} += dot_chunk(qs[{h}u * LANES + {c}u], kc{c});
 #endfor
 #endfor
-        // softmax statistics: the block's maxima of all heads in one reduction; sums stay per invocation
-        var sv: array<f32, N_REP>;
+        // softmax statistics, per head
 #for h in 0..N_REP
-        sv[{h}] = select(NEG, s{h}, live);
-#endfor
-        let bm = heads_reduce(sv, ids, false);
-#for h in 0..N_REP
-        let m_new{h} = max(m_run{h}, bm[{h}]);
-        let p{h} = select(0.0, exp_c(sv[{h}] - m_new{h}), live);
+        let sv{h} = select(NEG, s{h}, live);
+        let m_new{h} = max(m_run{h}, wg_max(sv{h}, ids));
+        let p{h} = select(0.0, exp_c(sv{h} - m_new{h}), live);
         let corr{h} = exp_c(m_run{h} - m_new{h});
-        l_run{h} = l_run{h} * corr{h} + p{h};
+        l_run{h} = l_run{h} * corr{h} + wg_sum(p{h}, ids);
         m_run{h} = m_new{h};
         sc[{h}u * WG + lid] = p{h};
         acc{h} = acc{h} * corr{h};
@@ -194,12 +143,6 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
         workgroupBarrier();
     }
-    // the invocations' sums (each rescaled with every max the workgroup took), all heads at once
-    var lsum: array<f32, N_REP>;
-#for h in 0..N_REP
-    lsum[{h}] = l_run{h};
-#endfor
-    let lt = heads_reduce(lsum, ids, true);
     // sum the key groups, head by head, and write this split's partial result
 #for h in 0..N_REP
     {
@@ -217,7 +160,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         }
         if (lid == 0u) {
             part[base] = m_run{h};
-            part[base + 1u] = lt[{h}];
+            part[base + 1u] = l_run{h};
         }
         workgroupBarrier();
     }

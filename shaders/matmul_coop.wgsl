@@ -6,7 +6,8 @@
 // RI × 4 accumulators of 16 × 16 in f32 — 8 subgroups of 2 × 4 (WGS 256, RI 2), or 4 subgroups of 4 × 4
 // (WGS 128, RI 4: each A and B tile loaded from workgroup memory feeds 4 products instead of 2 or 4).
 // K advances KT (32 or 64: one or two q4 groups) a stage; the X slice and the dequantized W slice are
-// staged in workgroup memory as f16, each row's KT values contiguous (padded by 8 halves so that the 16 rows one matrix load reads start in different banks): X row-major is the A operand,
+// staged in workgroup memory as f16, each row's KT values contiguous (padded by 8 halves so that the 16 rows
+// one matrix load reads start in different banks): X row-major is the A operand,
 // W's rows are the columns of the B operand (Wᵀ column-major). The products are f16 × f16 summed in f32 —
 // the "accumulation always f32" rule holds; only the inputs are rounded to f16 (the weights' q4/q8 values
 // times their f16 scale are exact in f16 up to the scale's rounding, the activations are f16 already).
@@ -35,22 +36,19 @@ const LD: u32 = KT + 8u;       // halves per staged row
 #endif
 @group(0) @binding(5) var<storage, read_write> y: array<f16>; // (m, y_stride)
 
-var<workgroup> xs: array<f16, TILE * LD>;   // [row of X][k]
-var<workgroup> ws: array<f16, TILE * LD>;   // [row of W][k]
+// The staged tiles are arrays of vec4<f16>, so that a stage is written four halves a store (one store per
+// X vec4 or half a q4 word, where scalar f16 arrays took four); cooperative loads take a pointer to a vec4
+// and a stride in vec4s. Offsets below stay in halves (each a multiple of 4) and are divided at the access.
+var<workgroup> xs: array<vec4<f16>, TILE * LD / 4u>;   // [row of X][k]
+var<workgroup> ws: array<vec4<f16>, TILE * LD / 4u>;   // [row of W][k]
 var<workgroup> out: array<f32, WGS / 32u * 256u>;  // [subgroup][16 × 16], row-major
 
 fn put_x(i: u32, v: vec4<f16>) {
-    xs[i] = v.x;
-    xs[i + 1u] = v.y;
-    xs[i + 2u] = v.z;
-    xs[i + 3u] = v.w;
+    xs[i / 4u] = v;
 }
 
 fn put_w(i: u32, v: vec4<f32>) {
-    ws[i] = f16(v.x);
-    ws[i + 1u] = f16(v.y);
-    ws[i + 2u] = f16(v.z);
-    ws[i + 3u] = f16(v.w);
+    ws[i / 4u] = vec4<f16>(v);
 }
 
 // Sixteen rows × sixteen columns of Y from this subgroup's scratch: each lane writes 8 elements.
@@ -73,7 +71,11 @@ fn store16(sg: u32, lane: u32, r0: u32, c0: u32) {
 // the unrolled constants below, so they stay in registers.
 struct Stage {
     x: array<vec4<f16>, NX>,
+#ifdef W_F16
+    w: array<vec2<u32>, NW>,   // two words: four halves
+#else
     w: array<u32, NW>,
+#endif
 #ifdef W_Q
     d: array<f32, NW>,
 #endif
@@ -131,15 +133,16 @@ fn fetch(s: u32, lid: u32, n0: u32, m0: u32) -> Stage {
 #endfor
 #endif
 #ifdef W_F16
-    // W: TILE rows × KT/2 words (rows are kb·8 halves, zero padded)
+    // W: TILE rows × KT/4 pairs of words (rows are kb·8 halves, zero padded)
 #for e in 0..NW
     {
         let t = lid + {e}u * WGS;
-        let gn = n0 + t / (KT / 2u);
-        let word = s * (KT / 2u) + t % (KT / 2u);
-        st.w[{e}] = 0u;
-        if (gn < p.n && word < p.kb * 4u) {
-            st.w[{e}] = w[gn * p.kb * 4u + word];
+        let gn = n0 + t / (KT / 4u);
+        let pair = s * (KT / 4u) + t % (KT / 4u);
+        st.w[{e}] = vec2<u32>(0u);
+        if (gn < p.n && pair < p.kb * 2u) {
+            let at = gn * p.kb * 4u + 2u * pair;
+            st.w[{e}] = vec2<u32>(w[at], w[at + 1u]);
         }
     }
 #endfor
@@ -169,14 +172,9 @@ fn stash(st: Stage, lid: u32) {
 #endfor
 #endif
 #ifdef W_F16
-    // a word: 2 consecutive k of one row
+    // a pair of words: 4 consecutive k of one row
 #for e in 0..NW
-    {
-        let i = ((lid + {e}u * WGS) / (KT / 2u)) * LD + ((lid + {e}u * WGS) % (KT / 2u)) * 2u;
-        let v = unpack2x16float(st.w[{e}]);
-        ws[i] = f16(v.x);
-        ws[i + 1u] = f16(v.y);
-    }
+    put_w(((lid + {e}u * WGS) / (KT / 4u)) * LD + ((lid + {e}u * WGS) % (KT / 4u)) * 4u, h8(st.w[{e}]));
 #endfor
 #endif
 }
@@ -205,10 +203,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
         }
         for (var kk = 0u; kk < KT; kk += 16u) {
 #for i in 0..RI
-            let a{i} = coopLoadT<coop_mat16x16<f16, A>>(&xs[(sr + {i}u * 16u) * LD + kk], LD);
+            let a{i} = coopLoadT<coop_mat16x16<f16, A>>(&xs[((sr + {i}u * 16u) * LD + kk) / 4u], LD / 4u);
 #endfor
 #for j in 0..4
-            let b{j} = coopLoad<coop_mat16x16<f16, B>>(&ws[(sc + {j}u * 16u) * LD + kk], LD);
+            let b{j} = coopLoad<coop_mat16x16<f16, B>>(&ws[((sc + {j}u * 16u) * LD + kk) / 4u], LD / 4u);
 #endfor
 #for i in 0..RI
 #for j in 0..4

@@ -11,7 +11,8 @@ use crate::{Error, Result};
 pub const MATVEC_MAX_ROWS: usize = 4;
 
 /// Rows of x up to which the matrix-vector kernel's MULTI variant is used (a short prompt, such as a
-/// follow-up question: a full matmul tile would compute mostly padding), [`MULTI_ROWS`] x rows a workgroup.
+/// follow-up question: a full matmul tile would compute mostly padding), [`MULTI_ROWS`] x rows a workgroup;
+/// not on the cooperative-matrix tier, whose matmul is faster at any such count.
 pub const MULTI_MAX_ROWS: usize = 64;
 
 /// x rows a workgroup of the MULTI variant.
@@ -104,7 +105,9 @@ pub fn linear(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
         matvec_fused(rec, x, w, bias, None, Fused::Plain { y }, FUSED_SHAPE)
     } else if m <= MATVEC_MAX_ROWS {
         matvec(rec, x, w, bias, y, matvec_shape(w.n, w.k))
-    } else if m <= MULTI_MAX_ROWS {
+    } else if m <= MULTI_MAX_ROWS && !matmul_coop(rec.ctx, x.dtype) {
+        // (on the tensor cores a 128-row tile of mostly padding still costs less than MULTI's arithmetic:
+        // a 20-token follow-up's matrices took 101 ms in MULTI on the H100)
         matvec_multi(rec, x, w, bias, y, MULTI_SHAPE, MULTI_ROWS)
     } else {
         matmul(rec, x, w, bias, y)
@@ -204,13 +207,14 @@ pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>,
 }
 
 /// The defines of the cooperative-matrix kernel in `shape`: KT, RI, WGS (invocations), and what each
-/// invocation carries a stage — NX vec4s of the 128 × kt X tile, NW words of the 128 × kt W tile (8, 4 or 2
-/// values a word for q4, q8, f16).
+/// invocation carries a stage — NX vec4s of the 128 × kt X tile, NW reads of the 128 × kt W tile (a word of
+/// 8 or 4 values for q4 and q8, a pair of words, 4 values, for f16).
 pub fn coop_defines(shape: CoopShape, format: WeightFormat, bias: bool) -> Defines {
+    // k values a W read carries: a q4 word, a q8 word, or (f16) a pair of words
     let per_word = match format {
         WeightFormat::Q4 => 8,
         WeightFormat::Q8 => 4,
-        WeightFormat::F16 => 2,
+        WeightFormat::F16 => 4,
     };
     let (kt, wgs) = (shape.kt, shape.invocations());
     let d = Defines::new().flag("ACT_F16").flag("COOP").value("KT", kt).value("RI", shape.ri).value("WGS", wgs);
