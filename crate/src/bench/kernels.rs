@@ -216,7 +216,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         };
         for (pass, &asked) in asked.iter().enumerate() {
             let again = if pass >= o.fused_shapes.len().max(1) { " (again)" } else { "" };
-            let pick = |w: &Weight| asked.unwrap_or_else(|| linear::fused_shape(w));
+            let pick = |w: &Weight| asked.unwrap_or_else(|| linear::fused_shape(ctx, w));
             let mut row = |label: &str, ws: &[Weight], k: usize, n: usize, secs: f64| {
                 let s = pick(&ws[0]);
                 let name = format!("fused {s}{again}");

@@ -184,6 +184,10 @@ enum BenchCmd {
         /// Keep prefill and SigLIP attention off the tensor cores (on by default with the matmul tier).
         #[arg(long)]
         no_coop_attention: bool,
+        /// Keep the decode step's q4 products in floats (TOP) instead of 8-bit integer dot products (on by
+        /// default on a native GPU).
+        #[arg(long)]
+        no_int_dot: bool,
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
@@ -277,12 +281,12 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, no_coop_attention, decode_only, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, no_coop_attention, no_int_dot, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop || no_coop_attention {
+            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop || no_coop_attention || no_int_dot {
                 drop(ctx);
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention: !no_coop_attention, ..Default::default() };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, ..Default::default() };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx

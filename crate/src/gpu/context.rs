@@ -86,11 +86,16 @@ pub struct ContextOptions {
     /// model's answers (generate.rs), and takes the first token of a photo from 3.44 to 1.84 s (BENCHMARKS.md);
     /// `varco bench model --no-coop-attention` measures without it.
     pub coop_attention: bool,
+    /// The decode step's q4 matrix-vector products as 8-bit integer dot products (matvec_fused.wgsl DOT4: x
+    /// rounded to 8 bits a block of 32, as llama.cpp does), natively on a GPU (not a CPU renderer, not yet in
+    /// a browser, where it is not measured). On by default: on the H100 it takes decode from 127.8 to 169.9
+    /// tokens/s at 1k context (BENCHMARKS.md); `varco bench model --no-int-dot` measures without it.
+    pub int_dot_decode: bool,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: true }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: true, int_dot_decode: true }
     }
 }
 
@@ -116,6 +121,8 @@ pub struct Context {
     pub coop_matmul: bool,
     /// [`ContextOptions::coop_attention`], where the matmul tier is on.
     pub coop_attention: bool,
+    /// [`ContextOptions::int_dot_decode`], on a native GPU.
+    pub int_dot_decode: bool,
     /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
     pub live: Arc<Live>,
     /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
@@ -298,6 +305,7 @@ impl Context {
                 .collect(),
         };
         let packed_f16_matmul = opts.packed_f16_matmul && caps.f16;
+        let int_dot_decode = opts.int_dot_decode && !cfg!(target_arch = "wasm32") && matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu);
         Ok(Context {
             device,
             queue,
@@ -312,6 +320,7 @@ impl Context {
             packed_f16_matmul,
             coop_matmul,
             coop_attention: coop_matmul && opts.coop_attention,
+            int_dot_decode,
             live: Arc::new(Live::default()),
             lost,
             #[cfg(feature = "test-hooks")]

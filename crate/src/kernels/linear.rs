@@ -345,9 +345,17 @@ pub fn fused_shape_defines(d: Defines, shape: FusedShape, format: WeightFormat) 
 /// whole decode step on the H200 (BENCHMARKS.md, issue 13): gate/up and lm_head in the wide shape, the rest
 /// in one-subgroup workgroups of four rows, 131 tokens/s at 1k against 126 with every matrix in
 /// FUSED_SHAPE; shapes with 64 invocations a workgroup, though faster for q/k/v, o and down timed alone, made
-/// the pipelined step slower (115–122). Both with q4's TOP products: 127.6 → 130.3 tokens/s on the H100.
-pub fn fused_shape(w: &Weight) -> FusedShape {
-    fused_shape_for(w.n, w.format.blocks_per_row(w.k))
+/// the pipelined step slower (115–122). Both with q4's TOP products: 127.6 → 130.3 tokens/s on the H100;
+/// with DOT4's integer products where the context takes them ([`crate::gpu::Context::int_dot_decode`]),
+/// 127.8 → 169.9.
+pub fn fused_shape(ctx: &crate::gpu::Context, w: &Weight) -> FusedShape {
+    let s = fused_shape_for(w.n, w.format.blocks_per_row(w.k));
+    // (q4 only: the other formats' products are the same in every math)
+    if ctx.int_dot_decode && w.format == WeightFormat::Q4 {
+        FusedShape { math: FusedMath::Dot4, ..s }
+    } else {
+        s
+    }
 }
 
 /// [`fused_shape`] for `n` rows of `kb` 16-byte blocks.

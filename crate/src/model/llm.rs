@@ -143,11 +143,11 @@ impl Llm {
         }
         let l0 = layers.first().ok_or_else(|| Error::Checkpoint("the language model has no layers".into()))?;
         let decode_shapes = DecodeShapes {
-            qkv: linear::fused_shape(&l0.qkv),
-            o: linear::fused_shape(&l0.o),
-            gate_up: linear::fused_shape(&l0.gate_up),
-            down: linear::fused_shape(&l0.down),
-            lm_head: linear::fused_shape(&lm_head),
+            qkv: linear::fused_shape(ctx, &l0.qkv),
+            o: linear::fused_shape(ctx, &l0.o),
+            gate_up: linear::fused_shape(ctx, &l0.gate_up),
+            down: linear::fused_shape(ctx, &l0.down),
+            lm_head: linear::fused_shape(ctx, &lm_head),
         };
         Ok(Llm {
             decode_shapes,
