@@ -85,7 +85,17 @@ run)
                 grep -E "^(decode shapes|\| [0-9]+ context|\| matvec_fused|\| attention_decode)" "$R/$n.md"
             done
             ;;
-        *) echo "on-device: no step $step (check, coop, decode)" >&2; exit 2 ;;
+        model)
+            # the defaults end to end: the fixture model's 4-bit report (decode's integer products in a whole
+            # model), then the 14B's figures, and decode without the integer products beside them
+            timeout 120 /tmp/generate four_bit --nocapture > "$R/generate-q4.txt" 2>&1
+            grep -E "Q4 overall|test result" "$R/generate-q4.txt"
+            timeout 150 /tmp/varco bench model --shape 14b --runs 3 --tiles 7,37 --out "$R/model.md" > "$R/model.log" 2>&1
+            grep -E "^(adapter|decode shapes|prefill|vision|time to first|follow-up|\| [0-9]+ context)" "$R/model.md"
+            timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only --no-int-dot --out "$R/model-no-int-dot.md" > "$R/model-no-int-dot.log" 2>&1
+            grep -E "^(decode shapes|\| [0-9]+ context)" "$R/model-no-int-dot.md"
+            ;;
+        *) echo "on-device: no step $step (check, coop, decode, model)" >&2; exit 2 ;;
         esac
     done
     ;;
