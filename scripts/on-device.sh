@@ -13,9 +13,12 @@
 #               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min;
 #               COOP_VARIANTS="no-coop-attention default" leaves out the first)
 #     decode    the decode step's fused kernels in the model's shapes with q4's TOP products, exact
-#               products, 8-bit integer products (DOT4) and loads only (issue 13), then the model's decode in
-#               the default shapes and with each of DECODE_MATH's products in every matrix (default "dot4";
-#               ≈ 1 minute a variant)
+#               products, 8-bit integer products (DOT4) and loads only (issue 13), and decode attention; then
+#               the model's decode for each of DECODE_RUNS (default "default dot4": the model's shapes, or one
+#               kind of products — top, exact, dot4, loads — in every matrix; +nrc: shaders without wgpu's
+#               runtime checks) (≈ 1 minute a run)
+#     model     the defaults end to end: the fixture model's 4-bit report, the 14B's figures, and its decode
+#               without the integer products (≈ 4 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in

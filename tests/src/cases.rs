@@ -122,7 +122,7 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat)
     let eps = 1e-6;
     for (si, &shape) in linear::FUSED_SHAPES.iter().enumerate() {
         let seed = 900 + 10 * si as u64;
-        // FUSED_SHAPE, and in q4 (the 14B's layers) its exact-products copy, take every case
+        // FUSED_SHAPE, and in q4 (the 14B's layers) its exact-products and DOT4 copies, take every case
         let q4_copy = |math| format == WeightFormat::Q4 && shape == linear::FusedShape { math, ..linear::FUSED_SHAPE };
         let every = si == 0 || q4_copy(linear::FusedMath::Exact) || q4_copy(linear::FusedMath::Dot4);
         // DOT4 (q4) computes with x rounded to 8 bits a block: the references take x as it does (the norm's
