@@ -4,8 +4,10 @@
 //
 //   node scripts/bench-wasm/chromium.mjs [--chromium /usr/bin/chromium] [--flag ARG ...] [--out FILE]
 //        [--shape 14b] [--contexts 1024] [--steps 32] [--runs 3] [--act f16|f32] [--no-subgroups] [--decode-only]
-//        [--all] [--worker]
+//        [--all] [--worker] [--gpu-info FILE]
 //
+// --gpu-info writes what the page's WebGPU adapter reports (vendor, architecture, features, limits) and the
+// text of chrome://gpu to FILE: where Chromium cannot get the GPU, this says why.
 // --worker runs it in a dedicated worker, where the npm package runs its engine, instead of in the page.
 // Chromium's flags: --enable-unsafe-webgpu, plus each --flag (on the H200, e.g. --flag=--enable-features=Vulkan
 // --flag=--use-angle=vulkan --flag=--disable-vulkan-surface
@@ -21,7 +23,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 const { chromium } = createRequire(path.join(root, "web/package.json"))("playwright-core");
 
 const o = { shape: "14b", contexts: [1024], steps: 32, prompt: 4725, tiles: [7], runs: 3, act: null, noSubgroups: false, decodeOnly: true };
-let exe = process.env.CHROMIUM ?? "/usr/bin/chromium", out = null, inWorker = false;
+let exe = process.env.CHROMIUM ?? "/usr/bin/chromium", out = null, inWorker = false, gpuInfo = null;
 const flags = ["--enable-unsafe-webgpu", "--no-sandbox", "--disable-dev-shm-usage"];
 const args = process.argv.slice(2);
 const fail = (why) => { console.error(`bench-wasm/chromium: ${why}`); process.exit(2); };
@@ -42,6 +44,7 @@ for (let i = 0; i < args.length; i++) {
     case "--decode-only": o.decodeOnly = true; break;
     case "--all": o.decodeOnly = false; break;
     case "--worker": inWorker = true; break;
+    case "--gpu-info": gpuInfo = v(); break;
     default: fail(`unknown argument ${a}`);
   }
 }
@@ -83,6 +86,31 @@ try {
   p.on("console", (m) => m.type() === "error" && console.error(`page: ${m.text()}`));
   await p.goto(`http://127.0.0.1:${server.address().port}/`);
   await p.waitForFunction(() => typeof window.run === "function");
+  if (gpuInfo) {
+    const adapter = await p.evaluate(async () => {
+      if (!navigator.gpu) return { error: "navigator.gpu is missing" };
+      const a = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+      if (!a) return { error: "requestAdapter() gave null" };
+      const limits = {};
+      for (const k in a.limits) limits[k] = a.limits[k];
+      return { info: { vendor: a.info.vendor, architecture: a.info.architecture, device: a.info.device, description: a.info.description, subgroupMinSize: a.info.subgroupMinSize, subgroupMaxSize: a.info.subgroupMaxSize }, features: [...a.features].sort(), limits };
+    });
+    console.log(`adapter in the page: ${JSON.stringify(adapter.info ?? adapter)}`);
+    const g = await ctx.newPage();
+    let text = "";
+    try {
+      await g.goto("chrome://gpu");
+      await g.waitForTimeout(3000);
+      text = await g.evaluate(() => {
+        const root = document.querySelector("info-view")?.shadowRoot;
+        return root ? [...root.children].filter((e) => e.tagName !== "STYLE").map((e) => e.innerText).join("\n") : document.body.innerText;
+      });
+    } catch (e) {
+      text = `chrome://gpu: ${e.message}`;
+    }
+    await g.close();
+    fs.writeFileSync(gpuInfo, `${JSON.stringify(adapter, null, 1)}\n\n${text.replace(/\n\s*\n+/g, "\n")}\n`);
+  }
   console.log(`== wasm in ${await ctx.browser()?.version?.() ?? "Chromium"}${inWorker ? ", in a worker" : ""} (${flags.join(" ")}): ${JSON.stringify(o)}`);
   const report = await p.evaluate((opts) => window.run(opts), o);
   console.log(report.markdown);
