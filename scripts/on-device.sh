@@ -11,7 +11,8 @@
 #               (generate.rs, VARCO_COOP=1), and the decode kernels' suites (≈ 40 s)
 #     coop      the tier's matmul and attention kernels, and the 14B's prefill, vision and first token
 #               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min;
-#               COOP_VARIANTS="no-coop-attention default" leaves out the first)
+#               COOP_VARIANTS="no-coop-attention default" leaves out the first; shape-KT:RI runs the tier's
+#               matmul in another of its built shapes, e.g. shape-32:4)
 #     decode    the decode step's fused kernels in the model's shapes with q4's TOP products, exact
 #               products, 8-bit integer products (DOT4) and loads only (issue 13), and decode attention; then
 #               the model's decode for each of DECODE_RUNS (default "default dot4": the model's shapes, or one
@@ -64,7 +65,11 @@ run)
             timeout 90 /tmp/varco bench kernels --filter attention --out "$R/kernels-attention.md" > "$R/kernels-attention.log" 2>&1
             grep -E "^\| (matmul|attention)" "$R"/kernels-*.md
             for v in ${COOP_VARIANTS:-no-coop no-coop-attention default}; do
-                flag=--$v && [ "$v" = default ] && flag=
+                case "$v" in
+                default) flag= ;;
+                shape-*) flag="--coop-shape ${v#shape-}" ;;
+                *) flag=--$v ;;
+                esac
                 timeout 100 /tmp/varco bench model --shape 14b --runs 3 --contexts 1024 --steps 8 --tiles 7,37 $flag --out "$R/model-$v.md" > "$R/model-$v.log" 2>&1
                 grep -E "^(adapter|prefill|vision|time to first)" "$R/model-$v.md"
             done

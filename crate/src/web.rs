@@ -54,6 +54,8 @@ fn capabilities_json(c: &Context, manifest: &Manifest, context: usize) -> String
             "reductions_why": c.caps.subgroups_why,
             "activations": if c.caps.f16 { "f16" } else { "f32" },
             "activations_why": c.caps.f16_why,
+            "decode_products": if c.int_dot_decode { "8-bit integer dot products" } else { "f32 products" },
+            "decode_products_why": c.int_dot_why,
         },
         "max_binding": c.caps.max_binding,
         "model_memory": memory,
@@ -291,10 +293,12 @@ pub async fn bench_model(options_json: String, manifest_json: Vec<u8>, tokenizer
         decode_only: bool,
         #[serde(default)]
         decode_shapes: Option<String>,
+        #[serde(default)]
+        no_int_dot: bool,
     }
     let o: Options = serde_json::from_str(&options_json).map_err(|e| misuse(&format!("benchModel options: {e}")))?;
     let act = o.act.as_deref().map(crate::gpu::DType::parse_act).transpose().map_err(|e| misuse(&e.to_string()))?;
-    let ctx = Context::new(ContextOptions { allow_subgroups: !o.no_subgroups, ..Default::default() }).await.map_err(js_err)?;
+    let ctx = Context::new(ContextOptions { allow_subgroups: !o.no_subgroups, int_dot_decode: !o.no_int_dot, ..Default::default() }).await.map_err(js_err)?;
     let text = Text::from_bytes(&manifest_json, &tokenizer_json).map_err(js_err)?;
     let opts = ModelBenchOptions {
         shape: o.shape,

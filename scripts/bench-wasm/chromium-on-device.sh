@@ -67,12 +67,12 @@ for cfg in "--enable-features=Vulkan --use-angle=vulkan --disable-vulkan-surface
            "--enable-features=Vulkan --use-vulkan=native --use-angle=vulkan --disable-vulkan-surface --disable-vulkan-fallback-to-gl-for-testing"; do
     try=(); for f in $cfg --ignore-gpu-blocklist --enable-webgpu-developer-features; do try+=("--flag=$f"); done
     n=$((${n:-0} + 1))
-    timeout 45 $N scripts/bench-wasm/chromium.mjs --chromium /opt/chromium/run "${try[@]}" --gpu-info "$OUT/chrome-gpu-$n.txt" \
+    DEBUG=pw:browser timeout 60 $N scripts/bench-wasm/chromium.mjs --chromium /opt/chromium/run "${try[@]}" --gpu-info "$OUT/chrome-gpu-$n.txt" \
         --shape small --contexts 64 --steps 4 --runs 1 > "$OUT/probe-$n.log" 2>&1
     grep -m1 "adapter in the page" "$OUT/probe-$n.log"
     if grep -q -i '"vendor":"nvidia"' "$OUT/probe-$n.log"; then GPU=("${try[@]}"); break; fi
 done
-[ ${#GPU[@]} -gt 0 ] || { echo "chromium: no configuration gave the page the NVIDIA adapter (chrome-gpu-*.txt, probe-*.log)"; tail -5 "$OUT"/probe-*.log; }
+[ ${#GPU[@]} -gt 0 ] || { echo "chromium: no configuration gave the page the NVIDIA adapter (chrome-gpu-*.txt, probe-*.log)"; grep -i -E "vulkan|webgpu|dawn|adapter|gpu" "$OUT"/probe-*.log | head -40; }
 [ ${#GPU[@]} -gt 0 ] || GPU=("${try[@]}")
 echo "chromium flags: ${GPU[*]}"
 # Chromium first (the new measurement), then Node + Dawn, then Chromium with the f16 toggle, then the worker

@@ -3,8 +3,8 @@
 // the browser from above). Prints the report; --out writes it.
 //
 //   node scripts/bench-wasm/chromium.mjs [--chromium /usr/bin/chromium] [--flag ARG ...] [--out FILE]
-//        [--shape 14b] [--contexts 1024] [--steps 32] [--runs 3] [--act f16|f32] [--no-subgroups] [--decode-only]
-//        [--all] [--worker] [--gpu-info FILE]
+//        [--shape 14b] [--contexts 1024] [--steps 32] [--runs 3] [--act f16|f32] [--no-subgroups] [--no-int-dot] [--decode-only]
+//        [--all] [--worker] [--gpu-info FILE] [--decode-shapes ROLE=WG:ROWS:BLOCKS[:dot4],...]
 //
 // --gpu-info writes what the page's WebGPU adapter reports (vendor, architecture, features, limits) and the
 // text of chrome://gpu to FILE: where Chromium cannot get the GPU, this says why.
@@ -41,6 +41,8 @@ for (let i = 0; i < args.length; i++) {
     case "--steps": case "--prompt": case "--runs": o[a.slice(2)] = list(v())[0]; break;
     case "--act": o.act = v(); break;
     case "--no-subgroups": o.noSubgroups = true; break;
+    case "--no-int-dot": o.noIntDot = true; break;
+    case "--decode-shapes": o.decodeShapes = v(); break;
     case "--decode-only": o.decodeOnly = true; break;
     case "--all": o.decodeOnly = false; break;
     case "--worker": inWorker = true; break;
@@ -86,6 +88,18 @@ try {
   p.on("console", (m) => m.type() === "error" && console.error(`page: ${m.text()}`));
   await p.goto(`http://127.0.0.1:${server.address().port}/`);
   await p.waitForFunction(() => typeof window.run === "function");
+  // A page that asks for an adapter while the browser's GPU process is still starting gets null (Chromium
+  // logs "kTransientFailure: Failed to send GpuControl.CreateCommandBuffer"; seen on the H200, where a
+  // worker, asked a moment later, got the GPU): wait until the page gets one, as a user's page would be
+  // opened long after the browser.
+  const waited = await p.evaluate(async () => {
+    for (let i = 0; i < 40; i++) {
+      if (await navigator.gpu?.requestAdapter()) return i;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return -1;
+  });
+  console.log(waited < 0 ? "the page got no adapter in 10 s" : `the page got an adapter after ${waited * 250} ms`);
   if (gpuInfo) {
     const adapter = await p.evaluate(async () => {
       if (!navigator.gpu) return { error: "navigator.gpu is missing" };
@@ -100,7 +114,8 @@ try {
     let text = "";
     try {
       await g.goto("chrome://gpu");
-      await g.waitForTimeout(3000);
+      // the page fills in as the GPU process reports: wait for its driver section
+      await g.waitForFunction(() => (document.querySelector("info-view")?.shadowRoot?.textContent ?? "").includes("Driver Information"), null, { timeout: 20000 }).catch(() => {});
       text = await g.evaluate(() => {
         const root = document.querySelector("info-view")?.shadowRoot;
         return root ? [...root.children].filter((e) => e.tagName !== "STYLE").map((e) => e.innerText).join("\n") : document.body.innerText;

@@ -4,7 +4,7 @@
 //
 //   node scripts/bench-wasm/run.mjs [--native target/release/varco] [--f16-on-nvidia] [--out FILE]
 //        [--shape 14b] [--contexts 1024,8192] [--steps 32] [--prompt 4725] [--tiles 7,37] [--runs 3]
-//        [--act f16|f32] [--no-subgroups] [--decode-only] [--like web/demo/public/models/tiny]
+//        [--act f16|f32] [--no-subgroups] [--no-int-dot] [--decode-only] [--like web/demo/public/models/tiny]
 //
 // Dawn's toggles: allow_unsafe_apis, and timestamp_quantization off (per-kernel profiles need exact
 // timestamps); --f16-on-nvidia adds vulkan_enable_f16_on_nvidia (Chrome withholds shader-f16 on NVIDIA
@@ -43,6 +43,7 @@ for (let i = 0; i < args.length; i++) {
     case "--steps": case "--prompt": case "--runs": o[a.slice(2)] = list(v())[0]; break;
     case "--act": o.act = v(); if (!["f16", "f32"].includes(o.act)) usage(`--act ${o.act}: expected f16 or f32`); break;
     case "--no-subgroups": o.noSubgroups = true; break;
+    case "--no-int-dot": o.noIntDot = true; break;
     case "--decode-only": o.decodeOnly = true; break;
     default: usage(`unknown argument ${a}`);
   }
@@ -50,7 +51,7 @@ for (let i = 0; i < args.length; i++) {
 const cliArgs = [
   "bench", "model", "--shape", o.shape, "--contexts", o.contexts.join(","), "--steps", `${o.steps}`, "--prompt", `${o.prompt}`,
   "--tiles", o.tiles.join(","), "--runs", `${o.runs}`, "--like", like,
-  ...(o.act ? ["--act", o.act] : []), ...(o.noSubgroups ? ["--no-subgroups"] : []), ...(o.decodeOnly ? ["--decode-only"] : []),
+  ...(o.act ? ["--act", o.act] : []), ...(o.noSubgroups ? ["--no-subgroups"] : []), ...(o.noIntDot ? ["--no-int-dot"] : []), ...(o.decodeOnly ? ["--decode-only"] : []),
 ];
 
 // ------------------------------------------------------------------------------------------- native

@@ -152,3 +152,18 @@ fn unchecked_shaders_compute_the_same() {
         pollster::block_on(cases::matvec_fused_suite(&ctx, act, WeightFormat::Q4));
     }
 }
+
+/// Decode's integer dot products follow the adapter: a CPU renderer (CI's lavapipe) keeps the float products
+/// and says why, a native GPU takes them, and the caller can switch them off.
+#[test]
+fn integer_dot_products_follow_the_adapter() {
+    let [full, _] = contexts();
+    let gpu = matches!(full.info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu);
+    assert_eq!(full.int_dot_decode, gpu, "{}: {}", full.describe(), full.int_dot_why);
+    if full.info.device_type == wgpu::DeviceType::Cpu {
+        assert!(full.int_dot_why.contains("Cpu adapter keeps the float products"), "{}", full.int_dot_why);
+    }
+    let off = pollster::block_on(Context::new(ContextOptions { int_dot_decode: false, ..Default::default() })).unwrap();
+    assert!(!off.int_dot_decode);
+    assert!(off.int_dot_why.contains("switched off by the caller"), "{}", off.int_dot_why);
+}

@@ -35,7 +35,14 @@ export interface WireCapabilities {
   adapter: string;
   shader_f16: boolean;
   subgroups: boolean;
-  kernels: { reductions: KernelVariants["reductions"]; reductions_why: string; activations: KernelVariants["activations"]; activations_why: string };
+  kernels: {
+    reductions: KernelVariants["reductions"];
+    reductions_why: string;
+    activations: KernelVariants["activations"];
+    activations_why: string;
+    decode_products: KernelVariants["decodeProducts"];
+    decode_products_why: string;
+  };
   max_binding: number;
   model_memory: { weights: number; kv_per_token: number; context: number; activations: number; total: number };
 }
@@ -46,7 +53,14 @@ export function capabilities(w: WireCapabilities): Capabilities {
     adapter: w.adapter,
     shaderF16: w.shader_f16,
     subgroups: w.subgroups,
-    kernels: { reductions: w.kernels.reductions, reductionsWhy: w.kernels.reductions_why, activations: w.kernels.activations, activationsWhy: w.kernels.activations_why },
+    kernels: {
+      reductions: w.kernels.reductions,
+      reductionsWhy: w.kernels.reductions_why,
+      activations: w.kernels.activations,
+      activationsWhy: w.kernels.activations_why,
+      decodeProducts: w.kernels.decode_products,
+      decodeProductsWhy: w.kernels.decode_products_why,
+    },
     maxBinding: w.max_binding,
     modelMemory: { weights: m.weights, kvPerToken: m.kv_per_token, context: m.context, activations: m.activations, total: m.total },
   };

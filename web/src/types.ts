@@ -46,6 +46,9 @@ export interface KernelVariants {
   /** Activations and KV cache in f16 (with shader-f16), or f32: twice the memory traffic. */
   activations: "f16" | "f32";
   activationsWhy: string;
+  /** Decode's 4-bit products as 8-bit integer dot products (a GPU whose WGSL has them), or in f32. */
+  decodeProducts: "8-bit integer dot products" | "f32 products";
+  decodeProductsWhy: string;
 }
 /** What the worker found before downloading: the adapter and what the model needs. */
 export interface Capabilities {

@@ -79,11 +79,13 @@ test("loads into IndexedDB and the GPU, answers as transformers, then makes no r
     // are f32 here: twice as large
     const mem = JSON.parse(fs.readFileSync(path.join(modelDir, "manifest.json"))).memory;
     assert.equal(r.caps.shaderF16, false);
-    // the variants the engine runs, and why: SwiftShader offers subgroups (size 4), not shader-f16
+    // the variants the engine runs, and why: SwiftShader offers subgroups (size 4), not shader-f16, and is
+    // a CPU renderer, which keeps decode's float products
     assert.deepEqual(
-      { reductions: r.caps.kernels.reductions, activations: r.caps.kernels.activations, subgroups: r.caps.subgroups },
-      { reductions: "subgroups", activations: "f32", subgroups: true },
+      { reductions: r.caps.kernels.reductions, activations: r.caps.kernels.activations, subgroups: r.caps.subgroups, decode: r.caps.kernels.decodeProducts },
+      { reductions: "subgroups", activations: "f32", subgroups: true, decode: "f32 products" },
     );
+    assert.match(r.caps.kernels.decodeProductsWhy, /Cpu adapter keeps the float products/);
     assert.match(r.caps.kernels.reductionsWhy, /offers subgroups \(size \d+\.\.\d+\)/);
     assert.match(r.caps.kernels.activationsWhy, /does not offer shader-f16/);
     assert.equal(r.caps.modelMemory.total, mem.weights + 2 * mem.kv_per_token * mem.context + 2 * mem.activations);

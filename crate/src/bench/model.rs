@@ -341,14 +341,12 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
         ctx.describe(),
         if ctx.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions (no subgroups)" },
         if ctx.runtime_checks { "" } else { ", no runtime checks" },
-        if crate::kernels::linear::matmul_coop(ctx, act) && ctx.coop_attention {
-            ", cooperative-matrix matmul and attention"
-        } else if crate::kernels::linear::matmul_coop(ctx, act) {
-            ", cooperative-matrix matmul"
+        if crate::kernels::linear::matmul_coop(ctx, act) {
+            format!(", cooperative-matrix matmul (KT {}, {} tiles a subgroup){}", ctx.coop_shape.kt, ctx.coop_shape.ri * 4, if ctx.coop_attention { " and attention" } else { "" })
         } else if crate::kernels::linear::matmul_packed(ctx, act) {
-            ", packed-f16 matmul"
+            ", packed-f16 matmul".into()
         } else {
-            ""
+            String::new()
         },
         o.plan
     );

@@ -188,6 +188,10 @@ enum BenchCmd {
         /// default on a native GPU).
         #[arg(long)]
         no_int_dot: bool,
+        /// The cooperative-matrix matmul's shape, KT:RI (K values a stage : 16-row tiles a subgroup), one of
+        /// the built ones (64:2, the default; 32:2, 32:4, 64:4).
+        #[arg(long)]
+        coop_shape: Option<String>,
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
@@ -281,12 +285,14 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, no_coop_attention, no_int_dot, decode_only, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, no_coop_attention, no_int_dot, coop_shape, decode_only, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop || no_coop_attention || no_int_dot {
+            let coop_shape = coop_shape.as_deref().map(varco_web::kernels::linear::CoopShape::parse).transpose()?;
+            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop || no_coop_attention || no_int_dot || coop_shape.is_some() {
                 drop(ctx);
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, ..Default::default() };
+                let defaults = ContextOptions::default();
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), ..defaults };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx

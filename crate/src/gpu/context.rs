@@ -87,15 +87,35 @@ pub struct ContextOptions {
     /// `varco bench model --no-coop-attention` measures without it.
     pub coop_attention: bool,
     /// The decode step's q4 matrix-vector products as 8-bit integer dot products (matvec_fused.wgsl DOT4: x
-    /// rounded to 8 bits a block of 32, as llama.cpp does), natively on a GPU (not a CPU renderer, not yet in
-    /// a browser, where it is not measured). On by default: on the H100 it takes decode from 127.8 to 169.9
-    /// tokens/s at 1k context (BENCHMARKS.md); `varco bench model --no-int-dot` measures without it.
+    /// rounded to 8 bits a block of 32, as llama.cpp does), on a GPU (not a CPU renderer; in a browser whose
+    /// WGSL has `packed_4x8_integer_dot_product`). On by default: on the H200 it takes native decode from
+    /// 134.2 to 192.2 tokens/s at 1k context, and Chromium's from 124.1 to 161.4 (f32 activations; BENCHMARKS.md);
+    /// `varco bench model --no-int-dot` measures without it.
     pub int_dot_decode: bool,
+    /// How the cooperative-matrix matmul runs (one of `kernels::linear::COOP_SHAPES`; the first by default).
+    /// `varco bench model --coop-shape KT:RI` compares the others in the whole model.
+    pub coop_shape: CoopShape,
+}
+
+/// How the cooperative-matrix kernel (shaders/matmul_coop.wgsl) runs: `kt` K values a stage (32 or 64), and
+/// `ri` 16-row accumulator tiles a subgroup (2: 8 subgroups of 2 × 4 tiles; 4: 4 subgroups of 4 × 4). Here
+/// rather than with the kernel because a context carries the choice; `kernels::linear` lists the built ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopShape {
+    pub kt: u32,
+    pub ri: u32,
+}
+
+impl CoopShape {
+    /// Invocations a workgroup (a 128 × 128 block of Y either way).
+    pub fn invocations(self) -> u32 {
+        512 / self.ri
+    }
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: true, int_dot_decode: true }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape { kt: 64, ri: 2 } }
     }
 }
 
@@ -121,8 +141,13 @@ pub struct Context {
     pub coop_matmul: bool,
     /// [`ContextOptions::coop_attention`], where the matmul tier is on.
     pub coop_attention: bool,
-    /// [`ContextOptions::int_dot_decode`], on a native GPU.
+    /// [`ContextOptions::int_dot_decode`], on a GPU (not a CPU renderer), in a browser where its WGSL has
+    /// `packed_4x8_integer_dot_product`.
     pub int_dot_decode: bool,
+    /// Why [`Context::int_dot_decode`] is what it is (for the page's capability panel).
+    pub int_dot_why: String,
+    /// [`ContextOptions::coop_shape`].
+    pub coop_shape: CoopShape,
     /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
     pub live: Arc<Live>,
     /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
@@ -305,7 +330,22 @@ impl Context {
                 .collect(),
         };
         let packed_f16_matmul = opts.packed_f16_matmul && caps.f16;
-        let int_dot_decode = opts.int_dot_decode && !cfg!(target_arch = "wasm32") && matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu);
+        // a CPU renderer (lavapipe natively, SwiftShader in a browser: wgpu reports both as Cpu) keeps the
+        // float products, unmeasured there; a browser reports no device type for a GPU ("Other"), so there
+        // the WGSL language feature decides
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let dot4_in_wgsl = instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+        let gpu_kind = if web { !cpu } else { matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu) };
+        let int_dot_decode = opts.int_dot_decode && gpu_kind && (dot4_in_wgsl || !web);
+        let int_dot_why = if int_dot_decode {
+            "8-bit integer dot products (dot4I8Packed) on a GPU".to_string()
+        } else if !opts.int_dot_decode {
+            "integer dot products switched off by the caller".into()
+        } else if !gpu_kind {
+            format!("a {:?} adapter keeps the float products (integer dot products measured on GPUs only)", info.device_type)
+        } else {
+            "the browser's WGSL lacks packed_4x8_integer_dot_product".into()
+        };
         Ok(Context {
             device,
             queue,
@@ -321,6 +361,8 @@ impl Context {
             coop_matmul,
             coop_attention: coop_matmul && opts.coop_attention,
             int_dot_decode,
+            int_dot_why,
+            coop_shape: opts.coop_shape,
             live: Arc::new(Live::default()),
             lost,
             #[cfg(feature = "test-hooks")]

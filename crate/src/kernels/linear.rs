@@ -173,34 +173,31 @@ pub fn matmul_coop(ctx: &crate::gpu::Context, act: crate::gpu::DType) -> bool {
     ctx.coop_matmul && act == crate::gpu::DType::F16
 }
 
-/// How the cooperative-matrix kernel (shaders/matmul_coop.wgsl) runs: `kt` K values a stage (32 or 64), and
-/// `ri` 16-row accumulator tiles a subgroup (2: 8 subgroups of 2 × 4 tiles; 4: 4 subgroups of 4 × 4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CoopShape {
-    pub kt: u32,
-    pub ri: u32,
-}
+pub use crate::gpu::CoopShape;
 
-impl CoopShape {
-    /// Invocations a workgroup (a 128 × 128 block of Y either way).
-    pub fn invocations(self) -> u32 {
-        512 / self.ri
-    }
-}
-
-/// The shapes the kernel is built in; the first is the model's. On the H100 (BENCHMARKS.md), timed alone, 4
+/// The shapes the kernel is built in; the first is the model's default (`Context::coop_shape`). On the H100 (BENCHMARKS.md), timed alone, 4
 /// subgroups of 4 × 4 tiles with one q4 group a stage ran the 14B's prefill matmuls at 107–113 TFLOP/s, 8
 /// subgroups of 2 × 4 with two groups a stage at 100–103 (one group: 49–58; 4 × 4 with two groups, more
 /// registers a stage: 80–82); but in the model the first kept the prefill at 1.69 s against 1.73 and the
 /// vision tower's 7 tiles at 0.095 s against 0.107 (its f16 weights), so it stays the model's.
 pub const COOP_SHAPES: [CoopShape; 4] = [CoopShape { kt: 64, ri: 2 }, CoopShape { kt: 32, ri: 2 }, CoopShape { kt: 32, ri: 4 }, CoopShape { kt: 64, ri: 4 }];
 
+impl CoopShape {
+    /// `KT:RI`, one of [`COOP_SHAPES`].
+    pub fn parse(s: &str) -> Result<CoopShape> {
+        let bad = || Error::Request(format!("cooperative-matrix shape {s:?}: expected KT:RI, one of {}", COOP_SHAPES.map(|c| format!("{}:{}", c.kt, c.ri)).join(", ")));
+        let (kt, ri) = s.split_once(':').ok_or_else(bad)?;
+        let shape = CoopShape { kt: kt.trim().parse().map_err(|_| bad())?, ri: ri.trim().parse().map_err(|_| bad())? };
+        if COOP_SHAPES.contains(&shape) { Ok(shape) } else { Err(bad()) }
+    }
+}
+
 /// The matrix-matrix product in the best tier the context has: cooperative matrices, else the
 /// register-tiled kernel (packed f16 or f32 arithmetic).
 pub fn matmul(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor) -> Result<()> {
     let act = same_dtype("matmul", &[x, y])?;
     if matmul_coop(rec.ctx, act) {
-        return matmul_coop_with(rec, x, w, bias, y, COOP_SHAPES[0]);
+        return matmul_coop_with(rec, x, w, bias, y, rec.ctx.coop_shape);
     }
     let tile = matmul_tile(rec.ctx);
     matmul_with_tile(rec, x, w, bias, y, tile)

@@ -67,6 +67,7 @@ function renderCaps(c: Capabilities, storage?: StorageEstimate) {
     ["Adapter", c.adapter],
     ["Activations", `${c.kernels.activations}: ${c.kernels.activationsWhy}`],
     ["Reductions", `${c.kernels.reductions}: ${c.kernels.reductionsWhy}`],
+    ["Decode products", `${c.kernels.decodeProducts}: ${c.kernels.decodeProductsWhy}`],
     ["Largest buffer", `${(c.maxBinding / 2 ** 20).toFixed(0)} MiB`],
     ["Model needs (GPU)", `${gb(mem.total)}: weights ${gb(mem.weights)}, KV cache ${gb(mem.kvPerToken * mem.context)} at ${mem.context} tokens, activations ${gb(mem.activations)}`],
     ["GPU memory available", "not told by WebGPU; the model was checked against the adapter's limits before downloading"],
