@@ -17,7 +17,8 @@
 #               products, 8-bit integer products (DOT4) and loads only (issue 13), and decode attention; then
 #               the model's decode for each of DECODE_RUNS (default "default dot4": the model's shapes, or one
 #               kind of products — top, exact, dot4, loads — in every matrix; +nrc: shaders without wgpu's
-#               runtime checks) (≈ 1 minute a run)
+#               runtime checks) (≈ 1 minute a run), then each of DECODE_SPECS (whole --decode-shapes specs);
+#               FUSED replaces the kernel table's shapes
 #     model     the defaults end to end: the fixture model's 4-bit report, the 14B's figures, and its decode
 #               without the integer products (≈ 4 minutes)
 set -uo pipefail
@@ -75,7 +76,7 @@ run)
             done
             ;;
         decode)
-            F=32:4:2:top,32:4:2:dot4,32:4:2:loads,32:8:1:top,32:8:1:dot4,32:8:1:loads
+            F=${FUSED:-32:4:2:top,32:4:2:dot4,32:4:2:loads,32:8:1:top,32:8:1:dot4,32:8:1:loads}
             timeout 150 /tmp/varco bench kernels --filter fused --fused $F --out "$R/fused.md" > "$R/fused.log" 2>&1
             grep -E "^\| fused" "$R/fused.md" | grep -v again
             timeout 60 /tmp/varco bench kernels --filter "attention decode" --out "$R/attention-decode.md" > "$R/attention-decode.log" 2>&1
@@ -91,6 +92,14 @@ run)
                 timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only $flags --out "$R/$n.md" > "$R/$n.log" 2>&1
                 echo "== $v"
                 grep -E "^(decode shapes|\| [0-9]+ context|\| matvec_fused|\| attention_decode)" "$R/$n.md"
+            done
+            # DECODE_SPECS: whole --decode-shapes specs, space-separated (e.g. down=64:4:2:dot4)
+            i=0
+            for spec in ${DECODE_SPECS-}; do
+                i=$((i + 1))
+                timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only --decode-shapes "$spec" --out "$R/decode-spec$i.md" > "$R/decode-spec$i.log" 2>&1
+                echo "== $spec"
+                grep -E "^(decode shapes|\| [0-9]+ context|\| matvec_fused|\| attention_decode)|rror" "$R/decode-spec$i.md" "$R/decode-spec$i.log" | cut -d: -f2-
             done
             ;;
         model)

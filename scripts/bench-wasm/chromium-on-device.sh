@@ -5,9 +5,10 @@
 # Node, web/pkg-bench, playwright-core) and .dcn (Node) from pack-chromium.sh. Each run copies what it
 # carries to /opt/varco-chromium; files there survive until the machine goes back (30 s idle: chain the runs).
 #   bash scripts/bench-wasm/chromium-on-device.sh stage     keep what this run carries, say what is still missing
-#   bash scripts/bench-wasm/chromium-on-device.sh run       unpack, then Node + Dawn, then Chromium (decode at
-#                                                           1k, default variants; then with Dawn's f16 toggle)
-# Reports go to $OUT (chromium.md, node-dawn.md, gpu.txt, *.log).
+#   bash scripts/bench-wasm/chromium-on-device.sh run       unpack, then Chromium (decode at 1k and 8k, default
+#                                                           variants, then with Dawn's f16 toggle), then the
+#                                                           wasm build on Dawn under Node against native
+# Reports come back in $OUT/chromium.tgz (chromium*.md, node-dawn-*.md, the logs, the probes' chrome://gpu).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 S=/opt/varco-chromium
@@ -33,6 +34,9 @@ run) have_all || exit 2 ;;
 *) echo "chromium-on-device: stage or run" >&2; exit 2 ;;
 esac
 : "${OUT:?OUT must name the folder the reports go to}"
+# a run brings back only a few files: the reports go to $R, packed into $OUT/chromium.tgz at the end
+R=$(mktemp -d)
+trap 'cp "$OUT"/*.txt "$R"/ 2>/dev/null; tar -czf "$OUT/chromium.tgz" -C "$R" .' EXIT
 echo "parts: $need"
 if [ ! -x /opt/chromium/chromium ]; then
     cat "$S"/part[0-9]* > /tmp/chromium.tar.xz
@@ -68,19 +72,28 @@ for cfg in "--enable-features=Vulkan --use-angle=vulkan --disable-vulkan-surface
     try=(); for f in $cfg --ignore-gpu-blocklist --enable-webgpu-developer-features; do try+=("--flag=$f"); done
     n=$((${n:-0} + 1))
     DEBUG=pw:browser timeout 60 $N scripts/bench-wasm/chromium.mjs --chromium /opt/chromium/run "${try[@]}" --gpu-info "$OUT/chrome-gpu-$n.txt" \
-        --shape small --contexts 64 --steps 4 --runs 1 > "$OUT/probe-$n.log" 2>&1
-    grep -m1 "adapter in the page" "$OUT/probe-$n.log"
-    if grep -q -i '"vendor":"nvidia"' "$OUT/probe-$n.log"; then GPU=("${try[@]}"); break; fi
+        --shape small --contexts 64 --steps 4 --runs 1 > "$R/probe-$n.log" 2>&1
+    grep -a -m1 "adapter in the page" "$R/probe-$n.log"
+    if grep -a -q -i '"vendor":"nvidia"' "$R/probe-$n.log"; then GPU=("${try[@]}"); break; fi
 done
-[ ${#GPU[@]} -gt 0 ] || { echo "chromium: no configuration gave the page the NVIDIA adapter (chrome-gpu-*.txt, probe-*.log)"; grep -i -E "vulkan|webgpu|dawn|adapter|gpu" "$OUT"/probe-*.log | head -40; }
+[ ${#GPU[@]} -gt 0 ] || { echo "chromium: no configuration gave the page the NVIDIA adapter (chrome-gpu-*.txt, probe-*.log)"; grep -a -i -E "vulkan|webgpu|dawn|adapter|gpu" "$R"/probe-*.log | head -40; }
 [ ${#GPU[@]} -gt 0 ] || GPU=("${try[@]}")
 echo "chromium flags: ${GPU[*]}"
-# Chromium first (the new measurement), then Node + Dawn, then Chromium with the f16 toggle, then the worker
-timeout 130 $N scripts/bench-wasm/chromium.mjs --chromium /opt/chromium/run "${GPU[@]}" \
-    --contexts 1024 --runs 3 --out "$OUT/chromium.md" 2>&1 | tee "$OUT/chromium.log"
-timeout 100 $N scripts/bench-wasm/run.mjs --shape 14b --contexts 1024 --runs 3 --decode-only --out "$OUT/node-dawn.md" 2>&1 | tee "$OUT/node-dawn.log"
+# Chromium (the default variants: f32 activations, as Chrome on NVIDIA/Linux gives; then with Dawn's f16
+# toggle), then the same wasm build on Dawn under Node, back to back with the native build (varco from
+# .device-coop, if carried): the same variants (f32) in full, then default against default (decode)
+timeout 130 $N scripts/bench-wasm/chromium.mjs --chromium /opt/chromium/run "${GPU[@]}" --gpu-info "$OUT/gpu-info.txt" \
+    --contexts 1024,8192 --runs 3 --out "$R/chromium.md" > "$R/chromium.log" 2>&1
+grep -a -E "^(adapter|decode shapes|\| [0-9]+ context)|page got|failed" "$R/chromium.log"
 timeout 100 $N scripts/bench-wasm/chromium.mjs --chromium /opt/chromium/run "${GPU[@]}" \
-    --flag=--enable-dawn-features=vulkan_enable_f16_on_nvidia --contexts 1024 --runs 3 --out "$OUT/chromium-f16.md" 2>&1 | tee "$OUT/chromium-f16.log"
-timeout 100 $N scripts/bench-wasm/chromium.mjs --chromium /opt/chromium/run "${GPU[@]}" --worker \
-    --contexts 1024 --runs 3 --out "$OUT/chromium-worker.md" 2>&1 | tee "$OUT/chromium-worker.log"
+    --flag=--enable-dawn-features=vulkan_enable_f16_on_nvidia --contexts 1024,8192 --runs 3 --out "$R/chromium-f16.md" > "$R/chromium-f16.log" 2>&1
+grep -a -E "^(adapter|\| [0-9]+ context)|failed" "$R/chromium-f16.log"
+NATIVE=()
+if [ -f .device-coop/varco.xz ]; then
+    xz -dc .device-coop/varco.xz > /tmp/varco && chmod +x /tmp/varco && NATIVE=(--native /tmp/varco)
+fi
+timeout 200 $N scripts/bench-wasm/run.mjs "${NATIVE[@]}" --shape 14b --runs 3 --tiles 7 --act f32 --out "$R/node-dawn-f32.md" > "$R/node-dawn-f32.log" 2>&1
+grep -a -E "^\| " "$R/node-dawn-f32.md" | tail -12
+timeout 100 $N scripts/bench-wasm/run.mjs "${NATIVE[@]}" --shape 14b --runs 3 --decode-only --out "$R/node-dawn-default.md" > "$R/node-dawn-default.log" 2>&1
+grep -a -E "^\| " "$R/node-dawn-default.md" | tail -5
 exit 0

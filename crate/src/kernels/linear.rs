@@ -310,7 +310,7 @@ pub const WIDE_ROWS: usize = 16_384;
 
 /// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares), all of
 /// them tested; `varco bench kernels` also builds [`FusedMath::LoadsOnly`] copies of the first two.
-pub const FUSED_SHAPES: [FusedShape; 10] = [
+pub const FUSED_SHAPES: [FusedShape; 13] = [
     FUSED_SHAPE,
     WIDE_SHAPE,
     FusedShape { math: FusedMath::Exact, ..FUSED_SHAPE },
@@ -321,6 +321,11 @@ pub const FUSED_SHAPES: [FusedShape; 10] = [
     FusedShape { wg: 64, rows: 4, blocks: 3, math: FusedMath::Exact },
     FusedShape { wg: 64, rows: 8, blocks: 1, math: FusedMath::Exact },
     FusedShape { wg: 128, rows: 8, blocks: 1, math: FusedMath::Exact },
+    // split-K across 2 or 4 subgroups with DOT4's products: more warps and shorter chains for the 14B's
+    // per-layer matrices, whose loads alone reach 37–57 % of the bandwidth in one-subgroup workgroups
+    FusedShape { wg: 64, rows: 4, blocks: 2, math: FusedMath::Dot4 },
+    FusedShape { wg: 64, rows: 4, blocks: 3, math: FusedMath::Dot4 },
+    FusedShape { wg: 128, rows: 4, blocks: 2, math: FusedMath::Dot4 },
 ];
 
 /// The benchmark's loads-only copies of the model's two shapes ([`FusedMath::LoadsOnly`]).
