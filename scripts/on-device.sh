@@ -12,7 +12,7 @@
 #     coop      the tier's matmul and attention kernels, and the 14B's prefill, vision and first token
 #               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min;
 #               COOP_VARIANTS="no-coop-attention default" leaves out the first; shape-KT:RI runs the tier's
-#               matmul in another of its built shapes, e.g. shape-32:4)
+#               matmul in another of its built shapes, e.g. shape-32:4; COOP_TABLES=0 skips the kernel tables)
 #     decode    the decode step's fused kernels in the model's shapes with q4's TOP products, exact
 #               products, 8-bit integer products (DOT4) and loads only (issue 13), and decode attention; then
 #               the model's decode for each of DECODE_RUNS (default "default dot4": the model's shapes, or one
@@ -62,9 +62,11 @@ run)
             tail -3 "$R/decode-kernels-test.txt"
             ;;
         coop)
-            timeout 120 /tmp/varco bench kernels --filter matmul --out "$R/kernels-matmul.md" > "$R/kernels-matmul.log" 2>&1
-            timeout 90 /tmp/varco bench kernels --filter attention --out "$R/kernels-attention.md" > "$R/kernels-attention.log" 2>&1
-            grep -E "^\| (matmul|attention)" "$R"/kernels-*.md
+            if [ "${COOP_TABLES:-1}" = 1 ]; then
+                timeout 120 /tmp/varco bench kernels --filter matmul --out "$R/kernels-matmul.md" > "$R/kernels-matmul.log" 2>&1
+                timeout 90 /tmp/varco bench kernels --filter attention --out "$R/kernels-attention.md" > "$R/kernels-attention.log" 2>&1
+                grep -E "^\| (matmul|attention)" "$R"/kernels-*.md
+            fi
             for v in ${COOP_VARIANTS:-no-coop no-coop-attention default}; do
                 case "$v" in
                 default) flag= ;;
