@@ -322,7 +322,8 @@ pub const FUSED_SHAPES: [FusedShape; 13] = [
     FusedShape { wg: 64, rows: 8, blocks: 1, math: FusedMath::Exact },
     FusedShape { wg: 128, rows: 8, blocks: 1, math: FusedMath::Exact },
     // split-K across 2 or 4 subgroups with DOT4's products: more warps and shorter chains for the 14B's
-    // per-layer matrices, whose loads alone reach 37–57 % of the bandwidth in one-subgroup workgroups
+    // per-layer matrices, whose loads alone reach 37–57 % of the bandwidth in one-subgroup workgroups.
+    // On the H100 (BENCHMARKS.md, ninth session) no faster in the model: kept to compare, not the model's
     FusedShape { wg: 64, rows: 4, blocks: 2, math: FusedMath::Dot4 },
     FusedShape { wg: 64, rows: 4, blocks: 3, math: FusedMath::Dot4 },
     FusedShape { wg: 128, rows: 4, blocks: 2, math: FusedMath::Dot4 },
