@@ -275,3 +275,14 @@ async fn the_model_benchmark_runs_in_the_browser() {
     // SwiftShader has timestamp queries: the decode step's profile, the fused kernel in it
     assert!(report.markdown.contains("one decode step at 16 context: 16 dispatches") && report.markdown.contains("| matvec_fused |"), "{}", report.markdown);
 }
+
+/// The browser's WGSL language features as the context reads them (through `has` alone: wgpu's own reading
+/// panics on Dawn for Node): Chromium has had packed_4x8_integer_dot_product since version 123; a name no
+/// browser has reads false. SwiftShader is a CPU adapter, so decode keeps its float products here anyway.
+#[wasm_bindgen_test]
+async fn the_browsers_wgsl_features_are_read() {
+    assert!(varco_web::gpu::browser_wgsl_has("packed_4x8_integer_dot_product"));
+    assert!(!varco_web::gpu::browser_wgsl_has("no_such_feature"));
+    let c = ctx().await;
+    assert!(!c.int_dot_decode && c.int_dot_why.contains("Cpu adapter keeps the float products"), "{}", c.int_dot_why);
+}

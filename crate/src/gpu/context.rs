@@ -205,6 +205,24 @@ impl Stats {
     }
 }
 
+/// Whether the browser's WGSL has language feature `name` (`navigator.gpu.wgslLanguageFeatures.has`), asked
+/// through `has` alone: wgpu's own reading iterates `keys()`, which Dawn for Node answers with an array,
+/// and then panics.
+#[cfg(target_arch = "wasm32")]
+pub fn browser_wgsl_has(name: &str) -> bool {
+    use wasm_bindgen::JsCast;
+    let get = |o: &wasm_bindgen::JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).ok().filter(|v| !v.is_undefined() && !v.is_null());
+    let Some(set) = get(&js_sys::global(), "navigator").and_then(|n| get(&n, "gpu")).and_then(|g| get(&g, "wgslLanguageFeatures")) else {
+        return false;
+    };
+    get(&set, "has").and_then(|f| f.dyn_into::<js_sys::Function>().ok()).and_then(|f| f.call1(&set, &name.into()).ok()).is_some_and(|v| v.is_truthy())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn browser_wgsl_has(_name: &str) -> bool {
+    false
+}
+
 impl Context {
     /// Finds an adapter and creates a device with its maximum limits.
     pub async fn new(opts: ContextOptions) -> Result<Self> {
@@ -334,7 +352,7 @@ impl Context {
         // float products, unmeasured there; a browser reports no device type for a GPU ("Other"), so there
         // the WGSL language feature decides
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        let dot4_in_wgsl = instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+        let dot4_in_wgsl = web && browser_wgsl_has("packed_4x8_integer_dot_product");
         let gpu_kind = if web { !cpu } else { matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu) };
         let int_dot_decode = opts.int_dot_decode && gpu_kind && (dot4_in_wgsl || !web);
         let int_dot_why = if int_dot_decode {
