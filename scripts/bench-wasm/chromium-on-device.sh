@@ -54,7 +54,6 @@ ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json VK_ICD_FILENAMES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 N=/opt/varco-node/bin/node
-export CHROMIUM=/opt/chromium/chromium
 # Chromium's own libraries (Debian 12's) come first for the browser only; glibc and libstdc++ are the machine's
 cat > /opt/chromium/run <<EOF
 #!/bin/sh

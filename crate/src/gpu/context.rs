@@ -107,6 +107,9 @@ pub struct CoopShape {
 }
 
 impl CoopShape {
+    /// The model's shape unless a caller asks for another (`kernels::linear::COOP_SHAPES` starts with it).
+    pub const DEFAULT: CoopShape = CoopShape { kt: 64, ri: 2 };
+
     /// Invocations a workgroup (a 128 × 128 block of Y either way).
     pub fn invocations(self) -> u32 {
         512 / self.ri
@@ -115,7 +118,7 @@ impl CoopShape {
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape { kt: 64, ri: 2 } }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT }
     }
 }
 
@@ -351,10 +354,9 @@ impl Context {
         // a CPU renderer (lavapipe natively, SwiftShader in a browser: wgpu reports both as Cpu) keeps the
         // float products, unmeasured there; a browser reports no device type for a GPU ("Other"), so there
         // the WGSL language feature decides
-        let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        let dot4_in_wgsl = web && browser_wgsl_has("packed_4x8_integer_dot_product");
-        let gpu_kind = if web { !cpu } else { matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu) };
-        let int_dot_decode = opts.int_dot_decode && gpu_kind && (dot4_in_wgsl || !web);
+        let gpu_kind = if web { info.device_type != wgpu::DeviceType::Cpu } else { matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu) };
+        let wgsl_has_dot4 = !web || browser_wgsl_has("packed_4x8_integer_dot_product");
+        let int_dot_decode = opts.int_dot_decode && gpu_kind && wgsl_has_dot4;
         let int_dot_why = if int_dot_decode {
             "8-bit integer dot products (dot4I8Packed) on a GPU".to_string()
         } else if !opts.int_dot_decode {

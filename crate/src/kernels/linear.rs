@@ -180,7 +180,7 @@ pub use crate::gpu::CoopShape;
 /// subgroups of 2 × 4 with two groups a stage at 100–103 (one group: 49–58; 4 × 4 with two groups, more
 /// registers a stage: 80–82); but in the model the first kept the prefill at 1.69 s against 1.73 and the
 /// vision tower's 7 tiles at 0.095 s against 0.107 (its f16 weights), so it stays the model's.
-pub const COOP_SHAPES: [CoopShape; 4] = [CoopShape { kt: 64, ri: 2 }, CoopShape { kt: 32, ri: 2 }, CoopShape { kt: 32, ri: 4 }, CoopShape { kt: 64, ri: 4 }];
+pub const COOP_SHAPES: [CoopShape; 4] = [CoopShape::DEFAULT, CoopShape { kt: 32, ri: 2 }, CoopShape { kt: 32, ri: 4 }, CoopShape { kt: 64, ri: 4 }];
 
 impl CoopShape {
     /// `KT:RI`, one of [`COOP_SHAPES`].
