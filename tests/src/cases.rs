@@ -111,20 +111,27 @@ pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
 }
 
 /// The decode step's fused matrix-vector kernel, every mode, with and without the folded RMSNorm, at
-/// awkward sizes and in every shape it is built in: against the plain references composed (linear on the
-/// dequantized W, then the norm's scale, bias, residual, SiLU·up, RoPE, the cache writes). FUSED_SHAPE
-/// (every matrix of the test models), and in q4 its copy with exact products, take every case; the other
-/// built shapes (WIDE_SHAPE for the 14B's many-row matrices, the benchmark's comparison) one case a
-/// mode and a row longer than one step of their workgroup.
-pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat) {
+/// awkward sizes and in each of `shapes` (natively every shape it is built in, in the browser those the model
+/// chooses): against the plain references composed (linear on the dequantized W, then the norm's scale,
+/// bias, residual, SiLU·up, RoPE, the cache writes). FUSED_SHAPE (every matrix of the test models), and in
+/// q4 its copies with exact and DOT4 products, take every case; the other shapes (WIDE_SHAPE for the 14B's
+/// many-row matrices, the benchmark's comparison) one case a mode and a row longer than one step of their
+/// workgroup.
+pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat, shapes: &[linear::FusedShape]) {
     use linear::Fused;
     let big = u64::MAX;
     let eps = 1e-6;
-    for (si, &shape) in linear::FUSED_SHAPES.iter().enumerate() {
+    for (si, &shape) in shapes.iter().enumerate() {
+        // the products' math changes q4's kernel only: in q8 and f16 a shape differing from an earlier one in
+        // its math alone is the same kernel
+        let same = |o: &linear::FusedShape| (o.wg, o.rows, o.blocks) == (shape.wg, shape.rows, shape.blocks);
+        if format != WeightFormat::Q4 && shapes[..si].iter().any(same) {
+            continue;
+        }
         let seed = 900 + 10 * si as u64;
         // FUSED_SHAPE, and in q4 (the 14B's layers) its exact-products and DOT4 copies, take every case
         let q4_copy = |math| format == WeightFormat::Q4 && shape == linear::FusedShape { math, ..linear::FUSED_SHAPE };
-        let every = si == 0 || q4_copy(linear::FusedMath::Exact) || q4_copy(linear::FusedMath::Dot4);
+        let every = shape == linear::FUSED_SHAPE || q4_copy(linear::FusedMath::Exact) || q4_copy(linear::FusedMath::Dot4);
         // DOT4 (q4) computes with x rounded to 8 bits a block: the references take x as it does (the norm's
         // scale still comes from x itself), and its PLAIN result is also held to the exact product within 1 %
         let dot4 = format == WeightFormat::Q4 && shape.math == linear::FusedMath::Dot4;

@@ -8,6 +8,7 @@
 use varco_tests::cases;
 use varco_web::gpu::tensor::WeightFormat;
 use varco_web::gpu::{Context, ContextOptions, DType};
+use varco_web::kernels::linear;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -47,8 +48,8 @@ macro_rules! browser_test {
 browser_test!(matvec_q4, matvec_suite, WeightFormat::Q4);
 browser_test!(matvec_q8, matvec_suite, WeightFormat::Q8);
 browser_test!(matvec_f16_weights, matvec_suite, WeightFormat::F16);
-browser_test!(matvec_fused_q4, matvec_fused_suite, WeightFormat::Q4);
-browser_test!(matvec_fused_f16_weights, matvec_fused_suite, WeightFormat::F16);
+browser_test!(matvec_fused_q4, matvec_fused_suite, WeightFormat::Q4, &linear::MODEL_FUSED_SHAPES);
+browser_test!(matvec_fused_f16_weights, matvec_fused_suite, WeightFormat::F16, &linear::MODEL_FUSED_SHAPES);
 browser_test!(matmul_q4, matmul_suite, WeightFormat::Q4);
 browser_test!(matmul_q8, matmul_suite, WeightFormat::Q8);
 browser_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);

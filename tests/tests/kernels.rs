@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use varco_web::gpu::tensor::WeightFormat;
 use varco_web::gpu::{Context, ContextOptions, DType};
+use varco_web::kernels::linear;
 use varco_tests::cases;
 
 /// [all features, subgroups switched off].
@@ -43,9 +44,9 @@ macro_rules! kernel_test {
 kernel_test!(matvec_q4, matvec_suite, WeightFormat::Q4);
 kernel_test!(matvec_q8, matvec_suite, WeightFormat::Q8);
 kernel_test!(matvec_f16_weights, matvec_suite, WeightFormat::F16);
-kernel_test!(matvec_fused_q4, matvec_fused_suite, WeightFormat::Q4);
-kernel_test!(matvec_fused_q8, matvec_fused_suite, WeightFormat::Q8);
-kernel_test!(matvec_fused_f16_weights, matvec_fused_suite, WeightFormat::F16);
+kernel_test!(matvec_fused_q4, matvec_fused_suite, WeightFormat::Q4, &linear::FUSED_SHAPES);
+kernel_test!(matvec_fused_q8, matvec_fused_suite, WeightFormat::Q8, &linear::FUSED_SHAPES);
+kernel_test!(matvec_fused_f16_weights, matvec_fused_suite, WeightFormat::F16, &linear::FUSED_SHAPES);
 kernel_test!(matmul_q4, matmul_suite, WeightFormat::Q4);
 kernel_test!(matmul_q8, matmul_suite, WeightFormat::Q8);
 kernel_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);
@@ -142,14 +143,14 @@ fn coop_matmul_matches_the_reference() {
 }
 
 /// The decode step's fused kernel built without wgpu's runtime checks (what `bench model
-/// --no-runtime-checks` measures) computes the same, f32 and f16, every shape. (It cannot tell whether the
+/// --no-runtime-checks` measures) computes the same, f32 and f16, in every shape the model chooses. (It cannot tell whether the
 /// checks were really left out: that shows only in the generated code and its speed.)
 #[test]
 fn unchecked_shaders_compute_the_same() {
     let ctx = pollster::block_on(Context::new(ContextOptions { runtime_checks: false, ..Default::default() })).unwrap();
     assert!(!ctx.runtime_checks);
     for act in [DType::F32, DType::F16] {
-        pollster::block_on(cases::matvec_fused_suite(&ctx, act, WeightFormat::Q4));
+        pollster::block_on(cases::matvec_fused_suite(&ctx, act, WeightFormat::Q4, &linear::MODEL_FUSED_SHAPES));
     }
 }
 

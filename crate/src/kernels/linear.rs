@@ -329,6 +329,10 @@ pub const FUSED_SHAPES: [FusedShape; 13] = [
     FusedShape { wg: 128, rows: 4, blocks: 2, math: FusedMath::Dot4 },
 ];
 
+/// The shapes [`fused_shape`] chooses from: FUSED_SHAPE and WIDE_SHAPE, with q4's float products or (where
+/// the context takes them) DOT4's. The browser tests run these; the native ones every shape built.
+pub const MODEL_FUSED_SHAPES: [FusedShape; 4] = [FUSED_SHAPE, WIDE_SHAPE, FUSED_SHAPES[4], FUSED_SHAPES[5]];
+
 /// The benchmark's loads-only copies of the model's two shapes ([`FusedMath::LoadsOnly`]).
 pub fn loads_only_shapes() -> [FusedShape; 2] {
     [FUSED_SHAPES[0], FUSED_SHAPES[1]].map(|f| FusedShape { math: FusedMath::LoadsOnly, ..f })
