@@ -287,3 +287,41 @@ async fn the_browsers_wgsl_features_are_read() {
     let c = ctx().await;
     assert!(!c.int_dot_decode && c.int_dot_why.contains("Cpu adapter keeps the float products"), "{}", c.int_dot_why);
 }
+
+/// Makes `navigator.gpu.requestAdapter` answer null to its first `nulls` requests (as Chromium does while its
+/// GPU process starts), counting every request; the returned function puts the browser's own back and says
+/// how many requests there were.
+fn adapter_answers_null(nulls: u32) -> js_sys::Function {
+    let patch = js_sys::Function::new_with_args(
+        "nulls",
+        "const gpu = navigator.gpu; const real = gpu.requestAdapter.bind(gpu); let n = 0;
+         gpu.requestAdapter = (o) => (n++ < nulls ? Promise.resolve(null) : real(o));
+         return () => { delete gpu.requestAdapter; return n; };",
+    );
+    use wasm_bindgen::JsCast;
+    patch.call1(&wasm_bindgen::JsValue::UNDEFINED, &nulls.into()).unwrap().dyn_into().unwrap()
+}
+
+/// A browser that answers null while its GPU process starts gets asked again, and the context is made on the
+/// third request; one that always answers null is a NoAdapter error that says how often it was asked.
+#[wasm_bindgen_test]
+async fn a_null_adapter_is_asked_again() {
+    let restore = adapter_answers_null(2);
+    let made = Context::new(ContextOptions::default()).await;
+    let asked = restore.call0(&wasm_bindgen::JsValue::UNDEFINED).unwrap().as_f64().unwrap();
+    assert!(made.is_ok(), "{:?}", made.err());
+    assert_eq!(asked, 3.0);
+
+    let restore = adapter_answers_null(u32::MAX);
+    let made = Context::new(ContextOptions::default()).await;
+    let asked = restore.call0(&wasm_bindgen::JsValue::UNDEFINED).unwrap().as_f64().unwrap();
+    let tries = varco_web::gpu::ADAPTER_RETRY_MS.len() + 1;
+    assert_eq!(asked, tries as f64);
+    match made {
+        Err(e @ varco_web::Error::NoAdapter(_)) => {
+            assert_eq!(e.class(), "NoWebGPUError");
+            assert!(e.to_string().contains(&format!("asked {tries} times over 1.5 s")), "{e}");
+        }
+        other => panic!("expected NoAdapter, got {:?}", other.err()),
+    }
+}

@@ -226,19 +226,60 @@ pub fn browser_wgsl_has(_name: &str) -> bool {
     false
 }
 
+/// Waits before each further request for an adapter in a browser, in milliseconds: a browser whose GPU
+/// process is still starting answers null (Chromium 156 on the H200 did for a page opened with it, 90 ms
+/// after the GPU process started, and gave the adapter 250 ms later; BENCHMARKS.md, ninth session). A
+/// browser without WebGPU on this GPU says so 1.5 s later than it could; native adapters do not come back,
+/// so the native build asks once.
+pub const ADAPTER_RETRY_MS: [u32; 4] = [100, 200, 400, 800];
+
+async fn request_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        force_fallback_adapter: false,
+        compatible_surface: None,
+        apply_limit_buckets: false,
+    };
+    let waits: &[u32] = if cfg!(target_arch = "wasm32") { &ADAPTER_RETRY_MS } else { &[] };
+    let mut asked = 1;
+    loop {
+        match instance.request_adapter(&options).await {
+            Ok(adapter) => return Ok(adapter),
+            Err(e) if asked > waits.len() => {
+                let tries = if asked > 1 { format!(" (asked {asked} times over {:.1} s)", waits.iter().sum::<u32>() as f64 / 1e3) } else { String::new() };
+                return Err(Error::NoAdapter(format!("{e}{tries}")));
+            }
+            Err(_) => {
+                sleep_ms(waits[asked - 1]).await;
+                asked += 1;
+            }
+        }
+    }
+}
+
+/// A timer of the page or worker the module runs in (`setTimeout` on the global object, which both have).
+#[cfg(target_arch = "wasm32")]
+async fn sleep_ms(ms: u32) {
+    use wasm_bindgen::JsCast;
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let set_timeout = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        match set_timeout {
+            Some(f) => drop(f.call2(&wasm_bindgen::JsValue::UNDEFINED, &resolve, &ms.into())),
+            None => drop(resolve.call0(&wasm_bindgen::JsValue::UNDEFINED)),
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn sleep_ms(_ms: u32) {}
+
 impl Context {
-    /// Finds an adapter and creates a device with its maximum limits.
+    /// Finds an adapter (in a browser, asking again while it answers null: [`ADAPTER_RETRY_MS`]) and creates a
+    /// device with its maximum limits.
     pub async fn new(opts: ContextOptions) -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                apply_limit_buckets: false,
-            })
-            .await
-            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let adapter = request_adapter(&instance).await?;
         let info = adapter.get_info();
         let offered = adapter.features();
         let mut features = wgpu::Features::empty();
