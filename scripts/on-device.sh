@@ -11,7 +11,7 @@
 #               (generate.rs, VARCO_COOP=1), and the decode kernels' suites (≈ 40 s)
 #     coop      the tier's matmul and attention kernels, and the 14B's prefill, vision and first token
 #               without the tier, with its matmul only, and with attention on it too (the default) (≈ 3 min;
-#               COOP_VARIANTS="no-coop-attention default" leaves out the first; shape-KT:RI runs the tier's
+#               COOP_VARIANTS="no-coop-attention default" leaves out the first; shape-KT:RI[:BUFS] runs the tier's
 #               matmul in another of its built shapes, e.g. shape-32:4; COOP_TABLES=0 skips the kernel tables)
 #     decode    the decode step's fused kernels in the model's shapes with q4's TOP products, exact
 #               products, 8-bit integer products (DOT4) and loads only (issue 13), and decode attention; then

@@ -16,6 +16,9 @@
 // work instead of serialising with it (the first version, which loaded, stored and multiplied in turn, ran at
 // 43–51 TFLOP/s on the H100 — about 5 % of its tensor cores). NX and NW (defines, from kernels/linear.rs) are
 // the X vec4s and W words each invocation carries a stage.
+// DOUBLE (NB = 2 staged copies, KT 32 only: 48 KB in all): a stage's registers go into one copy while the
+// tensor cores read the other, so a stage needs one barrier instead of two and the subgroups that finish
+// their products first go on to stage the next tile instead of waiting for the slowest.
 // Results leave through a 16 × 16 f32 scratch per subgroup, so that the bias, the bounds of Y and the
 // conversion to f16 are applied per element.
 // Reference: dequantize, then an f64 matrix product (tests/src/reference.rs).
@@ -24,6 +27,7 @@
 
 const TILE: u32 = 128u;
 const LD: u32 = KT + 8u;       // halves per staged row
+const BUF: u32 = TILE * LD;    // halves per staged copy of a tile
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f16>>; // (m, k/4)
@@ -39,8 +43,8 @@ const LD: u32 = KT + 8u;       // halves per staged row
 // The staged tiles are arrays of vec4<f16>, so that a stage is written four halves a store (one store per
 // X vec4 or half a q4 word, where scalar f16 arrays took four); cooperative loads take a pointer to a vec4
 // and a stride in vec4s. Offsets below stay in halves (each a multiple of 4) and are divided at the access.
-var<workgroup> xs: array<vec4<f16>, TILE * LD / 4u>;   // [row of X][k]
-var<workgroup> ws: array<vec4<f16>, TILE * LD / 4u>;   // [row of W][k]
+var<workgroup> xs: array<vec4<f16>, NB * BUF / 4u>;   // [copy][row of X][k]
+var<workgroup> ws: array<vec4<f16>, NB * BUF / 4u>;   // [copy][row of W][k]
 var<workgroup> out: array<f32, WGS / 32u * 256u>;  // [subgroup][16 × 16], row-major
 
 fn put_x(i: u32, v: vec4<f16>) {
@@ -150,16 +154,17 @@ fn fetch(s: u32, lid: u32, n0: u32, m0: u32) -> Stage {
     return st;
 }
 
-// A stage's registers into workgroup memory, converted to f16 (W dequantized).
-fn stash(st: Stage, lid: u32) {
+// A stage's registers into workgroup memory, converted to f16 (W dequantized), at `b` halves: the copy
+// the stage goes to (0 unless DOUBLE).
+fn stash(st: Stage, lid: u32, b: u32) {
 #for e in 0..NX
-    put_x(((lid + {e}u * WGS) / (KT / 4u)) * LD + ((lid + {e}u * WGS) % (KT / 4u)) * 4u, st.x[{e}]);
+    put_x(b + ((lid + {e}u * WGS) / (KT / 4u)) * LD + ((lid + {e}u * WGS) % (KT / 4u)) * 4u, st.x[{e}]);
 #endfor
 #ifdef W_Q4
     // a word: 8 consecutive k of one row
 #for e in 0..NW
     {
-        let i = ((lid + {e}u * WGS) / (KT / 8u)) * LD + ((lid + {e}u * WGS) % (KT / 8u)) * 8u;
+        let i = b + ((lid + {e}u * WGS) / (KT / 8u)) * LD + ((lid + {e}u * WGS) % (KT / 8u)) * 8u;
         put_w(i, nib(st.w[{e}], 0u) * st.d[{e}]);
         put_w(i + 4u, nib(st.w[{e}], 16u) * st.d[{e}]);
     }
@@ -168,13 +173,13 @@ fn stash(st: Stage, lid: u32) {
 #ifdef W_Q8
     // a word: 4 consecutive k of one row
 #for e in 0..NW
-    put_w(((lid + {e}u * WGS) / (KT / 4u)) * LD + ((lid + {e}u * WGS) % (KT / 4u)) * 4u, byt(st.w[{e}]) * st.d[{e}]);
+    put_w(b + ((lid + {e}u * WGS) / (KT / 4u)) * LD + ((lid + {e}u * WGS) % (KT / 4u)) * 4u, byt(st.w[{e}]) * st.d[{e}]);
 #endfor
 #endif
 #ifdef W_F16
     // a pair of words: 4 consecutive k of one row
 #for e in 0..NW
-    put_w(((lid + {e}u * WGS) / (KT / 4u)) * LD + ((lid + {e}u * WGS) % (KT / 4u)) * 4u, h8(st.w[{e}]));
+    put_w(b + ((lid + {e}u * WGS) / (KT / 4u)) * LD + ((lid + {e}u * WGS) % (KT / 4u)) * 4u, h8(st.w[{e}]));
 #endfor
 #endif
 }
@@ -194,19 +199,39 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
 #endfor
     let nkt = (p.k + KT - 1u) / KT;
     var st = fetch(0u, lid, n0, m0);
+#ifdef DOUBLE
+    stash(st, lid, 0u);
+    if (1u < nkt) {
+        st = fetch(1u, lid, n0, m0);
+    }
+    workgroupBarrier();
+#endif
     for (var s = 0u; s < nkt; s++) {
-        stash(st, lid);
+#ifdef DOUBLE
+        let cur = (s % 2u) * BUF;
+        // stage s + 1 into the other copy, whose last readers (stage s − 1) are past the barrier that ended
+        // their stage; then stage s + 2's reads go out while the tensor cores work on stage s
+        if (s + 1u < nkt) {
+            stash(st, lid, BUF - cur);
+            if (s + 2u < nkt) {
+                st = fetch(s + 2u, lid, n0, m0);
+            }
+        }
+#else
+        let cur = 0u;
+        stash(st, lid, 0u);
         workgroupBarrier();
         // the next stage's reads are in flight while the tensor cores work on this one
         if (s + 1u < nkt) {
             st = fetch(s + 1u, lid, n0, m0);
         }
+#endif
         for (var kk = 0u; kk < KT; kk += 16u) {
 #for i in 0..RI
-            let a{i} = coopLoadT<coop_mat16x16<f16, A>>(&xs[((sr + {i}u * 16u) * LD + kk) / 4u], LD / 4u);
+            let a{i} = coopLoadT<coop_mat16x16<f16, A>>(&xs[(cur + (sr + {i}u * 16u) * LD + kk) / 4u], LD / 4u);
 #endfor
 #for j in 0..4
-            let b{j} = coopLoad<coop_mat16x16<f16, B>>(&ws[((sc + {j}u * 16u) * LD + kk) / 4u], LD / 4u);
+            let b{j} = coopLoad<coop_mat16x16<f16, B>>(&ws[(cur + (sc + {j}u * 16u) * LD + kk) / 4u], LD / 4u);
 #endfor
 #for i in 0..RI
 #for j in 0..4

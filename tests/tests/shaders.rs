@@ -115,3 +115,31 @@ fn preprocessor_selects_and_rejects() {
     let bad = varco_web::gpu::Shader { name: "bad", source: "#include \"nope.wgsl\"\n" };
     assert!(bad.expand(&Defines::new()).is_err());
 }
+
+/// The cooperative-matrix matmul's shapes: the workgroup memory each declares, as naga lays the shader out,
+/// is what `CoopShape::workgroup_bytes` says (the kernel's check against the adapter's limit uses it) and fits
+/// the 48 KB NVIDIA's Vulkan driver allows; `--coop-shape` takes each built shape's label and refuses others.
+#[test]
+fn coop_shapes_fit_and_parse() {
+    use varco_web::gpu::shader::MATMUL_COOP;
+    use varco_web::gpu::tensor::WeightFormat;
+    use varco_web::kernels::linear::{coop_defines, CoopShape, COOP_SHAPES};
+    for shape in COOP_SHAPES {
+        for format in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
+            let src = MATMUL_COOP.expand(&coop_defines(shape, format, true)).unwrap();
+            let module = naga::front::wgsl::parse_str(&src).unwrap();
+            let mut layouter = naga::proc::Layouter::default();
+            layouter.update(module.to_ctx()).unwrap();
+            let declared: u32 = module.global_variables.iter().filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
+            assert_eq!(declared, shape.workgroup_bytes(), "{} {format:?}", shape.label());
+            assert!(declared <= 48 << 10, "{}: {declared} bytes", shape.label());
+        }
+        assert_eq!(CoopShape::parse(&shape.label()).unwrap(), shape);
+    }
+    assert_eq!(CoopShape::parse("64:2").unwrap(), CoopShape::DEFAULT);
+    assert_eq!(CoopShape::parse("32:2:2").unwrap(), CoopShape { kt: 32, ri: 2, bufs: 2 });
+    for bad in ["64:2:2", "64", "32:2:3", "a:b", "32:2:2:2", ""] {
+        let e = CoopShape::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("expected KT:RI or KT:RI:BUFS") && e.contains("32:4:2"), "{bad}: {e}");
+    }
+}

@@ -269,7 +269,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             // the tensor-core tier, checked against the tiled kernel's output on the same inputs first
             let tiled = pollster::block_on(y.to_f32(ctx))?;
             for shape in linear::COOP_SHAPES {
-                let (kt, ri) = (shape.kt, shape.ri);
+                let (kt, ri, db) = (shape.kt, shape.ri, if shape.bufs == 2 { " db" } else { "" });
                 y.fill_bytes(ctx, 0xff);
                 let mut rec = Recorder::new(ctx);
                 linear::matmul_coop_with(&mut rec, &x, &w, None, &y, shape)?;
@@ -277,10 +277,10 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
                 let coop = pollster::block_on(y.to_f32(ctx))?;
                 let scale = tiled.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let worst = tiled.iter().zip(&coop).fold(0f32, |a, (t, c)| if c.is_finite() { a.max((t - c).abs()) } else { f32::INFINITY });
-                eprintln!("coop kt{kt} ri{ri} {label} {m}×{n}×{k}: max |coop − tiled| = {worst:.4} (max |y| {scale:.2}, {:.2e} of it)", worst / scale);
+                eprintln!("coop kt{kt} ri{ri}{db} {label} {m}×{n}×{k}: max |coop − tiled| = {worst:.4} (max |y| {scale:.2}, {:.2e} of it)", worst / scale);
                 let secs = time(ctx, o.iters.div_ceil(20).max(2), |rec, _| linear::matmul_coop_with(rec, &x, &w, None, &y, shape))?;
                 rows.push(Row {
-                    name: format!("matmul q4 coop kt{kt} ri{ri}"),
+                    name: format!("matmul q4 coop kt{kt} ri{ri}{db}"),
                     shape: format!("{label} {m}×{n}×{k}"),
                     secs,
                     bytes: w.gpu_bytes() as f64 + (m * (k + n)) as f64 * asz,

@@ -342,7 +342,7 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
         if ctx.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions (no subgroups)" },
         if ctx.runtime_checks { "" } else { ", no runtime checks" },
         if crate::kernels::linear::matmul_coop(ctx, act) {
-            format!(", cooperative-matrix matmul (KT {}, {} tiles a subgroup){}", ctx.coop_shape.kt, ctx.coop_shape.ri * 4, if ctx.coop_attention { " and attention" } else { "" })
+            format!(", cooperative-matrix matmul (KT {}, {} tiles a subgroup{}){}", ctx.coop_shape.kt, ctx.coop_shape.ri * 4, if ctx.coop_shape.bufs == 2 { ", double-buffered" } else { "" }, if ctx.coop_attention { " and attention" } else { "" })
         } else if crate::kernels::linear::matmul_packed(ctx, act) {
             ", packed-f16 matmul".into()
         } else {

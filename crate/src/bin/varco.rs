@@ -188,8 +188,9 @@ enum BenchCmd {
         /// default on a native GPU).
         #[arg(long)]
         no_int_dot: bool,
-        /// The cooperative-matrix matmul's shape, KT:RI (K values a stage : 16-row tiles a subgroup), one of
-        /// the built ones (64:2, the default; 32:2, 32:4, 64:4).
+        /// The cooperative-matrix matmul's shape, KT:RI or KT:RI:BUFS (K values a stage : 16-row tiles a
+        /// subgroup : staged copies), one of the built ones (64:2, the default; 32:2, 32:4, 64:4, and the
+        /// double-buffered 32:2:2, 32:4:2).
         #[arg(long)]
         coop_shape: Option<String>,
         /// Only the decode figures and the decode step's profile.

@@ -97,22 +97,36 @@ pub struct ContextOptions {
     pub coop_shape: CoopShape,
 }
 
-/// How the cooperative-matrix kernel (shaders/matmul_coop.wgsl) runs: `kt` K values a stage (32 or 64), and
-/// `ri` 16-row accumulator tiles a subgroup (2: 8 subgroups of 2 × 4 tiles; 4: 4 subgroups of 4 × 4). Here
-/// rather than with the kernel because a context carries the choice; `kernels::linear` lists the built ones.
+/// How the cooperative-matrix kernel (shaders/matmul_coop.wgsl) runs: `kt` K values a stage (32 or 64),
+/// `ri` 16-row accumulator tiles a subgroup (2: 8 subgroups of 2 × 4 tiles; 4: 4 subgroups of 4 × 4), and
+/// `bufs` staged copies of the X and W tiles in workgroup memory (1, or 2: the next stage is written into one
+/// while the tensor cores read the other, one barrier a stage instead of two). Here rather than with the
+/// kernel because a context carries the choice; `kernels::linear` lists the built ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoopShape {
     pub kt: u32,
     pub ri: u32,
+    pub bufs: u32,
 }
 
 impl CoopShape {
     /// The model's shape unless a caller asks for another (`kernels::linear::COOP_SHAPES` starts with it).
-    pub const DEFAULT: CoopShape = CoopShape { kt: 64, ri: 2 };
+    pub const DEFAULT: CoopShape = CoopShape { kt: 64, ri: 2, bufs: 1 };
 
     /// Invocations a workgroup (a 128 × 128 block of Y either way).
     pub fn invocations(self) -> u32 {
         512 / self.ri
+    }
+
+    /// The workgroup memory the kernel declares: `bufs` copies of the 128-row X and W tiles (KT halves a row
+    /// and 8 of padding), and a 16 × 16 f32 scratch a subgroup.
+    pub fn workgroup_bytes(self) -> u32 {
+        self.bufs * 2 * 128 * (self.kt + 8) * 2 + self.invocations() / 32 * 256 * 4
+    }
+
+    /// `KT:RI`, or `KT:RI:2` when double-buffered (what `varco bench model --coop-shape` takes).
+    pub fn label(self) -> String {
+        if self.bufs == 1 { format!("{}:{}", self.kt, self.ri) } else { format!("{}:{}:{}", self.kt, self.ri, self.bufs) }
     }
 }
 
