@@ -143,8 +143,8 @@ fn coop_matmul_matches_the_reference() {
 }
 
 /// The decode step's fused kernel built without wgpu's runtime checks (what `bench model
-/// --no-runtime-checks` measures) computes the same, f32 and f16, in every shape the model chooses. (It cannot tell whether the
-/// checks were really left out: that shows only in the generated code and its speed.)
+/// --no-runtime-checks` measures) computes the same, f32 and f16, in every shape the model chooses. (It
+/// cannot tell whether the checks were really left out: that shows only in the generated code and its speed.)
 #[test]
 fn unchecked_shaders_compute_the_same() {
     let ctx = pollster::block_on(Context::new(ContextOptions { runtime_checks: false, ..Default::default() })).unwrap();
