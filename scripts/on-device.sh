@@ -19,6 +19,8 @@
 #               kind of products — top, exact, dot4, loads — in every matrix; +nrc: shaders without wgpu's
 #               runtime checks) (≈ 1 minute a run), then each of DECODE_SPECS (whole --decode-shapes specs);
 #               FUSED replaces the kernel table's shapes
+#     chunks    the 14B's prefill, first token and decode with each prefill chunk of CHUNKS (default "1024 2048
+#               4096"; FLAGS: more `bench model` flags, e.g. --no-runtime-checks) (≈ 40 s each)
 #     model     the defaults end to end: the fixture model's 4-bit report, the 14B's figures, and its decode
 #               without the integer products (≈ 4 minutes)
 set -uo pipefail
@@ -104,6 +106,15 @@ run)
                 grep -E "^(decode shapes|\| [0-9]+ context|\| matvec_fused|\| attention_decode)" "$R/decode-spec$i.md" || grep -i error "$R/decode-spec$i.log"
             done
             ;;
+        chunks)
+            # the 14B's prefill and first token with each prefill chunk of CHUNKS (default "1024 2048 4096"):
+            # a 1,024-row chunk leaves the last wave of the tensor-core matmul's 128 × 128 tiles part empty
+            for c in ${CHUNKS:-1024 2048 4096}; do
+                timeout 100 /tmp/varco bench model --shape 14b --runs 3 --contexts 1024 --steps 8 --tiles 7 --prefill-chunk "$c" ${FLAGS:-} --out "$R/model-chunk$c.md" > "$R/model-chunk$c.log" 2>&1
+                echo "== chunk $c ${FLAGS:-}"
+                grep -E "^(prefill|vision|time to first|follow-up|\| [0-9]+ context)" "$R/model-chunk$c.md" || tail -3 "$R/model-chunk$c.log"
+            done
+            ;;
         model)
             # the defaults end to end: the fixture model's 4-bit report (decode's integer products in a whole
             # model), then the 14B's figures, and decode without the integer products beside them
@@ -114,7 +125,7 @@ run)
             timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only --no-int-dot --out "$R/model-no-int-dot.md" > "$R/model-no-int-dot.log" 2>&1
             grep -E "^(decode shapes|\| [0-9]+ context)" "$R/model-no-int-dot.md"
             ;;
-        *) echo "on-device: no step $step (check, coop, decode, model)" >&2; exit 2 ;;
+        *) echo "on-device: no step $step (check, coop, decode, chunks, model)" >&2; exit 2 ;;
         esac
     done
     ;;

@@ -37,6 +37,10 @@ import common  # noqa: E402
 import scenes  # noqa: E402
 
 MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
+# the options that define a recipe, kept in the checkpoint and restored on --resume (the time limits, the
+# workers and the device are the run's own)
+RECIPE_OPTIONS = ("batch", "lr", "aux_weight", "budget_minutes", "steps", "curriculum_samples", "mix", "spec",
+                  "max_turns", "patch_words", "patch_words_rows", "patch_where", "replay_keep")
 
 
 class Batches(torch.utils.data.IterableDataset):
@@ -280,10 +284,6 @@ def main():
                          "drawn by the seed (the GPU outruns the scene workers; 1: every batch fresh)")
     ap.add_argument("--replay-keep", type=int, default=16)
     a = ap.parse_args()
-    mix = {k: float(v) for k, v in (kv.split("=") for kv in a.mix.split(","))} if a.mix else MIX
-    spec = json.loads(a.spec) if a.spec else {}
-    if "sizes" in spec:
-        spec["sizes"] = tuple(tuple(x) for x in spec["sizes"])
 
     os.makedirs(a.out, exist_ok=True)
     ckpt_path = os.path.join(a.out, "train.pt")
@@ -292,6 +292,16 @@ def main():
     if state:
         shape, a.seed = state["shape"], state["seed"]
         a.replay = state.get("replay", 1)
+        # the recipe's options come from the checkpoint too: a resumed run that forgot `--patch-where` or
+        # `--patch-words-rows` would otherwise change the recipe half way without a word
+        for name, value in state.get("options", {}).items():
+            if getattr(a, name) != value:
+                print(f"resume: --{name.replace('_', '-')} {value} (from the checkpoint; given {getattr(a, name)})", flush=True)
+            setattr(a, name, value)
+    mix = {k: float(v) for k, v in (kv.split("=") for kv in a.mix.split(","))} if a.mix else MIX
+    spec = json.loads(a.spec) if a.spec else {}
+    if "sizes" in spec:
+        spec["sizes"] = tuple(tuple(x) for x in spec["sizes"])
     with open(os.path.join(a.out, "shape.json"), "w") as f:
         json.dump(shape, f, indent=1)
 
@@ -357,7 +367,7 @@ def main():
         tmp = ckpt_path + ".tmp"
         torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "where": where.state_dict(), "opt": opt.state_dict(),
                     "step": step, "spent": spent, "shape": shape, "seed": a.seed,
-                    "replay": a.replay}, tmp)
+                    "replay": a.replay, "options": {k: getattr(a, k) for k in RECIPE_OPTIONS}}, tmp)
         os.replace(tmp, ckpt_path)
 
     model.train()

@@ -25,7 +25,7 @@ use crate::gpu::Context;
 use crate::loader::manifest::Generation;
 use crate::model::decode::{SampleArgs, Workspace};
 use crate::model::llm::{KvCache, LayerBuffers};
-use crate::model::{Input, Model, PREFILL_CHUNK};
+use crate::model::{Input, Model};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -293,7 +293,7 @@ impl Session {
     /// For benchmarks: `ids` run as one prefill chunk after `context` positions, each dispatch timed, as
     /// [`Session::profile_step`].
     pub async fn profile_prefill(&mut self, ctx: &Context, ids: &[u32], context: usize) -> Result<Option<Vec<(String, f64)>>> {
-        if context + ids.len() >= self.cache.capacity || ids.is_empty() || ids.len() > PREFILL_CHUNK {
+        if context + ids.len() >= self.cache.capacity || ids.is_empty() || ids.len() > self.model.prefill_chunk {
             return Err(Error::request(format!("{} tokens after {context} positions: not one chunk inside the context of {}", ids.len(), self.cache.capacity)));
         }
         self.reset();
@@ -392,7 +392,7 @@ impl Session {
         let new_tokens = prompt_tokens - common;
         let h = cfg.text.hidden;
         let act = self.model.llm.act;
-        let bytes = (new_tokens * h * act.size()) as u64 + LayerBuffers::bytes(&cfg.text, act, new_tokens.min(PREFILL_CHUNK), self.cache.capacity)
+        let bytes = (new_tokens * h * act.size()) as u64 + LayerBuffers::bytes(&cfg.text, act, new_tokens.min(self.model.prefill_chunk), self.cache.capacity)
             + if need_image { (cfg.vision_activation_elements(image.as_ref().map_or(0, |i| i.2.tiles())) * act.size()) as u64 } else { 0 };
         let what = format!("this request ({new_tokens} new prompt tokens{})", if need_image { ", the image" } else { "" });
         let Session { model, tok, generation, cache, ws, held, .. } = &mut *self;

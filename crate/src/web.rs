@@ -311,6 +311,7 @@ pub async fn bench_model(options_json: String, manifest_json: Vec<u8>, tokenizer
         act,
         decode_only: o.decode_only,
         decode_shapes: o.decode_shapes,
+        prefill_chunk: None,
     };
     let report = run_model(&ctx, &opts, text).await.map_err(js_err)?;
     serde_json::to_string(&report).map_err(|e| misuse(&e.to_string()))

@@ -264,6 +264,7 @@ async fn the_model_benchmark_runs_in_the_browser() {
         act: None,
         decode_only: true,
         decode_shapes: None,
+        prefill_chunk: None,
     };
     let report = run_model(&c, &o, Text::from_bytes(MANIFEST, TOKENIZER).unwrap()).await.unwrap();
     web_sys_log(&report.markdown);

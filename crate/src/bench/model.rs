@@ -138,6 +138,8 @@ pub struct ModelBenchOptions {
     pub decode_only: bool,
     /// Replaces some of the fused kernel's decode shapes the model picks (`DecodeShapes::with`'s spec).
     pub decode_shapes: Option<String>,
+    /// Tokens a prefill chunk takes (None: the model's default).
+    pub prefill_chunk: Option<usize>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -334,13 +336,19 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
     if let Some(spec) = &o.decode_shapes {
         s.model.llm.decode_shapes = s.model.llm.decode_shapes.with(spec, true)?;
     }
+    if let Some(n) = o.prefill_chunk {
+        if n == 0 {
+            return Err(Error::request("--prefill-chunk must be at least 1"));
+        }
+        s.model.prefill_chunk = n;
+    }
     let _ = writeln!(r, "# varco bench model --shape {}\n", o.shape);
     let _ = writeln!(
         r,
         "adapter: {}; kernels: {act:?} activations, {}{}{}; plan {:?}; median of {runs} runs",
         ctx.describe(),
         if ctx.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions (no subgroups)" },
-        if ctx.runtime_checks { "" } else { ", no runtime checks" },
+        if ctx.runtime_checks { ", naga's runtime checks" } else { ", no runtime checks" },
         if crate::kernels::linear::matmul_coop(ctx, act) {
             format!(", cooperative-matrix matmul (KT {}, {} tiles a subgroup{}){}", ctx.coop_shape.kt, ctx.coop_shape.ri * 4, if ctx.coop_shape.bufs == 2 { ", double-buffered" } else { "" }, if ctx.coop_attention { " and attention" } else { "" })
         } else if crate::kernels::linear::matmul_packed(ctx, act) {
@@ -351,6 +359,7 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
         o.plan
     );
     let _ = writeln!(r, "decode shapes (WG:ROWS:BLOCKS of the fused kernel): {}", s.model.llm.decode_shapes);
+    let _ = writeln!(r, "prefill chunks: up to {} tokens", s.model.prefill_chunk);
     let _ = writeln!(
         r,
         "weights: {:.2} GB on the GPU (LLM {:.2} GB), built in {built:.1} s; session: {context} tokens of context\n",
@@ -459,7 +468,7 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
     profile_table(&mut r, &format!("the follow-up question's prefill (20 tokens after {at})"), prefill, &[], bw);
     // the long prompt's last 1,024 positions as one chunk (where its attention is longest: the real prompt's
     // chunks are 1,024 tokens and the rest), for where a prefill's time goes
-    let chunk: Vec<u32> = prompt_ids(crate::model::PREFILL_CHUNK.min(o.prompt.max(1)), vocab, None, 78).iter().map(|&i| i as u32).collect();
+    let chunk: Vec<u32> = prompt_ids(s.model.prefill_chunk.min(o.prompt.max(1)), vocab, None, 78).iter().map(|&i| i as u32).collect();
     let at = o.prompt.saturating_sub(chunk.len()).min(s.context().saturating_sub(chunk.len() + 1));
     let last = s.profile_prefill(ctx, &chunk, at).await?;
     profile_table(&mut r, &format!("one prefill chunk ({} tokens after {at})", chunk.len()), last, &[], bw);

@@ -169,10 +169,13 @@ enum BenchCmd {
         /// subgroups does).
         #[arg(long)]
         no_subgroups: bool,
-        /// Build the shaders without wgpu's runtime checks (index clamping, loop bounding), to measure what
-        /// they cost.
-        #[arg(long)]
+        /// Build the shaders without naga's runtime checks (index clamping, loop bounding) on any backend
+        /// (the default leaves them out on Vulkan only).
+        #[arg(long, conflicts_with = "runtime_checks")]
         no_runtime_checks: bool,
+        /// Build the shaders with naga's runtime checks on any backend, to measure what they cost on Vulkan.
+        #[arg(long)]
+        runtime_checks: bool,
         /// The prefill and vision matmuls in packed f16 (f16 activations: tiles and their products in f16,
         /// summed in f32 across groups of 32), the portable-f16 tier of issue 14.
         #[arg(long)]
@@ -196,6 +199,10 @@ enum BenchCmd {
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
+        /// Tokens a prefill chunk takes (default: the most, up to 4,096, whose buffers fit the device's
+        /// binding limit).
+        #[arg(long)]
+        prefill_chunk: Option<usize>,
         /// Replace some of the decode step's fused-kernel shapes the model picks, as
         /// ROLE=WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads],... (roles qkv, o, gate_up, down, lm_head; :loads
         /// times the step with the loads of a matrix but not its products: a bound, its tokens meaningless).
@@ -286,19 +293,19 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, packed_f16, no_coop, no_coop_attention, no_int_dot, coop_shape, decode_only, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, runtime_checks, packed_f16, no_coop, no_coop_attention, no_int_dot, coop_shape, decode_only, prefill_chunk, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
             let coop_shape = coop_shape.as_deref().map(varco_web::kernels::linear::CoopShape::parse).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks || packed_f16 || no_coop || no_coop_attention || no_int_dot || coop_shape.is_some() {
+            let ctx = if no_subgroups || no_runtime_checks || runtime_checks || packed_f16 || no_coop || no_coop_attention || no_int_dot || coop_shape.is_some() {
                 drop(ctx);
                 let defaults = ContextOptions::default();
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: !no_runtime_checks, packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), ..defaults };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: (no_runtime_checks || runtime_checks).then_some(runtime_checks), packed_f16_matmul: packed_f16, coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), ..defaults };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx
             };
-            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT, runs, act, decode_only, decode_shapes };
+            let o = ModelBenchOptions { shape, contexts, steps, prompt, tiles, plan: varco_web::loader::plan::QuantPlan::DEFAULT, runs, act, decode_only, decode_shapes, prefill_chunk };
             let report = pollster::block_on(run_model(&ctx, &o, Text::from_dir(&like)?))?;
             println!("{}", report.markdown);
             if let Some(path) = out {

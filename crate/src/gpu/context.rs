@@ -66,11 +66,12 @@ pub struct ContextOptions {
     pub allow_subgroups: bool,
     /// Cap on the storage binding size, to test buffer splitting on adapters with large limits.
     pub max_binding_override: Option<u64>,
-    /// wgpu's runtime checks in our shaders (every storage index clamped, every loop bounded). Off only to
-    /// measure what they cost (`varco bench model --no-runtime-checks`): the kernels are tested to stay in
-    /// bounds, but a shader without checks that strays reads or writes memory it does not own. A browser
-    /// keeps its own checks whatever this says.
-    pub runtime_checks: bool,
+    /// naga's runtime checks in our shaders (every storage and workgroup index clamped, every loop bounded).
+    /// None (the default): off on the Vulkan backend, on elsewhere ([`Context::runtime_checks`] says why).
+    /// Measured on the H200 (BENCHMARKS.md, eleventh session): without them decode at 1k context runs at
+    /// 203.5 against 192.3 tokens/s and a photo's first token comes 0.1 s sooner. A browser keeps its own
+    /// checks whatever this says.
+    pub runtime_checks: Option<bool>,
     /// The prefill/vision matmul's packed-f16 tier (f16 activations only): tiles staged and multiplied in
     /// f16, summed in f32 across groups of 32 (shaders/matmul.wgsl, PACKED). Off by default until the H200
     /// shows what it gains (issue 14); `varco bench model --packed-f16` turns it on.
@@ -132,7 +133,7 @@ impl CoopShape {
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: true, packed_f16_matmul: false, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT }
     }
 }
 
@@ -150,7 +151,14 @@ pub struct Context {
     layouts: Mutex<HashMap<usize, wgpu::BindGroupLayout>>,
     pub(crate) params_pool: Mutex<Vec<GpuBuffer>>,
     pub stats: Stats,
-    /// [`ContextOptions::runtime_checks`].
+    /// Whether our shaders are built with naga's runtime checks ([`ContextOptions::runtime_checks`]). Off by
+    /// default on Vulkan because there the driver bounds every buffer access already: wgpu enables
+    /// `robustBufferAccess` wherever the device has it, a feature every Vulkan 1.0 implementation must
+    /// support, so an index past a binding reads zero or a value inside that binding and never writes outside
+    /// it. What naga's checks add beyond that — clamped workgroup-memory indices and bounded loops — guards
+    /// against kernel bugs the kernels are tested not to have: every kernel's writes against guard regions,
+    /// its results against the f64 reference, in CI on lavapipe (Vulkan, so without these checks). Metal, DX12
+    /// and GL promise no such bound, and keep them.
     pub runtime_checks: bool,
     /// [`ContextOptions::packed_f16_matmul`], where the device has shader-f16.
     pub packed_f16_matmul: bool,
@@ -421,6 +429,7 @@ impl Context {
         } else {
             "the browser's WGSL lacks packed_4x8_integer_dot_product".into()
         };
+        let runtime_checks = opts.runtime_checks.unwrap_or(info.backend != wgpu::Backend::Vulkan);
         Ok(Context {
             device,
             queue,
@@ -431,7 +440,7 @@ impl Context {
             layouts: Mutex::new(HashMap::new()),
             params_pool: Mutex::new(Vec::new()),
             stats: Stats::default(),
-            runtime_checks: opts.runtime_checks,
+            runtime_checks,
             packed_f16_matmul,
             coop_matmul,
             coop_attention: coop_matmul && opts.coop_attention,
@@ -478,10 +487,10 @@ impl Context {
         let module = if self.runtime_checks {
             self.device.create_shader_module(desc)
         } else {
-            // SAFETY: only at the caller's request (ContextOptions::runtime_checks), to measure what the
-            // checks cost. Every kernel's writes are tested against guard regions (with checks on), and the
-            // decode step's fused kernel also without checks (tests/tests/kernels.rs); out-of-bounds reads
-            // are not detected by those tests.
+            // SAFETY: on Vulkan (whose robustBufferAccess keeps every buffer access inside its binding) or at
+            // the caller's request; see `Context::runtime_checks`. Every kernel's writes are tested against
+            // guard regions, and its results against the reference, without these checks on lavapipe;
+            // out-of-bounds reads that do not change a result are not detected by those tests.
             unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
         };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

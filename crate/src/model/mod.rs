@@ -18,8 +18,26 @@ use llm::{KvCache, LayerBuffers, Llm};
 pub use tensors::{Loaded, Tensors};
 use vision::{Projector, VisionTower};
 
-/// Tokens per prefill chunk: bounds the activations of a 9k-token prompt.
+/// Tokens per prefill chunk at the least: bounds the activations of a 9k-token prompt. The manifest's limits
+/// check (`Manifest::check_limits`) refuses a model whose chunk of this many rows does not fit a binding.
 pub const PREFILL_CHUNK: usize = 1024;
+
+/// Tokens per prefill chunk at the most. Larger chunks keep the tensor-core matmul's last wave of 128 × 128
+/// tiles fuller: on the H200 a photo's 4,725-token prompt prefilled in 1.46 s in chunks of 1,024, 1.35 s in
+/// chunks of 2,048, 1.33 s of 4,096 and 1.29 s in one (BENCHMARKS.md, eleventh session). Not more: a chunk's
+/// buffers cost ≈ 140 KB a row for the 14B (570 MB at 4,096 rows, allocated only for prompts that long).
+pub const PREFILL_CHUNK_MAX: usize = 4096;
+
+/// Tokens per prefill chunk for a model of `text` with `act` activations on a device whose buffers bind at
+/// most `max_binding` bytes: the most, from [`PREFILL_CHUNK_MAX`] down by halves to [`PREFILL_CHUNK`], whose
+/// largest buffer (the gate and up projections, `rows × 2·intermediate`) fits one binding.
+pub fn prefill_chunk(max_binding: u64, text: &config::TextConfig, act: DType) -> usize {
+    let mut rows = PREFILL_CHUNK_MAX;
+    while rows > PREFILL_CHUNK && (rows * 2 * text.intermediate * act.size()) as u64 > max_binding {
+        rows /= 2;
+    }
+    rows
+}
 
 /// The activation type on this device: `want`, or where none is asked for, f16 where the device has
 /// shader-f16 and f32 elsewhere. The one place the choice is made.
@@ -75,6 +93,10 @@ pub struct Model {
     pub vision: VisionTower,
     pub projector: Projector,
     pub llm: Llm,
+    /// Tokens a prefill chunk takes ([`prefill_chunk`] for the device, unless a caller sets another: `varco
+    /// bench model --prefill-chunk`). A chunk's buffers are allocated per prompt, so a change applies from the
+    /// next one.
+    pub prefill_chunk: usize,
 }
 
 impl Model {
@@ -86,6 +108,7 @@ impl Model {
             vision: VisionTower::new(t, &cfg.vision)?,
             projector: Projector::new(t, cfg.vision.hidden, cfg.text.hidden)?,
             llm: Llm::new(ctx, t, &cfg.text, act)?,
+            prefill_chunk: prefill_chunk(ctx.caps.max_binding, &cfg.text, act),
         })
     }
 
@@ -147,7 +170,7 @@ impl Model {
             at += input.len();
         }
         rec.submit()?;
-        let rows = PREFILL_CHUNK.min(len);
+        let rows = self.prefill_chunk.min(len);
         Ok(Prefill { x_all, x: Tensor::empty(ctx, &[rows, h], act)?, bufs: LayerBuffers::new(ctx, &self.cfg.text, act, rows, cache.capacity)?, len, done: 0 })
     }
 
@@ -155,7 +178,7 @@ impl Model {
     /// token are in `ws` and this returns true.
     pub fn prefill_chunk(&self, ctx: &Context, p: &mut Prefill, cache: &mut KvCache, ws: &Workspace) -> Result<bool> {
         let row = (self.cfg.text.hidden * self.llm.act.size()) as u64;
-        let t = PREFILL_CHUNK.min(p.len - p.done);
+        let t = self.prefill_chunk.min(p.len - p.done);
         let x = p.x.rows(t);
         let mut rec = Recorder::new(ctx);
         rec.copy(&p.x_all.buffer, p.done as u64 * row, &x.buffer, 0, t as u64 * row);
