@@ -131,6 +131,18 @@ fn every_case_matches_transformers_on_the_f16_path() {
     assert!(greedy > 50, "greedy tokens were compared on only {greedy} steps");
 }
 
+/// A prompt prefilled in several chunks, each against the cache the earlier ones filled, gives transformers'
+/// logits. The device's own chunk (up to 8,192 tokens, `model::prefill_chunk`) takes every fixture prompt
+/// whole, so the cases above no longer cross a chunk's edge.
+#[test]
+fn a_prompt_in_chunks_matches_transformers() {
+    let mut m = model(Precision::F32);
+    assert!(m.prefill_chunk >= 1283, "the other cases take rgba_300x200's 1,283 tokens in one chunk ({})", m.prefill_chunk);
+    m.prefill_chunk = 500;
+    let r = run_case(&m, "rgba_300x200", 1e-3, true);
+    assert!(r.greedy_checked > 0, "no greedy token was compared");
+}
+
 /// 4-bit weights (quantized at load): a report of top-1 agreement and logit error against the reference,
 /// with bounds that only a broken 4-bit path misses (random tiny weights quantize badly by nature).
 #[test]

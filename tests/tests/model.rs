@@ -118,6 +118,23 @@ fn llava_next_layout_gives_identical_results() {
     assert_eq!(logits(&w1, &cfg1), logits(&w2, &cfg2), "identical logits");
 }
 
+/// A prefill chunk is as long as the device binds its largest buffer, the gate and up projections' output
+/// (rows × 2 × intermediate): for the 14B, 2 × 13,824 values a token, 55,296 bytes in f16. Halves from 8,192
+/// down to 1,024, never below (the manifest's limits check refuses a model whose 1,024 rows do not bind).
+#[test]
+fn prefill_chunks_follow_the_binding_limit() {
+    use varco_web::model::prefill_chunk;
+    let t = varco_web::bench::model::config("14b").unwrap().text;
+    let row = 2 * 13_824 * 2u64;
+    assert_eq!(prefill_chunk(2047 << 20, &t, DType::F16), 8192);
+    assert_eq!(prefill_chunk(8192 * row, &t, DType::F16), 8192);
+    assert_eq!(prefill_chunk(8192 * row - 1, &t, DType::F16), 4096);
+    // WebGPU's default limit, 128 MiB: 2,427 rows in f16, 1,213 in f32
+    assert_eq!(prefill_chunk(128 << 20, &t, DType::F16), 2048);
+    assert_eq!(prefill_chunk(128 << 20, &t, DType::F32), 1024);
+    assert_eq!(prefill_chunk(1 << 20, &t, DType::F32), 1024);
+}
+
 /// What a request asks beyond the model or the context is a request error (the npm package's EngineError),
 /// told in the user's terms, and the session answers the next request as if nothing happened.
 #[test]

@@ -136,7 +136,7 @@ fn coop_shapes_fit_and_parse() {
         }
         assert_eq!(CoopShape::parse(&shape.label()).unwrap(), shape);
     }
-    assert_eq!(CoopShape::parse("64:2").unwrap(), CoopShape::DEFAULT);
+    assert_eq!(CoopShape::parse("32:4").unwrap(), CoopShape::DEFAULT);
     assert_eq!(CoopShape::parse("32:2:2").unwrap(), CoopShape { kt: 32, ri: 2, bufs: 2 });
     for bad in ["64:2:2", "64", "32:2:3", "a:b", "32:2:2:2", ""] {
         let e = CoopShape::parse(bad).unwrap_err().to_string();

@@ -192,14 +192,14 @@ enum BenchCmd {
         #[arg(long)]
         no_int_dot: bool,
         /// The cooperative-matrix matmul's shape, KT:RI or KT:RI:BUFS (K values a stage : 16-row tiles a
-        /// subgroup : staged copies), one of the built ones (64:2, the default; 32:2, 32:4, 64:4, and the
+        /// subgroup : staged copies), one of the built ones (32:4, the default; 64:2, 32:2, 64:4, and the
         /// double-buffered 32:2:2, 32:4:2).
         #[arg(long)]
         coop_shape: Option<String>,
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
-        /// Tokens a prefill chunk takes (default: the most, up to 4,096, whose buffers fit the device's
+        /// Tokens a prefill chunk takes (default: the most, up to 8,192, whose buffers fit the device's
         /// binding limit).
         #[arg(long)]
         prefill_chunk: Option<usize>,

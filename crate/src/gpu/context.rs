@@ -112,7 +112,7 @@ pub struct CoopShape {
 
 impl CoopShape {
     /// The model's shape unless a caller asks for another (`kernels::linear::COOP_SHAPES` starts with it).
-    pub const DEFAULT: CoopShape = CoopShape { kt: 64, ri: 2, bufs: 1 };
+    pub const DEFAULT: CoopShape = CoopShape { kt: 32, ri: 4, bufs: 1 };
 
     /// Invocations a workgroup (a 128 × 128 block of Y either way).
     pub fn invocations(self) -> u32 {

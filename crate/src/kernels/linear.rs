@@ -175,18 +175,18 @@ pub fn matmul_coop(ctx: &crate::gpu::Context, act: crate::gpu::DType) -> bool {
 
 pub use crate::gpu::CoopShape;
 
-/// The shapes the kernel is built in; the first is the model's default (`Context::coop_shape`). On the H100 (BENCHMARKS.md), timed alone, 4
-/// subgroups of 4 × 4 tiles with one q4 group a stage ran the 14B's prefill matmuls at 107–113 TFLOP/s, 8
-/// subgroups of 2 × 4 with two groups a stage at 100–103 (one group: 49–58; 4 × 4 with two groups, more
-/// registers a stage: 80–82); but in the model the first kept the prefill at 1.69 s against 1.73 and the
-/// vision tower's 7 tiles at 0.095 s against 0.107 (its f16 weights), so it stays the model's.
-/// The double-buffered shapes (`bufs` 2, KT 32 only: two copies of KT 64's tiles and the scratch need 80 KB of
-/// the 48 KB NVIDIA's Vulkan driver allows a workgroup) are written but not yet measured (tenth session: no
-/// device time was left); they are checked on a GPU by `kernels -- --ignored coop` like the others.
+/// The shapes the kernel is built in; the first is the model's default (`Context::coop_shape`). Timed alone on
+/// the 14B's prefill matmuls at 4,096 rows (H100, BENCHMARKS.md, eleventh session): 4 subgroups of 4 × 4 tiles
+/// with one q4 group a stage (32:4) 133–139 TFLOP/s, 8 subgroups of 2 × 4 with two groups (64:2) 121–125,
+/// one group (32:2) 53–65, 4 × 4 with two groups (64:4, more registers a stage) 43–82; the double-buffered
+/// shapes (`bufs` 2, KT 32 only: two copies of KT 64's tiles and the scratch would need 80 KB of the 48 KB
+/// NVIDIA's Vulkan driver allows a workgroup) 53–78, slower than their single-buffered twins. In the model
+/// 32:4 took a photo's prefill from 1.20 to 1.12 s once chunks were 4,096 rows (with 1,024-row chunks it had
+/// lost to 64:2, 1.47 against 1.42 s). Every shape is checked on a GPU by `kernels -- --ignored coop`.
 pub const COOP_SHAPES: [CoopShape; 6] = [
     CoopShape::DEFAULT,
+    CoopShape { kt: 64, ri: 2, bufs: 1 },
     CoopShape { kt: 32, ri: 2, bufs: 1 },
-    CoopShape { kt: 32, ri: 4, bufs: 1 },
     CoopShape { kt: 64, ri: 4, bufs: 1 },
     CoopShape { kt: 32, ri: 2, bufs: 2 },
     CoopShape { kt: 32, ri: 4, bufs: 2 },

@@ -22,11 +22,12 @@ use vision::{Projector, VisionTower};
 /// check (`Manifest::check_limits`) refuses a model whose chunk of this many rows does not fit a binding.
 pub const PREFILL_CHUNK: usize = 1024;
 
-/// Tokens per prefill chunk at the most. Larger chunks keep the tensor-core matmul's last wave of 128 × 128
-/// tiles fuller: on the H200 a photo's 4,725-token prompt prefilled in 1.46 s in chunks of 1,024, 1.35 s in
-/// chunks of 2,048, 1.33 s of 4,096 and 1.29 s in one (BENCHMARKS.md, eleventh session). Not more: a chunk's
-/// buffers cost ≈ 140 KB a row for the 14B (570 MB at 4,096 rows, allocated only for prompts that long).
-pub const PREFILL_CHUNK_MAX: usize = 4096;
+/// Tokens per prefill chunk at the most: a photo's whole prompt (4,759 tokens at 1024×768; at most ≈ 7,400
+/// for the largest anyres grid). Larger chunks keep the tensor-core matmul's last wave of 128 × 128 tiles
+/// fuller: on the H200 a 4,725-token prompt prefilled in 1.46 s in chunks of 1,024, 1.35 s of 2,048, 1.33 s
+/// of 4,096 and 1.29 s in one (BENCHMARKS.md, eleventh session). A chunk's buffers cost ≈ 140 KB a row for
+/// the 14B, allocated per prompt for `min(len, chunk)` rows: 660 MB for that photo, 1.1 GB at most.
+pub const PREFILL_CHUNK_MAX: usize = 8192;
 
 /// Tokens per prefill chunk for a model of `text` with `act` activations on a device whose buffers bind at
 /// most `max_binding` bytes: the most, from [`PREFILL_CHUNK_MAX`] down by halves to [`PREFILL_CHUNK`], whose
