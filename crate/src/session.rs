@@ -113,6 +113,9 @@ pub struct Session {
     ws: Workspace,
     /// What each filled position of the cache holds (`held.len() == cache.len` between requests).
     held: Vec<Held>,
+    /// The last prefill chunk timed (tokens, seconds from submit to results): the next request's first chunk
+    /// is sized from it ([`crate::model::paced_chunk`]), its first one is [`crate::model::PREFILL_CHUNK`].
+    pace: Option<(usize, f64)>,
 }
 
 /// An image's identity for reuse: its size and decoded pixels.
@@ -237,7 +240,7 @@ impl Session {
                 Ok((model.llm.new_cache(ctx, context)?, Workspace::new(ctx, &model, context)?))
             })
             .await?;
-        Ok(Session { model, tok, template, generation, cache, ws, held: Vec::new() })
+        Ok(Session { model, tok, template, generation, cache, ws, held: Vec::new(), pace: None })
     }
 
     /// Bytes a session holds besides the weights at `context` tokens: the KV cache and the decode buffers.
@@ -395,7 +398,7 @@ impl Session {
         let bytes = (new_tokens * h * act.size()) as u64 + LayerBuffers::bytes(&cfg.text, act, new_tokens.min(self.model.prefill_chunk), self.cache.capacity)
             + if need_image { (cfg.vision_activation_elements(image.as_ref().map_or(0, |i| i.2.tiles())) * act.size()) as u64 } else { 0 };
         let what = format!("this request ({new_tokens} new prompt tokens{})", if need_image { ", the image" } else { "" });
-        let Session { model, tok, generation, cache, ws, held, .. } = &mut *self;
+        let Session { model, tok, generation, cache, ws, held, pace, .. } = &mut *self;
         let (image_s, prefill_s, interrupted_early) = ctx
             .out_of_memory_scope(&what, bytes, async {
                 let feats = match (&image, need_image) {
@@ -436,10 +439,19 @@ impl Session {
                     })
                     .collect();
                 let mut p = model.start_prefill(ctx, &inputs, cache)?;
+                if let Some((rows, seconds)) = *pace {
+                    p.pace(rows, seconds, model.prefill_chunk);
+                }
                 let mut stopped = false;
+                let mut chunk = (p.next_rows(), Instant::now());
                 while !model.prefill_chunk(ctx, &mut p, cache, ws)? {
-                    // a long prompt runs in chunks; between them the caller may interrupt
+                    // a long prompt runs in chunks sized by the device's pace; between them the caller may
+                    // interrupt
                     ctx.sync().await?;
+                    let timed = (chunk.0, chunk.1.elapsed().as_secs_f64());
+                    p.pace(timed.0, timed.1, model.prefill_chunk);
+                    *pace = Some(timed);
+                    chunk = (p.next_rows(), Instant::now());
                     held.extend_from_slice(&want[held.len()..cache.len]);
                     if interrupted() {
                         stopped = true;

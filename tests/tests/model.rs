@@ -135,6 +135,21 @@ fn prefill_chunks_follow_the_binding_limit() {
     assert_eq!(prefill_chunk(1 << 20, &t, DType::F32), 1024);
 }
 
+/// A session's chunks after the first follow the device's pace: about a second's worth of tokens, never fewer
+/// than 1,024 nor more than the model's chunk.
+#[test]
+fn prefill_chunks_follow_the_pace() {
+    use varco_web::model::paced_chunk;
+    assert_eq!(paced_chunk(1024, 0.25, 8192), 4096);
+    assert_eq!(paced_chunk(1024, 0.125, 8192), 8192);
+    assert_eq!(paced_chunk(1024, 0.01, 8192), 8192);
+    assert_eq!(paced_chunk(1024, 0.0, 8192), 8192);
+    assert_eq!(paced_chunk(1024, 2.0, 8192), 1024, "a slow device keeps the shortest chunks");
+    assert_eq!(paced_chunk(2000, 1.0, 8192), 2000);
+    assert_eq!(paced_chunk(500, 10.0, 500), 500, "a model chunk under 1,024 is kept");
+    assert_eq!(paced_chunk(500, 0.1, 500), 500);
+}
+
 /// What a request asks beyond the model or the context is a request error (the npm package's EngineError),
 /// told in the user's terms, and the session answers the next request as if nothing happened.
 #[test]

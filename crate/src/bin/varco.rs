@@ -199,8 +199,8 @@ enum BenchCmd {
         /// Only the decode figures and the decode step's profile.
         #[arg(long)]
         decode_only: bool,
-        /// Tokens a prefill chunk takes (default: the most, up to 8,192, whose buffers fit the device's
-        /// binding limit).
+        /// Tokens a prefill chunk takes at most (default: the most, up to 8,192, whose buffers fit the
+        /// device's binding limit; a session paces its chunks below that, `model::paced_chunk`).
         #[arg(long)]
         prefill_chunk: Option<usize>,
         /// Replace some of the decode step's fused-kernel shapes the model picks, as

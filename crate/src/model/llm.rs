@@ -70,7 +70,7 @@ pub struct KvCache {
 /// rows, q/k/v, the attention output, gate/up and SiLU·up; for a decode step or a short prompt
 /// ([`SHORT_ROWS`] tokens at most) also the split attention's partials, sized for the whole cache.
 pub struct LayerBuffers {
-    rows: usize,
+    pub(crate) rows: usize,
     y: Tensor,
     qkv: Tensor,
     att: Tensor,

@@ -26,8 +26,22 @@ pub const PREFILL_CHUNK: usize = 1024;
 /// for the largest anyres grid). Larger chunks keep the tensor-core matmul's last wave of 128 × 128 tiles
 /// fuller: on the H200 a 4,725-token prompt prefilled in 1.46 s in chunks of 1,024, 1.35 s of 2,048, 1.33 s
 /// of 4,096 and 1.29 s in one (BENCHMARKS.md, eleventh session). A chunk's buffers cost ≈ 140 KB a row for
-/// the 14B, allocated per prompt for `min(len, chunk)` rows: 660 MB for that photo, 1.1 GB at most.
+/// the 14B, allocated per prompt for the longest chunk it runs: 660 MB for that photo in one, 1.1 GB at most.
 pub const PREFILL_CHUNK_MAX: usize = 8192;
+
+/// Seconds a prefill chunk should take: a session starts its first prompt with a chunk of [`PREFILL_CHUNK`]
+/// tokens and sizes every later chunk from the pace of the last one timed ([`Prefill::pace`]), so that a large
+/// GPU takes a photo's prompt in one or two chunks (the 14B's first 1,024 tokens take ≈ 0.25 s on an H100)
+/// while a slow one keeps short chunks, between which it reports progress and can be interrupted.
+pub const PREFILL_CHUNK_SECONDS: f64 = 1.0;
+
+/// Tokens the next prefill chunk takes after `rows` tokens took `seconds` from their submit to their results:
+/// as many as take about [`PREFILL_CHUNK_SECONDS`] at that pace, between [`PREFILL_CHUNK`] and `max` (the
+/// model's `prefill_chunk`, which may be smaller than `PREFILL_CHUNK`).
+pub fn paced_chunk(rows: usize, seconds: f64, max: usize) -> usize {
+    let fit = rows as f64 / seconds.max(1e-6) * PREFILL_CHUNK_SECONDS;
+    (fit.min(max as f64) as usize).clamp(PREFILL_CHUNK.min(max), max)
+}
 
 /// Tokens per prefill chunk for a model of `text` with `act` activations on a device whose buffers bind at
 /// most `max_binding` bytes: the most, from [`PREFILL_CHUNK_MAX`] down by halves to [`PREFILL_CHUNK`], whose
@@ -79,12 +93,24 @@ pub struct Prefill {
     pub(crate) bufs: LayerBuffers,
     pub(crate) len: usize,
     pub(crate) done: usize,
+    /// Tokens the next chunk takes (fewer where fewer are left).
+    pub(crate) rows: usize,
 }
 
 impl Prefill {
     /// Tokens of the prompt run so far, and in all.
     pub fn progress(&self) -> (usize, usize) {
         (self.done, self.len)
+    }
+
+    /// Tokens the next chunk runs.
+    pub fn next_rows(&self) -> usize {
+        self.rows.min(self.len - self.done)
+    }
+
+    /// Sizes the next chunks from the last one ([`paced_chunk`]).
+    pub fn pace(&mut self, rows: usize, seconds: f64, max: usize) {
+        self.rows = paced_chunk(rows, seconds, max);
     }
 }
 
@@ -171,15 +197,27 @@ impl Model {
             at += input.len();
         }
         rec.submit()?;
-        let rows = self.prefill_chunk.min(len);
-        Ok(Prefill { x_all, x: Tensor::empty(ctx, &[rows, h], act)?, bufs: LayerBuffers::new(ctx, &self.cfg.text, act, rows, cache.capacity)?, len, done: 0 })
+        // the first chunk short (Prefill::pace sizes the next ones), and its buffers for it alone
+        let first = PREFILL_CHUNK.min(self.prefill_chunk);
+        let rows = first.min(len);
+        Ok(Prefill { x_all, x: Tensor::empty(ctx, &[rows, h], act)?, bufs: LayerBuffers::new(ctx, &self.cfg.text, act, rows, cache.capacity)?, len, done: 0, rows: first })
+    }
+
+    /// Makes `p`'s chunk buffers hold `rows` tokens, where they hold fewer (a chunk longer than the first).
+    pub(crate) fn chunk_buffers(&self, ctx: &Context, p: &mut Prefill, rows: usize, cache: &KvCache) -> Result<()> {
+        if p.bufs.rows < rows {
+            p.x = Tensor::empty(ctx, &[rows, self.cfg.text.hidden], self.llm.act)?;
+            p.bufs = LayerBuffers::new(ctx, &self.cfg.text, self.llm.act, rows, cache.capacity)?;
+        }
+        Ok(())
     }
 
     /// Runs the next chunk of `p`, appending to `cache`; after the last one, the logits of the prompt's last
     /// token are in `ws` and this returns true.
     pub fn prefill_chunk(&self, ctx: &Context, p: &mut Prefill, cache: &mut KvCache, ws: &Workspace) -> Result<bool> {
         let row = (self.cfg.text.hidden * self.llm.act.size()) as u64;
-        let t = self.prefill_chunk.min(p.len - p.done);
+        let t = p.next_rows();
+        self.chunk_buffers(ctx, p, t, cache)?;
         let x = p.x.rows(t);
         let mut rec = Recorder::new(ctx);
         rec.copy(&p.x_all.buffer, p.done as u64 * row, &x.buffer, 0, t as u64 * row);
@@ -194,10 +232,12 @@ impl Model {
         Ok(last)
     }
 
-    /// A whole prompt at once ([`Model::start_prefill`], then every chunk); the logits after its last token
-    /// are in `ws`.
+    /// A whole prompt at once ([`Model::start_prefill`], then every chunk, each as long as `prefill_chunk`
+    /// allows: nothing here reports progress or stops between them); the logits after its last token are in
+    /// `ws`.
     pub fn prefill(&self, ctx: &Context, inputs: &[Input], cache: &mut KvCache, ws: &Workspace) -> Result<()> {
         let mut p = self.start_prefill(ctx, inputs, cache)?;
+        p.rows = self.prefill_chunk;
         while !self.prefill_chunk(ctx, &mut p, cache, ws)? {}
         Ok(())
     }
