@@ -113,8 +113,9 @@ pub struct Session {
     ws: Workspace,
     /// What each filled position of the cache holds (`held.len() == cache.len` between requests).
     held: Vec<Held>,
-    /// The last prefill chunk timed (tokens, seconds from submit to results): the next request's first chunk
-    /// is sized from it ([`crate::model::paced_chunk`]), its first one is [`crate::model::PREFILL_CHUNK`].
+    /// The last prefill chunk timed (tokens, seconds from submit to results): a later request's first chunk is
+    /// sized from it ([`crate::model::paced_chunk`]); before any, a prompt starts with
+    /// [`crate::model::PREFILL_CHUNK`] tokens.
     pace: Option<(usize, f64)>,
 }
 

@@ -69,8 +69,8 @@ pub struct ContextOptions {
     /// naga's runtime checks in our shaders (every storage and workgroup index clamped, every loop bounded).
     /// None (the default): off on the Vulkan backend, on elsewhere ([`Context::runtime_checks`] says why).
     /// Measured on the H200 (BENCHMARKS.md, eleventh session): without them decode at 1k context runs at
-    /// 203.5 against 192.3 tokens/s and a photo's first token comes 0.1 s sooner. A browser keeps its own
-    /// checks whatever this says.
+    /// 203.5 against 192.3 tokens/s, and a photo's first token came in 1.48 against 1.62 s. A browser keeps
+    /// its own checks whatever this says.
     pub runtime_checks: Option<bool>,
     /// The prefill/vision matmul's packed-f16 tier (f16 activations only): tiles staged and multiplied in
     /// f16, summed in f32 across groups of 32 (shaders/matmul.wgsl, PACKED). Off by default until the H200
@@ -153,9 +153,9 @@ pub struct Context {
     pub stats: Stats,
     /// Whether our shaders are built with naga's runtime checks ([`ContextOptions::runtime_checks`]). Off by
     /// default on Vulkan because there the driver bounds every buffer access already: wgpu enables
-    /// `robustBufferAccess` wherever the device has it, a feature every Vulkan 1.0 implementation must
-    /// support, so an index past a binding reads zero or a value inside that binding and never writes outside
-    /// it. What naga's checks add beyond that — clamped workgroup-memory indices and bounded loops — guards
+    /// `robustBufferAccess` wherever the device has it, and every Vulkan implementation must (the Vulkan
+    /// guide, "Robustness"), so an index past a binding reads zero or a value from that buffer and writes, if
+    /// at all, only inside that buffer. What naga's checks add beyond that — clamped workgroup-memory indices and bounded loops — guards
     /// against kernel bugs the kernels are tested not to have: every kernel's writes against guard regions,
     /// its results against the f64 reference, in CI on lavapipe (Vulkan, so without these checks). Metal, DX12
     /// and GL promise no such bound, and keep them.
@@ -487,7 +487,7 @@ impl Context {
         let module = if self.runtime_checks {
             self.device.create_shader_module(desc)
         } else {
-            // SAFETY: on Vulkan (whose robustBufferAccess keeps every buffer access inside its binding) or at
+            // SAFETY: on Vulkan (whose robustBufferAccess keeps every buffer access inside its buffer) or at
             // the caller's request; see `Context::runtime_checks`. Every kernel's writes are tested against
             // guard regions, and its results against the reference, without these checks on lavapipe;
             // out-of-bounds reads that do not change a result are not detected by those tests.

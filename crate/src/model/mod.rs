@@ -120,9 +120,8 @@ pub struct Model {
     pub vision: VisionTower,
     pub projector: Projector,
     pub llm: Llm,
-    /// Tokens a prefill chunk takes ([`prefill_chunk`] for the device, unless a caller sets another: `varco
-    /// bench model --prefill-chunk`). A chunk's buffers are allocated per prompt, so a change applies from the
-    /// next one.
+    /// Tokens a prefill chunk takes at most ([`prefill_chunk`] for the device, unless a caller sets another:
+    /// `varco bench model --prefill-chunk`); a session paces its chunks below it ([`paced_chunk`]).
     pub prefill_chunk: usize,
 }
 
