@@ -117,6 +117,8 @@ pub struct Session {
     /// sized from it ([`crate::model::paced_chunk`]); before any, a prompt starts with
     /// [`crate::model::PREFILL_CHUNK`] tokens.
     pace: Option<(usize, f64)>,
+    /// The chunks (tokens each) the last request's new prompt tokens ran in ([`Session::prefill_chunks`]).
+    chunks: Vec<usize>,
 }
 
 /// An image's identity for reuse: its size and decoded pixels.
@@ -241,7 +243,7 @@ impl Session {
                 Ok((model.llm.new_cache(ctx, context)?, Workspace::new(ctx, &model, context)?))
             })
             .await?;
-        Ok(Session { model, tok, template, generation, cache, ws, held: Vec::new(), pace: None })
+        Ok(Session { model, tok, template, generation, cache, ws, held: Vec::new(), pace: None, chunks: Vec::new() })
     }
 
     /// Bytes a session holds besides the weights at `context` tokens: the KV cache and the decode buffers.
@@ -292,6 +294,12 @@ impl Session {
         let out = self.model.profile_step(ctx, &self.ws, &mut self.cache).await;
         self.reset();
         out
+    }
+
+    /// The chunks (tokens each) the last request's new prompt tokens ran in: paced by the device after the
+    /// first (`model::paced_chunk`); for benchmarks and tests.
+    pub fn prefill_chunks(&self) -> &[usize] {
+        &self.chunks
     }
 
     /// For benchmarks: `ids` run as one prefill chunk after `context` positions, each dispatch timed, as
@@ -399,7 +407,7 @@ impl Session {
         let bytes = (new_tokens * h * act.size()) as u64 + LayerBuffers::bytes(&cfg.text, act, new_tokens.min(self.model.prefill_chunk), self.cache.capacity)
             + if need_image { (cfg.vision_activation_elements(image.as_ref().map_or(0, |i| i.2.tiles())) * act.size()) as u64 } else { 0 };
         let what = format!("this request ({new_tokens} new prompt tokens{})", if need_image { ", the image" } else { "" });
-        let Session { model, tok, generation, cache, ws, held, pace, .. } = &mut *self;
+        let Session { model, tok, generation, cache, ws, held, pace, chunks, .. } = &mut *self;
         let (image_s, prefill_s, interrupted_early) = ctx
             .out_of_memory_scope(&what, bytes, async {
                 let feats = match (&image, need_image) {
@@ -445,6 +453,8 @@ impl Session {
                 }
                 let mut stopped = false;
                 let mut chunk = (p.next_rows(), Instant::now());
+                chunks.clear();
+                chunks.push(chunk.0);
                 while !model.prefill_chunk(ctx, &mut p, cache, ws)? {
                     // a long prompt runs in chunks sized by the device's pace; between them the caller may
                     // interrupt
@@ -452,12 +462,13 @@ impl Session {
                     let timed = (chunk.0, chunk.1.elapsed().as_secs_f64());
                     p.pace(timed.0, timed.1, model.prefill_chunk);
                     *pace = Some(timed);
-                    chunk = (p.next_rows(), Instant::now());
                     held.extend_from_slice(&want[held.len()..cache.len]);
                     if interrupted() {
                         stopped = true;
                         break;
                     }
+                    chunk = (p.next_rows(), Instant::now());
+                    chunks.push(chunk.0);
                 }
                 Ok((image_s, t0.elapsed().as_secs_f64() - image_s, stopped))
             })

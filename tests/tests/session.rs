@@ -187,3 +187,32 @@ fn a_lost_device_is_told_as_such() {
     assert_eq!(e.class(), "GPUDeviceLostError");
     assert!(e.to_string().contains("the GPU device was lost: the device was destroyed"), "{e}");
 }
+
+/// A long prompt runs in chunks paced by the device: a session's first prompt starts with 1,024 tokens, every
+/// chunk but the last holds at least 1,024 and none more than the model's chunk, and they add up to the
+/// prompt's new tokens, on a later prompt too (which starts at the pace the session measured: on lavapipe
+/// that may be 1,024 again). That chunks give transformers' logits is generate.rs's test.
+#[test]
+fn long_prompts_run_in_paced_chunks() {
+    use varco_web::model::PREFILL_CHUNK;
+    let mut s = fixtures::session(ctx(), Precision::F32, 3000);
+    let max = s.model.prefill_chunk;
+    assert!(max >= 2 * PREFILL_CHUNK, "lavapipe binds {max}-token chunks");
+    let ask_ids = |s: &mut Session, n: usize, salt: i64| {
+        let ids: Vec<i64> = (0..n as i64).map(|i| 1000 + (i * 7 + salt) % 5000).collect();
+        let req = Request { prompt: Prompt::Ids(ids), image: None, settings: Settings { max_new_tokens: Some(4), ..Settings::default() }, reuse: false };
+        pollster::block_on(s.answer(ctx(), &req, &mut |_| {}, &|| false)).unwrap()
+    };
+    let check = |chunks: &[usize], n: usize| {
+        assert_eq!(chunks.iter().sum::<usize>(), n, "{chunks:?}");
+        assert!(chunks.iter().all(|&c| c <= max), "{chunks:?}");
+        assert!(chunks[..chunks.len() - 1].iter().all(|&c| c >= PREFILL_CHUNK), "{chunks:?}");
+    };
+    let first = ask_ids(&mut s, 2500, 1);
+    assert_eq!(first.usage.prompt_tokens, 2500);
+    assert_eq!(s.prefill_chunks()[0], PREFILL_CHUNK, "{:?}", s.prefill_chunks());
+    check(s.prefill_chunks(), 2500);
+    ask_ids(&mut s, 2500, 2);
+    assert!(s.prefill_chunks()[0] >= PREFILL_CHUNK, "{:?}", s.prefill_chunks());
+    check(s.prefill_chunks(), 2500);
+}

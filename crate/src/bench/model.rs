@@ -445,6 +445,7 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
         ttft - enc
     );
     figure(&mut f, "time to first token s, 1024×768 image".into(), ttft, false);
+    let _ = writeln!(r, "its prefill chunks (the last run; a session's first prompt starts with 1,024 tokens, later ones at its measured pace): {:?}", s.prefill_chunks());
     // a follow-up question about the same image after a first answer: only the question runs
     let mut follow = Vec::new();
     for i in 0..runs {
