@@ -25,7 +25,7 @@ use crate::gpu::Context;
 use crate::loader::manifest::Generation;
 use crate::model::decode::{SampleArgs, Workspace};
 use crate::model::llm::{KvCache, LayerBuffers};
-use crate::model::{Input, Model};
+use crate::model::{paced_chunk, Input, Model, PREFILL_CHUNK};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -447,10 +447,9 @@ impl Session {
                         None => Input::Embeddings(feats.as_ref().expect("the image was encoded")),
                     })
                     .collect();
-                let mut p = model.start_prefill(ctx, &inputs, cache)?;
-                if let Some((rows, seconds)) = *pace {
-                    p.pace(rows, seconds, model.prefill_chunk);
-                }
+                // the first chunk at the pace this session last measured, or short before it has one
+                let first = pace.map_or(PREFILL_CHUNK.min(model.prefill_chunk), |(rows, seconds)| paced_chunk(rows, seconds, model.prefill_chunk));
+                let mut p = model.start_prefill(ctx, &inputs, cache, first)?;
                 let mut stopped = false;
                 let mut chunk = (p.next_rows(), Instant::now());
                 chunks.clear();

@@ -155,10 +155,10 @@ pub struct Context {
     /// default on Vulkan because there the driver bounds every buffer access already: wgpu enables
     /// `robustBufferAccess` wherever the device has it, and every Vulkan implementation must (the Vulkan
     /// guide, "Robustness"), so an index past a binding reads zero or a value from that buffer and writes, if
-    /// at all, only inside that buffer. What naga's checks add beyond that — clamped workgroup-memory indices and bounded loops — guards
-    /// against kernel bugs the kernels are tested not to have: every kernel's writes against guard regions,
-    /// its results against the f64 reference, in CI on lavapipe (Vulkan, so without these checks). Metal, DX12
-    /// and GL promise no such bound, and keep them.
+    /// at all, only inside that buffer. What naga's checks add beyond that — clamped workgroup-memory indices
+    /// and bounded loops — guards against kernel bugs the kernels are tested not to have: every kernel's
+    /// writes against guard regions, its results against the f64 reference, in CI on lavapipe (Vulkan, so
+    /// without these checks). Metal, DX12 and GL promise no such bound, and keep them.
     pub runtime_checks: bool,
     /// [`ContextOptions::packed_f16_matmul`], where the device has shader-f16.
     pub packed_f16_matmul: bool,

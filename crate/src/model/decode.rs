@@ -194,8 +194,7 @@ impl Model {
     /// in its own pass between timestamps, as [`Model::profile_step`].
     pub async fn profile_prefill(&self, ctx: &Context, ids: &[u32], cache: &mut KvCache, ws: &Workspace) -> Result<Option<Vec<(String, f64)>>> {
         let inputs = [crate::model::Input::Tokens(ids)];
-        let mut p = self.start_prefill(ctx, &inputs, cache)?;
-        self.chunk_buffers(ctx, &mut p, ids.len(), cache)?;
+        let mut p = self.start_prefill(ctx, &inputs, cache, ids.len())?;
         ctx.sync().await?;
         let mut rec = Recorder::new(ctx);
         let row = (self.cfg.text.hidden * self.llm.act.size()) as u64;

@@ -151,9 +151,9 @@ impl Model {
         Ok((plan, feats))
     }
 
-    /// Embeds a prompt (token ids and image embeddings in order) for [`Model::prefill_chunk`]; its buffers
-    /// are this prompt's own.
-    pub fn start_prefill(&self, ctx: &Context, inputs: &[Input], cache: &KvCache) -> Result<Prefill> {
+    /// Embeds a prompt (token ids and image embeddings in order) for [`Model::prefill_chunk`], whose first
+    /// chunk takes `first` tokens (at most); its buffers are this prompt's own.
+    pub fn start_prefill(&self, ctx: &Context, inputs: &[Input], cache: &KvCache, first: usize) -> Result<Prefill> {
         let h = self.cfg.text.hidden;
         let act = self.llm.act;
         let len: usize = inputs.iter().map(|i| i.len()).sum();
@@ -196,14 +196,13 @@ impl Model {
             at += input.len();
         }
         rec.submit()?;
-        // the first chunk short (Prefill::pace sizes the next ones), and its buffers for it alone
-        let first = PREFILL_CHUNK.min(self.prefill_chunk);
+        // buffers for the first chunk alone: a later, longer one (Prefill::pace) grows them
         let rows = first.min(len);
         Ok(Prefill { x_all, x: Tensor::empty(ctx, &[rows, h], act)?, bufs: LayerBuffers::new(ctx, &self.cfg.text, act, rows, cache.capacity)?, len, done: 0, rows: first })
     }
 
     /// Makes `p`'s chunk buffers hold `rows` tokens, where they hold fewer (a chunk longer than the first).
-    pub(crate) fn chunk_buffers(&self, ctx: &Context, p: &mut Prefill, rows: usize, cache: &KvCache) -> Result<()> {
+    fn chunk_buffers(&self, ctx: &Context, p: &mut Prefill, rows: usize, cache: &KvCache) -> Result<()> {
         if p.bufs.rows < rows {
             p.x = Tensor::empty(ctx, &[rows, self.cfg.text.hidden], self.llm.act)?;
             p.bufs = LayerBuffers::new(ctx, &self.cfg.text, self.llm.act, rows, cache.capacity)?;
@@ -235,8 +234,7 @@ impl Model {
     /// allows: nothing here reports progress or stops between them); the logits after its last token are in
     /// `ws`.
     pub fn prefill(&self, ctx: &Context, inputs: &[Input], cache: &mut KvCache, ws: &Workspace) -> Result<()> {
-        let mut p = self.start_prefill(ctx, inputs, cache)?;
-        p.rows = self.prefill_chunk;
+        let mut p = self.start_prefill(ctx, inputs, cache, self.prefill_chunk)?;
         while !self.prefill_chunk(ctx, &mut p, cache, ws)? {}
         Ok(())
     }
