@@ -327,7 +327,10 @@ pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_di
         .value("CW", cw)
         .value("LANES", lanes)
         .value("KG", kg)
-        .value("KPT", DECODE_WG / kg))
+        .value("KPT", DECODE_WG / kg)
+        // a key row and its block's values in registers together: 8·LANES words, 128 for f16 at D = 128 (f32
+        // there would need 256, past what an invocation holds without spilling)
+        .flag_if("V_EARLY", lanes <= 16))
 }
 
 /// One query token per head against `n_kv` cached keys, or a few (`n_q`, a short prompt after a long
