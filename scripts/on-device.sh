@@ -3,7 +3,8 @@
 # its timings mean nothing), each a few minutes, several in one device call.
 #   bash scripts/on-device.sh pack          here: .device-coop/ (the release varco, the kernels and generate test
 #                                           binaries, stripped, xz) and .fixt/ (a copy of ../shared/fixtures'
-#                                           model, which lies outside the tree that travels); both ignored
+#                                           model, which lies outside the tree that travels); both ignored.
+#                                           BASE=REV also builds varco at REV (varco-base.xz) for the ab step
 #   bash scripts/on-device.sh run STEP...   there (carry [".gl", ".device-coop", ".fixt"]; .gl from
 #                                           train/prepare-device.sh); reports in $OUT/on-device.tgz. Steps:
 #     check     the cooperative-matrix tier (issue 14) against the f64 reference (`kernels -- --ignored coop`:
@@ -21,6 +22,9 @@
 #               FUSED replaces the kernel table's shapes
 #     chunks    the 14B's prefill, first token and decode with each prefill chunk of CHUNKS (default "1024 2048
 #               4096"; FLAGS: more `bench model` flags, e.g. --no-runtime-checks) (≈ 40 s each)
+#     ab        the decode step of this varco against varco-base (pack with BASE=REV), alternating base, new,
+#               base, new on one machine (AB_FLAGS: more `bench model` flags), then both binaries' decode
+#               attention kernel rows and the cost of a dependent dispatch (≈ 4 minutes)
 #     model     the defaults end to end: the fixture model's 4-bit report, the 14B's figures, and its decode
 #               without the integer products (≈ 4 minutes)
 set -uo pipefail
@@ -29,8 +33,16 @@ case "${1:-}" in
 pack)
     set -e
     for p in /.device-coop/ /.fixt/; do grep -qx "$p" .git/info/exclude || echo "$p" >> .git/info/exclude; done
-    cargo build --release --bin varco
     rm -rf .device-coop && mkdir .device-coop
+    if [ -n "${BASE:-}" ]; then
+        # built first: the two share target/, so this tree's varco is built over it afterwards
+        tree=$(mktemp -d)/base
+        git worktree add -f --detach "$tree" "$BASE"
+        (cd "$tree" && CARGO_TARGET_DIR="$OLDPWD/target" cargo build --release --bin varco)
+        xz -T2 -6 -c target/release/varco > .device-coop/varco-base.xz
+        git worktree remove --force "$tree"
+    fi
+    cargo build --release --bin varco
     for t in kernels generate; do
         bin=$(cargo test --workspace --test "$t" --no-run 2>&1 | sed -n "s/.*Executable tests\/$t.rs (\(.*\))/\1/p")
         strip -o "/tmp/$t-stripped" "$bin"
@@ -50,7 +62,9 @@ run)
     ldconfig
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json WGPU_BACKEND=vulkan
     export VARCO_FIXTURES="$PWD/.fixt" VARCO_COOP=1
-    for b in kernels generate varco; do xz -dc ".device-coop/$b.xz" > "/tmp/$b" && chmod +x "/tmp/$b"; done
+    for b in kernels generate varco varco-base; do
+        [ -f ".device-coop/$b.xz" ] && xz -dc ".device-coop/$b.xz" > "/tmp/$b" && chmod +x "/tmp/$b"
+    done
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$R/gpu.txt"
     for step in "$@"; do
         case "$step" in
@@ -115,6 +129,23 @@ run)
                 grep -E "^(prefill|vision|time to first|follow-up|\| [0-9]+ context)" "$R/model-chunk$c.md" || tail -3 "$R/model-chunk$c.log"
             done
             ;;
+        ab)
+            [ -x /tmp/varco-base ] || { echo "on-device: ab needs varco-base (pack with BASE=REV)" >&2; exit 2; }
+            i=0
+            for b in base new base new; do
+                i=$((i + 1))
+                bin=/tmp/varco
+                [ "$b" = base ] && bin=/tmp/varco-base
+                timeout 100 "$bin" bench model --shape 14b --runs 3 --decode-only ${AB_FLAGS:-} --out "$R/ab$i-$b.md" > "$R/ab$i-$b.log" 2>&1
+                echo "== $b"
+                grep -E "^(\| [0-9]+ context|\| matvec_fused|\| attention_decode)" "$R/ab$i-$b.md" || tail -3 "$R/ab$i-$b.log"
+            done
+            # the base's filter may predate "attention decode" (it ran only sections whose name held the filter)
+            timeout 90 /tmp/varco-base bench kernels --filter attention --out "$R/ab-kernels-base.md" > "$R/ab-kernels-base.log" 2>&1
+            timeout 60 /tmp/varco bench kernels --filter "attention decode" --out "$R/ab-kernels-new.md" > "$R/ab-kernels-new.log" 2>&1
+            timeout 30 /tmp/varco bench kernels --filter dispatch --out "$R/ab-dispatch.md" > "$R/ab-dispatch.log" 2>&1
+            grep -H -E "^\| (attention decode|dependent)" "$R"/ab-kernels-*.md "$R/ab-dispatch.md"
+            ;;
         model)
             # the defaults end to end: the fixture model's 4-bit report (decode's integer products in a whole
             # model), then the 14B's figures, and decode without the integer products beside them
@@ -125,7 +156,7 @@ run)
             timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only --no-int-dot --out "$R/model-no-int-dot.md" > "$R/model-no-int-dot.log" 2>&1
             grep -E "^(decode shapes|\| [0-9]+ context)" "$R/model-no-int-dot.md"
             ;;
-        *) echo "on-device: no step $step (check, coop, decode, chunks, model)" >&2; exit 2 ;;
+        *) echo "on-device: no step $step (check, coop, decode, chunks, ab, model)" >&2; exit 2 ;;
         esac
     done
     ;;

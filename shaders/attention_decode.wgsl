@@ -127,8 +127,10 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     // a split past this query's keys is empty: it writes max NEG and sum 0, which the merge weighs at 0
     let j_end = max(j_begin, min(min(p.n_kv, p.kv_base + qi + 1u), j_begin + p.chunk));
     let last = max(j_end, 1u) - 1u;
+#ifdef PREFETCH
     // the first block's loads go out before the queries are staged, so the two round trips overlap
     var blk = load_block(g, j_begin, last, lid);
+#endif
     for (var e = lid; e < N_REP * LANES; e += WG) {
         let b = p.q_offset + qi * p.q_stride + g * N_REP * D + e * CW;
 #ifdef ACT_F16
@@ -149,6 +151,9 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     var acc{h} = zero_chunk();
 #endfor
     for (var j0 = j_begin; j0 < j_end; j0 += WG) {
+#ifndef PREFETCH
+        let blk = load_block(g, j0, last, lid);
+#endif
         // scores: one key per invocation
         let live = j0 + lid < j_end;
 #for h in 0..N_REP
@@ -222,10 +227,12 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         l_run{h} += pr{h}_{t};
 #endfor
 #endfor
+#ifdef PREFETCH
         // the next block's loads go out before the barrier that lets sc be overwritten
         if (j0 + WG < j_end) {
             blk = load_block(g, j0 + WG, last, lid);
         }
+#endif
         workgroupBarrier();
     }
     // sum the key groups, head by head through two alternating buffers (one barrier a head), and write this

@@ -76,6 +76,53 @@ fn load_x(row: u32, k4: u32, nk4: u32) -> vec4<f32> {
     return vec4<f32>(0.0);
 }
 
+#ifdef MM_PF
+fn ld_x(row: u32, k4: u32, nk4: u32) -> act4 {
+    if (row < p.m && k4 < nk4) {
+        return x[row * p.x_stride4 + k4];
+    }
+    return act4(0.0);
+}
+// Code word `wd` of row `gn`'s group (q4) or block pair (q8) `kt`, and the word holding its scale.
+fn ld_w(gn: u32, kt: u32, wd: u32) -> u32 {
+    if (gn < p.n) {
+#ifdef W_Q4
+        return w[(gn * p.kb + kt) * 4u + wd];
+#else
+        return w[(gn * p.kb + kt * 2u) * 4u + wd];
+#endif
+    }
+    return 0u;
+}
+fn ld_s(gn: u32, kt: u32) -> u32 {
+    if (gn < p.n) {
+#ifdef W_Q4
+        return scales[(gn * p.kb + kt) >> 1u];
+#else
+        return scales[(gn * p.kb + kt * 2u) >> 2u];
+#endif
+    }
+    return 0u;
+}
+// Scale i from the word that holds it (ld_s).
+fn pick_s(word: u32, i: u32) -> f32 {
+    let s = unpack2x16float(word);
+    return select(s.x, s.y, (i & 1u) == 1u);
+}
+#endif
+
+// The row quad (of X's tile) or column quad (of W's) that invocation t along that side covers with its i-th
+// vec4 of outputs. MM_IL
+// interleaves them (quad i·16 + t), so the 16 invocations along a side read 16 consecutive vec4s of the
+// staged tile a step, not every other one.
+fn quad(i: u32, t: u32) -> u32 {
+#ifdef MM_IL
+    return i * 16u + t;
+#else
+    return t * V + i;
+#endif
+}
+
 @compute @workgroup_size(256)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = ids.lid;
@@ -93,7 +140,85 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
 #endfor
     let nkt = (p.k + 31u) / 32u;
+#ifdef MM_PF
+    // Tile kt + 1's loads go out before tile kt is multiplied and land in registers as loaded (raw words:
+    // converting them at once would wait for them); one task of X and at most one of W an invocation.
+    let xq = lid / 8u;
+    let xc = lid % 8u;
+    let x_on = lid < Q * 8u;
+#ifdef W_Q4
+    let wq = lid / 4u;
+    let wd = lid % 4u;
+    let w_on = lid < Q * 4u;
+#else
+    let wq = lid / 8u;
+    let wd = lid % 8u;
+    let w_on = lid < Q * 8u;
+#endif
+#for i in 0..4
+    var px{i} = act4(0.0);
+    if (x_on) {
+        px{i} = ld_x(m0 + xq * 4u + {i}u, xc, nk4);
+    }
+    var pw{i} = 0u;
+    var ps{i} = 0u;
+    if (w_on) {
+        pw{i} = ld_w(n0 + wq * 4u + {i}u, 0u, wd);
+        ps{i} = ld_s(n0 + wq * 4u + {i}u, 0u);
+    }
+#endfor
+#endif
     for (var kt = 0u; kt < nkt; kt++) {
+#ifdef MM_PF
+        if (x_on) {
+            let v0 = vec4<f32>(px0);
+            let v1 = vec4<f32>(px1);
+            let v2 = vec4<f32>(px2);
+            let v3 = vec4<f32>(px3);
+            let b = xc * 4u * Q + xq;
+            xs[b] = tile4(vec4<f32>(v0.x, v1.x, v2.x, v3.x));
+            xs[b + Q] = tile4(vec4<f32>(v0.y, v1.y, v2.y, v3.y));
+            xs[b + 2u * Q] = tile4(vec4<f32>(v0.z, v1.z, v2.z, v3.z));
+            xs[b + 3u * Q] = tile4(vec4<f32>(v0.w, v1.w, v2.w, v3.w));
+        }
+        if (w_on) {
+#ifdef W_Q4
+#for i in 0..4
+            let c{i} = deq(pw{i}, pick_s(ps{i}, (n0 + wq * 4u + {i}u) * p.kb + kt));
+#endfor
+            let b = wd * 8u * Q + wq;
+            ws[b] = tile4(vec4<f32>(c0[0].x, c1[0].x, c2[0].x, c3[0].x));
+            ws[b + Q] = tile4(vec4<f32>(c0[0].y, c1[0].y, c2[0].y, c3[0].y));
+            ws[b + 2u * Q] = tile4(vec4<f32>(c0[0].z, c1[0].z, c2[0].z, c3[0].z));
+            ws[b + 3u * Q] = tile4(vec4<f32>(c0[0].w, c1[0].w, c2[0].w, c3[0].w));
+            ws[b + 4u * Q] = tile4(vec4<f32>(c0[1].x, c1[1].x, c2[1].x, c3[1].x));
+            ws[b + 5u * Q] = tile4(vec4<f32>(c0[1].y, c1[1].y, c2[1].y, c3[1].y));
+            ws[b + 6u * Q] = tile4(vec4<f32>(c0[1].z, c1[1].z, c2[1].z, c3[1].z));
+            ws[b + 7u * Q] = tile4(vec4<f32>(c0[1].w, c1[1].w, c2[1].w, c3[1].w));
+#else
+#for i in 0..4
+            let c{i} = byt(pw{i}) * pick_s(ps{i}, ((n0 + wq * 4u + {i}u) * p.kb + kt * 2u) >> 1u);
+#endfor
+            let b = wd * 4u * Q + wq;
+            ws[b] = tile4(vec4<f32>(c0.x, c1.x, c2.x, c3.x));
+            ws[b + Q] = tile4(vec4<f32>(c0.y, c1.y, c2.y, c3.y));
+            ws[b + 2u * Q] = tile4(vec4<f32>(c0.z, c1.z, c2.z, c3.z));
+            ws[b + 3u * Q] = tile4(vec4<f32>(c0.w, c1.w, c2.w, c3.w));
+#endif
+        }
+        workgroupBarrier();
+        if (kt + 1u < nkt) {
+#for i in 0..4
+            if (x_on) {
+                px{i} = ld_x(m0 + xq * 4u + {i}u, (kt + 1u) * 8u + xc, nk4);
+            }
+            if (w_on) {
+                pw{i} = ld_w(n0 + wq * 4u + {i}u, kt + 1u, wd);
+                ps{i} = ld_s(n0 + wq * 4u + {i}u, kt + 1u);
+            }
+#endfor
+        }
+#else
         // X: (row quad, k vec4) tasks, k fastest so a warp reads whole row segments.
         for (var t = lid; t < Q * 8u; t += 256u) {
             let qd = t / 8u;
@@ -172,6 +297,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         }
 #endif
         workgroupBarrier();
+#endif
 #ifdef PACKED
 #for i4 in 0..V
 #for j in 0..V
@@ -183,10 +309,10 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
         for (var kk = 0u; kk < 32u; kk++) {
 #for i4 in 0..V
-            let a{i4} = xs[kk * Q + ty * V + {i4}u];
+            let a{i4} = xs[kk * Q + quad({i4}u, ty)];
 #endfor
 #for j in 0..V
-            let b{j} = ws[kk * Q + tx * V + {j}u];
+            let b{j} = ws[kk * Q + quad({j}u, tx)];
 #endfor
 #for i4 in 0..V
 #for j in 0..V
@@ -218,7 +344,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #for i4 in 0..V
 #for e in 0..4
 #for j in 0..V
-    store4(m0 + ty * TM + {i4}u * 4u + {e}u, n0 + tx * TM + {j}u * 4u, acc_{i4}_{j}_{e});
+    store4(m0 + quad({i4}u, ty) * 4u + {e}u, n0 + quad({j}u, tx) * 4u, acc_{i4}_{j}_{e});
 #endfor
 #endfor
 #endfor

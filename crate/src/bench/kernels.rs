@@ -16,7 +16,7 @@ use crate::gpu::tensor::Weight;
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::kernels::attention::{self, AttnArgs};
 use crate::kernels::linear::{self, MatvecShape};
-use crate::kernels::{elementwise, embed, norm, patch_embed, resize, rope, sample};
+use crate::kernels::{bandwidth, elementwise, embed, norm, patch_embed, resize, rope, sample};
 use crate::quant::{self, QFormat, QMatrix, GROUP};
 use crate::Result;
 
@@ -144,7 +144,9 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
     let mut rows: Vec<Row> = Vec::new();
     let mut rng = Rng(0x2545F4914F6CDD1D);
     let act = o.act;
-    let want = |name: &str| o.filter.as_deref().is_none_or(|f| name.contains(f));
+    // a section runs when its name contains the filter or the filter names a part of it ("attention decode"
+    // runs that row of the attention section and no other)
+    let want = |name: &str| o.filter.as_deref().is_none_or(|f| name.contains(f) || f.starts_with(name));
     let asz = act.size() as f64;
     warm_up(ctx, &mut rng, act)?;
 
@@ -314,7 +316,8 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
     // --- attention ---
     if want("attention") {
         // Prefill, causal, GQA 40/8, D 128, from a head-major cache.
-        for t in [1024usize, 8192] {
+        for t in if want("attention prefill") { &[1024usize, 8192][..] } else { &[] } {
+            let t = *t;
             let (h, kvh, d) = (40usize, 8usize, 128usize);
             let q = act_tensor(ctx, &mut rng, &[t, h * d], act)?;
             let k = act_tensor(ctx, &mut rng, &[kvh, t, d], act)?;
@@ -340,7 +343,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             }
         }
         // SigLIP: 729 tokens, 16 heads × 72, bidirectional, fused qkv rows.
-        {
+        if want("attention siglip") {
             let (t, h, d) = (729usize, 16usize, 72usize);
             let width = 3 * h * d;
             let qkv = act_tensor(ctx, &mut rng, &[t, width], act)?;
@@ -364,12 +367,15 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             }
         }
         // Decode over an f16 (or f32) KV cache.
-        for ctx_len in [1024usize, 8192] {
+        for ctx_len in if want("attention decode") { &[1024usize, 4096, 8192][..] } else { &[] } {
+            let ctx_len = *ctx_len;
             let (h, kvh, d) = (40usize, 8usize, 128usize);
             let copies = (o.rotate_bytes / (2 * kvh * ctx_len * d) as u64 / asz as u64).clamp(1, 32) as usize;
             let caches: Vec<(Tensor, Tensor)> = (0..copies)
                 .map(|_| Ok((act_tensor(ctx, &mut rng, &[kvh, ctx_len, d], act)?, act_tensor(ctx, &mut rng, &[kvh, ctx_len, d], act)?)))
                 .collect::<Result<_>>()?;
+            // making the copies keeps the CPU busy for seconds, long enough for the GPU to fall to its idle clock
+            warm_up(ctx, &mut rng, act)?;
             let q = act_tensor(ctx, &mut rng, &[1, h * d], act)?;
             let out = Tensor::empty(ctx, &[1, h * d], act)?;
             let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(1, h as u32, kvh as u32, d as u32, ctx_len as u32)], DType::F32)?;
@@ -453,6 +459,44 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         let s = sample::SampleArgs { temperature: 0.8, top_k: 50, top_p: 0.9 };
         let secs = time(ctx, o.iters.div_ceil(10), |rec, _| sample::sample(rec, &logits, &tok, &scratch, s, 0.5))?;
         add_row("sample top-k 50, top-p 0.9", "151680".into(), secs, 151_680.0 * asz);
+    }
+
+    // --- what a dispatch costs on its own: each adds into the tensor the one before wrote, so wgpu puts a
+    // barrier between them, as between the decode step's kernels (issue 13: the step's floor from its count) ---
+    if want("dispatch") {
+        let x1 = act_tensor(ctx, &mut rng, &[1, 5120], act)?;
+        let y1 = act_tensor(ctx, &mut rng, &[1, 5120], act)?;
+        let secs = time(ctx, 300, |rec, _| elementwise::add(rec, &y1, &x1))?;
+        rows.push(Row { name: "dependent dispatch (add)".into(), shape: "1×5120, 300 in a row".into(), secs, bytes: 3.0 * 5120.0 * asz, flops: 0.0, bound: "bw" });
+    }
+
+    // --- a perfect stream of each decode matrix's bytes in one dispatch (the bandwidth probe's kernel, copies
+    // rotating through 512 MiB so that nothing comes from L2, each dispatch behind a barrier as in the step):
+    // what one dispatch of that size can reach at all, against which the matrix-vector kernels are measured ---
+    if want("stream") {
+        let sizes: [(&str, u64); 6] = [
+            ("KV @1k", 2 * 8 * 1024 * 128 * 2),
+            ("o", 5120 * 5120 * 9 / 16),
+            ("q/k/v", 7168 * 5120 * 9 / 16),
+            ("KV @8k", 2 * 8 * 8192 * 128 * 2),
+            ("down", 5120 * 13824 * 9 / 16),
+            ("gate/up", 27648 * 5120 * 9 / 16),
+        ];
+        for (what, bytes) in sizes {
+            let bytes = bytes / 16 * 16;
+            let copies = (o.rotate_bytes / bytes).clamp(2, 64) as usize;
+            let bufs: Vec<_> = (0..copies)
+                .map(|_| ctx.create_buffer(&wgpu::BufferDescriptor { label: Some("stream"), size: bytes, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false }))
+                .collect();
+            warm_up(ctx, &mut rng, act)?;
+            // one load an invocation, or four in flight each
+            for per in [1u64, 4] {
+                let wgs = (bytes / 16 / 256 / per).max(1) as u32;
+                let out_t = Tensor::empty(ctx, &[wgs as usize * 256], DType::U32)?;
+                let secs = time(ctx, o.iters, |rec, i| bandwidth::read(rec, &bufs[i as usize % copies], &out_t, wgs))?;
+                rows.push(Row { name: format!("stream, {per} load(s) an invocation"), shape: format!("{:.1} MB ({what})", bytes as f64 / 1e6), secs, bytes: bytes as f64, flops: 0.0, bound: "bw" });
+            }
+        }
     }
 
     // --- report ---

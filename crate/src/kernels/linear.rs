@@ -254,6 +254,11 @@ pub fn matmul_coop_with(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     Ok(())
 }
 
+// TEMPORARY (a device experiment, to be removed with its result): VARCO_MATMUL=il,pf.
+fn mm_knob(name: &str) -> bool {
+    std::env::var("VARCO_MATMUL").is_ok_and(|v| v.split(',').any(|k| k == name))
+}
+
 pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, tile: u32) -> Result<()> {
     let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matmul", &[x, y])?;
@@ -262,7 +267,9 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
         .value("TILE", tile)
         .value("V", tile / 64)
         .flag_if("BIAS", bias.is_some())
-        .flag_if("PACKED", matmul_packed(rec.ctx, act)), w.format);
+        .flag_if("PACKED", matmul_packed(rec.ctx, act))
+        .flag_if("MM_IL", mm_knob("il"))
+        .flag_if("MM_PF", mm_knob("pf") && matches!(w.format, WeightFormat::Q4 | WeightFormat::Q8)), w.format);
     let pipeline = rec.ctx.pipeline(&MATMUL, &defines)?;
     let m_tiles = (m as u32).div_ceil(tile);
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;
