@@ -307,7 +307,14 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
 #endfor
 #endif
+#ifdef MM_UR
+        // unrolled: each step's workgroup-memory addresses are the loop's base plus a constant
+#for kk0 in 0..32
+        {
+            let kk = {kk0}u;
+#else
         for (var kk = 0u; kk < 32u; kk++) {
+#endif
 #for i4 in 0..V
             let a{i4} = xs[kk * Q + quad({i4}u, ty)];
 #endfor
@@ -330,6 +337,9 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
 #endfor
         }
+#ifdef MM_UR
+#endfor
+#endif
 #ifdef PACKED
 #for i4 in 0..V
 #for j in 0..V

@@ -254,7 +254,7 @@ pub fn matmul_coop_with(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     Ok(())
 }
 
-// TEMPORARY (a device experiment, to be removed with its result): VARCO_MATMUL=il,pf.
+// TEMPORARY (a device experiment, to be removed with its result): VARCO_MATMUL=il,pf,ur.
 fn mm_knob(name: &str) -> bool {
     std::env::var("VARCO_MATMUL").is_ok_and(|v| v.split(',').any(|k| k == name))
 }
@@ -269,6 +269,7 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
         .flag_if("BIAS", bias.is_some())
         .flag_if("PACKED", matmul_packed(rec.ctx, act))
         .flag_if("MM_IL", mm_knob("il"))
+        .flag_if("MM_UR", mm_knob("ur"))
         .flag_if("MM_PF", mm_knob("pf") && matches!(w.format, WeightFormat::Q4 | WeightFormat::Q8)), w.format);
     let pipeline = rec.ctx.pipeline(&MATMUL, &defines)?;
     let m_tiles = (m as u32).div_ceil(tile);
