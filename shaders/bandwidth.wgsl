@@ -1,6 +1,9 @@
 // Read-bandwidth probe (the model benchmark's roofline): a grid-stride loop of 16-byte loads, four in flight
 // per invocation, folded with xor. One word is written only when the fold equals a constant, so the loads
 // cannot be optimised away and nothing is stored in practice.
+// FMA: the arithmetic probe instead (what the shader compiler lets a kernel reach at all, `bench kernels
+// --filter peak`): eight independent chains of vec4 FMAs an invocation, in f32, or in f16 with ACT_F16 (pairs
+// of halves an instruction where the GPU packs them); the factors come from the uniform so nothing folds.
 #include "ids.wgsl"
 
 struct Params {
@@ -11,9 +14,32 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifndef FMA
 @group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+#endif
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
 
+#ifdef FMA
+@compute @workgroup_size(WG)
+fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
+    let g = wg.x * WG + ids.lid;
+    // p.n4: steps; p.stride: the factor's bits (an f32 a little under one); p._p0: a sum never reached
+    let b = act4(act(bitcast<f32>(p.stride)));
+    let c = act4(act(0.5));
+#for i in 0..8
+    var a{i} = act4(act(f32(g % 7u + {i}u) * 0.125));
+#endfor
+    for (var i = 0u; i < p.n4; i++) {
+#for i in 0..8
+        a{i} = fma(a{i}, b, c);
+#endfor
+    }
+    let f = vec4<f32>(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7);
+    if (f.x + f.y + f.z + f.w == bitcast<f32>(p._p0)) {
+        out[g] = 1u;
+    }
+}
+#else
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
     let g = wg.x * WG + ids.lid;
@@ -36,3 +62,4 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
         out[g] = 1u;
     }
 }
+#endif

@@ -461,6 +461,19 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         add_row("sample top-k 50, top-p 0.9", "151680".into(), secs, 151_680.0 * asz);
     }
 
+    // --- the arithmetic a WGSL kernel reaches at all (8 independent vec4 FMA chains an invocation), against
+    // which the portable matmul tiers' fractions of their peaks are read (issue 14) ---
+    if want("peak") {
+        let wgs = 8192u32;
+        let out_t = Tensor::empty(ctx, &[wgs as usize * 256], DType::U32)?;
+        let flops = wgs as f64 * 256.0 * bandwidth::FMA_STEPS as f64 * 64.0;
+        let acts: &[DType] = if ctx.caps.f16 { &[DType::F32, DType::F16] } else { &[DType::F32] };
+        for &a in acts {
+            let secs = time(ctx, 10, |rec, _| bandwidth::fma(rec, a, &out_t, wgs))?;
+            rows.push(Row { name: format!("FMA probe {}", if a == DType::F16 { "f16 (vec4<f16>)" } else { "f32" }), shape: format!("{wgs}×256 invocations"), secs, bytes: 0.0, flops, bound: "flop" });
+        }
+    }
+
     // --- what a dispatch costs on its own: each adds into the tensor the one before wrote, so wgpu puts a
     // barrier between them, as between the decode step's kernels (issue 13: the step's floor from its count) ---
     if want("dispatch") {

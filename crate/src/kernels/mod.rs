@@ -170,6 +170,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     out.push((ARGMAX, base(wg).flag("FINAL")));
                 }
                 out.push((BANDWIDTH, base(wg)));
+                out.push((BANDWIDTH, base(wg).flag("FMA")));
             }
             for op in ["ADD", "BIAS", "GELU_TANH", "GELU_ERF", "SILU_MUL"] {
                 out.push((ELEMENTWISE, base(WG).flag(op)));
