@@ -256,7 +256,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         for tile in [64, linear::matmul_tile(ctx)] {
             let secs = time(ctx, o.iters.div_ceil(20).max(2), |rec, _| linear::matmul_with_tile(rec, &x, &w, None, &y, tile))?;
             rows.push(Row {
-                name: format!("matmul q4 tile{tile}{}", if linear::matmul_packed(ctx, act) { " packed-f16" } else { "" }),
+                name: format!("matmul q4 tile{tile}{} {}", if linear::matmul_packed(ctx, act) { " packed-f16" } else { "" }, ctx.tiled_matmul.label()),
                 shape: format!("{label} {m}×{n}×{k}"),
                 secs,
                 bytes: w.gpu_bytes() as f64 + (m * (k + n)) as f64 * asz,

@@ -351,10 +351,8 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
         if ctx.runtime_checks { ", naga's runtime checks" } else { ", no runtime checks" },
         if crate::kernels::linear::matmul_coop(ctx, act) {
             format!(", cooperative-matrix matmul (KT {}, {} tiles a subgroup{}){}", ctx.coop_shape.kt, ctx.coop_shape.ri * 4, if ctx.coop_shape.bufs == 2 { ", double-buffered" } else { "" }, if ctx.coop_attention { " and attention" } else { "" })
-        } else if crate::kernels::linear::matmul_packed(ctx, act) {
-            ", packed-f16 matmul".into()
         } else {
-            String::new()
+            format!(", {}tiled matmul (variants: {})", if crate::kernels::linear::matmul_packed(ctx, act) { "packed-f16 " } else { "" }, ctx.tiled_matmul.label())
         },
         o.plan
     );

@@ -93,9 +93,46 @@ pub struct ContextOptions {
     /// 134.2 to 192.2 tokens/s at 1k context, and Chromium's from 124.1 to 161.4 (f32 activations; BENCHMARKS.md);
     /// `varco bench model --no-int-dot` measures without it.
     pub int_dot_decode: bool,
+    /// How the portable tiled matmul (shaders/matmul.wgsl, the tier without tensor cores) reads and stages
+    /// its tiles; all off by default: written in the twelfth session, checked on lavapipe, not yet timed on
+    /// a GPU (`varco bench kernels|model --tiled-matmul il,pf,ur`).
+    pub tiled_matmul: TiledMatmul,
     /// How the cooperative-matrix matmul runs (one of `kernels::linear::COOP_SHAPES`; the first by default).
     /// `varco bench model --coop-shape KT:RI` compares the others in the whole model.
     pub coop_shape: CoopShape,
+}
+
+/// Variants of the portable tiled matmul (shaders/matmul.wgsl): `interleave` (MM_IL) gives the 16 invocations
+/// along a side of the workgroup consecutive vec4s of the staged tiles, so a step's workgroup-memory reads
+/// are half the transactions; `prefetch` (MM_PF; q4 and q8 weights) loads tile kt + 1 into registers while
+/// tile kt is multiplied; `unroll` (MM_UR) unrolls the 32 k steps of a tile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TiledMatmul {
+    pub interleave: bool,
+    pub prefetch: bool,
+    pub unroll: bool,
+}
+
+impl TiledMatmul {
+    /// From `il,pf,ur` (any of them, comma-separated; `none` for none).
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut t = TiledMatmul::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "none") {
+            match part {
+                "il" => t.interleave = true,
+                "pf" => t.prefetch = true,
+                "ur" => t.unroll = true,
+                _ => return Err(Error::request(format!("tiled matmul variant {part:?}: expected il, pf, ur or none"))),
+            }
+        }
+        Ok(t)
+    }
+
+    /// `il,pf,ur` for those on (as [`TiledMatmul::parse`] takes them); `none` for none.
+    pub fn label(self) -> String {
+        let on: Vec<&str> = [(self.interleave, "il"), (self.prefetch, "pf"), (self.unroll, "ur")].iter().filter(|v| v.0).map(|v| v.1).collect();
+        if on.is_empty() { "none".into() } else { on.join(",") }
+    }
 }
 
 /// How the cooperative-matrix kernel (shaders/matmul_coop.wgsl) runs: `kt` K values a stage (32 or 64),
@@ -133,7 +170,7 @@ impl CoopShape {
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, tiled_matmul: TiledMatmul::default(), coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT }
     }
 }
 
@@ -162,6 +199,8 @@ pub struct Context {
     pub runtime_checks: bool,
     /// [`ContextOptions::packed_f16_matmul`], where the device has shader-f16.
     pub packed_f16_matmul: bool,
+    /// [`ContextOptions::tiled_matmul`].
+    pub tiled_matmul: TiledMatmul,
     /// [`ContextOptions::coop_matmul`], where the device has what that tier needs.
     pub coop_matmul: bool,
     /// [`ContextOptions::coop_attention`], where the matmul tier is on.
@@ -442,6 +481,7 @@ impl Context {
             stats: Stats::default(),
             runtime_checks,
             packed_f16_matmul,
+            tiled_matmul: opts.tiled_matmul,
             coop_matmul,
             coop_attention: coop_matmul && opts.coop_attention,
             int_dot_decode,

@@ -254,11 +254,6 @@ pub fn matmul_coop_with(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     Ok(())
 }
 
-// TEMPORARY (a device experiment, to be removed with its result): VARCO_MATMUL=il,pf,ur.
-fn mm_knob(name: &str) -> bool {
-    std::env::var("VARCO_MATMUL").is_ok_and(|v| v.split(',').any(|k| k == name))
-}
-
 pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, tile: u32) -> Result<()> {
     let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matmul", &[x, y])?;
@@ -268,9 +263,10 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
         .value("V", tile / 64)
         .flag_if("BIAS", bias.is_some())
         .flag_if("PACKED", matmul_packed(rec.ctx, act))
-        .flag_if("MM_IL", mm_knob("il"))
-        .flag_if("MM_UR", mm_knob("ur"))
-        .flag_if("MM_PF", mm_knob("pf") && matches!(w.format, WeightFormat::Q4 | WeightFormat::Q8)), w.format);
+        .flag_if("MM_IL", rec.ctx.tiled_matmul.interleave)
+        .flag_if("MM_UR", rec.ctx.tiled_matmul.unroll)
+        // the prefetch holds one task of W an invocation: q4 and q8 have at most one, f16 weights two
+        .flag_if("MM_PF", rec.ctx.tiled_matmul.prefetch && matches!(w.format, WeightFormat::Q4 | WeightFormat::Q8)), w.format);
     let pipeline = rec.ctx.pipeline(&MATMUL, &defines)?;
     let m_tiles = (m as u32).div_ceil(tile);
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;

@@ -119,7 +119,16 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     out.push((MATVEC, weight_defines(d, wfmt).flag_if("BIAS", bias)));
                     for tile in [64, 128] {
                         for &packed in if f16 { &[false, true][..] } else { &[false][..] } {
-                            out.push((MATMUL, weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias).flag_if("PACKED", packed)));
+                            let d = weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias).flag_if("PACKED", packed);
+                            out.push((MATMUL, d.clone()));
+                            // ContextOptions::tiled_matmul: each variant alone and all three
+                            let pf = wfmt != WeightFormat::F16;
+                            for (il, pf, ur) in [(true, false, false), (false, pf, false), (false, false, true), (true, pf, true)] {
+                                if !(il || pf || ur) {
+                                    continue;
+                                }
+                                out.push((MATMUL, d.clone().flag_if("MM_IL", il).flag_if("MM_PF", pf).flag_if("MM_UR", ur)));
+                            }
                         }
                     }
                     if f16 && !sg {
