@@ -90,6 +90,34 @@ fn packed_f16_matmul_matches_the_reference() {
     assert!(a.iter().zip(&b).any(|(x, y)| x != y), "PACKED changed nothing: the flag does not reach the shader");
 }
 
+/// The portable matmul's variants (ContextOptions::tiled_matmul: interleaved tile reads, the next tile
+/// prefetched into registers, unrolled k steps; all three at once) against the f64 reference, in both
+/// activation types, both tiles and every weight format (f16 weights take no prefetch), awkward sizes. Their
+/// sums run in the same order as the plain kernel's, so the outputs cannot tell whether the flags reached
+/// the shader: the pipeline's label (its defines) does.
+#[test]
+fn tiled_matmul_variants_match_the_reference() {
+    use varco_web::gpu::TiledMatmul;
+    let all = TiledMatmul { interleave: true, prefetch: true, unroll: true };
+    let ctx = pollster::block_on(Context::new(ContextOptions { tiled_matmul: all, coop_matmul: false, ..Default::default() })).unwrap();
+    for act in [DType::F32, DType::F16] {
+        for format in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
+            pollster::block_on(cases::matmul_suite(&ctx, act, format));
+        }
+    }
+    let x = varco_web::gpu::Tensor::empty(&ctx, &[3, 64], DType::F32).unwrap();
+    let y = varco_web::gpu::Tensor::empty(&ctx, &[3, 8], DType::F32).unwrap();
+    let (w, _) = cases::random_weight(&ctx, &mut varco_tests::harness::Rng::new(9), 8, 64, WeightFormat::Q4, u64::MAX);
+    let mut rec = varco_web::gpu::Recorder::new(&ctx);
+    linear::matmul_with_tile(&mut rec, &x, &w, None, &y, 64).unwrap();
+    let prof = pollster::block_on(rec.submit_profiled()).unwrap().expect("timestamps on the test adapter");
+    assert!(["MM_IL", "MM_PF", "MM_UR"].iter().all(|f| prof[0].0.contains(f)), "{}", prof[0].0);
+    assert_eq!(TiledMatmul::parse("il,pf,ur").unwrap(), all);
+    assert_eq!(TiledMatmul::parse(&all.label()).unwrap(), all);
+    assert_eq!(TiledMatmul::parse("none").unwrap(), TiledMatmul::default());
+    assert!(TiledMatmul::parse("il,fast").is_err());
+}
+
 /// The fused kernel's TOP and DOT4 products and its exact ones all match the reference in
 /// `matvec_fused_suite`; each must also differ from the exact ones, bit for bit somewhere, or the shape's
 /// `math` never reached the shader and the suite tested one path twice. In f32 activations (in f16 the outputs' rounding hides
