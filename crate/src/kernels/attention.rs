@@ -316,11 +316,6 @@ pub fn decode_scratch_len(n_q: u32, n_heads: u32, n_kv_heads: u32, head_dim: u32
     (n_q * n_heads * splits * (head_dim + 2)) as usize
 }
 
-// TEMPORARY (a device experiment, to be removed with its result): VARCO_DECODE_ATTN=noearly,noprefetch.
-fn knob(name: &str) -> bool {
-    std::env::var("VARCO_DECODE_ATTN").is_ok_and(|v| v.split(',').any(|k| k == name))
-}
-
 /// The decode kernel's defines; shared with `kernels::variants`.
 pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32, n_rep: u32) -> Result<crate::gpu::Defines> {
     let cw = if act == crate::gpu::DType::F16 { 8 } else { 4 };
@@ -332,11 +327,7 @@ pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_di
         .value("CW", cw)
         .value("LANES", lanes)
         .value("KG", kg)
-        .value("KPT", DECODE_WG / kg)
-        // a key row and its block's values in registers together: 8·LANES words, 128 for f16 at D = 128 (f32
-        // there would need 256, past what an invocation holds without spilling)
-        .flag_if("V_EARLY", lanes <= 16 && !knob("noearly"))
-        .flag_if("PREFETCH", !knob("noprefetch")))
+        .value("KPT", DECODE_WG / kg))
 }
 
 /// One query token per head against `n_kv` cached keys, or a few (`n_q`, a short prompt after a long
