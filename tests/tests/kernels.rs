@@ -90,31 +90,39 @@ fn packed_f16_matmul_matches_the_reference() {
     assert!(a.iter().zip(&b).any(|(x, y)| x != y), "PACKED changed nothing: the flag does not reach the shader");
 }
 
-/// The portable matmul's variants (ContextOptions::tiled_matmul: interleaved tile reads, the next tile
-/// prefetched into registers, unrolled k steps; all three at once) against the f64 reference, in both
-/// activation types, both tiles and every weight format (f16 weights take no prefetch), awkward sizes. Their
-/// sums run in the same order as the plain kernel's, so the outputs cannot tell whether the flags reached
-/// the shader: the pipeline's label (its defines) does.
+/// The portable matmul without its variants (ContextOptions::tiled_matmul: interleaved tile reads, the next
+/// tile prefetched into registers, unrolled k steps — all three by default, so `matmul_*` above test them)
+/// against the f64 reference, in both activation types, both tiles and every weight format, awkward sizes.
+/// The variants sum in the same order as the plain kernel, so outputs cannot tell whether the flags reached
+/// the shader: the pipelines' labels (their defines) do, with and without them.
 #[test]
-fn tiled_matmul_variants_match_the_reference() {
+fn tiled_matmul_without_its_variants_matches_the_reference() {
     use varco_web::gpu::TiledMatmul;
-    let all = TiledMatmul { interleave: true, prefetch: true, unroll: true };
-    let ctx = pollster::block_on(Context::new(ContextOptions { tiled_matmul: all, coop_matmul: false, ..Default::default() })).unwrap();
+    let ctx = pollster::block_on(Context::new(ContextOptions { tiled_matmul: TiledMatmul::NONE, coop_matmul: false, ..Default::default() })).unwrap();
     for act in [DType::F32, DType::F16] {
         for format in [WeightFormat::Q4, WeightFormat::Q8, WeightFormat::F16] {
             pollster::block_on(cases::matmul_suite(&ctx, act, format));
         }
     }
-    let x = varco_web::gpu::Tensor::empty(&ctx, &[3, 64], DType::F32).unwrap();
-    let y = varco_web::gpu::Tensor::empty(&ctx, &[3, 8], DType::F32).unwrap();
-    let (w, _) = cases::random_weight(&ctx, &mut varco_tests::harness::Rng::new(9), 8, 64, WeightFormat::Q4, u64::MAX);
-    let mut rec = varco_web::gpu::Recorder::new(&ctx);
-    linear::matmul_with_tile(&mut rec, &x, &w, None, &y, 64).unwrap();
-    let prof = pollster::block_on(rec.submit_profiled()).unwrap().expect("timestamps on the test adapter");
-    assert!(["MM_IL", "MM_PF", "MM_UR"].iter().all(|f| prof[0].0.contains(f)), "{}", prof[0].0);
+    let label = |ctx: &Context| {
+        let x = varco_web::gpu::Tensor::empty(ctx, &[3, 64], DType::F32).unwrap();
+        let y = varco_web::gpu::Tensor::empty(ctx, &[3, 8], DType::F32).unwrap();
+        let (w, _) = cases::random_weight(ctx, &mut varco_tests::harness::Rng::new(9), 8, 64, WeightFormat::Q4, u64::MAX);
+        let mut rec = varco_web::gpu::Recorder::new(ctx);
+        linear::matmul_with_tile(&mut rec, &x, &w, None, &y, 64).unwrap();
+        pollster::block_on(rec.submit_profiled()).unwrap().expect("timestamps on the test adapter")[0].0.clone()
+    };
+    let flags = ["MM_IL", "MM_PF", "MM_UR"];
+    let plain = label(&ctx);
+    assert!(flags.iter().all(|f| !plain.contains(f)), "{plain}");
+    let by_default = label(&contexts()[0]);
+    assert!(flags.iter().all(|f| by_default.contains(f)), "{by_default}");
+    let all = TiledMatmul::ALL;
+    assert_eq!(ContextOptions::default().tiled_matmul, all);
     assert_eq!(TiledMatmul::parse("il,pf,ur").unwrap(), all);
     assert_eq!(TiledMatmul::parse(&all.label()).unwrap(), all);
-    assert_eq!(TiledMatmul::parse("none").unwrap(), TiledMatmul::default());
+    assert_eq!(TiledMatmul::parse("none").unwrap(), TiledMatmul::NONE);
+    assert_eq!(TiledMatmul::parse(&TiledMatmul::NONE.label()).unwrap(), TiledMatmul::NONE);
     assert!(TiledMatmul::parse("il,fast").is_err());
 }
 

@@ -181,7 +181,8 @@ enum BenchCmd {
         #[arg(long)]
         packed_f16: bool,
         /// Variants of the portable tiled matmul, comma-separated: il (tile reads interleaved), pf (the next
-        /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled); none by default.
+        /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), or none; all three
+        /// by default.
         #[arg(long)]
         tiled_matmul: Option<String>,
         /// Keep the prefill and vision matmuls off the tensor cores (the cooperative-matrix tier, on by default
@@ -269,7 +270,8 @@ enum BenchCmd {
         #[arg(long)]
         packed_f16: bool,
         /// Variants of the portable tiled matmul, comma-separated: il (tile reads interleaved), pf (the next
-        /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled); none by default.
+        /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), or none; all three
+        /// by default.
         #[arg(long)]
         tiled_matmul: Option<String>,
         /// Leave out the cooperative-matrix matmul (timed where the adapter has it, after a check against the
@@ -309,7 +311,7 @@ fn main() -> Result<()> {
             let ctx = if no_subgroups || no_runtime_checks || runtime_checks || packed_f16 || tiled.is_some() || no_coop || no_coop_attention || no_int_dot || coop_shape.is_some() {
                 drop(ctx);
                 let defaults = ContextOptions::default();
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: (no_runtime_checks || runtime_checks).then_some(runtime_checks), packed_f16_matmul: packed_f16, tiled_matmul: tiled.unwrap_or_default(), coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), ..defaults };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: (no_runtime_checks || runtime_checks).then_some(runtime_checks), packed_f16_matmul: packed_f16, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), ..defaults };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx
@@ -328,7 +330,8 @@ fn main() -> Result<()> {
             let tiled = tiled_matmul.as_deref().map(varco_web::gpu::TiledMatmul::parse).transpose()?;
             let ctx = if packed_f16 || tiled.is_some() || no_coop || no_coop_attention {
                 drop(ctx);
-                let opts = ContextOptions { packed_f16_matmul: packed_f16, tiled_matmul: tiled.unwrap_or_default(), coop_matmul: !no_coop, coop_attention: !no_coop_attention, ..Default::default() };
+                let defaults = ContextOptions::default();
+                let opts = ContextOptions { packed_f16_matmul: packed_f16, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, ..defaults };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx

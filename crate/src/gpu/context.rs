@@ -94,8 +94,9 @@ pub struct ContextOptions {
     /// `varco bench model --no-int-dot` measures without it.
     pub int_dot_decode: bool,
     /// How the portable tiled matmul (shaders/matmul.wgsl, the tier without tensor cores) reads and stages
-    /// its tiles; all off by default: written in the twelfth session, checked on lavapipe, not yet timed on
-    /// a GPU (`varco bench kernels|model --tiled-matmul il,pf,ur`).
+    /// its tiles; all three variants by default: on the H100 they take its q4 matmul from 22.4 to 32.7
+    /// TFLOP/s in f32 and a photo's first token on that tier from 7.90 to 5.85 s (BENCHMARKS.md, twelfth
+    /// session); `varco bench kernels|model --tiled-matmul none` measures without them.
     pub tiled_matmul: TiledMatmul,
     /// How the cooperative-matrix matmul runs (one of `kernels::linear::COOP_SHAPES`; the first by default).
     /// `varco bench model --coop-shape KT:RI` compares the others in the whole model.
@@ -106,7 +107,7 @@ pub struct ContextOptions {
 /// along a side of the workgroup consecutive vec4s of the staged tiles, so a step's workgroup-memory reads
 /// are half the transactions; `prefetch` (MM_PF; q4 and q8 weights) loads tile kt + 1 into registers while
 /// tile kt is multiplied; `unroll` (MM_UR) unrolls the 32 k steps of a tile.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TiledMatmul {
     pub interleave: bool,
     pub prefetch: bool,
@@ -114,9 +115,14 @@ pub struct TiledMatmul {
 }
 
 impl TiledMatmul {
+    /// The plain kernel, as before the variants.
+    pub const NONE: TiledMatmul = TiledMatmul { interleave: false, prefetch: false, unroll: false };
+    /// All three: the default.
+    pub const ALL: TiledMatmul = TiledMatmul { interleave: true, prefetch: true, unroll: true };
+
     /// From `il,pf,ur` (any of them, comma-separated; `none` for none).
     pub fn parse(s: &str) -> Result<Self> {
-        let mut t = TiledMatmul::default();
+        let mut t = TiledMatmul::NONE;
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "none") {
             match part {
                 "il" => t.interleave = true,
@@ -170,7 +176,7 @@ impl CoopShape {
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, tiled_matmul: TiledMatmul::default(), coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, tiled_matmul: TiledMatmul::ALL, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT }
     }
 }
 
