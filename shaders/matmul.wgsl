@@ -45,6 +45,21 @@ alias tile4 = vec4<f32>;
 var<workgroup> xs: array<tile4, 32u * Q>; // [32 k][TILE/4 row quads of X]
 var<workgroup> ws: array<tile4, 32u * Q>; // [32 k][TILE/4 row quads of W]
 
+// Four rows' values at four consecutive k, transposed into a tile ([k][row quad]) from position b (the rows'
+// quad at the first k): one vec4 store a k.
+fn put_x(b: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+    xs[b] = tile4(vec4<f32>(v0.x, v1.x, v2.x, v3.x));
+    xs[b + Q] = tile4(vec4<f32>(v0.y, v1.y, v2.y, v3.y));
+    xs[b + 2u * Q] = tile4(vec4<f32>(v0.z, v1.z, v2.z, v3.z));
+    xs[b + 3u * Q] = tile4(vec4<f32>(v0.w, v1.w, v2.w, v3.w));
+}
+fn put_w(b: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+    ws[b] = tile4(vec4<f32>(v0.x, v1.x, v2.x, v3.x));
+    ws[b + Q] = tile4(vec4<f32>(v0.y, v1.y, v2.y, v3.y));
+    ws[b + 2u * Q] = tile4(vec4<f32>(v0.z, v1.z, v2.z, v3.z));
+    ws[b + 3u * Q] = tile4(vec4<f32>(v0.w, v1.w, v2.w, v3.w));
+}
+
 #ifdef W_Q4
 // The 8 values of one code word, as (values 0..3, values 4..7), times the group scale.
 fn deq(word: u32, d: f32) -> mat2x4<f32> {
@@ -179,10 +194,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             let v2 = vec4<f32>(px2);
             let v3 = vec4<f32>(px3);
             let b = xc * 4u * Q + xq;
-            xs[b] = tile4(vec4<f32>(v0.x, v1.x, v2.x, v3.x));
-            xs[b + Q] = tile4(vec4<f32>(v0.y, v1.y, v2.y, v3.y));
-            xs[b + 2u * Q] = tile4(vec4<f32>(v0.z, v1.z, v2.z, v3.z));
-            xs[b + 3u * Q] = tile4(vec4<f32>(v0.w, v1.w, v2.w, v3.w));
+            put_x(b, v0, v1, v2, v3);
         }
         if (w_on) {
 #ifdef W_Q4
@@ -190,23 +202,14 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             let c{i} = deq(pw{i}, pick_s(ps{i}, (n0 + wq * 4u + {i}u) * p.kb + kt));
 #endfor
             let b = wd * 8u * Q + wq;
-            ws[b] = tile4(vec4<f32>(c0[0].x, c1[0].x, c2[0].x, c3[0].x));
-            ws[b + Q] = tile4(vec4<f32>(c0[0].y, c1[0].y, c2[0].y, c3[0].y));
-            ws[b + 2u * Q] = tile4(vec4<f32>(c0[0].z, c1[0].z, c2[0].z, c3[0].z));
-            ws[b + 3u * Q] = tile4(vec4<f32>(c0[0].w, c1[0].w, c2[0].w, c3[0].w));
-            ws[b + 4u * Q] = tile4(vec4<f32>(c0[1].x, c1[1].x, c2[1].x, c3[1].x));
-            ws[b + 5u * Q] = tile4(vec4<f32>(c0[1].y, c1[1].y, c2[1].y, c3[1].y));
-            ws[b + 6u * Q] = tile4(vec4<f32>(c0[1].z, c1[1].z, c2[1].z, c3[1].z));
-            ws[b + 7u * Q] = tile4(vec4<f32>(c0[1].w, c1[1].w, c2[1].w, c3[1].w));
+            put_w(b, c0[0], c1[0], c2[0], c3[0]);
+            put_w(b + 4u * Q, c0[1], c1[1], c2[1], c3[1]);
 #else
 #for i in 0..4
             let c{i} = byt(pw{i}) * pick_s(ps{i}, ((n0 + wq * 4u + {i}u) * p.kb + kt * 2u) >> 1u);
 #endfor
             let b = wd * 4u * Q + wq;
-            ws[b] = tile4(vec4<f32>(c0.x, c1.x, c2.x, c3.x));
-            ws[b + Q] = tile4(vec4<f32>(c0.y, c1.y, c2.y, c3.y));
-            ws[b + 2u * Q] = tile4(vec4<f32>(c0.z, c1.z, c2.z, c3.z));
-            ws[b + 3u * Q] = tile4(vec4<f32>(c0.w, c1.w, c2.w, c3.w));
+            put_w(b, c0, c1, c2, c3);
 #endif
         }
         workgroupBarrier();
@@ -233,10 +236,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             let v2 = load_x(r + 2u, gk, nk4);
             let v3 = load_x(r + 3u, gk, nk4);
             let b = c4 * 4u * Q + qd;
-            xs[b] = tile4(vec4<f32>(v0.x, v1.x, v2.x, v3.x));
-            xs[b + Q] = tile4(vec4<f32>(v0.y, v1.y, v2.y, v3.y));
-            xs[b + 2u * Q] = tile4(vec4<f32>(v0.z, v1.z, v2.z, v3.z));
-            xs[b + 3u * Q] = tile4(vec4<f32>(v0.w, v1.w, v2.w, v3.w));
+            put_x(b, v0, v1, v2, v3);
         }
 #ifdef W_Q4
         // W: (row quad, code word) tasks; a word holds 8 consecutive k of one row.
@@ -251,14 +251,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             }
 #endfor
             let b = wd * 8u * Q + qd;
-            ws[b] = tile4(vec4<f32>(c0[0].x, c1[0].x, c2[0].x, c3[0].x));
-            ws[b + Q] = tile4(vec4<f32>(c0[0].y, c1[0].y, c2[0].y, c3[0].y));
-            ws[b + 2u * Q] = tile4(vec4<f32>(c0[0].z, c1[0].z, c2[0].z, c3[0].z));
-            ws[b + 3u * Q] = tile4(vec4<f32>(c0[0].w, c1[0].w, c2[0].w, c3[0].w));
-            ws[b + 4u * Q] = tile4(vec4<f32>(c0[1].x, c1[1].x, c2[1].x, c3[1].x));
-            ws[b + 5u * Q] = tile4(vec4<f32>(c0[1].y, c1[1].y, c2[1].y, c3[1].y));
-            ws[b + 6u * Q] = tile4(vec4<f32>(c0[1].z, c1[1].z, c2[1].z, c3[1].z));
-            ws[b + 7u * Q] = tile4(vec4<f32>(c0[1].w, c1[1].w, c2[1].w, c3[1].w));
+            put_w(b, c0[0], c1[0], c2[0], c3[0]);
+            put_w(b + 4u * Q, c0[1], c1[1], c2[1], c3[1]);
         }
 #endif
 #ifdef W_Q8
@@ -275,10 +269,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             }
 #endfor
             let b = wd * 4u * Q + qd;
-            ws[b] = tile4(vec4<f32>(c0.x, c1.x, c2.x, c3.x));
-            ws[b + Q] = tile4(vec4<f32>(c0.y, c1.y, c2.y, c3.y));
-            ws[b + 2u * Q] = tile4(vec4<f32>(c0.z, c1.z, c2.z, c3.z));
-            ws[b + 3u * Q] = tile4(vec4<f32>(c0.w, c1.w, c2.w, c3.w));
+            put_w(b, c0, c1, c2, c3);
         }
 #endif
 #ifdef W_F16
