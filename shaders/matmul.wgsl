@@ -88,19 +88,17 @@ fn store4(gm: u32, gn0: u32, v: vec4<f32>) {
 }
 
 fn load_x(row: u32, k4: u32, nk4: u32) -> vec4<f32> {
-    if (row < p.m && k4 < nk4) {
-        return vec4<f32>(x[row * p.x_stride4 + k4]);
-    }
-    return vec4<f32>(0.0);
+    return vec4<f32>(ld_x(row, k4, nk4));
 }
-
-#ifdef MM_PF
+// X's vec4 as stored (MM_PF keeps it so until it is staged: converting it at once would wait for the load).
 fn ld_x(row: u32, k4: u32, nk4: u32) -> act4 {
     if (row < p.m && k4 < nk4) {
         return x[row * p.x_stride4 + k4];
     }
     return act4(0.0);
 }
+
+#ifdef MM_PF
 // Code word `wd` of row `gn`'s group (q4) or block pair (q8) `kt`, and the word holding its scale.
 fn ld_w(gn: u32, kt: u32, wd: u32) -> u32 {
     if (gn < p.n) {
@@ -121,11 +119,6 @@ fn ld_s(gn: u32, kt: u32) -> u32 {
 #endif
     }
     return 0u;
-}
-// Scale i from the word that holds it (ld_s).
-fn pick_s(word: u32, i: u32) -> f32 {
-    let s = unpack2x16float(word);
-    return select(s.x, s.y, (i & 1u) == 1u);
 }
 #endif
 
@@ -189,24 +182,19 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     for (var kt = 0u; kt < nkt; kt++) {
 #ifdef MM_PF
         if (x_on) {
-            let v0 = vec4<f32>(px0);
-            let v1 = vec4<f32>(px1);
-            let v2 = vec4<f32>(px2);
-            let v3 = vec4<f32>(px3);
-            let b = xc * 4u * Q + xq;
-            put_x(b, v0, v1, v2, v3);
+            put_x(xc * 4u * Q + xq, vec4<f32>(px0), vec4<f32>(px1), vec4<f32>(px2), vec4<f32>(px3));
         }
         if (w_on) {
 #ifdef W_Q4
 #for i in 0..4
-            let c{i} = deq(pw{i}, pick_s(ps{i}, (n0 + wq * 4u + {i}u) * p.kb + kt));
+            let c{i} = deq(pw{i}, scale_in(ps{i}, (n0 + wq * 4u + {i}u) * p.kb + kt));
 #endfor
             let b = wd * 8u * Q + wq;
             put_w(b, c0[0], c1[0], c2[0], c3[0]);
             put_w(b + 4u * Q, c0[1], c1[1], c2[1], c3[1]);
 #else
 #for i in 0..4
-            let c{i} = byt(pw{i}) * pick_s(ps{i}, ((n0 + wq * 4u + {i}u) * p.kb + kt * 2u) >> 1u);
+            let c{i} = byt(pw{i}) * scale_in(ps{i}, ((n0 + wq * 4u + {i}u) * p.kb + kt * 2u) >> 1u);
 #endfor
             let b = wd * 4u * Q + wq;
             put_w(b, c0, c1, c2, c3);

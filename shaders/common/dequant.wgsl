@@ -3,7 +3,11 @@
 #ifdef W_Q
 // Scale i of the (n · groups) f16 scales, stored two per u32 word.
 fn scale(i: u32) -> f32 {
-    let s = unpack2x16float(scales[i >> 1u]);
+    return scale_in(scales[i >> 1u], i);
+}
+// Scale i from the word that holds it, scales[i >> 1] (loaded ahead, as matmul.wgsl's MM_PF does).
+fn scale_in(word: u32, i: u32) -> f32 {
+    let s = unpack2x16float(word);
     return select(s.x, s.y, (i & 1u) == 1u);
 }
 #endif

@@ -122,8 +122,8 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                             let d = weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias).flag_if("PACKED", packed);
                             out.push((MATMUL, d.clone()));
                             // ContextOptions::tiled_matmul: each variant alone and all three
-                            let pf = wfmt != WeightFormat::F16;
-                            for (il, pf, ur) in [(true, false, false), (false, pf, false), (false, false, true), (true, pf, true)] {
+                            let can_pf = wfmt != WeightFormat::F16;
+                            for (il, pf, ur) in [(true, false, false), (false, can_pf, false), (false, false, true), (true, can_pf, true)] {
                                 if !(il || pf || ur) {
                                     continue;
                                 }
