@@ -8,6 +8,9 @@ the rest).
 3. `common.tile_labels` reads each patch's label where the processor's tile shows that label's pixels: on an
    image of flat 16-pixel blocks, the processor's pixel at a patch centre has the colour of the block that
    `tile_labels` names, wherever the centre is not near a block edge (where bicubic blends).
+4. `train.image_places` (where each image token lies, for AttendWhere) agrees with the labels: packed the same
+   way, every image token that shows a shape or a character lies inside (within a patch of) the box of an
+   item of that kind, and as many image tokens as the ids hold.
 """
 import os
 import random
@@ -68,6 +71,32 @@ def main():
         share = agree / checked
         print(f"tile_labels at {w}x{h}: {share:.1%} of {checked} patch centres show the block it names")
         assert share >= 0.4, f"tile_labels at {w}x{h}: only {share:.1%} of patch centres show the block it names"
+
+    import torch
+    import scenes
+    import train
+    vocab = scenes.Vocab(common.TOKENIZER, shape["hangul"])
+    checked = 0
+    for seed in range(12):
+        sc = scenes.make_scene(random.Random(seed), scenes.curriculum(seed / 11), vocab)
+        w, h = sc.image.size
+        places = train.image_places(common.tile_coords(w, h, ip.image_grid_pinpoints, tile, patch), (h, w), shape)
+        lab = common.tile_labels(sc.labels, ip.image_grid_pinpoints, tile, patch).reshape(-1, (tile // patch) ** 2, 3)
+        packed = train.image_places(lab[..., [0, 2]].astype(np.float32), (h, w), shape)   # shape, char classes
+        text = proc.apply_chat_template(common.conversation([("<ocr>", "x")]), tokenize=False)
+        n = common.expand_image(proc, tok(text, add_special_tokens=False)["input_ids"], (w, h)).count(common.IMAGE_TOKEN)
+        assert len(places) == len(packed) == n, (len(places), len(packed), n)
+        # the anyres_max_9 downscale blends labels: check exact class values only
+        for (x, y), (cs, cc) in zip(places, packed):
+            for kind, cls in (("shape", cs), ("text", cc)):
+                if cls > 0 and float(cls).is_integer():
+                    mx, my = patch / min(w, tile), patch / min(h, tile)
+                    assert any(it.kind == kind and it.box[0] / w - mx <= x <= it.box[2] / w + mx and
+                               it.box[1] / h - my <= y <= it.box[3] / h + my for it in sc.items), \
+                        f"scene {seed}: an image token showing a {kind} at {x:.3f}, {y:.3f} is in no {kind}'s box"
+                    checked += 1
+    assert checked > 500, checked
+    print(f"image places: {checked} labelled image tokens of 12 scenes lie in their items' boxes")
 
 
 if __name__ == "__main__":

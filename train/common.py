@@ -86,11 +86,11 @@ def tiles_u8(img, tile, pins):
     return np.stack(tiles).transpose(0, 3, 1, 2)
 
 
-def tile_labels(labels, pins, tile, patch):
-    """A label map [h, w, 3] cut as `tiles_u8` cuts the image (base tile, then the anyres grid row by row), read
-    at each patch's centre: [tiles, cells, cells, 3]. Padding reads as class 0."""
+def tile_sources(w, h, pins, tile, patch):
+    """Where each patch centre of each tile (base tile, then the anyres grid row by row, as `tiles_u8` cuts them)
+    comes from in a w×h image: [(rows, cols)] per tile, source pixel indices per patch row and column, -1 on
+    padding."""
     import numpy as np
-    h, w = labels.shape[:2]
     bw, bh, nw, nh = anyres_geometry(w, h, pins)
     py, px = (bh - nh) // 2, (bw - nw) // 2
     c = np.arange(patch // 2, tile, patch)[: tile // patch]      # patch centres within a tile
@@ -100,14 +100,34 @@ def tile_labels(labels, pins, tile, patch):
         ok = (pos >= 0) & (pos < n_out)
         return np.where(ok, np.minimum(((pos + 0.5) * n_in / n_out).astype(np.int64), n_in - 1), -1)
 
+    out = [(src(c, tile, h), src(c, tile, w))]
+    for ty in range(bh // tile):
+        for tx in range(bw // tile):
+            out.append((src(ty * tile + c - py, nh, h), src(tx * tile + c - px, nw, w)))
+    return out
+
+
+def tile_labels(labels, pins, tile, patch):
+    """A label map [h, w, 3] cut as `tiles_u8` cuts the image (base tile, then the anyres grid row by row), read
+    at each patch's centre: [tiles, cells, cells, 3]. Padding reads as class 0."""
+    import numpy as np
+    h, w = labels.shape[:2]
     padded = np.concatenate([labels, np.zeros((1, w, 3), labels.dtype)], 0)
     padded = np.concatenate([padded, np.zeros((h + 1, 1, 3), labels.dtype)], 1)   # index -1 reads zeros
-    out = [padded[src(c, tile, h)][:, src(c, tile, w)]]
-    for ty in range(bh // tile):
-        ys = src(ty * tile + c - py, nh, h)
-        for tx in range(bw // tile):
-            out.append(padded[ys][:, src(tx * tile + c - px, nw, w)])
-    return np.stack(out)
+    return np.stack([padded[ys][:, xs] for ys, xs in tile_sources(w, h, pins, tile, patch)])
+
+
+def tile_coords(w, h, pins, tile, patch):
+    """Each patch centre's place in the image as fractions (x, y) of its width and height: [tiles, cells², 2],
+    -1 on padding; in the tiles' order, as the vision tower's features before packing."""
+    import numpy as np
+    out = []
+    for ys, xs in tile_sources(w, h, pins, tile, patch):
+        fy = np.where(ys >= 0, (ys + 0.5) / h, -1.0)
+        fx = np.where(xs >= 0, (xs + 0.5) / w, -1.0)
+        gy, gx = np.meshgrid(fy, fx, indexing="ij")
+        out.append(np.stack([gx, gy], -1).reshape(-1, 2))
+    return np.stack(out).astype(np.float32)
 
 
 def build_config(shape):
@@ -189,48 +209,132 @@ def boxes_text(items, w, h):
     return "<delim>".join(box_text(it.norm_box(w, h)) for it in items)
 
 
-def ocr_answer(items, w, h):
+# Answers are built as pieces (text, link): `link` is None, a list of the normalised boxes the piece is about,
+# or a text item whose characters the piece spells (each character is then about its own part of the item's
+# box). `joined` gives the answer; `char_links` what each of its characters is about (train.py's AttendWhere
+# points the answer's tokens at those places).
+
+def char_box(item, i, j, w, h):
+    """The part of a text item's normalised box that holds its characters i..j-1."""
+    x0, y0, x1, y1 = item.norm_box(w, h)
+    if not item.chars:
+        return (x0, y0, x1, y1)
+    return (x0 + (x1 - x0) * item.chars[i][0], y0, x0 + (x1 - x0) * item.chars[j - 1][1], y1)
+
+
+def joined(pieces):
+    return "".join(t for t, _ in pieces)
+
+
+def char_links(pieces, w, h):
+    """For each character of the joined answer: the tuple of boxes it is about, or None."""
+    out = []
+    for text, link in pieces:
+        if link is None:
+            out += [None] * len(text)
+        elif isinstance(link, list):
+            out += [tuple(link)] * len(text)
+        else:
+            out += [None if c == " " else (char_box(link, k, k + 1, w, h),) for k, c in enumerate(text)]
+    return out
+
+
+def _box_pieces(items, w, h):
+    """`boxes_text` as pieces: each box about its own item, each <delim> about the box it announces."""
+    out = []
+    for k, it in enumerate(items):
+        b = [it.norm_box(w, h)]
+        if k:
+            out.append(("<delim>", b))
+        out.append((box_text(b[0]), b))
+    return out
+
+
+def ocr_pieces(items, w, h):
     from scenes import reading_order
-    return "\n".join(f"<char>{it.text}</char><bbox>{box_text(it.norm_box(w, h))}</bbox>"
-                     for it in reading_order(items, h))
+    out = []
+    for k, it in enumerate(reading_order(items, h)):
+        b = [it.norm_box(w, h)]
+        if k:
+            out.append(("\n", None))
+        out += [("<char>", b), (it.text, it), ("</char><bbox>", b), (box_text(b[0]), b), ("</bbox>", None)]
+    return out
 
 
-def gro_answer(items, w, h, ko):
+def ocr_answer(items, w, h):
+    return joined(ocr_pieces(items, w, h))
+
+
+def _group_pieces(name, its, w, h):
+    every = [it.norm_box(w, h) for it in its]
+    return [("<obj>", every), (name, every), ("</obj><bbox>", every), *_box_pieces(its, w, h), ("</bbox>", None)]
+
+
+def gro_pieces(items, w, h, ko):
     groups = _groups(items, ko)
     if not groups:
-        return "이미지에는 물체가 없습니다." if ko else "There are no objects in the image."
+        return [("이미지에는 물체가 없습니다." if ko else "There are no objects in the image.", None)]
     parts = []
     for label, its in groups.items():
         if ko:
             name = label if len(its) == 1 else f"{label} {len(its)}개"
         else:
             name = _article(label) if len(its) == 1 else f"{len(its)} {_plural(label)}"
-        parts.append(f"<obj>{name}</obj><bbox>{boxes_text(its, w, h)}</bbox>")
+        parts.append(_group_pieces(name, its, w, h))
     if ko:
-        return "이미지에는 " + ", ".join(parts) + "이 있습니다."
-    body = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return "The image shows " + body + "."
+        out = [("이미지에는 ", None)]
+        for k, part in enumerate(parts):
+            out += ([(", ", None)] if k else []) + part
+        return out + [("이 있습니다.", None)]
+    out = [("The image shows ", None)]
+    for k, part in enumerate(parts):
+        if k:
+            out.append((" and " if k == len(parts) - 1 else ", ", None))
+        out += part
+    return out + [(".", None)]
 
 
-def describe_answer(items, ko):
+def gro_answer(items, w, h, ko):
+    return joined(gro_pieces(items, w, h, ko))
+
+
+def describe_pieces(items, w, h, ko):
     names = []
     for it in sorted(items, key=lambda it: (it.box[0], it.box[1])):
+        b = [it.norm_box(w, h)]
         if it.kind == "shape":
-            names.append(it.label(ko) if ko else _article(it.label()))
+            names.append([(it.label(ko) if ko else _article(it.label()), b)])
+        elif ko:
+            names.append([("\"", b), (it.text, it), ("\"라는 글자", b)])
         else:
-            names.append(f"\"{it.text}\"라는 글자" if ko else f"the text \"{it.text}\"")
+            names.append([("the text \"", b), (it.text, it), ("\"", b)])
     if not names:
-        return "아무것도 없는 배경입니다." if ko else "The image shows a plain background."
-    if ko:
-        return ", ".join(names) + "이 있는 이미지입니다."
-    body = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return "The image shows " + body + "."
+        return [("아무것도 없는 배경입니다." if ko else "The image shows a plain background.", None)]
+    out = [] if ko else [("The image shows ", None)]
+    for k, name in enumerate(names):
+        if k:
+            out.append((" and " if not ko and k == len(names) - 1 else ", ", None))
+        out += name
+    return out + [("이 있는 이미지입니다." if ko else ".", None)]
 
 
-def refer_answer(item, ko):
+def describe_answer(items, ko, w=1, h=1):
+    return joined(describe_pieces(items, w, h, ko))
+
+
+def refer_pieces(item, ko, w, h):
+    b = [item.norm_box(w, h)]
     if item.kind == "text":
-        return f"\"{item.text}\"라고 쓰여 있습니다." if ko else f"It says \"{item.text}\"."
-    return f"{item.label(True)}입니다." if ko else f"It is {_article(item.label())}."
+        if ko:
+            return [("\"", b), (item.text, item), ("\"라고 쓰여 있습니다.", None)]
+        return [("It says \"", b), (item.text, item), ("\".", None)]
+    if ko:
+        return [(item.label(True), b), ("입니다.", None)]
+    return [("It is ", b), (_article(item.label()), b), (".", None)]
+
+
+def refer_answer(item, ko, w=1, h=1):
+    return joined(refer_pieces(item, ko, w, h))
 
 
 REFER_EN = ["What is this?", "What is it?", "What is in this region?"]
@@ -260,40 +364,45 @@ def find_prompt(label, ko, rng):
     return f"<gro>\nFind {rng.choice(['the ', ''])}{label}."
 
 
-def find_answer(items, label, ko, w, h):
+def find_pieces(items, label, ko, w, h):
     its = [it for it in items if it.kind == "shape" and it.label(ko) == label]
     if not its:
-        return f"이미지에 {label}{'은' if has_batchim(label) else '는'} 없습니다." if ko else \
-            f"There is no {label} in the image."
-    return f"<obj>{label}</obj><bbox>{boxes_text(its, w, h)}</bbox>"
+        return [(f"이미지에 {label}{'은' if has_batchim(label) else '는'} 없습니다." if ko else
+                 f"There is no {label} in the image.", None)]
+    return _group_pieces(label, its, w, h)
+
+
+def find_answer(items, label, ko, w, h):
+    return joined(find_pieces(items, label, ko, w, h))
 
 
 def sample_turn(rng, scene, mix):
-    """One (prompt, answer) pair about the scene, the task drawn from `mix` (task name -> weight)."""
+    """One question about the scene, the task drawn from `mix` (task name -> weight): (prompt, the answer's
+    pieces)."""
     w, h = scene.image.size
     items = scene.items
     tasks, weights = zip(*mix.items())
     task = rng.choices(tasks, weights)[0]
     ko = rng.random() < 0.5
     if task == "ocr":
-        return "<ocr>", ocr_answer(items, w, h)
+        return "<ocr>", ocr_pieces(items, w, h)
     if task == "gro":
         return ("<gro>\n이미지를 자세히 설명해 주세요." if ko else "<gro>\nDescribe the image in detail."), \
-            gro_answer(items, w, h, ko)
+            gro_pieces(items, w, h, ko)
     if task == "describe":
-        return ("이 이미지를 설명해 주세요." if ko else "Describe this image."), describe_answer(items, ko)
+        return ("이 이미지를 설명해 주세요." if ko else "Describe this image."), describe_pieces(items, w, h, ko)
     if task == "find":
         from scenes import COLOR_NAMES, SHAPES, Item
         shapes = [it for it in items if it.kind == "shape"]
         it = rng.choice(shapes) if shapes and rng.random() < 0.8 else \
             Item("shape", shape=rng.choice(SHAPES), color=rng.choice(COLOR_NAMES))
         label = it.label(ko)
-        return find_prompt(label, ko, rng), find_answer(items, label, ko, w, h)
+        return find_prompt(label, ko, rng), find_pieces(items, label, ko, w, h)
     if task == "refer":
         if not items:
-            return "<ocr>", ""
+            return "<ocr>", []
         it = rng.choice(items)
-        return refer_prompt(jitter_box(rng, it.box, w, h), ko, rng), refer_answer(it, ko)
+        return refer_prompt(jitter_box(rng, it.box, w, h), ko, rng), refer_pieces(it, ko, w, h)
     raise ValueError(task)
 
 

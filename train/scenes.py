@@ -49,6 +49,9 @@ class Item:
     color: str = ""           # COLORS (shape items)
     box: tuple = ()           # (x0, y0, x1, y1) in pixels: the tight box of the drawn pixels, x1/y1 exclusive
     korean: bool = False      # the text has Hangul
+    # text items: each character's span along the text, as fractions of its advance (a few degrees of rotation
+    # ignored); training points the answer's tokens at the characters they spell (train.py, AttendWhere)
+    chars: tuple = ()
 
     def label(self, ko=False):
         """How answers name the item: "red circle" / "빨간 원"; text items by their words."""
@@ -239,6 +242,13 @@ def _layer_text(text, fnt, color, vocab):
     return layer, chars, alpha
 
 
+def char_spans(text, fnt):
+    """Each character's [start, end) along the text as fractions of the whole advance."""
+    total = max(fnt.getlength(text), 1e-6)
+    ends = [fnt.getlength(text[:i + 1]) / total for i in range(len(text))]
+    return tuple(zip([0.0] + ends[:-1], ends))
+
+
 def _rotate(layer, deg, resample=Image.BICUBIC):
     return layer.rotate(deg, resample=resample, expand=True)
 
@@ -300,7 +310,7 @@ def make_scene(rng, spec, vocab, with_labels=True):
             layer = _rotate(layer, deg)
             mask = _rotate(Image.fromarray(alpha.astype(np.uint8) * 255), deg, Image.NEAREST)
             char_map = np.asarray(_rotate(Image.fromarray(chars), deg, Image.NEAREST))
-            item = Item("text", text=text, korean=any(is_hangul(c) for c in text))
+            item = Item("text", text=text, korean=any(is_hangul(c) for c in text), chars=char_spans(text, fnt))
             cls = None
         lw, lh = layer.size
         pos = _place(rng, placed, w, h, lw, lh)

@@ -40,7 +40,8 @@ MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
 # the options that define a recipe, kept in the checkpoint and restored on --resume (the time limits, the
 # workers and the device are the run's own)
 RECIPE_OPTIONS = ("batch", "lr", "aux_weight", "budget_minutes", "steps", "curriculum_samples", "mix", "spec",
-                  "max_turns", "patch_words", "patch_words_rows", "patch_where", "replay_keep")
+                  "max_turns", "patch_words", "patch_words_rows", "patch_where", "replay_keep", "attend",
+                  "attend_layers", "attend_heads")
 
 
 class Batches(torch.utils.data.IterableDataset):
@@ -77,14 +78,65 @@ def curriculum(progress, overrides):
 
 
 def sample(rng, spec, shape, mix, max_turns, proc, ip, vocab):
-    """One training sample: a scene, 1 to `max_turns` questions about it, their ids, tiles and patch labels."""
+    """One training sample: a scene, 1 to `max_turns` questions about it, their ids, tiles and patch labels,
+    which answer tokens are about which places (`attend_rows`) and where each image token lies (`image_places`)."""
     sc = scenes.make_scene(rng, spec, vocab)
     turns = [common.sample_turn(rng, sc, mix) for _ in range(rng.randint(1, max_turns))]
-    text = proc.apply_chat_template(common.conversation(turns), tokenize=False)
-    ids = common.expand_image(proc, proc.tokenizer(text, add_special_tokens=False)["input_ids"], sc.image.size)
+    text = proc.apply_chat_template(common.conversation([(q, common.joined(p)) for q, p in turns]), tokenize=False)
+    enc = proc.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    w, h = sc.image.size
+    ids = common.expand_image(proc, enc["input_ids"], sc.image.size)
+    rows = attend_rows(text, enc, turns, w, h, len(ids) - len(enc["input_ids"]))
     u8 = common.tiles_u8(sc.image, shape["tile"], ip.image_grid_pinpoints)
     lab = common.tile_labels(sc.labels, ip.image_grid_pinpoints, shape["tile"], shape["patch"])
-    return ids, common.answer_mask(ids), u8, (sc.image.size[1], sc.image.size[0]), lab
+    places = image_places(common.tile_coords(w, h, ip.image_grid_pinpoints, shape["tile"], shape["patch"]), (h, w), shape)
+    if len(places) != ids.count(common.IMAGE_TOKEN):
+        raise AssertionError(f"{len(places)} image places for {ids.count(common.IMAGE_TOKEN)} image tokens")
+    return ids, common.answer_mask(ids), u8, (h, w), lab, rows, places
+
+
+ASSISTANT_MARK = "<|im_start|>assistant\n"
+MAX_BOXES = 8   # boxes a token may be about (a group's phrase names all its objects); more are merged
+
+
+def attend_rows(text, enc, turns, w, h, shift):
+    """[(query position, boxes)]: for each answer token about a place (`common.char_links`), the position of the
+    token before it, whose query predicts it, in the expanded ids (`shift`: the image's extra tokens)."""
+    links, pos = {}, 0
+    for _, pieces in turns:
+        ans = common.joined(pieces)
+        at = text.index(ASSISTANT_MARK + ans, pos) + len(ASSISTANT_MARK)
+        for k, link in enumerate(common.char_links(pieces, w, h)):
+            if link:
+                links[at + k] = link
+        pos = at + len(ans)
+    image = enc["input_ids"].index(common.IMAGE_TOKEN)
+    rows = []
+    for t, (s, e) in enumerate(enc["offset_mapping"]):
+        boxes = sorted({b for c in range(s, e) for b in links.get(c, ())})
+        if not boxes or t <= image:
+            continue
+        if len(boxes) > MAX_BOXES:
+            boxes = [(min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))]
+        rows.append((t + shift - 1, boxes))
+    return rows
+
+
+_PACK = {}
+
+
+def image_places(coords, size_hw, shape):
+    """Each image token's place (x, y as fractions of the image) in the order the model feeds them: the tiles'
+    patch places packed by the model's own `pack_image_features` (unpadding, the anyres_max_9 downscale, a
+    NaN place for each row's image_newline)."""
+    from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionModel
+    if "config" not in _PACK:
+        _PACK["config"] = common.build_config(shape)
+    owner = type("Owner", (), {"config": _PACK["config"]})()
+    feats, _ = LlavaOnevisionModel.pack_image_features(
+        owner, image_features=[torch.from_numpy(coords)], image_sizes=torch.tensor([size_hw]),
+        image_newline=torch.full((2,), float("nan")), vision_aspect_ratio="anyres_max_9")
+    return feats[0].numpy()
 
 
 def probe_batch(shape, seed, n, progress=0.5, mix=MIX, spec=None):
@@ -113,17 +165,23 @@ def answers(model, batch, dev, blank=False, full=False):
     return out.last_hidden_state[:, :-1][sel], tgt[sel]
 
 
-def probe(model, lm_head, batch, dev):
+def probe(model, lm_head, batch, dev, box_ids):
     """Teacher-forced greedy accuracy on the answers' tokens of the probe batch, with its images and with blank
     ones (every pixel mid-grey). Where the two agree, the answers do not depend on the image: the model has
     learned the formats and the priors, not to look (what the first H200 run, 2026-12-05, did for 8.8 minutes
-    while both losses sat flat)."""
+    while both losses sat flat). `box`/`box_blind`: the same over the tokens inside the answers' <bbox> ...
+    </bbox> only (the digits and commas), where the runs so far failed."""
     model.eval()
     out = {}
+    ids = batch["input_ids"]
+    depth = torch.cumsum((ids == box_ids[0]).int() - (ids == box_ids[1]).int(), 1)
+    in_box = ((depth > 0) & (ids != box_ids[0]))[:, 1:][batch["labels"][:, 1:] != -100].to(dev)
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-        for name, blank in (("acc", False), ("acc_blind", True)):
+        for name, blank in (("", False), ("_blind", True)):
             hid, tgt = answers(model, batch, dev, blank)
-            out[name] = round((lm_head(hid).argmax(-1) == tgt).float().mean().item(), 4)
+            right = (lm_head(hid).argmax(-1) == tgt).float()
+            out["acc" + name] = round(right.mean().item(), 4)
+            out["box" + name] = round(right[in_box].mean().item(), 4) if in_box.any() else None
     model.train()
     return out
 
@@ -131,22 +189,32 @@ def probe(model, lm_head, batch, dev):
 def collate(samples):
     n = max(len(s[0]) for s in samples)
     t = max(s[2].shape[0] for s in samples)
+    r = max([len(s[5]) for s in samples] + [1])
     B, T = len(samples), samples[0][2].shape[-1]
     ids = np.full((B, n), 151643, np.int64)
     att = np.zeros((B, n), np.int64)
     lab = np.full((B, n), -100, np.int64)
     pix = np.zeros((B, t, 3, T, T), np.uint8)
-    for i, (x, m, u8, _, _) in enumerate(samples):
+    places = np.full((B, n, 2), np.nan, np.float32)      # NaN: not an image token (inside no box)
+    att_q = np.full((B, r), -1, np.int64)                 # -1: no row
+    att_boxes = np.full((B, r, MAX_BOXES, 4), np.nan, np.float32)
+    for i, (x, m, u8, _, _, rows, pl) in enumerate(samples):
         x, m = np.asarray(x, np.int64), np.asarray(m, bool)
         ids[i, :len(x)] = x
         att[i, :len(x)] = 1
         lab[i, :len(x)][m] = x[m]
         pix[i, :u8.shape[0]] = u8
+        places[i, :len(x)][x == common.IMAGE_TOKEN] = pl
+        for k, (q, boxes) in enumerate(rows):
+            att_q[i, k] = q
+            att_boxes[i, k, :len(boxes)] = boxes
     return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(att),
             "labels": torch.from_numpy(lab), "pixels": torch.from_numpy(pix),
             "image_sizes": torch.tensor([s[3] for s in samples]),
             "tiles": torch.tensor([s[2].shape[0] for s in samples]),
-            "aux": torch.from_numpy(np.concatenate([s[4] for s in samples]).astype(np.int64))}
+            "aux": torch.from_numpy(np.concatenate([s[4] for s in samples]).astype(np.int64)),
+            "places": torch.from_numpy(places), "att_q": torch.from_numpy(att_q),
+            "att_boxes": torch.from_numpy(att_boxes)}
 
 
 class AuxHeads(torch.nn.Module):
@@ -246,6 +314,81 @@ class PatchWhere(torch.nn.Module):
         return F.cross_entropy(self.x(h), tx) + F.cross_entropy(self.y(h), ty)
 
 
+class AttendWhere:
+    """Attention supervision at the answer positions: in the chosen decoder layers, the chosen heads of the query
+    that predicts an answer token about a place (a box's digits, an object's name, a word's characters --
+    `common.char_links`) must put their attention on the image tokens that lie there: the loss is
+    -log(the head's attention mass on those tokens). The second and third runs' decoders knew *what* a scene
+    holds and, at each image token, *where* it lies (PatchWhere's loss 0.003), yet put every box in the wrong
+    place: no answer position had learnt to find the object's tokens. This points them there; reading the
+    place off the found tokens is left to the answers' own loss. Training only: nothing is added to the model.
+
+    The supervised heads are computed a second time, for the answer rows only, beside the fused attention that
+    produces the output (which stays PyTorch's SDPA)."""
+
+    NAME = "varco_attend"
+
+    def __init__(self, layers, heads, cells):
+        self.layers, self.heads = set(layers), list(heads)
+        self.margin = 0.5 / cells     # half a base-tile patch: a box of any size holds a base patch's centre
+        self.batch = None             # (att_q [B, R], target [B, R, S], allowed [B, R, S]) while training
+        self.losses, self.mass = [], []
+
+    def register(self, model):
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+        self.sdpa = sdpa_attention_forward
+        AttentionInterface.register(self.NAME, self.attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(self.NAME, sdpa_mask)
+        model.set_attn_implementation({"text_config": self.NAME})
+
+    def prepare(self, batch, dev):
+        """The rows' target and allowed keys for this batch; None to switch the supervision off (the probe)."""
+        if batch is None:
+            self.batch = None
+            return
+        q = batch["att_q"].to(dev)                                   # [B, R]
+        boxes = batch["att_boxes"].to(dev)                           # [B, R, K, 4]
+        pl = batch["places"].to(dev)                                 # [B, S, 2]
+        x, y = pl[:, None, :, 0], pl[:, None, :, 1]                  # [B, 1, S]
+        m = self.margin
+        target = torch.zeros(q.shape + (pl.shape[1],), dtype=torch.bool, device=dev)
+        for k in range(boxes.shape[2]):
+            b = boxes[:, :, k, :, None]                              # [B, R, 4, 1]; NaN: no box
+            target |= (x >= b[:, :, 0] - m) & (x <= b[:, :, 2] + m) & (y >= b[:, :, 1] - m) & (y <= b[:, :, 3] + m)
+        keys = torch.arange(pl.shape[1], device=dev)
+        allowed = keys[None, None] <= q[..., None]                   # causal: keys up to the query
+        target &= allowed
+        valid = (q >= 0) & target.any(-1)
+        self.batch = (q.clamp(min=0), target, allowed, valid)
+        self.losses, self.mass = [], []
+
+    def attention(self, module, query, key, value, attention_mask, **kw):
+        out = self.sdpa(module, query, key, value, attention_mask, **kw)
+        if self.batch is None or getattr(module, "layer_idx", None) not in self.layers:
+            return out
+        q_pos, target, allowed, valid = self.batch
+        if not valid.any():
+            return out
+        scaling = kw.get("scaling") or module.scaling
+        group = query.shape[1] // key.shape[1]
+        for h in self.heads:
+            qh = query[:, h].gather(1, q_pos[..., None].expand(-1, -1, query.shape[-1]))    # [B, R, D]
+            logits = (qh @ key[:, h // group].transpose(1, 2)).float() * scaling          # [B, R, S]
+            hit = logits.masked_fill(~target, float("-inf")).logsumexp(-1)
+            every = logits.masked_fill(~allowed, float("-inf")).logsumexp(-1)
+            ll = (hit - every)[valid]
+            self.losses.append(-ll.mean())
+            self.mass.append(ll.detach().exp().mean())
+        return out
+
+    def loss(self):
+        if not self.losses:
+            return None
+        return sum(self.losses) / len(self.losses), (sum(self.mass) / len(self.mass)).item()
+
+
 def lr_at(progress, base, warm=0.03):
     if progress < warm:
         return base * progress / warm
@@ -279,6 +422,11 @@ def main():
                     help="PatchWords' softmax over every row of the head (the second run) or the label words' only")
     ap.add_argument("--patch-where", type=float, default=0.0,
                     help="weight of PatchWhere (the image tokens' column and row tenths; 0: off, as in the second run)")
+    ap.add_argument("--attend", type=float, default=1.0,
+                    help="weight of AttendWhere (answer tokens' attention on the places they are about; 0: off, "
+                         "as in the first three runs)")
+    ap.add_argument("--attend-layers", default="2,3,4,5", help="decoder layers whose heads AttendWhere supervises")
+    ap.add_argument("--attend-heads", default="0", help="the supervised heads of those layers")
     ap.add_argument("--replay", type=int, default=3,
                     help="steps per fresh batch: the others retrain one of the last --replay-keep batches, "
                          "drawn by the seed (the GPU outruns the scene workers; 1: every batch fresh)")
@@ -338,6 +486,11 @@ def main():
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters ({shape})", flush=True)
 
+    attend = None
+    if a.attend > 0:
+        attend = AttendWhere([int(v) for v in a.attend_layers.split(",")], [int(v) for v in a.attend_heads.split(",")],
+                             shape["tile"] // shape["patch"])
+        attend.register(model)
     captured = {}
     model.model.vision_tower.register_forward_hook(
         lambda mod, inp, out: captured.__setitem__("h", out.hidden_states[-1]))
@@ -349,6 +502,8 @@ def main():
                                          prefetch_factor=prefetch if a.workers else None, persistent_workers=False)
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     probing = probe_batch(shape, a.seed, min(a.batch, 32), mix=mix, spec=spec) if a.probe_every > 0 else None
+    tok = common.build_processor(shape)[0]
+    box_ids = tok.convert_tokens_to_ids(["<bbox>", "</bbox>"])
     last_probe = spent
     run_start = time.time()
     last_save = run_start
@@ -386,6 +541,8 @@ def main():
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(progress, a.lr)
+        if attend:
+            attend.prepare(batch, dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             hid, tgt, full = answers(model, batch, dev, full=True)
             loss_lm = F.cross_entropy(lm_head(hid).float(), tgt)
@@ -397,6 +554,9 @@ def main():
             if a.patch_where > 0:
                 loss_where = where.loss(full, batch, cells)
                 loss = loss + a.patch_where * loss_where
+            attended = attend.loss() if attend else None
+            if attended:
+                loss = loss + a.attend * attended[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -414,11 +574,15 @@ def main():
                 rec["pw"] = round(loss_pw.item(), 4)
             if a.patch_where > 0:
                 rec["where"] = round(loss_where.item(), 4)
+            if attended:
+                rec["attend"], rec["attend_mass"] = round(attended[0].item(), 4), round(attended[1], 4)
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
         if probing is not None and (spent - last_probe >= a.probe_every or step == 1):
-            rec = {"step": step, "min": round(spent / 60, 2), **probe(model, lm_head, probing, dev)}
+            if attend:
+                attend.prepare(None, dev)
+            rec = {"step": step, "min": round(spent / 60, 2), **probe(model, lm_head, probing, dev, box_ids)}
             captured.pop("h", None)
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
