@@ -11,6 +11,8 @@ the rest).
 4. `train.image_places` (where each image token lies, for AttendWhere) agrees with the labels: packed the same
    way, every image token that shows a shape or a character lies inside (within a patch of) the box of an
    item of that kind, and as many image tokens as the ids hold.
+5. `train.AttendWhere`'s attention mass on the target places equals what transformers' eager attention weights
+   put there, for the supervised heads of a small random model (GQA included).
 """
 import os
 import random
@@ -97,6 +99,34 @@ def main():
                     checked += 1
     assert checked > 500, checked
     print(f"image places: {checked} labelled image tokens of 12 scenes lie in their items' boxes")
+
+    from transformers import LlavaOnevisionForConditionalGeneration
+    small = {"tile": tile, "patch": patch, "vision": {"hidden": 64, "heads": 2, "intermediate": 128, "layers": 2},
+             "text": {"hidden": 64, "heads": 4, "kv_heads": 2, "intermediate": 128, "layers": 3}, "hangul": shape["hangul"]}
+    batch = train.collate([train.sample(random.Random(k), train.curriculum(0.3, {}), small, train.MIX, 3, proc, ip,
+                                        vocab, edges=k % 2 == 1) for k in range(3)])
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(common.build_config(small)).eval()
+    cpu = torch.device("cpu")
+    att = train.AttendWhere([1, 2], [0, 3], tile // patch)
+    att.register(model)
+    att.prepare(batch, cpu)
+    with torch.no_grad():
+        train.answers(model, batch, cpu)
+    mine = [m.item() for m in att.mass]
+    model.set_attn_implementation({"text_config": "eager"})
+    with torch.no_grad():
+        out = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          pixel_values=batch["pixels"].float() / 127.5 - 1, image_sizes=batch["image_sizes"],
+                          output_attentions=True)
+    q, target, _, valid = att.batch
+    ref = []
+    for layer in (1, 2):
+        for h in (0, 3):
+            w = out.attentions[layer][:, h]
+            ref.append(((w.gather(1, q[..., None].expand(-1, -1, w.shape[-1])) * target).sum(-1)[valid]).mean().item())
+    assert len(mine) == 4 and np.allclose(mine, ref, rtol=1e-3, atol=1e-6), (mine, ref)
+    print(f"attend: the supervised heads' mass on their places {[round(v, 4) for v in mine]} is eager attention's")
 
 
 if __name__ == "__main__":

@@ -239,25 +239,37 @@ def char_links(pieces, w, h):
     return out
 
 
-def _box_pieces(items, w, h):
+def _coord_pieces(b, edges):
+    """`box_text(b)` as pieces: with `edges`, each coordinate about its own edge of the box (a box of no width or
+    no height: the strip along that edge), else the whole box about the whole object."""
+    if not edges:
+        return [(box_text(b), [b])]
+    x0, y0, x1, y1 = b
+    out = []
+    for k, (v, e) in enumerate(zip(b, ((x0, y0, x0, y1), (x0, y0, x1, y0), (x1, y0, x1, y1), (x0, y1, x1, y1)))):
+        out += ([(", ", None)] if k else []) + [(coord(v), [e])]
+    return out
+
+
+def _box_pieces(items, w, h, edges=False):
     """`boxes_text` as pieces: each box about its own item, each <delim> about the box it announces."""
     out = []
     for k, it in enumerate(items):
         b = [it.norm_box(w, h)]
         if k:
             out.append(("<delim>", b))
-        out.append((box_text(b[0]), b))
+        out += _coord_pieces(b[0], edges)
     return out
 
 
-def ocr_pieces(items, w, h):
+def ocr_pieces(items, w, h, edges=False):
     from scenes import reading_order
     out = []
     for k, it in enumerate(reading_order(items, h)):
         b = [it.norm_box(w, h)]
         if k:
             out.append(("\n", None))
-        out += [("<char>", b), (it.text, it), ("</char><bbox>", b), (box_text(b[0]), b), ("</bbox>", None)]
+        out += [("<char>", b), (it.text, it), ("</char><bbox>", b), *_coord_pieces(b[0], edges), ("</bbox>", None)]
     return out
 
 
@@ -265,12 +277,12 @@ def ocr_answer(items, w, h):
     return joined(ocr_pieces(items, w, h))
 
 
-def _group_pieces(name, its, w, h):
+def _group_pieces(name, its, w, h, edges=False):
     every = [it.norm_box(w, h) for it in its]
-    return [("<obj>", every), (name, every), ("</obj><bbox>", every), *_box_pieces(its, w, h), ("</bbox>", None)]
+    return [("<obj>", every), (name, every), ("</obj><bbox>", every), *_box_pieces(its, w, h, edges), ("</bbox>", None)]
 
 
-def gro_pieces(items, w, h, ko):
+def gro_pieces(items, w, h, ko, edges=False):
     groups = _groups(items, ko)
     if not groups:
         return [("이미지에는 물체가 없습니다." if ko else "There are no objects in the image.", None)]
@@ -280,7 +292,7 @@ def gro_pieces(items, w, h, ko):
             name = label if len(its) == 1 else f"{label} {len(its)}개"
         else:
             name = _article(label) if len(its) == 1 else f"{len(its)} {_plural(label)}"
-        parts.append(_group_pieces(name, its, w, h))
+        parts.append(_group_pieces(name, its, w, h, edges))
     if ko:
         out = [("이미지에는 ", None)]
         for k, part in enumerate(parts):
@@ -364,31 +376,31 @@ def find_prompt(label, ko, rng):
     return f"<gro>\nFind {rng.choice(['the ', ''])}{label}."
 
 
-def find_pieces(items, label, ko, w, h):
+def find_pieces(items, label, ko, w, h, edges=False):
     its = [it for it in items if it.kind == "shape" and it.label(ko) == label]
     if not its:
         return [(f"이미지에 {label}{'은' if has_batchim(label) else '는'} 없습니다." if ko else
                  f"There is no {label} in the image.", None)]
-    return _group_pieces(label, its, w, h)
+    return _group_pieces(label, its, w, h, edges)
 
 
 def find_answer(items, label, ko, w, h):
     return joined(find_pieces(items, label, ko, w, h))
 
 
-def sample_turn(rng, scene, mix):
+def sample_turn(rng, scene, mix, edges=False):
     """One question about the scene, the task drawn from `mix` (task name -> weight): (prompt, the answer's
-    pieces)."""
+    pieces; with `edges`, a box's coordinates each about its own edge)."""
     w, h = scene.image.size
     items = scene.items
     tasks, weights = zip(*mix.items())
     task = rng.choices(tasks, weights)[0]
     ko = rng.random() < 0.5
     if task == "ocr":
-        return "<ocr>", ocr_pieces(items, w, h)
+        return "<ocr>", ocr_pieces(items, w, h, edges)
     if task == "gro":
         return ("<gro>\n이미지를 자세히 설명해 주세요." if ko else "<gro>\nDescribe the image in detail."), \
-            gro_pieces(items, w, h, ko)
+            gro_pieces(items, w, h, ko, edges)
     if task == "describe":
         return ("이 이미지를 설명해 주세요." if ko else "Describe this image."), describe_pieces(items, w, h, ko)
     if task == "find":
@@ -397,7 +409,7 @@ def sample_turn(rng, scene, mix):
         it = rng.choice(shapes) if shapes and rng.random() < 0.8 else \
             Item("shape", shape=rng.choice(SHAPES), color=rng.choice(COLOR_NAMES))
         label = it.label(ko)
-        return find_prompt(label, ko, rng), find_pieces(items, label, ko, w, h)
+        return find_prompt(label, ko, rng), find_pieces(items, label, ko, w, h, edges)
     if task == "refer":
         if not items:
             return "<ocr>", []

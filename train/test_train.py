@@ -106,6 +106,35 @@ class Answers(unittest.TestCase):
         self.assertEqual(sorted(m for m in (l.split("</char>")[0][6:] for l in lines)),
                          sorted(it.text for it in texts))
 
+    def test_char_links_point_at_the_items(self):
+        """Every linked character of an answer is about a place inside its item's box: a word's characters
+        about successive parts of it, left to right; with `edges`, a box's coordinates about its edges."""
+        sc = scene(21)
+        w, h = sc.image.size
+        boxes = [it.norm_box(w, h) for it in sc.items]
+        inside = lambda b: any(a[0] - 1e-9 <= b[0] <= b[2] <= a[2] + 1e-9 and a[1] - 1e-9 <= b[1] <= b[3] <= a[3] + 1e-9
+                               for a in boxes)
+        for edges in (False, True):
+            pieces = common.ocr_pieces(sc.items, w, h, edges) + common.gro_pieces(sc.items, w, h, False, edges)
+            text, links = common.joined(pieces), common.char_links(pieces, w, h)
+            self.assertEqual(len(text), len(links))
+            linked = [ls for ls in links if ls]
+            self.assertTrue(all(inside(b) for ls in linked for b in ls))
+            self.assertGreater(len(linked), len(text) // 3)
+            for it in sc.items:
+                if it.kind != "text":
+                    continue
+                at = text.index(f"<char>{it.text}</char>") + len("<char>")
+                xs = [links[at + k][0] for k, c in enumerate(it.text) if c != " "]
+                self.assertTrue(all(a[2] <= b[0] + 1e-9 for a, b in zip(xs, xs[1:])), (it.text, xs))
+                self.assertAlmostEqual(xs[0][0], it.norm_box(w, h)[0], places=6)
+            # a coordinate's digits: the whole box, or the edge strip it names
+            first = next(it for it in sc.items if it.kind == "text")
+            b = first.norm_box(w, h)
+            at = text.index(f"<char>{first.text}</char><bbox>") + len(f"<char>{first.text}</char><bbox>")
+            want = [(b[0], b[1], b[0], b[3])] if edges else [b]
+            self.assertEqual(list(links[at]), want)
+
     def test_coordinates(self):
         self.assertEqual(common.coord(0.5), "0.5")
         self.assertEqual(common.coord(0.0), "0")

@@ -41,13 +41,14 @@ MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
 # workers and the device are the run's own)
 RECIPE_OPTIONS = ("batch", "lr", "aux_weight", "budget_minutes", "steps", "curriculum_samples", "mix", "spec",
                   "max_turns", "patch_words", "patch_words_rows", "patch_where", "replay_keep", "attend",
-                  "attend_layers", "attend_heads")
+                  "attend_layers", "attend_heads", "attend_edges")
 
 
 class Batches(torch.utils.data.IterableDataset):
-    def __init__(self, shape, seed, batch, start, curriculum_samples, mix=MIX, max_turns=3, spec=None):
+    def __init__(self, shape, seed, batch, start, curriculum_samples, mix=MIX, max_turns=3, spec=None, edges=False):
         self.shape, self.seed, self.batch, self.start = shape, seed, batch, start
         self.curriculum_samples, self.mix, self.max_turns, self.spec = curriculum_samples, mix, max_turns, spec or {}
+        self.edges = edges
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -65,7 +66,7 @@ class Batches(torch.utils.data.IterableDataset):
             index = b * self.batch + k
             rng = random.Random(self.seed * 1_000_003 + index)
             spec = curriculum(index / self.curriculum_samples, self.spec)
-            samples.append(sample(rng, spec, self.shape, self.mix, self.max_turns, proc, ip, vocab))
+            samples.append(sample(rng, spec, self.shape, self.mix, self.max_turns, proc, ip, vocab, self.edges))
         return collate(samples)
 
 
@@ -77,11 +78,11 @@ def curriculum(progress, overrides):
     return spec
 
 
-def sample(rng, spec, shape, mix, max_turns, proc, ip, vocab):
+def sample(rng, spec, shape, mix, max_turns, proc, ip, vocab, edges=False):
     """One training sample: a scene, 1 to `max_turns` questions about it, their ids, tiles and patch labels,
     which answer tokens are about which places (`attend_rows`) and where each image token lies (`image_places`)."""
     sc = scenes.make_scene(rng, spec, vocab)
-    turns = [common.sample_turn(rng, sc, mix) for _ in range(rng.randint(1, max_turns))]
+    turns = [common.sample_turn(rng, sc, mix, edges) for _ in range(rng.randint(1, max_turns))]
     text = proc.apply_chat_template(common.conversation([(q, common.joined(p)) for q, p in turns]), tokenize=False)
     enc = proc.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     w, h = sc.image.size
@@ -341,7 +342,11 @@ class AttendWhere:
         self.sdpa = sdpa_attention_forward
         AttentionInterface.register(self.NAME, self.attention)
         ALL_MASK_ATTENTION_FUNCTIONS.register(self.NAME, sdpa_mask)
-        model.set_attn_implementation({"text_config": self.NAME})
+        try:
+            model.set_attn_implementation({"text_config": self.NAME})
+        except (AttributeError, TypeError, ValueError):   # transformers without per-sub-config switching
+            for cfg in {id(c): c for c in (model.config.text_config, model.model.language_model.config)}.values():
+                cfg._attn_implementation = self.NAME
 
     def prepare(self, batch, dev):
         """The rows' target and allowed keys for this batch; None to switch the supervision off (the probe)."""
@@ -427,6 +432,8 @@ def main():
                          "as in the first three runs)")
     ap.add_argument("--attend-layers", default="2,3,4,5", help="decoder layers whose heads AttendWhere supervises")
     ap.add_argument("--attend-heads", default="0", help="the supervised heads of those layers")
+    ap.add_argument("--attend-edges", type=int, default=1,
+                    help="1: a box's coordinates attend to their own edge of the object; 0: to the whole object")
     ap.add_argument("--replay", type=int, default=3,
                     help="steps per fresh batch: the others retrain one of the last --replay-keep batches, "
                          "drawn by the seed (the GPU outruns the scene workers; 1: every batch fresh)")
@@ -497,7 +504,8 @@ def main():
 
     # with --replay R, step s trains fresh batch s / R (every R-th step); a resumed run continues after the
     # last fresh batch it took, and refills its replay buffer from there
-    data = Batches(shape, a.seed, a.batch, -(-step // a.replay), a.curriculum_samples, mix, a.max_turns, spec)
+    data = Batches(shape, a.seed, a.batch, -(-step // a.replay), a.curriculum_samples, mix, a.max_turns, spec,
+                   bool(a.attend_edges))
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda",
                                          prefetch_factor=prefetch if a.workers else None, persistent_workers=False)
     log = open(os.path.join(a.out, "log.jsonl"), "a")
