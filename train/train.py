@@ -438,6 +438,9 @@ def main():
                     help="steps per fresh batch: the others retrain one of the last --replay-keep batches, "
                          "drawn by the seed (the GPU outruns the scene workers; 1: every batch fresh)")
     ap.add_argument("--replay-keep", type=int, default=16)
+    ap.add_argument("--profile", type=int, default=0,
+                    help="profile this many steps after 20 of warm-up with torch.profiler, print where the time "
+                         "goes, and stop (no checkpoint)")
     a = ap.parse_args()
 
     os.makedirs(a.out, exist_ok=True)
@@ -570,6 +573,21 @@ def main():
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
+        if a.profile and step == 20:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU] +
+                                              ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else []))
+            profiler.__enter__()
+            t_profile = time.time()
+        if a.profile and step == 20 + a.profile:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            wall = (time.time() - t_profile) / a.profile
+            profiler.__exit__(None, None, None)
+            by = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+            print(profiler.key_averages().table(sort_by=by, row_limit=30), flush=True)
+            print(f"profile: {wall * 1000:.1f} ms a step over {a.profile} steps (batch {a.batch}, "
+                  f"{int(batch['attention_mask'].sum())} tokens in the last)", flush=True)
+            return
         now = time.time()
         spent += now - t_prev
         t_prev = now
