@@ -438,6 +438,8 @@ def main():
                     help="steps per fresh batch: the others retrain one of the last --replay-keep batches, "
                          "drawn by the seed (the GPU outruns the scene workers; 1: every batch fresh)")
     ap.add_argument("--replay-keep", type=int, default=16)
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the vision tower and the decoder (dynamic shapes): fewer, fused kernels")
     ap.add_argument("--profile", type=int, default=0,
                     help="profile this many steps after 20 of warm-up with torch.profiler, print where the time "
                          "goes, and stop (no checkpoint)")
@@ -493,6 +495,12 @@ def main():
         opt.load_state_dict(state["opt"])
         step, spent = state["step"], state["spent"]
         print(f"resumed at step {step}, {spent / 60:.1f} min trained", flush=True)
+    if a.compile:
+        # after the state is loaded (compiled modules rename their parameters) and after AttendWhere registered
+        # its attention; the sequence length and the number of tiles vary from batch to batch
+        # (Module.compile: in place, so the checkpoint's names stay those of the plain model)
+        model.model.vision_tower.compile(dynamic=True)
+        model.model.language_model.compile(dynamic=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters ({shape})", flush=True)
 
