@@ -26,17 +26,18 @@ import scenes  # noqa: E402
 EVAL_SALT = 7_777_777_777_777
 
 
-def eval_spec():
-    """The hardest point of the training curriculum, with at least two texts and two shapes a scene."""
-    s = scenes.curriculum(1.0)
-    s.min_items, s.max_items, s.min_text, s.min_shapes = 4, 7, 2, 2
+def eval_spec(progress=1.0):
+    """The hardest point of the training curriculum (or the point `progress` of it: fonts, rotation, noise and
+    the number of items as training saw them there), with at least two texts and two shapes a scene."""
+    s = scenes.curriculum(progress)
+    s.min_items, s.max_items, s.min_text, s.min_shapes = 4, max(4, round(7 * s.max_items / 8)), 2, 2
     return s
 
 
-def make_scenes(out, seed, n, shape):
+def make_scenes(out, seed, n, shape, progress=1.0):
     os.makedirs(out, exist_ok=True)
     vocab = scenes.Vocab(common.TOKENIZER, shape["hangul"])
-    spec = eval_spec()
+    spec = eval_spec(progress)
     truth, requests = [], []
     for i in range(n):
         rng = random.Random(EVAL_SALT + seed * 1_000_003 + i)
@@ -110,6 +111,9 @@ def main():
     s.add_argument("--seed", type=int, default=4242)
     s.add_argument("--n", type=int, default=500)
     s.add_argument("--shape", help="the model's sizes (for the Hangul inventory); default common.DEFAULT_SHAPE")
+    s.add_argument("--progress", type=float, default=1.0,
+                   help="the curriculum's point whose fonts, rotation, noise and item count the scenes take "
+                        "(default its end; lower: what a shorter training saw)")
     r = sub.add_parser("answer")
     r.add_argument("--model", required=True)
     r.add_argument("--scenes", required=True)
@@ -119,7 +123,7 @@ def main():
     r.add_argument("--max-new-tokens", type=int, default=256)
     a = ap.parse_args()
     if a.cmd == "scenes":
-        make_scenes(a.out, a.seed, a.n, common.load_shape(a.shape) if a.shape else common.DEFAULT_SHAPE)
+        make_scenes(a.out, a.seed, a.n, common.load_shape(a.shape) if a.shape else common.DEFAULT_SHAPE, a.progress)
     else:
         answer(a.model, a.scenes, a.out, a.limit, a.batch, a.max_new_tokens)
 
