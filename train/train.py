@@ -56,7 +56,7 @@ class Batches(torch.utils.data.IterableDataset):
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         tok, ip, proc = common.build_processor(self.shape)
         vocab = scenes.Vocab(common.TOKENIZER, self.shape["hangul"])
-        b = self.start + ((wid - self.start) % nw)
+        b = self.start + wid          # the loader takes the workers in turn: batches start, start + 1, ...
         while True:
             yield self.make(b, proc, ip, vocab)
             b += nw
@@ -159,7 +159,7 @@ def answers(model, batch, dev, blank=False, full=False):
         pix = torch.zeros_like(pix)
     out = model.model(input_ids=batch["input_ids"].to(dev, non_blocking=True),
                       attention_mask=batch["attention_mask"].to(dev, non_blocking=True), pixel_values=pix,
-                      image_sizes=batch["image_sizes"].to(dev))
+                      image_sizes=batch["image_sizes"].to(dev), use_cache=False)
     tgt = batch["labels"].to(dev, non_blocking=True)[:, 1:]
     sel = tgt != -100
     if full:
@@ -375,8 +375,6 @@ class AttendWhere:
         if self.batch is None or getattr(module, "layer_idx", None) not in self.layers:
             return out
         q_pos, target, allowed, valid = self.batch
-        if not valid.any():
-            return out
         scaling = kw.get("scaling") or module.scaling
         group = query.shape[1] // key.shape[1]
         for h in self.heads:
@@ -384,9 +382,12 @@ class AttendWhere:
             logits = (qh @ key[:, h // group].transpose(1, 2)).float() * scaling          # [B, R, S]
             hit = logits.masked_fill(~target, float("-inf")).logsumexp(-1)
             every = logits.masked_fill(~allowed, float("-inf")).logsumexp(-1)
-            ll = (hit - every)[valid]
-            self.losses.append(-ll.mean())
-            self.mass.append(ll.detach().exp().mean())
+            # masked, not indexed, and no branch on the rows: the same graph every step under --compile
+            # (a row without target has hit -inf; where() keeps its gradient out, masked_fill's zeroes its NaN)
+            ll = torch.where(valid, hit - every, 0.0)
+            n = valid.sum().clamp(min=1)
+            self.losses.append(-ll.sum() / n)
+            self.mass.append((ll.detach().exp() * valid).sum() / n)
         return out
 
     def loss(self):
@@ -459,7 +460,10 @@ def main():
         a.replay = state.get("replay", 1)
         # the recipe's options come from the checkpoint too: a resumed run that forgot `--patch-where` or
         # `--patch-words-rows` would otherwise change the recipe half way without a word
-        for name, value in state.get("options", {}).items():
+        options = dict(state.get("options", {}))
+        if options and "attend" not in options:
+            options["attend"] = 0.0    # a checkpoint from before AttendWhere trained without it
+        for name, value in options.items():
             if getattr(a, name) != value:
                 print(f"resume: --{name.replace('_', '-')} {value} (from the checkpoint; given {getattr(a, name)})", flush=True)
             setattr(a, name, value)
@@ -500,20 +504,27 @@ def main():
         opt.load_state_dict(state["opt"])
         step, spent = state["step"], state["spent"]
         print(f"resumed at step {step}, {spent / 60:.1f} min trained", flush=True)
-    if a.compile:
-        # after the state is loaded (compiled modules rename their parameters) and after AttendWhere registered
-        # its attention; the sequence length and the number of tiles vary from batch to batch
-        # (Module.compile: in place, so the checkpoint's names stay those of the plain model)
-        model.model.vision_tower.compile(dynamic=True)
-        model.model.language_model.compile(dynamic=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters ({shape})", flush=True)
 
     attend = None
     if a.attend > 0:
-        attend = AttendWhere([int(v) for v in a.attend_layers.split(",")], [int(v) for v in a.attend_heads.split(",")],
-                             shape["tile"] // shape["patch"])
+        layers = [int(v) for v in a.attend_layers.split(",")]
+        heads_ = [int(v) for v in a.attend_heads.split(",")]
+        if not all(0 <= v < shape["text"]["layers"] for v in layers) or not all(0 <= v < shape["text"]["heads"] for v in heads_):
+            sys.exit(f"--attend-layers {a.attend_layers} / --attend-heads {a.attend_heads}: the decoder has "
+                     f"{shape['text']['layers']} layers of {shape['text']['heads']} heads")
+        attend = AttendWhere(layers, heads_, shape["tile"] // shape["patch"])
         attend.register(model)
+    if a.compile:
+        # Module.compile works in place, so the checkpoint keeps the plain model's names; dynamic, since the
+        # sequence length and the number of tiles vary from batch to batch. Some recompiles remain (the probe's
+        # no_grad, sizes of 1, the backends' size thresholds: 37 in 26 steps with probes at tiny size on the
+        # CPU): room for them, where dynamo's default of 8 a frame would fall back to eager
+        import torch._dynamo as dynamo
+        dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
+        model.model.vision_tower.compile(dynamic=True)
+        model.model.language_model.compile(dynamic=True)
     captured = {}
     model.model.vision_tower.register_forward_hook(
         lambda mod, inp, out: captured.__setitem__("h", out.hidden_states[-1]))
@@ -550,6 +561,7 @@ def main():
         os.replace(tmp, ckpt_path)
 
     model.train()
+    first_step = step
     while True:
         if step % a.replay == 0 or not kept:
             t_wait = time.time()
@@ -586,12 +598,12 @@ def main():
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        if a.profile and step == 20:
+        if a.profile and step == first_step + 20:
             profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU] +
                                               ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else []))
             profiler.__enter__()
             t_profile = time.time()
-        if a.profile and step == 20 + a.profile:
+        if a.profile and step == first_step + 20 + a.profile:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             wall = (time.time() - t_profile) / a.profile
