@@ -205,10 +205,6 @@ def _groups(items, ko):
     return out
 
 
-def boxes_text(items, w, h):
-    return "<delim>".join(box_text(it.norm_box(w, h)) for it in items)
-
-
 # Answers are built as pieces (text, link): `link` is None, a list of the normalised boxes the piece is about,
 # or a text item whose characters the piece spells (each character is then about its own part of the item's
 # box). `joined` gives the answer; `char_links` what each of its characters is about (train.py's AttendWhere
@@ -252,7 +248,8 @@ def _coord_pieces(b, edges):
 
 
 def _box_pieces(items, w, h, edges=False):
-    """`boxes_text` as pieces: each box about its own item, each <delim> about the box it announces."""
+    """The items' boxes joined by <delim>, as pieces: each box about its own item, each <delim> about the box it
+    announces."""
     out = []
     for k, it in enumerate(items):
         b = [it.norm_box(w, h)]

@@ -132,11 +132,10 @@ def image_places(coords, size_hw, shape):
     patch places packed by the model's own `pack_image_features` (unpadding, the anyres_max_9 downscale, a
     NaN place for each row's image_newline)."""
     from transformers.models.llava_onevision.modeling_llava_onevision import LlavaOnevisionModel
-    if "config" not in _PACK:
-        _PACK["config"] = common.build_config(shape)
-    owner = type("Owner", (), {"config": _PACK["config"]})()
+    if "owner" not in _PACK:   # what pack_image_features reads of its model: the config
+        _PACK["owner"] = type("Owner", (), {"config": common.build_config(shape)})()
     feats, _ = LlavaOnevisionModel.pack_image_features(
-        owner, image_features=[torch.from_numpy(coords)], image_sizes=torch.tensor([size_hw]),
+        _PACK["owner"], image_features=[torch.from_numpy(coords)], image_sizes=torch.tensor([size_hw]),
         image_newline=torch.full((2,), float("nan")), vision_aspect_ratio="anyres_max_9")
     return feats[0].numpy()
 
@@ -333,7 +332,7 @@ class AttendWhere:
     def __init__(self, layers, heads, cells):
         self.layers, self.heads = set(layers), list(heads)
         self.margin = 0.5 / cells     # half a base-tile patch: a box of any size holds a base patch's centre
-        self.batch = None             # (att_q [B, R], target [B, R, S], allowed [B, R, S]) while training
+        self.batch = None             # (query positions [B, R], target, allowed [B, R, S], valid rows [B, R])
         self.losses, self.mass = [], []
 
     def register(self, model):
@@ -391,9 +390,10 @@ class AttendWhere:
         return out
 
     def loss(self):
+        """(the loss, the mean attention mass on the targets: a tensor, read only when logged)."""
         if not self.losses:
             return None
-        return sum(self.losses) / len(self.losses), (sum(self.mass) / len(self.mass)).item()
+        return sum(self.losses) / len(self.losses), sum(self.mass) / len(self.mass)
 
 
 def lr_at(progress, base, warm=0.03):
@@ -537,14 +537,14 @@ def main():
                                          prefetch_factor=prefetch if a.workers else None, persistent_workers=False)
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     probing = probe_batch(shape, a.seed, min(a.batch, 32), mix=mix, spec=spec) if a.probe_every > 0 else None
-    tok = common.build_processor(shape)[0]
+    tok = common.build_processor(shape)[0]     # the tokenizer: the probe's box tokens, PatchWords' words
     box_ids = tok.convert_tokens_to_ids(["<bbox>", "</bbox>"])
     last_probe = spent
     run_start = time.time()
     last_save = run_start
     t_prev = time.time()
     lm_head = model.lm_head
-    patch_words = PatchWords(common.build_processor(shape)[0], vocab, dev, a.patch_words_rows == "labels") \
+    patch_words = PatchWords(tok, vocab, dev, a.patch_words_rows == "labels") \
         if a.patch_words > 0 else None
     if patch_words and patch_words.missing:
         print(f"patch words: {patch_words.missing} characters are not one token and go unnamed", flush=True)
@@ -627,7 +627,7 @@ def main():
             if a.patch_where > 0:
                 rec["where"] = round(loss_where.item(), 4)
             if attended:
-                rec["attend"], rec["attend_mass"] = round(attended[0].item(), 4), round(attended[1], 4)
+                rec["attend"], rec["attend_mass"] = round(attended[0].item(), 4), round(attended[1].item(), 4)
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
