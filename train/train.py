@@ -166,23 +166,34 @@ def answers(model, batch, dev, blank=False, full=False):
     return out.last_hidden_state[:, :-1][sel], tgt[sel]
 
 
-def probe(model, lm_head, batch, dev, box_ids):
+def probe(model, lm_head, batch, dev, tag_ids, heads=None, captured=None):
     """Teacher-forced greedy accuracy on the answers' tokens of the probe batch, with its images and with blank
     ones (every pixel mid-grey). Where the two agree, the answers do not depend on the image: the model has
     learned the formats and the priors, not to look (what the first H200 run, 2026-12-05, did for 8.8 minutes
     while both losses sat flat). `box`/`box_blind`: the same over the tokens inside the answers' <bbox> ...
-    </bbox> only (the digits and commas), where the runs so far failed."""
+    </bbox> only (the digits and commas), where the runs so far failed; `read`/`read_blind`: over the tokens
+    inside <char> ... </char> (the words an OCR answer reads). With the auxiliary heads, `see_shape`,
+    `see_color`, `see_char`: their accuracy on the patches that show a shape, a colour, a character -- whether
+    the vision tower sees what the decoder is asked to read (the fourth run's model read no word, 2026-12-06)."""
     model.eval()
     out = {}
     ids = batch["input_ids"]
-    depth = torch.cumsum((ids == box_ids[0]).int() - (ids == box_ids[1]).int(), 1)
-    in_box = ((depth > 0) & (ids != box_ids[0]))[:, 1:][batch["labels"][:, 1:] != -100].to(dev)
+    answer = batch["labels"][:, 1:] != -100
+    inside = {}
+    for name, (open_, close) in tag_ids.items():
+        depth = torch.cumsum((ids == open_).int() - (ids == close).int(), 1)
+        inside[name] = ((depth > 0) & (ids != open_))[:, 1:][answer].to(dev)
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-        for name, blank in (("", False), ("_blind", True)):
+        for suffix, blank in (("", False), ("_blind", True)):
             hid, tgt = answers(model, batch, dev, blank)
             right = (lm_head(hid).argmax(-1) == tgt).float()
-            out["acc" + name] = round(right.mean().item(), 4)
-            out["box" + name] = round(right[in_box].mean().item(), 4) if in_box.any() else None
+            out["acc" + suffix] = round(right.mean().item(), 4)
+            for name, sel in inside.items():
+                out[name + suffix] = round(right[sel].mean().item(), 4) if sel.any() else None
+            if not blank and heads is not None:
+                out.update(heads.accuracy(captured["h"], batch["aux"].to(dev)))
+            if captured is not None:
+                captured.pop("h", None)
     model.train()
     return out
 
@@ -237,6 +248,16 @@ class AuxHeads(torch.nn.Module):
             wt[0] = 0.1
             total = total + F.cross_entropy(logits, a[:, col], weight=wt)
         return total
+
+    def accuracy(self, hidden, aux):
+        """Each head's accuracy over the patches whose label is not background."""
+        h = hidden.reshape(-1, hidden.shape[-1]).float()
+        a = aux.reshape(-1, 3)
+        out = {}
+        for name, head, col in (("see_shape", self.shape, 0), ("see_color", self.color, 1), ("see_char", self.char, 2)):
+            sel = a[:, col] > 0
+            out[name] = round((head(h[sel]).argmax(-1) == a[sel, col]).float().mean().item(), 4) if sel.any() else None
+        return out
 
 
 def base_tile_hidden(hidden, batch, cells):
@@ -538,7 +559,8 @@ def main():
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     probing = probe_batch(shape, a.seed, min(a.batch, 32), mix=mix, spec=spec) if a.probe_every > 0 else None
     tok = common.build_processor(shape)[0]     # the tokenizer: the probe's box tokens, PatchWords' words
-    box_ids = tok.convert_tokens_to_ids(["<bbox>", "</bbox>"])
+    tag_ids = {"box": tok.convert_tokens_to_ids(["<bbox>", "</bbox>"]),
+               "read": tok.convert_tokens_to_ids(["<char>", "</char>"])}
     last_probe = spent
     run_start = time.time()
     last_save = run_start
@@ -634,8 +656,7 @@ def main():
         if probing is not None and (spent - last_probe >= a.probe_every or step == 1):
             if attend:
                 attend.prepare(None, dev)
-            rec = {"step": step, "min": round(spent / 60, 2), **probe(model, lm_head, probing, dev, box_ids)}
-            captured.pop("h", None)
+            rec = {"step": step, "min": round(spent / 60, 2), **probe(model, lm_head, probing, dev, tag_ids, heads, captured)}
             print(json.dumps(rec), flush=True)
             log.write(json.dumps(rec) + "\n")
             log.flush()
