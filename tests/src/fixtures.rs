@@ -127,3 +127,94 @@ pub fn read_repo(rel: &str) -> Vec<u8> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+/// What [`teacher_forced`] saw over a case's steps.
+pub struct Report {
+    pub worst_rel: f64,
+    pub mean_rel: f64,
+    /// Steps whose greedy token was compared (the reference's top-1 margin well above our error).
+    pub greedy_checked: usize,
+    /// Steps whose argmax equals the reference's greedy token.
+    pub top1_agree: usize,
+    pub steps: usize,
+}
+
+/// Runs one reference case (a folder in the layout of ../shared/fixtures: case.json, expected.safetensors,
+/// image.png) teacher-forced along the reference's greedy tokens: each step's top-20 logits against the
+/// reference's, within `tol` relative error, and the greedy token wherever the reference's top-1 margin is
+/// more than four times our error (with `strict`; otherwise only reported). The prompt's ids are the case's
+/// LLaVA-NeXT ids (−200 where the image goes) or, where it has only transformers' expanded ids, those with
+/// their run of image tokens folded into one −200.
+pub fn teacher_forced(ctx: &varco_web::gpu::Context, m: &varco_web::model::Model, dir: &std::path::Path, tol: f64, strict: bool) -> Report {
+    use candle_core::DType as CDType;
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let file = |f: &str| {
+        let p = dir.join(f);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let c: serde_json::Value = serde_json::from_slice(&file("case.json")).unwrap_or_else(|e| panic!("{name}/case.json: {e}"));
+    let list = |k: &str| -> Vec<i64> { c[k].as_array().unwrap_or_else(|| panic!("{name}: no {k}")).iter().map(|v| v.as_i64().unwrap()).collect() };
+    let ids: Vec<i64> = if c.get("input_ids_llava_next").is_some() {
+        list("input_ids_llava_next")
+    } else {
+        let image_token = m.cfg.image_token_id.expect("the model names its image token") as i64;
+        let mut out: Vec<i64> = Vec::new();
+        for id in list("input_ids_hf") {
+            if id != image_token {
+                out.push(id);
+            } else if out.last() != Some(&-200) {
+                out.push(-200);
+            }
+        }
+        out
+    };
+    let generated: Vec<u32> = list("generated_ids").into_iter().map(|v| v as u32).collect();
+    let margins: Vec<f64> = c["step_margins"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let exp = candle_core::safetensors::load(dir.join("expected.safetensors"), &candle_core::Device::Cpu).unwrap_or_else(|e| panic!("{name}/expected.safetensors: {e}"));
+    let top_ids = exp["step_top20_ids"].to_dtype(CDType::I64).unwrap().to_vec2::<i64>().unwrap();
+    let top_vals = exp["step_top20_logits"].to_dtype(CDType::F64).unwrap().to_vec2::<f64>().unwrap();
+    assert_eq!(top_ids.len(), generated.len(), "{name}: a row of expected logits per generated token");
+    let image = if c["image"].is_null() {
+        None
+    } else {
+        let img = varco_web::image::decode(&file("image.png"), varco_web::image::DecodeLimits::default()).unwrap();
+        let (plan, feats) = m.encode_image(ctx, &img).unwrap();
+        assert_eq!(plan.n_tokens as u64, c["n_image_tokens"].as_u64().unwrap(), "{name}: image tokens");
+        Some(feats)
+    };
+    let n = ids.len() + image.as_ref().map_or(0, |t| t.shape[0]) + generated.len();
+    let mut cache = m.llm.new_cache(ctx, n).unwrap();
+    let mut ws = varco_web::model::decode::Workspace::new(ctx, m, n).unwrap();
+    prefill(ctx, m, &ids, image.as_ref(), &mut cache, &ws).unwrap();
+    let mut report = Report { worst_rel: 0.0, mean_rel: 0.0, greedy_checked: 0, top1_agree: 0, steps: generated.len() };
+    for step in 0..generated.len() {
+        let l = pollster::block_on(m.read_logits(ctx, &mut ws)).unwrap();
+        if step == 0 && strict {
+            if let Some(full) = exp.get("prefill_last_logits") {
+                let full = full.to_dtype(CDType::F64).unwrap().to_vec1::<f64>().unwrap();
+                crate::harness::assert_close(&format!("{name}: prefill logits"), &l, &full, tol);
+            }
+        }
+        let got: Vec<f32> = top_ids[step].iter().map(|&i| l[i as usize]).collect();
+        let rel = crate::harness::rel_error(&got, &top_vals[step]);
+        report.worst_rel = report.worst_rel.max(rel);
+        report.mean_rel += rel / generated.len() as f64;
+        if std::env::var_os("VARCO_VERBOSE").is_some() {
+            eprintln!("{name} step {step}: {rel:.2e}");
+        }
+        if strict {
+            assert!(rel <= tol, "{name} step {step}: top-20 logits relative error {rel:.2e} > {tol:.0e}");
+        }
+        let argmax = l.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+        report.top1_agree += (argmax as u32 == generated[step]) as usize;
+        let abs_err = got.iter().zip(&top_vals[step]).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        if strict && margins[step] > 4.0 * abs_err + 1e-6 {
+            assert_eq!(argmax as u32, generated[step], "{name} step {step}: greedy token (margin {})", margins[step]);
+            report.greedy_checked += 1;
+        }
+        if step + 1 < generated.len() {
+            m.step(ctx, &mut ws, &mut cache, generated[step]).unwrap();
+        }
+    }
+    report
+}

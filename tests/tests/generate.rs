@@ -5,12 +5,9 @@
 
 use std::sync::OnceLock;
 
-use candle_core::DType as CDType;
 use varco_tests::fixtures;
 use varco_web::gpu::{Context, ContextOptions};
-use varco_web::image::{decode, DecodeLimits};
 use varco_web::loader::Precision;
-use varco_web::model::decode::Workspace;
 use varco_web::model::Model;
 
 /// `VARCO_PACKED_F16=1` runs the f16 path's prefill matmuls in the packed-f16 tier, to report its error
@@ -35,70 +32,8 @@ fn model(precision: Precision) -> Model {
     fixtures::model(ctx(), precision)
 }
 
-struct Report {
-    worst_rel: f64,
-    mean_rel: f64,
-    greedy_checked: usize,
-    /// Steps whose argmax equals the reference's greedy token.
-    top1_agree: usize,
-}
-
-/// Runs one case teacher-forced; returns the worst relative error of the top-20 logits over the steps.
-fn run_case(m: &Model, case: &str, tol: f64, strict: bool) -> Report {
-    let ctx = ctx();
-    let c = fixtures::json(&format!("cases/{case}/case.json"));
-    let ids: Vec<i64> = c["input_ids_llava_next"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
-    let generated: Vec<u32> = c["generated_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let margins: Vec<f64> = c["step_margins"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    let exp = fixtures::expected(case);
-    let top_ids = exp["step_top20_ids"].to_dtype(CDType::I64).unwrap().to_vec2::<i64>().unwrap();
-    let top_vals = exp["step_top20_logits"].to_dtype(CDType::F64).unwrap().to_vec2::<f64>().unwrap();
-    let image = if c["image"].is_null() {
-        None
-    } else {
-        let img = decode(&fixtures::read(&format!("cases/{case}/image.png")), DecodeLimits::default()).unwrap();
-        let (plan, feats) = m.encode_image(ctx, &img).unwrap();
-        assert_eq!(plan.n_tokens as u64, c["n_image_tokens"].as_u64().unwrap());
-        Some(feats)
-    };
-    let n = ids.len() + image.as_ref().map_or(0, |t| t.shape[0]) + generated.len();
-    let mut cache = m.llm.new_cache(ctx, n).unwrap();
-    let mut ws = Workspace::new(ctx, m, n).unwrap();
-    fixtures::prefill(ctx, m, &ids, image.as_ref(), &mut cache, &ws).unwrap();
-    let mut report = Report { worst_rel: 0.0, mean_rel: 0.0, greedy_checked: 0, top1_agree: 0 };
-    for step in 0..generated.len() {
-        let l = pollster::block_on(m.read_logits(ctx, &mut ws)).unwrap();
-        if step == 0 {
-            if let Some(full) = exp.get("prefill_last_logits") {
-                let full = full.to_dtype(CDType::F64).unwrap().to_vec1::<f64>().unwrap();
-                if strict {
-                    varco_tests::harness::assert_close(&format!("{case}: prefill logits"), &l, &full, tol);
-                }
-            }
-        }
-        let got: Vec<f32> = top_ids[step].iter().map(|&i| l[i as usize]).collect();
-        let rel = varco_tests::harness::rel_error(&got, &top_vals[step]);
-        report.worst_rel = report.worst_rel.max(rel);
-        report.mean_rel += rel / generated.len() as f64;
-        if std::env::var_os("VARCO_VERBOSE").is_some() {
-            eprintln!("{case} step {step}: {rel:.2e}");
-        }
-        if strict {
-            assert!(rel <= tol, "{case} step {step}: top-20 logits relative error {rel:.2e} > {tol:.0e}");
-        }
-        let argmax = l.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
-        report.top1_agree += (argmax as u32 == generated[step]) as usize;
-        // greedy agreement where the reference's margin is well above our error
-        let abs_err = got.iter().zip(&top_vals[step]).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
-        if strict && margins[step] > 4.0 * abs_err + 1e-6 {
-            assert_eq!(argmax as u32, generated[step], "{case} step {step}: greedy token (margin {})", margins[step]);
-            report.greedy_checked += 1;
-        }
-        if step + 1 < generated.len() {
-            m.step(ctx, &mut ws, &mut cache, generated[step]).unwrap();
-        }
-    }
-    report
+fn run_case(m: &Model, case: &str, tol: f64, strict: bool) -> fixtures::Report {
+    fixtures::teacher_forced(ctx(), m, &fixtures::root().join("cases").join(case), tol, strict)
 }
 
 /// The cases of more than 4,800 prompt tokens (the 1920×1080 OCR page, the two-turn OCR chat): the f32 pass
@@ -112,7 +47,7 @@ fn every_case(precision: Precision, tol: f64, skip: &[&str]) -> usize {
     let mut greedy = 0;
     for case in fixtures::cases().into_iter().filter(|c| !skip.contains(&c.as_str())) {
         let r = run_case(&m, &case, tol, true);
-        eprintln!("{precision:?} {case}: worst top-20 logit error {:.2e}, greedy checked on {} of 16 steps", r.worst_rel, r.greedy_checked);
+        eprintln!("{precision:?} {case}: worst top-20 logit error {:.2e}, greedy checked on {} of {} steps", r.worst_rel, r.greedy_checked, r.steps);
         greedy += r.greedy_checked;
     }
     greedy
@@ -154,7 +89,7 @@ fn four_bit_weights_report() {
         let r = run_case(&m, &case, 0.0, false);
         eprintln!("Q4 {case}: top-1 agreement {}/16, top-20 logit error mean {:.2e}, worst {:.2e}", r.top1_agree, r.mean_rel, r.worst_rel);
         agree += r.top1_agree;
-        steps += 16;
+        steps += r.steps;
         mean += r.mean_rel;
     }
     let n = cases.len() as f64;
