@@ -58,7 +58,7 @@ const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "applic
 const bench = `import init, { benchModel } from "/web/pkg-bench/varco_web.js";
 const run = async (options) => {
   await init();
-  const [manifest, tokenizer] = await Promise.all(["manifest.json", "tokenizer.json"].map(async (f) => new Uint8Array(await (await fetch("/web/demo/public/models/tiny/" + f)).arrayBuffer())));
+  const [manifest, tokenizer] = await Promise.all(["manifest.json", "tokenizer.json"].map(async (f) => new Uint8Array(await (await fetch("/web/demo/public/models/small/" + f)).arrayBuffer())));
   return JSON.parse(await benchModel(JSON.stringify(options), manifest, tokenizer));
 };`;
 const worker = `${bench}
@@ -76,7 +76,7 @@ const server = http.createServer((req, res) => {
   if (url === "/") return res.writeHead(200, { "content-type": "text/html" }).end(page);
   if (url === "/worker.js") return res.writeHead(200, { "content-type": "text/javascript" }).end(worker);
   const file = path.join(root, path.normalize(url));
-  if (!file.startsWith(root) || !(url.startsWith("/web/pkg-bench/") || url.startsWith("/web/demo/public/models/tiny/")) || !fs.existsSync(file)) return res.writeHead(404).end();
+  if (!file.startsWith(root) || !(url.startsWith("/web/pkg-bench/") || url.startsWith("/web/demo/public/models/small/")) || !fs.existsSync(file)) return res.writeHead(404).end();
   res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" }).end(fs.readFileSync(file));
 });
 await new Promise((r) => server.listen(0, "127.0.0.1", r));

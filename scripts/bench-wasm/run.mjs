@@ -4,7 +4,7 @@
 //
 //   node scripts/bench-wasm/run.mjs [--native target/release/varco] [--f16-on-nvidia] [--out FILE]
 //        [--shape 14b] [--contexts 1024,8192] [--steps 32] [--prompt 4725] [--tiles 7,37] [--runs 3]
-//        [--act f16|f32] [--no-subgroups] [--no-int-dot] [--decode-only] [--like web/demo/public/models/tiny]
+//        [--act f16|f32] [--no-subgroups] [--no-int-dot] [--decode-only] [--like web/demo/public/models/small]
 //
 // Dawn's toggles: allow_unsafe_apis, and timestamp_quantization off (per-kernel profiles need exact
 // timestamps); --f16-on-nvidia adds vulkan_enable_f16_on_nvidia (Chrome withholds shader-f16 on NVIDIA
@@ -23,7 +23,7 @@ const o = {
   shape: "14b", contexts: [1024, 8192], steps: 32, prompt: 4725, tiles: [7, 37], runs: 3,
   act: null, noSubgroups: false, decodeOnly: false,
 };
-let native = null, out = null, like = path.join(root, "web/demo/public/models/tiny"), f16OnNvidia = false;
+let native = null, out = null, like = path.join(root, "web/demo/public/models/small"), f16OnNvidia = false;
 const args = process.argv.slice(2);
 const list = (v) => v.split(",").map((x) => { const n = Number(x); if (!Number.isInteger(n) || n <= 0) usage(`not a count: ${x}`); return n; });
 function usage(why) {

@@ -251,7 +251,7 @@ async fn engine_loads_pieces_and_answers_like_transformers() {
 #[wasm_bindgen_test]
 async fn the_model_benchmark_runs_in_the_browser() {
     use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
-    const MANIFEST: &[u8] = include_bytes!("../../web/demo/public/models/tiny/manifest.json");
+    const MANIFEST: &[u8] = include_bytes!("../../web/demo/public/models/small/manifest.json");
     let c = ctx().await;
     let o = ModelBenchOptions {
         shape: "small".into(),

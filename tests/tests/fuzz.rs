@@ -223,7 +223,7 @@ fn requests_are_taken_or_refused_as_request_errors() {
 // ------------------------------------------------------------------------------------------- model files
 
 fn manifest_base() -> serde_json::Value {
-    let text = fixtures::read_repo("web/demo/public/models/tiny/manifest.json");
+    let text = fixtures::read_repo("web/demo/public/models/small/manifest.json");
     Manifest::parse(&text).expect("the committed manifest reads");
     serde_json::from_slice(&text).unwrap()
 }

@@ -160,7 +160,7 @@ enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// A converted model whose tokenizer and chat template the benchmark's session uses.
-        #[arg(long, default_value = "web/demo/public/models/tiny")]
+        #[arg(long, default_value = "web/demo/public/models/small")]
         like: std::path::PathBuf,
         /// Activations: f16 (the default where the GPU has shader-f16) or f32.
         #[arg(long)]

@@ -9,7 +9,7 @@ import { drawRegion, fitLabels, renderSpans, readingOrder, setImageSize, type Re
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
-const DEFAULT_MANIFEST = "./models/tiny/manifest.json";
+const DEFAULT_MANIFEST = "./models/small/manifest.json";
 
 type Mode = "describe" | "ground" | "refer" | "ocr" | "chat";
 interface Picture { blob: Blob; name: string; width: number; height: number; url: string }
@@ -228,6 +228,24 @@ document.addEventListener("paste", (ev) => {
   const f = item?.getAsFile();
   if (f) void takeImage(f, f.name || "pasted image");
 });
+
+// the samples ship with the page (public/samples): scenes like the small model's training ones, which it
+// grounds well; a sample picks the mode it is for
+for (const b of document.querySelectorAll<HTMLButtonElement>("#samples button")) {
+  b.addEventListener("click", async () => {
+    const name = `${b.dataset.sample}.png`;
+    let blob: Blob;
+    try {
+      const r = await fetch(`./samples/${name}`);
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      blob = await r.blob();
+    } catch (e) {
+      return showError(new UserError(`The sample ${name} could not be fetched (${(e as Error).message})`));
+    }
+    await takeImage(blob, name);
+    document.querySelector<HTMLInputElement>(`input[name=mode][value=${b.dataset.mode}]`)?.click();
+  });
+}
 
 // ---------------------------------------------------------------------------------------------- refer box
 

@@ -88,13 +88,12 @@ async function mode(page, m) {
 }
 
 test("every mode answers as transformers, streamed; the referring box is drawn; the default model loads", async () => {
-  // the demo's embedded default: the tiny model in the default 4-bit plan, committed with the page
+  // the demo's embedded default: the small trained model, committed with the page (its answers: the test below)
   {
     const { ctx, page, problems } = await open();
     try {
       await state(page, "ready");
-      assert.ok(await page.isVisible("#notice"), "the page says it runs a tiny test model with random weights");
-      assert.match(await page.textContent("#notice"), /tiny test model with random weights/);
+      assert.ok(await page.isVisible("#notice"), "the page says it runs the small trained model");
       assert.match(await page.textContent("#caps"), /Adapter.*Activationsf32: [^\n]*does not offer shader-f16.*Reductionssubgroups: the adapter offers subgroups.*Largest buffer.*Model needs/s);
       assert.deepEqual(problems, []);
     } finally {
@@ -104,7 +103,7 @@ test("every mode answers as transformers, streamed; the referring box is drawn; 
   const { ctx, page, problems } = await open("?manifest=/model/manifest.json&max_tokens=16");
   try {
     await state(page, "ready");
-    assert.ok(!(await page.isVisible("#notice")), "another model: no tiny-model notice");
+    assert.ok(!(await page.isVisible("#notice")), "another model: no small-model notice");
 
     const describe = kase("describe_640x480");
     await page.setInputFiles("#file", describe.png);
@@ -408,14 +407,50 @@ test("a download cancelled mid-way says so, and loading again resumes it", async
   }
 });
 
-test("the committed default model is the converter's output for the tiny fixture", () => {
-  const out = path.join(tmp, "tiny");
-  execFileSync(bin, ["convert", "--input", path.join(fixtures, "model-hf"), "--output", out, "--shard-mib", "2"], { stdio: "ignore" });
-  const committed = path.join(demo, "public/models/tiny");
-  assert.deepEqual(fs.readdirSync(committed).sort(), fs.readdirSync(out).sort());
-  for (const f of fs.readdirSync(out)) assert.ok(fs.readFileSync(path.join(out, f)).equals(fs.readFileSync(path.join(committed, f))), `${f} differs: run scripts/demo.sh`);
-  const m = JSON.parse(fs.readFileSync(path.join(committed, "manifest.json"), "utf8"));
-  assert.equal(m.plan.llm, "q4", "the default 4-bit plan");
+test("the default model, trained: its samples grounded in English and Korean, each shape boxed and named as the scene generator drew it", async () => {
+  // the truth comes from train/samples.py (the scene generator), never from a model
+  const truth = JSON.parse(fs.readFileSync(path.join(demo, "test/samples.json"), "utf8"));
+  const { ctx, page, problems } = await open();
+  try {
+    await state(page, "ready");
+    assert.ok(await page.isVisible("#notice"), "the page says which model it runs and what it can do");
+    assert.match(await page.textContent("#notice"), /small model trained on synthetic shapes and\s+signs.*cannot read text yet/s);
+    for (const [kind, lang] of [["shapes", "en"], ["shapes", "ko"], ["mixed", "en"]]) {
+      const t = truth[kind];
+      await page.click(`#samples button[data-sample=${kind}]`);
+      await page.waitForFunction((k) => document.getElementById("image-info").textContent.startsWith(`${k}.png`), kind);
+      assert.ok((await page.textContent("#image-info")).includes(`${t.w} × ${t.h}`));
+      assert.equal(await page.$eval("input[name=mode]:checked", (e) => e.value), "ground", "a sample picks the mode it is for");
+      await page.selectOption("#lang", lang);
+      const r = await ask(page);
+      // every box as drawn over the image, back in the image's pixels, with its label
+      const img = await page.$eval("#photo", (e) => { const b = e.getBoundingClientRect(); return { x: b.x, y: b.y, w: b.width, h: b.height }; });
+      const drawn = await page.$$eval("#overlay g.span", (gs) => gs.flatMap((g) => [...g.querySelectorAll("rect")].map((rect) => {
+        const b = rect.getBoundingClientRect();
+        return { text: g.querySelector("text")?.textContent ?? "", x: b.x, y: b.y, w: b.width, h: b.height };
+      })));
+      const boxes = drawn.map((d) => ({ name: d.text, box: [(d.x - img.x) / img.w * t.w, (d.y - img.y) / img.h * t.h, (d.x + d.w - img.x) / img.w * t.w, (d.y + d.h - img.y) / img.h * t.h] }));
+      // "a red circle", "an orange diamond", "빨간 원" name the shape "red circle" / "빨간 원"
+      const bare = (s) => s.trim().replace(/^(a|an)\s+/i, "");
+      const iou = (a, b) => {
+        const ix = Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0])), iy = Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
+        const u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy;
+        return u > 0 ? (ix * iy) / u : 0;
+      };
+      const shapes = t.items.filter((it) => it.kind === "shape");
+      assert.ok(shapes.length >= 2, `${kind}: a sample of several shapes`);
+      for (const s of shapes) {
+        const name = lang === "ko" ? s.label_ko : s.label_en;
+        const best = Math.max(0, ...boxes.filter((b) => bare(b.name) === name).map((b) => iou(b.box, s.box)));
+        assert.ok(best >= 0.5, `${kind} (${lang}): ${name} at ${s.box} — best IoU ${best.toFixed(2)} among ${JSON.stringify(boxes)}; answer ${r.text}`);
+      }
+      assert.ok(boxes.length <= shapes.length + 1, `${kind} (${lang}): ${boxes.length} boxes for ${shapes.length} shapes: ${r.text}`);
+      if (kind === "shapes" && lang === "en") await page.screenshot({ path: path.join(shots, "ground-sample-desktop.png") });
+    }
+    assert.deepEqual(problems, []);
+  } finally {
+    await ctx.close();
+  }
 });
 
 test("Stop ends an answer early; the next question runs", async () => {
