@@ -42,7 +42,7 @@ MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
 # workers and the device are the run's own)
 RECIPE_OPTIONS = ("batch", "lr", "aux_weight", "budget_minutes", "steps", "curriculum_samples", "mix", "spec",
                   "max_turns", "patch_words", "patch_words_rows", "patch_where", "replay_keep", "attend",
-                  "attend_layers", "attend_heads", "attend_edges")
+                  "attend_layers", "attend_heads", "attend_edges", "char_weight", "char_tiles")
 
 
 class Batches(torch.utils.data.IterableDataset):
@@ -236,9 +236,10 @@ class AuxHeads(torch.nn.Module):
         self.color = torch.nn.Linear(width, 1 + len(scenes.COLOR_NAMES))
         self.char = torch.nn.Linear(width, n_chars)
 
-    def loss(self, hidden, aux):
+    def loss(self, hidden, aux, char_weight=1.0, char_rows=None):
         """Most patches show background (class 0): it weighs a tenth, so that the few patches on a glyph or a
-        shape carry the loss."""
+        shape carry the loss. `char_weight` scales the character head's term; `char_rows` (a mask over the
+        patches) limits it to those patches (`--char-tiles high`: not the base tile's)."""
         h = hidden.reshape(-1, hidden.shape[-1]).float()
         a = aux.reshape(-1, 3)
         total = 0.0
@@ -246,7 +247,10 @@ class AuxHeads(torch.nn.Module):
             logits = head(h)
             wt = torch.ones(logits.shape[-1], device=h.device)
             wt[0] = 0.1
-            total = total + F.cross_entropy(logits, a[:, col], weight=wt)
+            target = a[:, col]
+            if col == 2 and char_rows is not None:
+                target = target.masked_fill(~char_rows, -100)
+            total = total + (char_weight if col == 2 else 1.0) * F.cross_entropy(logits, target, weight=wt, ignore_index=-100)
         return total
 
     def accuracy(self, hidden, aux):
@@ -267,6 +271,16 @@ def base_tile_hidden(hidden, batch, cells):
     start = (ids == common.IMAGE_TOKEN).int().argmax(1)                           # [B]
     pos = start[:, None] + torch.arange(cells, device=hidden.device)[None]        # [B, cells]
     return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+def high_tile_rows(tiles, cells):
+    """A mask over the batch's patches (tiles in order, `cells` patches each): True but on each sample's base
+    tile -- the whole image shrunk to one tile, where a 640-px scene's 20-px glyphs are 7 px and no head could
+    name them: labels there only add noise to the character head."""
+    first = torch.cumsum(tiles, 0) - tiles
+    high = torch.ones(int(tiles.sum()), dtype=torch.bool)
+    high[first] = False
+    return high.repeat_interleave(cells)
 
 
 class PatchWords:
@@ -465,6 +479,15 @@ def main():
                     help="steps per fresh batch: the others retrain one of the last --replay-keep batches, "
                          "drawn by the seed (the GPU outruns the scene workers; 1: every batch fresh)")
     ap.add_argument("--replay-keep", type=int, default=16)
+    ap.add_argument("--char-weight", type=float, default=1.0,
+                    help="the auxiliary character head's weight beside the shape and colour heads' (the fifth run's "
+                         "tower named the character at a quarter of the patches that show one)")
+    ap.add_argument("--char-tiles", choices=["all", "high"], default="all",
+                    help="the patches the character head learns on: every tile's, or (high) not the base tile's")
+    ap.add_argument("--sdp", choices=["any", "no-cudnn"], default="any",
+                    help="the attention kernels PyTorch may pick from: any, or all but cuDNN's (flash where there is "
+                         "no mask, memory-efficient where there is): the fifth run's profile found cuDNN's attention "
+                         "spending ≈ 2 ms of host time a call, planning for each new sequence length")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the vision tower and the decoder (dynamic shapes): fewer, fused kernels")
     ap.add_argument("--profile", type=int, default=0,
@@ -497,6 +520,8 @@ def main():
 
     torch.manual_seed(a.seed)
     torch.set_float32_matmul_precision("high")
+    if a.sdp == "no-cudnn":
+        torch.backends.cuda.enable_cudnn_sdp(False)
     # Batches cross from the workers through shared memory (≈ 50 MB of 8-bit tiles each): where /dev/shm is
     # small, fewer batches wait there (one a worker), and a warning says why the loader may fail
     import shutil
@@ -604,7 +629,8 @@ def main():
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             hid, tgt, full = answers(model, batch, dev, full=True)
             loss_lm = F.cross_entropy(lm_head(hid).float(), tgt)
-            loss_aux = heads.loss(captured.pop("h"), batch["aux"].to(dev, non_blocking=True))
+            loss_aux = heads.loss(captured.pop("h"), batch["aux"].to(dev, non_blocking=True), a.char_weight,
+                                  high_tile_rows(batch["tiles"], cells).to(dev) if a.char_tiles == "high" else None)
             loss = loss_lm + a.aux_weight * loss_aux
             if patch_words:
                 loss_pw = patch_words.loss(full, batch, lm_head, cells)
