@@ -191,7 +191,7 @@ def probe(model, lm_head, batch, dev, tag_ids, heads=None, captured=None):
             for name, sel in inside.items():
                 out[name + suffix] = round(right[sel].mean().item(), 4) if sel.any() else None
             if not blank and heads is not None:
-                out.update(heads.accuracy(captured["h"], batch["aux"].to(dev)))
+                out.update(heads.accuracy(captured["h"], batch["aux"].to(dev), batch["high"].to(dev)))
             if captured is not None:
                 captured.pop("h", None)
     model.train()
@@ -226,7 +226,8 @@ def collate(samples):
             "tiles": torch.tensor([s[2].shape[0] for s in samples]),
             "aux": torch.from_numpy(np.concatenate([s[4] for s in samples]).astype(np.int64)),
             "places": torch.from_numpy(places), "att_q": torch.from_numpy(att_q),
-            "att_boxes": torch.from_numpy(att_boxes)}
+            "att_boxes": torch.from_numpy(att_boxes),
+            "high": high_tile_rows(torch.tensor([s[2].shape[0] for s in samples]), samples[0][4][0].size // 3)}
 
 
 class AuxHeads(torch.nn.Module):
@@ -253,13 +254,17 @@ class AuxHeads(torch.nn.Module):
             total = total + (char_weight if col == 2 else 1.0) * F.cross_entropy(logits, target, weight=wt, ignore_index=-100)
         return total
 
-    def accuracy(self, hidden, aux):
-        """Each head's accuracy over the patches whose label is not background."""
+    def accuracy(self, hidden, aux, high):
+        """Each head's accuracy over the patches whose label is not background; `see_char_high` over those not
+        on a base tile (`high`: what `--char-tiles high` trains on)."""
         h = hidden.reshape(-1, hidden.shape[-1]).float()
         a = aux.reshape(-1, 3)
         out = {}
-        for name, head, col in (("see_shape", self.shape, 0), ("see_color", self.color, 1), ("see_char", self.char, 2)):
+        for name, head, col, only in (("see_shape", self.shape, 0, None), ("see_color", self.color, 1, None),
+                                      ("see_char", self.char, 2, None), ("see_char_high", self.char, 2, high)):
             sel = a[:, col] > 0
+            if only is not None:
+                sel = sel & only
             out[name] = round((head(h[sel]).argmax(-1) == a[sel, col]).float().mean().item(), 4) if sel.any() else None
         return out
 
@@ -274,8 +279,8 @@ def base_tile_hidden(hidden, batch, cells):
 
 
 def high_tile_rows(tiles, cells):
-    """A mask over the batch's patches (tiles in order, `cells` patches each): True but on each sample's base
-    tile -- the whole image shrunk to one tile, where a 640-px scene's 20-px glyphs are 7 px and no head could
+    """A mask over the batch's patches (tiles in order, `cells` patches each; made in `collate`, on the CPU):
+    True but on each sample's base tile -- the whole image shrunk to one tile, where a 640-px scene's 20-px glyphs are 7 px and no head could
     name them: labels there only add noise to the character head."""
     first = torch.cumsum(tiles, 0) - tiles
     high = torch.ones(int(tiles.sum()), dtype=torch.bool)
@@ -507,6 +512,10 @@ def main():
         options = dict(state.get("options", {}))
         if options and "attend" not in options:
             options["attend"] = 0.0    # a checkpoint from before AttendWhere trained without it
+        if options:
+            # from before the character head's options: it trained as their defaults do
+            options.setdefault("char_weight", 1.0)
+            options.setdefault("char_tiles", "all")
         for name, value in options.items():
             if getattr(a, name) != value:
                 print(f"resume: --{name.replace('_', '-')} {value} (from the checkpoint; given {getattr(a, name)})", flush=True)
@@ -630,7 +639,7 @@ def main():
             hid, tgt, full = answers(model, batch, dev, full=True)
             loss_lm = F.cross_entropy(lm_head(hid).float(), tgt)
             loss_aux = heads.loss(captured.pop("h"), batch["aux"].to(dev, non_blocking=True), a.char_weight,
-                                  high_tile_rows(batch["tiles"], cells).to(dev) if a.char_tiles == "high" else None)
+                                  batch["high"].to(dev, non_blocking=True) if a.char_tiles == "high" else None)
             loss = loss_lm + a.aux_weight * loss_aux
             if patch_words:
                 loss_pw = patch_words.loss(full, batch, lm_head, cells)

@@ -87,7 +87,7 @@ fn four_bit_weights_report() {
     let cases: Vec<String> = fixtures::cases().into_iter().filter(|c| !LONGEST.contains(&c.as_str())).collect();
     for case in &cases {
         let r = run_case(&m, &case, 0.0, false);
-        eprintln!("Q4 {case}: top-1 agreement {}/16, top-20 logit error mean {:.2e}, worst {:.2e}", r.top1_agree, r.mean_rel, r.worst_rel);
+        eprintln!("Q4 {case}: top-1 agreement {}/{}, top-20 logit error mean {:.2e}, worst {:.2e}", r.top1_agree, r.steps, r.mean_rel, r.worst_rel);
         agree += r.top1_agree;
         steps += r.steps;
         mean += r.mean_rel;

@@ -28,7 +28,9 @@ fn the_default_model_answers_as_transformers_on_its_4_bit_weights() {
     assert_eq!(names, ["gro", "ocr_ko_en", "refer_ko", "refer_shape"]);
     let (mut greedy, mut steps) = (0, 0);
     for name in &names {
-        let r = fixtures::teacher_forced(&ctx, &m, &repo("tests/fixtures/trained/cases").join(name), 1e-3, true);
+        // 1e-4: ten times the f32 path's measured error (5.2e-6 on lavapipe), far below what would move
+        // ocr_ko_en's closest choice (a top-1 margin of 0.006)
+        let r = fixtures::teacher_forced(&ctx, &m, &repo("tests/fixtures/trained/cases").join(name), 1e-4, true);
         eprintln!("{name}: worst top-20 logit error {:.2e}, greedy checked on {} of {} steps, argmax agrees on {}", r.worst_rel, r.greedy_checked, r.steps, r.top1_agree);
         assert_eq!(r.top1_agree, r.steps, "{name}: the greedy answer differs from transformers'");
         greedy += r.greedy_checked;

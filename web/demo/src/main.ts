@@ -29,6 +29,8 @@ function setState(s: "idle" | "loading" | "ready" | "running" | "error") {
   $("stop").toggleAttribute("disabled", s !== "running");
   $("cancel").toggleAttribute("disabled", s !== "loading");
   $("load").toggleAttribute("disabled", s === "loading" || s === "running");
+  // the image is not changed under a running answer
+  for (const b of document.querySelectorAll("#samples button")) b.toggleAttribute("disabled", s === "running");
 }
 
 const mb = (b: number) => `${(b / 1e6).toFixed(1)} MB`;
@@ -129,6 +131,7 @@ async function load(url: string) {
   loading = new AbortController();
   $("error").hidden = true;
   $("notice").hidden = new URL(url, location.href).href !== new URL(DEFAULT_MANIFEST, location.href).href;
+  $("samples").hidden = $("notice").hidden; // scenes for the small model, not for another
   $("status").textContent = "Checking the GPU…";
   setState("loading");
   const t0 = performance.now();
@@ -184,15 +187,28 @@ $("cancel").addEventListener("click", () => loading?.abort());
 
 // ---------------------------------------------------------------------------------------------- image
 
-async function takeImage(blob: Blob, name = "image") {
-  if (running) return showError(new UserError("Wait for the answer (or press Stop) before changing the image"));
-  if (!blob.type.startsWith("image/") && blob.type !== "") return showError(new UserError(`${name} is not an image`));
+/** Shows `blob` as the image to ask about; false (and a message) where it is refused. */
+async function takeImage(blob: Blob, name = "image"): Promise<boolean> {
+  const busy = () => {
+    showError(new UserError("Wait for the answer (or press Stop) before changing the image"));
+    return false;
+  };
+  if (running) return busy();
+  if (!blob.type.startsWith("image/") && blob.type !== "") {
+    showError(new UserError(`${name} is not an image`));
+    return false;
+  }
   // decoded upright (EXIF) to know its size; the engine decodes the same file the same way
   let bmp: ImageBitmap;
   try {
     bmp = await createImageBitmap(blob, { imageOrientation: "from-image" });
   } catch {
-    return showError(new UserError(`${name}: the browser cannot decode this image`));
+    showError(new UserError(`${name}: the browser cannot decode this image`));
+    return false;
+  }
+  if (running) {
+    bmp.close();
+    return busy(); // an answer started while the image was decoding
   }
   if (picture) URL.revokeObjectURL(picture.url);
   picture = { blob, name, width: bmp.width, height: bmp.height, url: URL.createObjectURL(blob) };
@@ -207,6 +223,7 @@ async function takeImage(blob: Blob, name = "image") {
   $("transcript").replaceChildren();
   showSpans([]);
   $("error").hidden = true;
+  return true;
 }
 
 $("file").addEventListener("change", (ev) => {
@@ -242,8 +259,7 @@ for (const b of document.querySelectorAll<HTMLButtonElement>("#samples button"))
     } catch (e) {
       return showError(new UserError(`The sample ${name} could not be fetched (${(e as Error).message})`));
     }
-    await takeImage(blob, name);
-    document.querySelector<HTMLInputElement>(`input[name=mode][value=${b.dataset.mode}]`)?.click();
+    if (await takeImage(blob, name)) document.querySelector<HTMLInputElement>(`input[name=mode][value=${b.dataset.mode}]`)?.click();
   });
 }
 
