@@ -220,14 +220,14 @@ def collate(samples):
         for k, (q, boxes) in enumerate(rows):
             att_q[i, k] = q
             att_boxes[i, k, :len(boxes)] = boxes
+    tiles = torch.tensor([s[2].shape[0] for s in samples])
     return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(att),
             "labels": torch.from_numpy(lab), "pixels": torch.from_numpy(pix),
             "image_sizes": torch.tensor([s[3] for s in samples]),
-            "tiles": torch.tensor([s[2].shape[0] for s in samples]),
+            "tiles": tiles,
             "aux": torch.from_numpy(np.concatenate([s[4] for s in samples]).astype(np.int64)),
             "places": torch.from_numpy(places), "att_q": torch.from_numpy(att_q),
-            "att_boxes": torch.from_numpy(att_boxes),
-            "high": high_tile_rows(torch.tensor([s[2].shape[0] for s in samples]), samples[0][4][0].size // 3)}
+            "att_boxes": torch.from_numpy(att_boxes), "high": high_tile_rows(tiles, samples[0][4][0].size // 3)}
 
 
 class AuxHeads(torch.nn.Module):
@@ -280,8 +280,8 @@ def base_tile_hidden(hidden, batch, cells):
 
 def high_tile_rows(tiles, cells):
     """A mask over the batch's patches (tiles in order, `cells` patches each; made in `collate`, on the CPU):
-    True but on each sample's base tile -- the whole image shrunk to one tile, where a 640-px scene's 20-px glyphs are 7 px and no head could
-    name them: labels there only add noise to the character head."""
+    True but on each sample's base tile -- the whole image shrunk to one tile, where a 640-px scene's 20-px
+    glyphs are 7 px and no head could name them: labels there only add noise to the character head."""
     first = torch.cumsum(tiles, 0) - tiles
     high = torch.ones(int(tiles.sum()), dtype=torch.bool)
     high[first] = False
