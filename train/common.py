@@ -25,8 +25,7 @@ SHARED = os.environ.get("VARCO_SHARED", os.path.join(REPO, "..", "shared"))
 # not travel) the demo model's copy of the same file
 TOKENIZER = os.environ.get("VARCO_TOKENIZER") or next(
     (p for p in (os.path.join(SHARED, "fixtures", "tiny-varco-a", "model-hf", "tokenizer.json"),
-                 os.path.join(REPO, "web", "demo", "public", "models", "synth", "tokenizer.json"),
-                 os.path.join(REPO, "web", "demo", "public", "models", "tiny", "tokenizer.json")) if os.path.exists(p)),
+                 os.path.join(REPO, "web", "demo", "public", "models", "small", "tokenizer.json")) if os.path.exists(p)),
     os.path.join(SHARED, "fixtures", "tiny-varco-a", "model-hf", "tokenizer.json"))
 
 IMAGE_TOKEN = 151675
@@ -115,6 +114,25 @@ def tile_labels(labels, pins, tile, patch):
     padded = np.concatenate([labels, np.zeros((1, w, 3), labels.dtype)], 0)
     padded = np.concatenate([padded, np.zeros((h + 1, 1, 3), labels.dtype)], 1)   # index -1 reads zeros
     return np.stack([padded[ys][:, xs] for ys, xs in tile_sources(w, h, pins, tile, patch)])
+
+
+def text_page(rng, spec, vocab, tile, patch):
+    """A page of text for the vision tower's character head alone (`train.py --pages`): one tile of words and
+    short lines packed as densely as they fit, drawn as `spec` draws a scene's text (its fonts, rotation, noise)
+    at about the scale the anyres grid shows a scene, with nothing else on it. The head learned slowly from the
+    scenes alone (it named a quarter of the characters after 13.5 minutes, 2026-12-06): at the curriculum's end
+    a scene's high tiles hold 25 patches on a character between them, a page 62 on its one tile (50 of each,
+    measured 2026-12-06) -- some 15 times the characters for the tower's time, and 1.5 times for the drawing's.
+    -> (8-bit pixels [3, tile, tile], the labels at the patch centres [cells, cells, 3] as `tile_labels` reads
+    them, the page's items)."""
+    import dataclasses
+    import numpy as np
+    import scenes
+    page = dataclasses.replace(spec, min_items=16, max_items=16, text_share=1.0, min_text=0, min_shapes=0,
+                               max_words=max(2, spec.max_words), sizes=((tile, tile),))
+    sc = scenes.make_scene(rng, page, vocab)
+    c = np.arange(patch // 2, tile, patch)[: tile // patch]
+    return np.asarray(sc.image).transpose(2, 0, 1), sc.labels[c][:, c], sc.items
 
 
 def tile_coords(w, h, pins, tile, patch):

@@ -6,7 +6,8 @@
 #   bash train/run-h200.sh train MINUTES [BUDGET]   check the pipeline, then train (or resume) for MINUTES of a
 #                                                   recipe of BUDGET minutes (default 15)
 #   bash train/run-h200.sh pick CK...              the checkpoint folder whose last probe shows the answers
-#                                                   depending most on the image (acc - acc_blind)
+#                                                   depending most on the image (acc - acc_blind); PICK=read:
+#                                                   the one that reads best (`read` over the last 3 probes)
 #   bash train/run-h200.sh finish                  export, convert to 4 bits, held-out scenes, transformers'
 #                                                   answers on the f32 and the dequantized 4-bit checkpoints,
 #                                                   our engine's answers, scores, the fixture cases; then our
@@ -40,11 +41,14 @@ train)
 pick)
     shift
     python3 - "$@" <<'PY'
-import json, sys
+import json, os, sys
 def gap(ck):
     probes = [json.loads(l) for l in open(f"{ck}/log.jsonl") if '"acc"' in l]
     return probes[-1]["acc"] - probes[-1]["acc_blind"] if probes else -1.0
-print(max(sys.argv[1:], key=gap))
+def read(ck):
+    probes = [json.loads(l) for l in open(f"{ck}/log.jsonl") if '"read"' in l][-3:]
+    return sum(p["read"] or 0.0 for p in probes) / len(probes) if probes else -1.0
+print(max(sys.argv[1:], key=read if os.environ.get("PICK") == "read" else gap))
 PY
     ;;
 finish)

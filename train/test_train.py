@@ -89,6 +89,49 @@ class Scenes(unittest.TestCase):
             self.assertTrue(all(c in inv or c.isdigit() for c in w), w)
 
 
+class Pages(unittest.TestCase):
+    """`common.text_page`: the character head's extra tiles (`train.py --pages`)."""
+
+    def page(self, seed, progress=1.0):
+        return common.text_page(random.Random(seed), scenes.curriculum(progress), VOCAB, 224, 14)
+
+    def test_same_seed_same_page(self):
+        a, b = self.page(4), self.page(4)
+        self.assertEqual(a[0].tobytes(), b[0].tobytes())
+        self.assertTrue(np.array_equal(a[1], b[1]))
+        self.assertNotEqual(a[0].tobytes(), self.page(5)[0].tobytes())
+        self.assertEqual(a[0].shape, (3, 224, 224))
+        self.assertEqual(a[1].shape, (16, 16, 3))
+
+    def test_each_label_is_a_character_of_the_text_whose_box_holds_the_patch(self):
+        """Read at the patch centres (x = 7 + 14 col, y = 7 + 14 row): a labelled patch lies in the box of a text
+        that has that character; only characters, no shapes or colours."""
+        total = 0
+        for seed in range(10):
+            _, lab, items = self.page(seed)
+            self.assertTrue(items and all(it.kind == "text" for it in items))
+            self.assertFalse(lab[..., :2].any())
+            for row, col in zip(*np.nonzero(lab[..., 2])):
+                ch = VOCAB.chars[lab[row, col, 2]]
+                x, y = 7 + 14 * col, 7 + 14 * row
+                self.assertTrue(any(ch in it.text and it.box[0] <= x < it.box[2] and it.box[1] <= y < it.box[3]
+                                    for it in items), (seed, row, col, ch))
+                total += 1
+        # dense: a scene's high tiles held 25 such patches between them at the curriculum's end
+        self.assertGreater(total / 10, 40)
+
+
+class Paths(unittest.TestCase):
+    def test_tokenizer_found_without_the_shared_folder(self):
+        """On the training machine ../shared does not travel: the tokenizer comes from the demo's model."""
+        import subprocess
+        env = {k: v for k, v in os.environ.items() if k != "VARCO_TOKENIZER"}
+        env["VARCO_SHARED"] = "/nonexistent"
+        out = subprocess.run([sys.executable, "-c", "import common, os; print(os.path.exists(common.TOKENIZER))"],
+                             cwd=os.path.dirname(os.path.abspath(__file__)), env=env, capture_output=True, text=True,
+                             check=True)
+        self.assertEqual(out.stdout.strip(), "True")
+
 class Answers(unittest.TestCase):
     def test_ocr_answer_is_varco_format_in_reading_order(self):
         sc = scene(7)

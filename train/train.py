@@ -42,14 +42,15 @@ MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
 # workers and the device are the run's own)
 RECIPE_OPTIONS = ("batch", "lr", "aux_weight", "budget_minutes", "steps", "curriculum_samples", "mix", "spec",
                   "max_turns", "patch_words", "patch_words_rows", "patch_where", "replay_keep", "attend",
-                  "attend_layers", "attend_heads", "attend_edges", "char_weight", "char_tiles")
+                  "attend_layers", "attend_heads", "attend_edges", "char_weight", "char_tiles", "pages")
 
 
 class Batches(torch.utils.data.IterableDataset):
-    def __init__(self, shape, seed, batch, start, curriculum_samples, mix=MIX, max_turns=3, spec=None, edges=False):
+    def __init__(self, shape, seed, batch, start, curriculum_samples, mix=MIX, max_turns=3, spec=None, edges=False,
+                 pages=0):
         self.shape, self.seed, self.batch, self.start = shape, seed, batch, start
         self.curriculum_samples, self.mix, self.max_turns, self.spec = curriculum_samples, mix, max_turns, spec or {}
-        self.edges = edges
+        self.edges, self.pages = edges, pages
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -68,7 +69,23 @@ class Batches(torch.utils.data.IterableDataset):
             rng = random.Random(self.seed * 1_000_003 + index)
             spec = curriculum(index / self.curriculum_samples, self.spec)
             samples.append(sample(rng, spec, self.shape, self.mix, self.max_turns, proc, ip, vocab, self.edges))
-        return collate(samples)
+        out = collate(samples)
+        if self.pages:
+            out.update(pages(self.seed, b, self.pages, curriculum(b * self.batch / self.curriculum_samples, self.spec),
+                             self.shape, vocab))
+        return out
+
+
+PAGE_SEEDS = 10**12   # pages draw from seeds above every sample's (seed * 1_000_003 + sample index)
+
+
+def pages(seed, b, n, spec, shape, vocab):
+    """Batch `b`'s `n` text pages (`common.text_page`), for the character head alone: their 8-bit pixels
+    [n, 3, tile, tile] and their patches' labels [n * cells², 3], in the order the tower's hidden states come."""
+    drawn = [common.text_page(random.Random(seed * 1_000_003 + PAGE_SEEDS + b * n + k), spec, vocab, shape["tile"],
+                              shape["patch"]) for k in range(n)]
+    return {"page_pixels": torch.from_numpy(np.stack([page[0] for page in drawn])),
+            "page_aux": torch.from_numpy(np.stack([page[1] for page in drawn]).reshape(-1, 3).astype(np.int64))}
 
 
 def curriculum(progress, overrides):
@@ -237,14 +254,15 @@ class AuxHeads(torch.nn.Module):
         self.color = torch.nn.Linear(width, 1 + len(scenes.COLOR_NAMES))
         self.char = torch.nn.Linear(width, n_chars)
 
-    def loss(self, hidden, aux, char_weight=1.0, char_rows=None):
+    def loss(self, hidden, aux, char_weight=1.0, char_rows=None, only_char=False):
         """Most patches show background (class 0): it weighs a tenth, so that the few patches on a glyph or a
         shape carry the loss. `char_weight` scales the character head's term; `char_rows` (a mask over the
-        patches) limits it to those patches (`--char-tiles high`: not the base tile's)."""
+        patches) limits it to those patches (`--char-tiles high`: not the base tile's); `only_char`: the
+        character head's term alone (a text page shows no shape to name)."""
         h = hidden.reshape(-1, hidden.shape[-1]).float()
         a = aux.reshape(-1, 3)
         total = 0.0
-        for head, col in ((self.shape, 0), (self.color, 1), (self.char, 2)):
+        for head, col in ((self.char, 2),) if only_char else ((self.shape, 0), (self.color, 1), (self.char, 2)):
             logits = head(h)
             wt = torch.ones(logits.shape[-1], device=h.device)
             wt[0] = 0.1
@@ -489,6 +507,9 @@ def main():
                          "tower named the character at a quarter of the patches that show one)")
     ap.add_argument("--char-tiles", choices=["all", "high"], default="all",
                     help="the patches the character head learns on: every tile's, or (high) not the base tile's")
+    ap.add_argument("--pages", type=int, default=0,
+                    help="text pages a batch (common.text_page) through the vision tower for the character head "
+                         "alone, beside the scenes: a page holds about 2.5 times the characters of a scene's high tiles")
     ap.add_argument("--sdp", choices=["any", "no-cudnn"], default="any",
                     help="the attention kernels PyTorch may pick from: any, or all but cuDNN's (flash where there is "
                          "no mask, memory-efficient where there is): the fifth run's profile found cuDNN's attention "
@@ -516,6 +537,7 @@ def main():
             # from before the character head's options: it trained as their defaults do
             options.setdefault("char_weight", 1.0)
             options.setdefault("char_tiles", "all")
+            options.setdefault("pages", 0)
         for name, value in options.items():
             if getattr(a, name) != value:
                 print(f"resume: --{name.replace('_', '-')} {value} (from the checkpoint; given {getattr(a, name)})", flush=True)
@@ -587,7 +609,7 @@ def main():
     # with --replay R, step s trains fresh batch s / R (every R-th step); a resumed run continues after the
     # last fresh batch it took, and refills its replay buffer from there
     data = Batches(shape, a.seed, a.batch, -(-step // a.replay), a.curriculum_samples, mix, a.max_turns, spec,
-                   bool(a.attend_edges))
+                   bool(a.attend_edges), a.pages)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=a.workers, pin_memory=dev.type == "cuda",
                                          prefetch_factor=prefetch if a.workers else None, persistent_workers=False)
     log = open(os.path.join(a.out, "log.jsonl"), "a")
@@ -641,6 +663,13 @@ def main():
             loss_aux = heads.loss(captured.pop("h"), batch["aux"].to(dev, non_blocking=True), a.char_weight,
                                   batch["high"].to(dev, non_blocking=True) if a.char_tiles == "high" else None)
             loss = loss_lm + a.aux_weight * loss_aux
+            if a.pages:
+                # the tower alone, on the pages; its hook hands their hidden states over as it does the scenes'
+                model.model.vision_tower(batch["page_pixels"].to(dev, non_blocking=True).float() / 127.5 - 1.0,
+                                         output_hidden_states=True)
+                loss_pages = heads.loss(captured.pop("h"), batch["page_aux"].to(dev, non_blocking=True), a.char_weight,
+                                        only_char=True)
+                loss = loss + a.aux_weight * loss_pages
             if patch_words:
                 loss_pw = patch_words.loss(full, batch, lm_head, cells)
                 loss = loss + a.patch_words * loss_pw
@@ -681,6 +710,8 @@ def main():
                    "waited_min": round(waited / 60, 2)}
             if patch_words:
                 rec["pw"] = round(loss_pw.item(), 4)
+            if a.pages:
+                rec["pages"] = round(loss_pages.item(), 4)
             if a.patch_where > 0:
                 rec["where"] = round(loss_where.item(), 4)
             if attended:
