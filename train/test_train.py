@@ -121,6 +121,24 @@ class Pages(unittest.TestCase):
         self.assertGreater(total / 10, 40)
 
 
+class Spelled(unittest.TestCase):
+    """`vocab.spelled_tokens`: what the spelling loss (`train.py --spell`) spells."""
+
+    def test_words_with_and_without_their_space_and_nothing_else(self):
+        import vocab
+        with open(common.TOKENIZER, encoding="utf-8") as f:
+            ids = json.load(f)["model"]["vocab"]
+        spelled = dict(vocab.spelled_tokens(common.TOKENIZER, VOCAB.chars[1:], 12))
+        self.assertEqual(spelled[ids["house"]], "house")
+        self.assertEqual(spelled[ids["Ġhouse"]], "house")      # GPT-2's byte for the space
+        self.assertEqual(spelled[ids["HO"]], "HO")
+        for tok in ("!", "ĠĠ", "<|im_end|>", "ĠtheĠ"):
+            self.assertNotIn(ids.get(tok, -1), spelled)
+        allowed = set(VOCAB.chars[1:])
+        self.assertTrue(all(1 <= len(t) <= 12 and set(t) <= allowed for t in spelled.values()))
+        korean = [t for t in spelled.values() if scenes.is_hangul(t[0])]
+        self.assertGreater(len(korean), 1000)
+
 class Paths(unittest.TestCase):
     def test_tokenizer_found_without_the_shared_folder(self):
         """On the training machine ../shared does not travel: the tokenizer comes from the demo's model."""

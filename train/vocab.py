@@ -74,3 +74,25 @@ LATIN = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 def char_classes(tokenizer_json, size):
     """The characters the auxiliary per-patch loss names (index 0 is "no character")."""
     return ("",) + tuple(LATIN) + tuple("-.,") + hangul_inventory(tokenizer_json, size)
+
+
+@lru_cache(maxsize=None)
+def spelled_tokens(tokenizer_json, chars, max_len):
+    """The tokens an OCR answer can be made of, with their spelling: every vocabulary token whose text, a
+    leading space dropped, is 1 to `max_len` of `chars` (the character head's classes). -> ((id, text), ...) in
+    id order. A Latin word is one token ("house", " house") that the decoder must name from its letters: the
+    spelling loss (`train.py --spell`) makes each such token's embedding row say its letters."""
+    with open(tokenizer_json, encoding="utf-8") as f:
+        vocab = json.load(f)["model"]["vocab"]
+    dec = _byte_decoder()
+    allowed = set(chars)
+    out = []
+    for tok, tid in sorted(vocab.items(), key=lambda kv: kv[1]):
+        try:
+            s = bytes(dec[c] for c in tok).decode("utf-8")
+        except (KeyError, UnicodeDecodeError):
+            continue
+        s = s[1:] if s.startswith(" ") else s
+        if 1 <= len(s) <= max_len and all(c in allowed for c in s):
+            out.append((tid, s))
+    return tuple(out)
