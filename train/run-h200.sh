@@ -72,6 +72,8 @@ finish)
     # the product first: should a later step fail, the converted model still comes back
     cp /tmp/model-q4/manifest.json /tmp/model-q4/shard-*.bin "$OUT/"
     python3 train/dequant.py --model /tmp/model-q4 --like /tmp/ckpt-f32 --out /tmp/ckpt-dq
+    # QAT's weights are the converter's (informative: the scores below say what they are worth either way)
+    python3 train/qat_check.py --f32 /tmp/ckpt-f32 --dq /tmp/ckpt-dq --ckpt "$CK/train.pt" 2>&1 | grep qat_check || true
     python3 train/evaluate.py scenes --out /tmp/heldout --n "${EVAL_SCENES:-500}"
     date
     # the three answer sets at once: transformers' two through CUDA, ours through Vulkan, on the one GPU
@@ -101,10 +103,10 @@ finish)
     if "$VARCO" convert --input /tmp/ckpt-f32 --output /tmp/model-llm8 --lm-head q4 --llm q8 \
         && "$VARCO" run --model /tmp/model-llm8 --batch /tmp/heldout/requests.jsonl --precision f32 --temperature 0 \
             --max-new-tokens 256 > /tmp/answers-ours-llm8.jsonl 2> /tmp/ours8.err; then
-        python3 train/score.py --scenes /tmp/heldout /tmp/answers-ours-llm8.jsonl | tee "$OUT/scores-llm8.txt"
+        # (`|| true`: under `set -e` a failure here would still fail the call, whose results are safe already)
+        python3 train/score.py --scenes /tmp/heldout /tmp/answers-ours-llm8.jsonl | tee "$OUT/scores-llm8.txt" || true
         # the sixth run's 4 bits cost 11.7 points of grounding, 8-bit layers 1.5: this one may be the product
-        mkdir -p "$OUT/llm8"
-        cp /tmp/model-llm8/manifest.json /tmp/model-llm8/shard-*.bin "$OUT/llm8/"
+        { mkdir -p "$OUT/llm8" && cp /tmp/model-llm8/manifest.json /tmp/model-llm8/shard-*.bin "$OUT/llm8/"; } || true
     else
         echo "the 8-bit-decoder comparison failed:"; tail -5 /tmp/ours8.err
     fi

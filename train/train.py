@@ -42,7 +42,7 @@ MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
 # workers and the device are the run's own)
 RECIPE_OPTIONS = ("batch", "lr", "aux_weight", "budget_minutes", "steps", "curriculum_samples", "mix", "spec",
                   "max_turns", "patch_words", "patch_words_rows", "patch_where", "replay_keep", "attend",
-                  "attend_layers", "attend_heads", "attend_edges", "char_weight", "char_tiles", "pages", "spell")
+                  "attend_layers", "attend_heads", "attend_edges", "char_weight", "char_tiles", "pages", "spell", "qat_from")
 
 
 class Batches(torch.utils.data.IterableDataset):
@@ -359,11 +359,12 @@ class Spelling(torch.nn.Module):
     of 37,000 ("house"), which the decoder must name from letters its tower sees, and most words are met a
     handful of times in 15 minutes. Spelled rows give the answer a way to name any word by its letters: the
     logit h·E_t is high where h carries the letters E_t spells. Over all 76,000 tokens made of the character
-    head's classes (`vocab.spelled_tokens`), `rows` of them a step; training only, nothing is exported."""
+    head's classes (`vocab.spelled_tokens`; none is held out: a row left unspelled is a word left unread),
+    `rows` of them a step; training only, nothing is exported."""
 
     MAX_LEN = 12
 
-    def __init__(self, width, vocab, dev, rows=4096):
+    def __init__(self, width, vocab, rows=4096):
         super().__init__()
         import vocab as vocab_words
         spelled = vocab_words.spelled_tokens(common.TOKENIZER, vocab.chars[1:], self.MAX_LEN)
@@ -374,21 +375,84 @@ class Spelling(torch.nn.Module):
             target[i, :len(text)] = [vocab.char_index[c] for c in text]
         self.register_buffer("ids", torch.tensor([t for t, _ in spelled]), persistent=False)
         self.register_buffer("target", torch.from_numpy(target), persistent=False)
-        self.order = torch.randperm(len(spelled), generator=torch.Generator().manual_seed(len(spelled))).to(dev)
+        order = torch.randperm(len(spelled), generator=torch.Generator().manual_seed(len(spelled)))
+        self.register_buffer("order", order, persistent=False)
 
     def loss(self, embedding, step):
-        """The cross-entropy of the head's spelling of this step's `rows` tokens (a fixed permutation, in turn)."""
-        start = (step * self.rows) % len(self.order)
-        pick = self.order[start:start + self.rows]
+        """The cross-entropy of the head's spelling of this step's `rows` tokens: a fixed permutation in turn,
+        wrapping around."""
+        at = step * self.rows + torch.arange(self.rows, device=self.order.device)
+        pick = self.order[at % len(self.order)]
         logits = self.head(embedding[self.ids[pick]].float()).view(-1, self.MAX_LEN, self.n_chars)
         return F.cross_entropy(logits.reshape(-1, self.n_chars), self.target[pick].reshape(-1))
 
     @torch.no_grad()
     def accuracy(self, embedding, n=4096):
-        """The share of `n` tokens (the permutation's last: the latest trained on longest ago) spelled exactly."""
-        pick = self.order[-n:]
+        """The share of `n` fixed tokens (trained on like the others) spelled exactly: whether the rows spell."""
+        pick = self.order[:n]
         logits = self.head(embedding[self.ids[pick]].float()).view(-1, self.MAX_LEN, self.n_chars)
         return round((logits.argmax(-1) == self.target[pick]).all(-1).float().mean().item(), 4)
+
+
+def fake_q4(w):
+    """`w` (n, k) as `varco convert` stores it in 4 bits (docs/FORMAT.md; crate/src/quant): groups of 32 along
+    k (the last zero-padded), the scale the f16 of the largest-magnitude value over -8, codes clamp(round(w /
+    d), -8, 7), ties rounded away from zero as Rust's `round` does -- with the straight-through estimator (the
+    gradient passes as if unquantized)."""
+    n, k = w.shape
+    pad = -k % 32
+    g = F.pad(w.float(), (0, pad)).reshape(n, (k + pad) // 32, 32)
+    mx = g.gather(-1, g.abs().argmax(-1, keepdim=True))
+    d = (mx / -8.0).half().float()
+    x = g * torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+    r = torch.round(x)
+    r = torch.where((x - torch.trunc(x)).abs() == 0.5, torch.trunc(x) + torch.sign(x), r)
+    q = (torch.clamp(r, -8, 7) * d).reshape(n, k + pad)[:, :k]
+    return w + (q.to(w.dtype) - w).detach()
+
+
+class QAT:
+    """Quantization-aware training (`--qat-from P`): from progress P on, the decoder computes with the weights
+    `varco convert --lm-head q4` will store -- each layer's q/k/v and gate/up with their RMSNorm's weight folded
+    into their columns before quantizing (loader/plan.rs: the norms then normalise without it), o/down as
+    they are, the tied embedding (lookup and head) in 4 bits -- so that training moves the weights where 4 bits
+    cost little. The sixth run lost 10.2 points of grounding F1 to the decoder's 4-bit layers (2026-12-06).
+    The modules' forwards are replaced on the instance: the weights and the checkpoint keep their names and
+    stay unquantized (the converter quantizes them as this does; `qat_check.py` checks it)."""
+
+    def __init__(self):
+        self.on = False
+
+    @staticmethod
+    def _unweighted(norm):
+        def forward(x):
+            h = x.float()
+            return (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)).to(x.dtype)
+        norm.forward = forward
+
+    @staticmethod
+    def _linear(lin, norm=None):
+        def forward(x):
+            w = lin.weight if norm is None else lin.weight * norm.weight[None, :]
+            return F.linear(x, fake_q4(w), lin.bias)
+        lin.forward = forward
+
+    def apply(self, model):
+        lm = model.model.language_model
+        for layer in lm.layers:
+            att, mlp = layer.self_attn, layer.mlp
+            for lin in (att.q_proj, att.k_proj, att.v_proj):
+                self._linear(lin, layer.input_layernorm)
+            for lin in (mlp.gate_proj, mlp.up_proj):
+                self._linear(lin, layer.post_attention_layernorm)
+            self._unweighted(layer.input_layernorm)
+            self._unweighted(layer.post_attention_layernorm)
+            self._linear(att.o_proj)
+            self._linear(mlp.down_proj)
+        emb = lm.embed_tokens
+        emb.forward = lambda ids: F.embedding(ids, fake_q4(emb.weight), emb.padding_idx)
+        self._linear(model.lm_head)        # tied: the same rows, the same 4 bits
+        self.on = True
 
 
 class PatchWhere(torch.nn.Module):
@@ -551,6 +615,8 @@ def main():
                          "alone, beside the scenes: a page holds about 2.5 times the characters of a scene's high tiles")
     ap.add_argument("--spell", type=float, default=0.0,
                     help="weight of the spelling loss (Spelling): the tied embedding's rows name their tokens' characters")
+    ap.add_argument("--qat-from", type=float,
+                    help="quantization-aware training (QAT) from this progress (0..1 of the budget) on")
     ap.add_argument("--sdp", choices=["any", "no-cudnn"], default="any",
                     help="the attention kernels PyTorch may pick from: any, or all but cuDNN's (flash where there is "
                          "no mask, memory-efficient where there is): the fifth run's profile found cuDNN's attention "
@@ -580,6 +646,7 @@ def main():
             options.setdefault("char_tiles", "all")
             options.setdefault("pages", 0)
             options.setdefault("spell", 0.0)
+            options.setdefault("qat_from", None)
         for name, value in options.items():
             if getattr(a, name) != value:
                 print(f"resume: --{name.replace('_', '-')} {value} (from the checkpoint; given {getattr(a, name)})", flush=True)
@@ -609,7 +676,7 @@ def main():
     vocab = scenes.Vocab(common.TOKENIZER, shape["hangul"])
     heads = AuxHeads(shape["vision"]["hidden"], len(vocab.chars)).to(dev)
     where = PatchWhere(shape["text"]["hidden"]).to(dev)
-    spelling = Spelling(shape["text"]["hidden"], vocab, dev).to(dev) if a.spell > 0 else None
+    spelling = Spelling(shape["text"]["hidden"], vocab).to(dev) if a.spell > 0 else None
     params = list(model.parameters()) + list(heads.parameters()) + (list(where.parameters()) if a.patch_where > 0 else []) \
         + (list(spelling.parameters()) if spelling else [])
     decay = [p for p in params if p.dim() >= 2]
@@ -622,7 +689,7 @@ def main():
         heads.load_state_dict(state["heads"])
         if "where" in state:
             where.load_state_dict(state["where"])
-        if spelling:
+        if spelling and state.get("spelling"):
             spelling.load_state_dict(state["spelling"])
         opt.load_state_dict(state["opt"])
         step, spent = state["step"], state["spent"]
@@ -648,6 +715,7 @@ def main():
         dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
         model.model.vision_tower.compile(dynamic=True)
         model.model.language_model.compile(dynamic=True)
+    qat = QAT()
     captured = {}
     model.model.vision_tower.register_forward_hook(
         lambda mod, inp, out: captured.__setitem__("h", out.hidden_states[-1]))
@@ -702,6 +770,9 @@ def main():
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(progress, a.lr)
+        if a.qat_from is not None and progress >= a.qat_from and not qat.on:
+            qat.apply(model)
+            print(f"QAT from step {step} ({progress:.2f} of the budget)", flush=True)
         if attend:
             attend.prepare(batch, dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
@@ -764,6 +835,8 @@ def main():
                 rec["pages"] = round(loss_pages.item(), 4)
             if spelling:
                 rec["spell"] = round(loss_spell.item(), 4)
+            if qat.on:
+                rec["qat"] = True
             if a.patch_where > 0:
                 rec["where"] = round(loss_where.item(), 4)
             if attended:
