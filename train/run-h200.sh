@@ -7,7 +7,9 @@
 #                                                   recipe of BUDGET minutes (default 15)
 #   bash train/run-h200.sh pick CK...              the checkpoint folder whose last probe shows the answers
 #                                                   depending most on the image (acc - acc_blind); PICK=read:
-#                                                   the one that reads best (`read` over the last 3 probes)
+#                                                   the one that reads best (`read` over the last 3 probes);
+#                                                   PICK=free: the best answers (`--score-every`'s last
+#                                                   scores, OCR F1 + grounding F1 + referring)
 #   bash train/run-h200.sh finish                  export, convert to 4 bits, held-out scenes, transformers'
 #                                                   answers on the f32 and the dequantized 4-bit checkpoints,
 #                                                   our engine's answers, scores, the fixture cases; then our
@@ -48,7 +50,10 @@ def gap(ck):
 def read(ck):
     probes = [json.loads(l) for l in open(f"{ck}/log.jsonl") if '"read"' in l][-3:]
     return sum(p["read"] or 0.0 for p in probes) / len(probes) if probes else -1.0
-print(max(sys.argv[1:], key=read if os.environ.get("PICK") == "read" else gap))
+def free(ck):
+    scores = [json.loads(l) for l in open(f"{ck}/log.jsonl") if '"free_gro"' in l]
+    return sum(scores[-1][k] for k in ("free_ocr", "free_gro", "free_refer")) if scores else -1.0
+print(max(sys.argv[1:], key={"read": read, "free": free}.get(os.environ.get("PICK", ""), gap)))
 PY
     ;;
 finish)
