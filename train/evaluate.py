@@ -66,9 +66,27 @@ def make_scenes(out, seed, n, shape, progress=1.0):
           f"({100 * ko_share:.0f} % Hangul), {len(requests)} requests")
 
 
-def answer(model_dir, scene_dir, out, limit, batch, max_new_tokens):
+def answer_batch(model, proc, tok, scene_dir, part, dev, max_new_tokens):
+    """Greedy answers of `model` to the requests `part` (their images in `scene_dir`), one batch: [{"id",
+    "text"}]. `tok` pads on the left. Also `train.py`'s answers while it trains (`FreeRun`)."""
     import torch
     from PIL import Image
+    texts = [proc.apply_chat_template(common.conversation([(r["prompt"], None)]), add_generation_prompt=True,
+                                      tokenize=False) for r in part]
+    images = [Image.open(os.path.join(scene_dir, r["image"])).convert("RGB") for r in part]
+    enc = proc(images=images, text=texts, return_tensors="pt", padding=True).to(dev)
+    with torch.no_grad():
+        gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=151643,
+                             eos_token_id=common.IM_END)
+    out = []
+    for r, g in zip(part, gen[:, enc["input_ids"].shape[1]:]):
+        text = tok.decode([int(t) for t in g if int(t) != 151643], skip_special_tokens=False)
+        out.append({"id": r["id"], "text": text.split("<|im_end|>")[0]})
+    return out
+
+
+def answer(model_dir, scene_dir, out, limit, batch, max_new_tokens):
+    import torch
     from transformers import LlavaOnevisionForConditionalGeneration
     with open(os.path.join(model_dir, "shape.json")) as f:
         shape = json.load(f)
@@ -85,19 +103,8 @@ def answer(model_dir, scene_dir, out, limit, batch, max_new_tokens):
         reqs = reqs[:limit]
     with open(out + ".partial", "w") as f:
         for s in range(0, len(reqs), batch):
-            part = reqs[s:s + batch]
-            texts = [proc.apply_chat_template(common.conversation([(r["prompt"], None)]), add_generation_prompt=True,
-                                              tokenize=False) for r in part]
-            images = [Image.open(os.path.join(scene_dir, r["image"])).convert("RGB") for r in part]
-            enc = proc(images=images, text=texts, return_tensors="pt", padding=True).to(dev)
-            with torch.no_grad():
-                gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=151643,
-                                     eos_token_id=common.IM_END)
-            for r, g in zip(part, gen[:, enc["input_ids"].shape[1]:]):
-                ids = [int(t) for t in g if int(t) != 151643]
-                text = tok.decode(ids, skip_special_tokens=False)
-                text = text.split("<|im_end|>")[0]
-                f.write(json.dumps({"id": r["id"], "text": text}, ensure_ascii=False) + "\n")
+            for a in answer_batch(model, proc, tok, scene_dir, reqs[s:s + batch], dev, max_new_tokens):
+                f.write(json.dumps(a, ensure_ascii=False) + "\n")
             f.flush()
             print(f"{min(s + batch, len(reqs))}/{len(reqs)}", file=sys.stderr, flush=True)
     os.replace(out + ".partial", out)

@@ -264,24 +264,16 @@ class FreeRun:
         self.requests = score.load_jsonl(os.path.join(self.dir, "requests.jsonl"))
         self.tok, _, self.proc = common.build_processor(shape)
         self.tok.padding_side = "left"
-        self.dev, self.max_new_tokens, self.score = dev, max_new_tokens, score.score
+        self.dev, self.max_new_tokens = dev, max_new_tokens
+        self.score, self.answer_batch = score.score, evaluate.answer_batch
 
     def __call__(self, model, batch=48):
-        from PIL import Image
         model.eval()
         answers = []
-        for s in range(0, len(self.requests), batch):
-            part = self.requests[s:s + batch]
-            texts = [self.proc.apply_chat_template(common.conversation([(r["prompt"], None)]), add_generation_prompt=True,
-                                                   tokenize=False) for r in part]
-            images = [Image.open(os.path.join(self.dir, r["image"])).convert("RGB") for r in part]
-            enc = self.proc(images=images, text=texts, return_tensors="pt", padding=True).to(self.dev)
-            with torch.no_grad(), torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
-                gen = model.generate(**enc, do_sample=False, max_new_tokens=self.max_new_tokens, pad_token_id=151643,
-                                     eos_token_id=common.IM_END)
-            for r, g in zip(part, gen[:, enc["input_ids"].shape[1]:]):
-                text = self.tok.decode([int(t) for t in g if int(t) != 151643], skip_special_tokens=False)
-                answers.append({"id": r["id"], "text": text.split("<|im_end|>")[0]})
+        with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.dev.type == "cuda"):
+            for s in range(0, len(self.requests), batch):
+                answers += self.answer_batch(model, self.proc, self.tok, self.dir, self.requests[s:s + batch], self.dev,
+                                             self.max_new_tokens)
         model.train()
         sc = self.score(self.truth, answers)
         return {"free_ocr": sc["ocr"]["f1"], "free_gro": sc["grounding"]["f1"], "free_refer": sc["referring"]["accuracy"]}
@@ -816,6 +808,18 @@ def main():
                     "replay": a.replay, "options": {k: getattr(a, k) for k in RECIPE_OPTIONS}}, tmp)
         os.replace(tmp, ckpt_path)
 
+    def score_answers():
+        """FreeRun's scores now, into the log (AttendWhere off, as for the probe)."""
+        if attend:
+            attend.prepare(None, dev)
+        t_free = time.time()
+        rec = {"step": step, "min": round(spent / 60, 2), **free(model)}
+        captured.pop("h", None)
+        rec["free_s"] = round(time.time() - t_free, 1)
+        print(json.dumps(rec), flush=True)
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+
     model.train()
     first_step = step
     while True:
@@ -920,15 +924,7 @@ def main():
             last_probe = spent
             t_prev = time.time()   # the probe is not training time
         if free is not None and spent - last_free >= a.score_every:
-            if attend:
-                attend.prepare(None, dev)
-            t_free = time.time()
-            rec = {"step": step, "min": round(spent / 60, 2), **free(model)}
-            captured.pop("h", None)
-            rec["free_s"] = round(time.time() - t_free, 1)
-            print(json.dumps(rec), flush=True)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
+            score_answers()
             last_free = spent
             t_prev = time.time()
         if now - last_save > a.save_every:
@@ -936,11 +932,7 @@ def main():
             last_save = now
     save()
     if free is not None and last_free < spent:
-        if attend:
-            attend.prepare(None, dev)
-        rec = {"step": step, "min": round(spent / 60, 2), **free(model)}
-        print(json.dumps(rec), flush=True)
-        log.write(json.dumps(rec) + "\n")
+        score_answers()
     print(f"stopped at step {step}, {spent / 60:.2f} min trained in all; checkpoint {ckpt_path}", flush=True)
 
 

@@ -32,17 +32,26 @@ def is_hangul(c):
 
 
 @lru_cache(maxsize=None)
-def vocabulary(tokenizer_json):
-    """(English words, Korean words) decoded from the BPE vocabulary, in id order (deterministic)."""
+def decoded_tokens(tokenizer_json):
+    """((id, text), ...): the BPE vocabulary's tokens as text, in id order, but those that are not whole UTF-8
+    (pieces of a character's bytes)."""
     with open(tokenizer_json, encoding="utf-8") as f:
         vocab = json.load(f)["model"]["vocab"]
     dec = _byte_decoder()
-    en, ko = [], []
-    for tok, _id in sorted(vocab.items(), key=lambda kv: kv[1]):
+    out = []
+    for tok, tid in sorted(vocab.items(), key=lambda kv: kv[1]):
         try:
-            s = bytes(dec[c] for c in tok).decode("utf-8")
+            out.append((tid, bytes(dec[c] for c in tok).decode("utf-8")))
         except (KeyError, UnicodeDecodeError):
             continue
+    return tuple(out)
+
+
+@lru_cache(maxsize=None)
+def vocabulary(tokenizer_json):
+    """(English words, Korean words) decoded from the BPE vocabulary, in id order (deterministic)."""
+    en, ko = [], []
+    for _id, s in decoded_tokens(tokenizer_json):
         s = s.strip()
         if 3 <= len(s) <= 10 and s.isascii() and s.isalpha():
             en.append(s.lower())
@@ -82,16 +91,9 @@ def spelled_tokens(tokenizer_json, chars, max_len):
     leading space dropped, is 1 to `max_len` of `chars` (the character head's classes). -> ((id, text), ...) in
     id order. A Latin word is one token ("house", " house") that the decoder must name from its letters: the
     spelling loss (`train.py --spell`) makes each such token's embedding row say its letters."""
-    with open(tokenizer_json, encoding="utf-8") as f:
-        vocab = json.load(f)["model"]["vocab"]
-    dec = _byte_decoder()
     allowed = set(chars)
     out = []
-    for tok, tid in sorted(vocab.items(), key=lambda kv: kv[1]):
-        try:
-            s = bytes(dec[c] for c in tok).decode("utf-8")
-        except (KeyError, UnicodeDecodeError):
-            continue
+    for tid, s in decoded_tokens(tokenizer_json):
         s = s[1:] if s.startswith(" ") else s
         if 1 <= len(s) <= max_len and all(c in allowed for c in s):
             out.append((tid, s))
