@@ -43,6 +43,9 @@ MIX = {"ocr": 0.35, "gro": 0.25, "refer": 0.2, "find": 0.1, "describe": 0.1}
 RECIPE_OPTIONS = ("batch", "lr", "aux_weight", "budget_minutes", "steps", "curriculum_samples", "mix", "spec",
                   "max_turns", "patch_words", "patch_words_rows", "patch_where", "replay_keep", "attend",
                   "attend_layers", "attend_heads", "attend_edges", "char_weight", "char_tiles", "pages", "spell", "qat_from")
+# options that change how a run goes, not what it learns: kept in the checkpoint too, and restored on --resume
+# unless given again (the sixth run's second call, not given `--sdp no-cudnn`, went back to cuDNN's attention)
+RUN_OPTIONS = {"sdp": "any", "score_every": 0.0, "score_scenes": 32}
 
 
 class Batches(torch.utils.data.IterableDataset):
@@ -667,13 +670,13 @@ def main():
                     help="weight of the spelling loss (Spelling): the tied embedding's rows name their tokens' characters")
     ap.add_argument("--qat-from", type=float,
                     help="quantization-aware training (QAT) from this progress (0..1 of the budget) on")
-    ap.add_argument("--score-every", type=float, default=0.0,
-                    help="seconds of training between free-running scores (FreeRun; 0: none)")
-    ap.add_argument("--score-scenes", type=int, default=32, help="the held-out scenes FreeRun answers")
-    ap.add_argument("--sdp", choices=["any", "no-cudnn"], default="any",
+    ap.add_argument("--score-every", type=float,
+                    help="seconds of training between free-running scores (FreeRun; 0, the default: none)")
+    ap.add_argument("--score-scenes", type=int, help="the held-out scenes FreeRun answers (32)")
+    ap.add_argument("--sdp", choices=["any", "no-cudnn"],
                     help="the attention kernels PyTorch may pick from: any, or all but cuDNN's (flash where there is "
                          "no mask, memory-efficient where there is): the fifth run's profile found cuDNN's attention "
-                         "spending ≈ 2 ms of host time a call, planning for each new sequence length")
+                         "spending ≈ 2 ms of host time a call, planning for each new sequence length (default: any)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the vision tower and the decoder (dynamic shapes): fewer, fused kernels")
     ap.add_argument("--profile", type=int, default=0,
@@ -704,6 +707,9 @@ def main():
             if getattr(a, name) != value:
                 print(f"resume: --{name.replace('_', '-')} {value} (from the checkpoint; given {getattr(a, name)})", flush=True)
             setattr(a, name, value)
+    for name, default in RUN_OPTIONS.items():
+        if getattr(a, name) is None:
+            setattr(a, name, (state or {}).get("run_options", {}).get(name, default))
     mix = {k: float(v) for k, v in (kv.split("=") for kv in a.mix.split(","))} if a.mix else MIX
     spec = json.loads(a.spec) if a.spec else {}
     if "sizes" in spec:
@@ -805,7 +811,8 @@ def main():
         torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "where": where.state_dict(),
                     "spelling": spelling.state_dict() if spelling else {}, "opt": opt.state_dict(),
                     "step": step, "spent": spent, "shape": shape, "seed": a.seed,
-                    "replay": a.replay, "options": {k: getattr(a, k) for k in RECIPE_OPTIONS}}, tmp)
+                    "replay": a.replay, "options": {k: getattr(a, k) for k in RECIPE_OPTIONS},
+                    "run_options": {k: getattr(a, k) for k in RUN_OPTIONS}}, tmp)
         os.replace(tmp, ckpt_path)
 
     def score_answers():
