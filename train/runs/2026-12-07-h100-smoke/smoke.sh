@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # the seventh run's options on CUDA, without a run: the step's profile with all of them (QAT on), scores of 32
-# scenes during 30 steps (their time), then finish on that checkpoint with 8 held-out scenes (QAT's weights
-# against the converter's on the GPU, every step of finish with a QAT checkpoint)
-cd "$(dirname "$0")/.."
+# scenes during 40 steps (their time), then finish on that checkpoint with 8 held-out scenes (QAT's weights
+# against the converter's on the GPU, every step of finish with a QAT checkpoint). It ran as
+# .device-train/smoke.sh (carry [".fonts", ".gl", ".device-train"]); kept here, it finds the repository's root
+# from its own place.
+cd "$(dirname "$0")/../../.."
 export VARCO_FONTS=$PWD/.fonts PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 ALL="--pages 48 --char-weight 3 --char-tiles high --spell 0.5 --sdp no-cudnn"
