@@ -4,7 +4,7 @@
 //! both sides compute one function and any difference is the engine's. The cases (tests/fixtures/trained)
 //! are held-out scenes of each task; the engine must give transformers' greedy answer token for token,
 //! teacher-forced to the answer's end, on the f32 path. Trained weights have outliers the tiny random fixture
-//! lacks, and answers whose digits are near-ties (ocr_ko_en's smallest top-1 margin is 0.006).
+//! lacks, and answers whose digits are near-ties (ocr_ko_en's smallest top-1 margin is 0.003).
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::path::PathBuf;
@@ -28,8 +28,9 @@ fn the_default_model_answers_as_transformers_on_its_4_bit_weights() {
     assert_eq!(names, ["gro", "ocr_ko_en", "refer_ko", "refer_shape"]);
     let (mut greedy, mut steps) = (0, 0);
     for name in &names {
-        // 1e-4: ten times the f32 path's measured error (5.2e-6 on lavapipe), far below what would move
-        // ocr_ko_en's closest choice (a top-1 margin of 0.006)
+        // 1e-4: forty times the f32 path's measured error (2.5e-6 on lavapipe, the seventh run's model); the
+        // greedy token is checked apart wherever the margin exceeds four times the step's error (ocr_ko_en's
+        // closest is 0.003)
         let r = fixtures::teacher_forced(&ctx, &m, &repo("tests/fixtures/trained/cases").join(name), 1e-4, true);
         eprintln!("{name}: worst top-20 logit error {:.2e}, greedy checked on {} of {} steps, argmax agrees on {}", r.worst_rel, r.greedy_checked, r.steps, r.top1_agree);
         assert_eq!(r.top1_agree, r.steps, "{name}: the greedy answer differs from transformers'");
