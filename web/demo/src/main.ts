@@ -246,8 +246,8 @@ document.addEventListener("paste", (ev) => {
   if (f) void takeImage(f, f.name || "pasted image");
 });
 
-// the samples ship with the page (public/samples): scenes like the small model's training ones, which it
-// grounds well; a sample picks the mode it is for
+// the samples ship with the page (public/samples): scenes like the small model's training ones, picked
+// where it grounds or reads them whole; a sample picks the mode it is for
 for (const b of document.querySelectorAll<HTMLButtonElement>("#samples button")) {
   b.addEventListener("click", async () => {
     const name = `${b.dataset.sample}.png`;
