@@ -417,7 +417,7 @@ test("the default model, trained: its samples grounded in English and Korean and
     await state(page, "ready");
     assert.ok(await page.isVisible("#notice"), "the page says which model it runs and what it can do");
     assert.match(await page.textContent("#notice"), /small model trained on synthetic shapes and\s+signs.*reads some\s+printed words/s);
-    // three answers of ≈ 80 s each on SwiftShader; Korean on the mixed scene, as none of 32 shapes scenes
+    // three answers of ≈ 100 s each on SwiftShader; Korean on the mixed scene, as none of 32 shapes scenes
     // (train/samples.py) was grounded whole in both languages by the seventh run's model
     for (const [kind, lang] of [["shapes", "en"], ["mixed", "ko"], ["sign", "en"]]) {
       const t = truth[kind];
