@@ -403,6 +403,11 @@ def find_answer(items, label, ko, w, h):
     return joined(find_pieces(items, label, ko, w, h))
 
 
+def gro_prompt(ko):
+    """Grounding's request, as training asks it and as the engine's `answer::prompts` writes it."""
+    return "<gro>\n이미지를 자세히 설명해 주세요." if ko else "<gro>\nDescribe the image in detail."
+
+
 def sample_turn(rng, scene, mix, edges=False):
     """One question about the scene, the task drawn from `mix` (task name -> weight): (prompt, the answer's
     pieces; with `edges`, a box's coordinates each about its own edge)."""
@@ -414,8 +419,7 @@ def sample_turn(rng, scene, mix, edges=False):
     if task == "ocr":
         return "<ocr>", ocr_pieces(items, w, h, edges)
     if task == "gro":
-        return ("<gro>\n이미지를 자세히 설명해 주세요." if ko else "<gro>\nDescribe the image in detail."), \
-            gro_pieces(items, w, h, ko, edges)
+        return gro_prompt(ko), gro_pieces(items, w, h, ko, edges)
     if task == "describe":
         return ("이 이미지를 설명해 주세요." if ko else "Describe this image."), describe_pieces(items, w, h, ko)
     if task == "find":

@@ -51,8 +51,7 @@ def make_scenes(out, seed, n, shape, progress=1.0):
         box = common.jitter_box(rng, sc.items[target].box, w, h)
         truth.append({"scene": i, "image": name, "w": w, "h": h, "items": items, "refer_target": target,
                       "refer_ko": ko})
-        gro = "<gro>\n이미지를 자세히 설명해 주세요." if ko else "<gro>\nDescribe the image in detail."
-        for task, prompt in [("ocr", "<ocr>"), ("gro", gro), ("refer", common.refer_prompt(box, ko))]:
+        for task, prompt in [("ocr", "<ocr>"), ("gro", common.gro_prompt(ko)), ("refer", common.refer_prompt(box, ko))]:
             requests.append({"id": f"{i:04d}/{task}", "image": name, "prompt": prompt})
     with open(os.path.join(out, "truth.jsonl"), "w") as f:
         for t in truth:

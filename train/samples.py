@@ -8,8 +8,8 @@
                                                                 every item's text and box in FILE (JSON)
 
 Kinds: `sign` (single Korean words, for OCR), `shapes` (coloured shapes, for grounding), `mixed` (shapes and
-words in Latin and Hangul, for grounding). The truth comes from the scene generator, never from a model: the browser test compares the
-demo's boxes with it.
+words in Latin and Hangul, for grounding). The truth comes from the scene generator, never from a model: the
+browser test compares the demo's boxes with it.
 """
 import argparse
 import json
@@ -79,7 +79,7 @@ def main():
                 truth.append({"scene": f"{kind}-{seed:03d}", **truth_of(name, sc)})
                 # what the demo asks of each sample (the browser test: grounding in both languages, OCR)
                 tasks = [("ocr", "<ocr>")] if kind == "sign" else [
-                    ("gro", "<gro>\nDescribe the image in detail."), ("gro-ko", "<gro>\n이미지를 자세히 설명해 주세요.")]
+                    ("gro", common.gro_prompt(False)), ("gro-ko", common.gro_prompt(True))]
                 for task, prompt in tasks:
                     requests.append({"id": f"{kind}-{seed:03d}/{task}", "image": name, "prompt": prompt})
         with open(os.path.join(a.out, "truth.jsonl"), "w") as f:
