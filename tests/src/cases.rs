@@ -363,7 +363,6 @@ pub async fn decode_suite(ctx: &Context, act: DType) {
         let qt = upload(ctx, &q, &[n_q, row], act);
         let kt = upload(ctx, &k, &[kv_heads, cap, d], act);
         let vt = upload(ctx, &v, &[kv_heads, cap, d], act);
-        let o = poisoned(ctx, &[n_q, heads * d], act);
         let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(n_q as u32, heads as u32, kv_heads as u32, d as u32, n_kv as u32)], DType::F32).unwrap();
         let scale = 1.0 / (d as f64).sqrt();
         let causal = n_q > 1;
@@ -372,11 +371,19 @@ pub async fn decode_suite(ctx: &Context, act: DType) {
             .with_q(row as u32, q_off as u32)
             .with_causal(causal)
             .with_scale(scale as f32);
-        run(ctx, |rec| attention::attention_decode(rec, &qt, &kt, &vt, &o, &scratch, &args)).await;
-        let got = read_guarded(ctx, &o).await;
         let qs: Vec<f32> = (0..n_q).flat_map(|i| q[i * row + q_off..i * row + q_off + heads * d].to_vec()).collect();
         let want = r::attention(&qs, n_q, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), causal, pos, scale);
-        assert_close(&format!("decode attention {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d} queries={n_q}"), &got, &want, tol(act, true));
+        // the kernel's own block size (128 keys), then (case 5: several blocks a split) the smaller ones,
+        // which `--decode-block` measures
+        let lanes = (d / if act == DType::F16 { 8 } else { 4 }) as u32;
+        let own = attention::decode_block(lanes, None).unwrap();
+        let forced: Vec<Option<u32>> = if ci == 5 { attention::DECODE_BLOCKS.into_iter().filter(|b| *b != own && b % lanes == 0).map(Some).collect() } else { vec![] };
+        for block in std::iter::once(None).chain(forced) {
+            let o = poisoned(ctx, &[n_q, heads * d], act);
+            run(ctx, |rec| attention::attention_decode_blocks(rec, &qt, &kt, &vt, &o, &scratch, &args, block)).await;
+            let got = read_guarded(ctx, &o).await;
+            assert_close(&format!("decode attention {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d} queries={n_q} block={block:?}"), &got, &want, tol(act, true));
+        }
     }
 }
 

@@ -101,6 +101,9 @@ pub struct ContextOptions {
     /// How the cooperative-matrix matmul runs (one of `kernels::linear::COOP_SHAPES`; the first by default).
     /// `varco bench model --coop-shape KT:RI` compares the others in the whole model.
     pub coop_shape: CoopShape,
+    /// Keys per block of decode attention, one of `kernels::attention::DECODE_BLOCKS`; None (the default):
+    /// the largest (`attention::decode_block` says why). `varco bench model --decode-block N` measures another.
+    pub decode_block: Option<u32>,
 }
 
 /// Variants of the portable tiled matmul (shaders/matmul.wgsl): `interleave` (MM_IL) gives the 16 invocations
@@ -176,7 +179,7 @@ impl CoopShape {
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, tiled_matmul: TiledMatmul::ALL, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, tiled_matmul: TiledMatmul::ALL, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT, decode_block: None }
     }
 }
 
@@ -218,6 +221,8 @@ pub struct Context {
     pub int_dot_why: String,
     /// [`ContextOptions::coop_shape`].
     pub coop_shape: CoopShape,
+    /// [`ContextOptions::decode_block`].
+    pub decode_block: Option<u32>,
     /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
     pub live: Arc<Live>,
     /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
@@ -493,6 +498,7 @@ impl Context {
             int_dot_decode,
             int_dot_why,
             coop_shape: opts.coop_shape,
+            decode_block: opts.decode_block,
             live: Arc::new(Live::default()),
             lost,
             #[cfg(feature = "test-hooks")]

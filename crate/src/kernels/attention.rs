@@ -297,51 +297,81 @@ struct DecodeParams {
     _p: [u32; 2],
 }
 
-/// Keys per workgroup block of the decode kernel.
-pub const DECODE_WG: u32 = 128;
+/// Keys per workgroup block of the decode kernel (its workgroup size), largest first. The model takes 128
+/// (the first that fits the head): on the H100 (BENCHMARKS.md, eighteenth session) smaller blocks, more
+/// workgroups at short context, made the kernel slower (1k context: 14.5 µs in 128-key blocks, 15.8 in 64,
+/// 21.4 in 32; 256 gave 16.9) and decode too: a block's fixed work (ten reductions, the queries staged, the
+/// partial result written) outweighs the SMs it leaves idle. The others stay for `--decode-block`.
+pub const DECODE_BLOCKS: [u32; 3] = [128, 64, 32];
 
-/// (keys per split, number of splits) for `n_kv` keys: about 256 workgroups in all (two per SM of a large
-/// GPU; on the H200, 8k context, this measured 150 µs against 184 µs with 1024), each at least one block of
-/// DECODE_WG keys; at most 256 splits (the merge's limit).
-pub fn decode_split(n_kv: u32, n_kv_heads: u32) -> (u32, u32) {
-    let target = (256 / n_kv_heads.max(1)).clamp(1, 256);
-    let chunk = n_kv.div_ceil(target).next_multiple_of(DECODE_WG).max(DECODE_WG);
+/// Splits (workgroups per KV head and query) the decode kernel aims for: about 256 workgroups in all (two per
+/// SM of a large GPU; on the H200, 8k context, this measured 150 µs against 184 µs with 1024), at most 256
+/// (the merge's limit).
+fn decode_target(n_kv_heads: u32) -> u32 {
+    (256 / n_kv_heads.max(1)).clamp(1, 256)
+}
+
+/// The keys per block: `forced` (a benchmark's `--decode-block`), which must be one of [`DECODE_BLOCKS`],
+/// else the largest; never fewer than `lanes` (the invocations one key's row takes in 16-byte chunks).
+pub fn decode_block(lanes: u32, forced: Option<u32>) -> Result<u32> {
+    let fits = |b: &u32| *b >= lanes && b % lanes == 0;
+    if let Some(b) = forced {
+        check("attention_decode", DECODE_BLOCKS.contains(&b) && fits(&b), || {
+            format!("a decode block of {b} keys: one of {DECODE_BLOCKS:?}, at least {lanes} (head size / 16-byte chunk)")
+        })?;
+        return Ok(b);
+    }
+    DECODE_BLOCKS.into_iter().find(fits).ok_or_else(|| crate::Error::kernel("attention_decode", format!("no decode block fits {lanes} chunks a key")))
+}
+
+/// (keys per split, number of splits) for `n_kv` keys in blocks of `block`: about [`decode_target`] splits,
+/// each at least one block.
+pub fn decode_split(n_kv: u32, n_kv_heads: u32, block: u32) -> (u32, u32) {
+    let chunk = n_kv.div_ceil(decode_target(n_kv_heads)).next_multiple_of(block).max(block);
     (chunk, n_kv.div_ceil(chunk).max(1))
 }
 
 /// f32 elements of scratch the decode kernel needs for `n_q` queries over any number of keys up to `max_kv`
-/// (a split covers at least one workgroup's keys, and there are at most 256 / n_kv_heads of them).
+/// (a split covers at least one block of the smallest size, and there are at most [`decode_target`]).
 pub fn decode_scratch_len(n_q: u32, n_heads: u32, n_kv_heads: u32, head_dim: u32, max_kv: u32) -> usize {
-    let splits = (256 / n_kv_heads.max(1)).clamp(1, 256).min(max_kv.div_ceil(DECODE_WG)).max(1);
+    let smallest = DECODE_BLOCKS[DECODE_BLOCKS.len() - 1];
+    let splits = decode_target(n_kv_heads).min(max_kv.div_ceil(smallest)).max(1);
     (n_q * n_heads * splits * (head_dim + 2)) as usize
 }
 
-/// The decode kernel's defines; shared with `kernels::variants`.
-pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32, n_rep: u32) -> Result<crate::gpu::Defines> {
+/// The decode kernel's defines for blocks of `block` keys; shared with `kernels::variants`.
+pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32, n_rep: u32, block: u32) -> Result<crate::gpu::Defines> {
     let cw = if act == crate::gpu::DType::F16 { 8 } else { 4 };
     let lanes = head_dim / cw;
-    let kg = DECODE_WG / lanes;
-    Ok(base_defines(ctx, act, DECODE_WG)?
+    let kg = block / lanes;
+    Ok(base_defines(ctx, act, block)?
         .value("D", head_dim)
         .value("N_REP", n_rep)
         .value("CW", cw)
         .value("LANES", lanes)
         .value("KG", kg)
-        .value("KPT", DECODE_WG / kg))
+        .value("KPT", block / kg))
 }
 
 /// One query token per head against `n_kv` cached keys, or a few (`n_q`, a short prompt after a long
 /// context; causal: query i at position `pos_offset + i`). `q` holds each token's heads at `q_offset` of its
 /// row of `q_stride` (a fused qkv row works), `o` gets `(n_q, n_heads·head_dim)` at `o_stride`; `scratch`
-/// is f32 of [`decode_scratch_len`].
+/// is f32 of [`decode_scratch_len`]. Blocks of keys as [`decode_block`] picks them, or as the context forces.
 pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs) -> Result<()> {
+    attention_decode_blocks(rec, q, k, v, o, scratch, a, None)
+}
+
+/// [`attention_decode`] in blocks of `block` keys where given (one of [`DECODE_BLOCKS`]): the tests and
+/// `bench kernels` run every size.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode_blocks(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, block: Option<u32>) -> Result<()> {
     check_args("attention_decode", a)?;
     let act = same_dtype("attention_decode", &[q, k, v, o])?;
     // K and V are read in 16-byte chunks: 8 values of f16, 4 of f32.
     let cw = if act == crate::gpu::DType::F16 { 8 } else { 4 };
     let lanes = a.head_dim / cw;
-    check("attention_decode", a.head_dim % cw == 0 && DECODE_WG % lanes.max(1) == 0 && lanes >= 1, || {
-        format!("head_dim {} must split into 16-byte chunks that divide {DECODE_WG}", a.head_dim)
+    check("attention_decode", a.head_dim % cw == 0 && lanes >= 1 && DECODE_BLOCKS[0] % lanes == 0, || {
+        format!("head_dim {} must split into 16-byte chunks that divide {}", a.head_dim, DECODE_BLOCKS[0])
     })?;
     check(
         "attention_decode",
@@ -350,10 +380,11 @@ pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, 
     )?;
     check("attention_decode", a.n_q >= 1 && a.n_kv > 0 && a.n_q <= rec.ctx.caps.max_workgroups_per_dim, || format!("{} queries over {} keys", a.n_q, a.n_kv))?;
     check("attention_decode", !a.causal || a.pos_offset + a.n_q <= a.n_kv, || "causal queries past the keys".into())?;
-    let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads);
+    let block = decode_block(lanes, block.or(rec.ctx.decode_block))?;
+    let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads, block);
     check("attention_decode", scratch.len() >= (a.n_q * a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;
     let n_rep = a.n_heads / a.n_kv_heads;
-    let base = decode_defines(rec.ctx, act, a.head_dim, n_rep)?;
+    let base = decode_defines(rec.ctx, act, a.head_dim, n_rep, block)?;
     let params = DecodeParams {
         n_kv: a.n_kv,
         n_heads: a.n_heads,

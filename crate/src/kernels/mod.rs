@@ -162,11 +162,13 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                         continue; // decode needs head_dim / chunk to divide the workgroup
                     }
                     let cw = if f16 { 8 } else { 4 };
-                    let (lanes, wg) = (d / cw, attention::DECODE_WG);
-                    let dec = base(wg).value("D", d).value("N_REP", n_rep).value("CW", cw).value("LANES", lanes);
-                    let dec = dec.value("KG", wg / lanes).value("KPT", lanes);
-                    out.push((ATTENTION_DECODE, dec.clone()));
-                    out.push((ATTENTION_DECODE, dec.flag("COMBINE")));
+                    let lanes = d / cw;
+                    for wg in attention::DECODE_BLOCKS.into_iter().filter(|wg| wg % lanes == 0) {
+                        let dec = base(wg).value("D", d).value("N_REP", n_rep).value("CW", cw).value("LANES", lanes);
+                        let dec = dec.value("KG", wg / lanes).value("KPT", lanes);
+                        out.push((ATTENTION_DECODE, dec.clone()));
+                        out.push((ATTENTION_DECODE, dec.flag("COMBINE")));
+                    }
                 }
             }
             out.push((ROPE, base(WG)));
