@@ -4,7 +4,7 @@
 
 use half::f16;
 use varco_web::gpu::tensor::{Weight, WeightFormat};
-use varco_web::gpu::{Context, DType, Tensor};
+use varco_web::gpu::{Context, DType, DecodeTuning, Tensor};
 use varco_web::kernels::attention::{self, AttnArgs};
 use varco_web::kernels::linear::{self, MatvecShape};
 use varco_web::kernels::{elementwise, embed, norm, patch_embed, resize, rope, sample};
@@ -373,16 +373,21 @@ pub async fn decode_suite(ctx: &Context, act: DType) {
             .with_scale(scale as f32);
         let qs: Vec<f32> = (0..n_q).flat_map(|i| q[i * row + q_off..i * row + q_off + heads * d].to_vec()).collect();
         let want = r::attention(&qs, n_q, heads, kv_heads, d, n_kv, |g, s, i| (k[(g * cap + s) * d + i], v[(g * cap + s) * d + i]), causal, pos, scale);
-        // the kernel's own block size (128 keys), then (case 5: several blocks a split) the smaller ones,
-        // which `--decode-block` measures
+        // the model's split, then (case 5) the smaller blocks and the other workgroup counts that
+        // `--decode-block` and `--decode-workgroups` measure, on the same scratch: 22 to 65 splits, several
+        // blocks a split or one
         let lanes = (d / if act == DType::F16 { 8 } else { 4 }) as u32;
         let own = attention::decode_block(lanes, None).unwrap();
-        let forced: Vec<Option<u32>> = if ci == 5 { attention::DECODE_BLOCKS.into_iter().filter(|b| *b != own && b % lanes == 0).map(Some).collect() } else { vec![] };
-        for block in std::iter::once(None).chain(forced) {
+        let mut tunings = vec![DecodeTuning::default()];
+        if ci == 5 {
+            tunings.extend(attention::DECODE_BLOCKS.into_iter().filter(|b| *b != own && b % lanes == 0).map(|b| DecodeTuning { block: Some(b), workgroups: None }));
+            tunings.extend(attention::DECODE_WORKGROUPS[1..].iter().map(|&w| DecodeTuning { block: Some(64), workgroups: Some(w) }));
+        }
+        for tuning in tunings {
             let o = poisoned(ctx, &[n_q, heads * d], act);
-            run(ctx, |rec| attention::attention_decode_blocks(rec, &qt, &kt, &vt, &o, &scratch, &args, block)).await;
+            run(ctx, |rec| attention::attention_decode_tuned(rec, &qt, &kt, &vt, &o, &scratch, &args, tuning)).await;
             let got = read_guarded(ctx, &o).await;
-            assert_close(&format!("decode attention {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d} queries={n_q} block={block:?}"), &got, &want, tol(act, true));
+            assert_close(&format!("decode attention {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d} queries={n_q} {tuning:?}"), &got, &want, tol(act, true));
         }
     }
 }

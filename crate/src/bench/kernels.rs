@@ -381,17 +381,20 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let scratch = Tensor::empty(ctx, &[attention::decode_scratch_len(1, h as u32, kvh as u32, d as u32, ctx_len as u32)], DType::F32)?;
             // the step's query at the last position of the cache
             let args = AttnArgs::over_cache(h as u32, kvh as u32, d as u32, ctx_len as u32, 1, ctx_len as u32 - 1);
-            // every block size, the one the model picks at this context marked
+            // every block size and workgroup count, the model's marked
             let lanes = d as u32 / if act == DType::F16 { 8 } else { 4 };
-            let picked = attention::decode_block(lanes, ctx.decode_block)?;
-            for block in attention::DECODE_BLOCKS.into_iter().filter(|b| b % lanes == 0) {
+            let model = (attention::decode_block(lanes, ctx.decode_tuning.block)?, attention::decode_workgroups(ctx.decode_tuning.workgroups)?);
+            let blocks = attention::DECODE_BLOCKS.into_iter().filter(|b| b % lanes == 0);
+            for (block, wgs) in blocks.flat_map(|b| attention::DECODE_WORKGROUPS.into_iter().map(move |w| (b, w))) {
+                let tuning = crate::gpu::DecodeTuning { block: Some(block), workgroups: Some(wgs) };
                 let secs = time(ctx, o.iters, |rec, i| {
                     let (k, v) = &caches[i as usize % caches.len()];
-                    attention::attention_decode_blocks(rec, &q, k, v, &out, &scratch, &args, Some(block))
+                    attention::attention_decode_tuned(rec, &q, k, v, &out, &scratch, &args, tuning)
                 })?;
+                let splits = attention::decode_split(ctx_len as u32, kvh as u32, block, wgs).1;
                 rows.push(Row {
                     name: "attention decode".into(),
-                    shape: format!("{ctx_len} ctx, 40/8 heads ×128, {block}-key blocks{}", if block == picked { " (the model's)" } else { "" }),
+                    shape: format!("{ctx_len} ctx, 40/8 heads ×128, {block}-key blocks, {splits} splits{}", if (block, wgs) == model { " (the model's)" } else { "" }),
                     secs,
                     bytes: (2 * kvh * ctx_len * d) as f64 * asz,
                     flops: 4.0 * (h * d * ctx_len) as f64,

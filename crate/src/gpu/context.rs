@@ -101,9 +101,26 @@ pub struct ContextOptions {
     /// How the cooperative-matrix matmul runs (one of `kernels::linear::COOP_SHAPES`; the first by default).
     /// `varco bench model --coop-shape KT:RI` compares the others in the whole model.
     pub coop_shape: CoopShape,
-    /// Keys per block of decode attention, one of `kernels::attention::DECODE_BLOCKS`; None (the default):
-    /// the largest (`attention::decode_block` says why). `varco bench model --decode-block N` measures another.
-    pub decode_block: Option<u32>,
+    /// How decode attention splits its work (keys a block, workgroups in all), where forced; the default
+    /// forces nothing: the model's choice (`kernels::attention::decode_block` says why). `varco bench model
+    /// --decode-block N --decode-workgroups N` measures others.
+    pub decode_tuning: DecodeTuning,
+}
+
+/// How the decode kernel splits its work where a benchmark or a test forces it (None: the model's choice).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DecodeTuning {
+    /// Keys a block, one of `kernels::attention::DECODE_BLOCKS`.
+    pub block: Option<u32>,
+    /// Workgroups the splits aim for, one of `kernels::attention::DECODE_WORKGROUPS`.
+    pub workgroups: Option<u32>,
+}
+
+impl DecodeTuning {
+    /// What `self` leaves open taken from `other` (a call's tuning over the context's).
+    pub fn or(self, other: DecodeTuning) -> DecodeTuning {
+        DecodeTuning { block: self.block.or(other.block), workgroups: self.workgroups.or(other.workgroups) }
+    }
 }
 
 /// Variants of the portable tiled matmul (shaders/matmul.wgsl): `interleave` (MM_IL) gives the 16 invocations
@@ -179,7 +196,7 @@ impl CoopShape {
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, tiled_matmul: TiledMatmul::ALL, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT, decode_block: None }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, tiled_matmul: TiledMatmul::ALL, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT, decode_tuning: DecodeTuning::default() }
     }
 }
 
@@ -221,8 +238,8 @@ pub struct Context {
     pub int_dot_why: String,
     /// [`ContextOptions::coop_shape`].
     pub coop_shape: CoopShape,
-    /// [`ContextOptions::decode_block`].
-    pub decode_block: Option<u32>,
+    /// [`ContextOptions::decode_tuning`].
+    pub decode_tuning: DecodeTuning,
     /// What is alive on the device now (buffers, their bytes, bind groups), on both targets.
     pub live: Arc<Live>,
     /// Why the device was lost (a driver reset, the GPU switched, `destroy()`), once it was: every later use
@@ -498,7 +515,7 @@ impl Context {
             int_dot_decode,
             int_dot_why,
             coop_shape: opts.coop_shape,
-            decode_block: opts.decode_block,
+            decode_tuning: opts.decode_tuning,
             live: Arc::new(Live::default()),
             lost,
             #[cfg(feature = "test-hooks")]

@@ -8,7 +8,7 @@ pub mod shader;
 pub mod tensor;
 
 pub use buffer::{GpuBuffer, Live, LiveCounts};
-pub use context::{browser_wgsl_has, on_device_lost, Caps, Context, ContextOptions, CoopShape, Counts, Stats, TiledMatmul, ADAPTER_RETRY_MS};
+pub use context::{browser_wgsl_has, on_device_lost, Caps, Context, ContextOptions, CoopShape, Counts, DecodeTuning, Stats, TiledMatmul, ADAPTER_RETRY_MS};
 pub use recorder::{Binding, Recorder, StepCache};
 pub use shader::{Defines, Shader};
 pub use tensor::{DType, Tensor};

@@ -3,7 +3,7 @@
 //! then merged).
 
 use crate::gpu::shader::{ATTENTION, ATTENTION_DECODE};
-use crate::gpu::{Binding, Recorder, Tensor};
+use crate::gpu::{Binding, DecodeTuning, Recorder, Tensor};
 use crate::kernels::{base_defines, check, same_dtype};
 use crate::Result;
 
@@ -304,11 +304,17 @@ struct DecodeParams {
 /// partial result written) outweighs the SMs it leaves idle. The others stay for `--decode-block`.
 pub const DECODE_BLOCKS: [u32; 3] = [128, 64, 32];
 
-/// Splits (workgroups per KV head and query) the decode kernel aims for: about 256 workgroups in all (two per
-/// SM of a large GPU; on the H200, 8k context, this measured 150 µs against 184 µs with 1024), at most 256
-/// (the merge's limit).
-fn decode_target(n_kv_heads: u32) -> u32 {
-    (256 / n_kv_heads.max(1)).clamp(1, 256)
+/// Workgroups in all the decode kernel's splits aim for, the model's first: 512. On the H100 (BENCHMARKS.md,
+/// eighteenth session) decode at 8k context ran at 163.5 tokens/s against 157.8 with 256 (f32 without
+/// subgroups, Chrome's variant: 131.7 against 125.9), the same at 1k and 4k, where 128-key blocks allow no
+/// more splits; the kernel timed alone, on KV copies rotating through 512 MiB, was slower (32.8 against
+/// 29.1 µs at 8k), so the step's figure decided. 256 came from the H200, where at 8k it had beaten
+/// 1,024-key splits (150 against 184 µs). The others stay for `--decode-workgroups`.
+pub const DECODE_WORKGROUPS: [u32; 3] = [512, 256, 1024];
+
+/// Splits (workgroups per KV head and query) for `workgroups` in all: at most 256 (the merge's limit).
+fn decode_target(n_kv_heads: u32, workgroups: u32) -> u32 {
+    (workgroups / n_kv_heads.max(1)).clamp(1, 256)
 }
 
 /// The keys per block: `forced` (a benchmark's `--decode-block`), which must be one of [`DECODE_BLOCKS`],
@@ -324,18 +330,28 @@ pub fn decode_block(lanes: u32, forced: Option<u32>) -> Result<u32> {
     DECODE_BLOCKS.into_iter().find(fits).ok_or_else(|| crate::Error::kernel("attention_decode", format!("no decode block fits {lanes} chunks a key")))
 }
 
-/// (keys per split, number of splits) for `n_kv` keys in blocks of `block`: about [`decode_target`] splits,
-/// each at least one block.
-pub fn decode_split(n_kv: u32, n_kv_heads: u32, block: u32) -> (u32, u32) {
-    let chunk = n_kv.div_ceil(decode_target(n_kv_heads)).next_multiple_of(block).max(block);
+/// The workgroups the splits aim for: `forced` (a benchmark's `--decode-workgroups`), one of
+/// [`DECODE_WORKGROUPS`], else the first.
+pub fn decode_workgroups(forced: Option<u32>) -> Result<u32> {
+    let w = forced.unwrap_or(DECODE_WORKGROUPS[0]);
+    check("attention_decode", DECODE_WORKGROUPS.contains(&w), || format!("{w} decode workgroups: one of {DECODE_WORKGROUPS:?}"))?;
+    Ok(w)
+}
+
+/// (keys per split, number of splits) for `n_kv` keys in blocks of `block`: about `workgroups` / `n_kv_heads`
+/// splits, each at least one block.
+pub fn decode_split(n_kv: u32, n_kv_heads: u32, block: u32, workgroups: u32) -> (u32, u32) {
+    let chunk = n_kv.div_ceil(decode_target(n_kv_heads, workgroups)).next_multiple_of(block).max(block);
     (chunk, n_kv.div_ceil(chunk).max(1))
 }
 
-/// f32 elements of scratch the decode kernel needs for `n_q` queries over any number of keys up to `max_kv`
-/// (a split covers at least one block of the smallest size, and there are at most [`decode_target`]).
+/// f32 elements of scratch the decode kernel needs for `n_q` queries over any number of keys up to `max_kv`,
+/// however it is tuned (a split covers at least one block of the smallest size, and there are at most as
+/// many as the most workgroups give).
 pub fn decode_scratch_len(n_q: u32, n_heads: u32, n_kv_heads: u32, head_dim: u32, max_kv: u32) -> usize {
     let smallest = DECODE_BLOCKS[DECODE_BLOCKS.len() - 1];
-    let splits = decode_target(n_kv_heads).min(max_kv.div_ceil(smallest)).max(1);
+    let most = DECODE_WORKGROUPS.into_iter().max().unwrap_or(256);
+    let splits = decode_target(n_kv_heads, most).min(max_kv.div_ceil(smallest)).max(1);
     (n_q * n_heads * splits * (head_dim + 2)) as usize
 }
 
@@ -356,15 +372,15 @@ pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_di
 /// One query token per head against `n_kv` cached keys, or a few (`n_q`, a short prompt after a long
 /// context; causal: query i at position `pos_offset + i`). `q` holds each token's heads at `q_offset` of its
 /// row of `q_stride` (a fused qkv row works), `o` gets `(n_q, n_heads·head_dim)` at `o_stride`; `scratch`
-/// is f32 of [`decode_scratch_len`]. Blocks of keys as [`decode_block`] picks them, or as the context forces.
+/// is f32 of [`decode_scratch_len`]. Split as the model does, or as the context's tuning forces.
 pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs) -> Result<()> {
-    attention_decode_blocks(rec, q, k, v, o, scratch, a, None)
+    attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default())
 }
 
-/// [`attention_decode`] in blocks of `block` keys where given (one of [`DECODE_BLOCKS`]): the tests and
-/// `bench kernels` run every size.
+/// [`attention_decode`] split as `tuning` says where it says (else as the context's tuning or the model's
+/// choice): the tests and `bench kernels` run every block size and workgroup count.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_decode_blocks(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, block: Option<u32>) -> Result<()> {
+pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, tuning: DecodeTuning) -> Result<()> {
     check_args("attention_decode", a)?;
     let act = same_dtype("attention_decode", &[q, k, v, o])?;
     // K and V are read in 16-byte chunks: 8 values of f16, 4 of f32.
@@ -380,8 +396,9 @@ pub fn attention_decode_blocks(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &T
     )?;
     check("attention_decode", a.n_q >= 1 && a.n_kv > 0 && a.n_q <= rec.ctx.caps.max_workgroups_per_dim, || format!("{} queries over {} keys", a.n_q, a.n_kv))?;
     check("attention_decode", !a.causal || a.pos_offset + a.n_q <= a.n_kv, || "causal queries past the keys".into())?;
-    let block = decode_block(lanes, block.or(rec.ctx.decode_block))?;
-    let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads, block);
+    let tuning = tuning.or(rec.ctx.decode_tuning);
+    let block = decode_block(lanes, tuning.block)?;
+    let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads, block, decode_workgroups(tuning.workgroups)?);
     check("attention_decode", scratch.len() >= (a.n_q * a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;
     let n_rep = a.n_heads / a.n_kv_heads;
     let base = decode_defines(rec.ctx, act, a.head_dim, n_rep, block)?;
