@@ -209,3 +209,31 @@ fn integer_dot_products_follow_the_adapter() {
     assert!(!off.int_dot_decode);
     assert!(off.int_dot_why.contains("switched off by the caller"), "{}", off.int_dot_why);
 }
+
+/// How decode attention splits its keys, by the rules its documentation states (hand-worked figures for the
+/// 14B's 8 KV heads and a head of 128: 16 chunks a key in f16, 32 in f32), and the tunings it refuses.
+#[test]
+fn decode_split_rules() {
+    use varco_web::kernels::attention::{decode_block, decode_split, decode_workgroups};
+    // the model's block: the largest that a key's chunks divide
+    assert_eq!(decode_block(16, None).unwrap(), 128);
+    assert_eq!(decode_block(32, None).unwrap(), 128);
+    assert_eq!(decode_block(16, Some(32)).unwrap(), 32);
+    assert!(decode_block(64, Some(32)).is_err(), "a block smaller than a key's chunks");
+    assert!(decode_block(16, Some(256)).is_err(), "not a built block size");
+    // the model's workgroups: 512; 256 and 1024 forced; others refused
+    assert_eq!(decode_workgroups(None).unwrap(), 512);
+    assert_eq!(decode_workgroups(Some(256)).unwrap(), 256);
+    assert!(decode_workgroups(Some(300)).is_err());
+    // 8k keys, 8 KV heads: 512 workgroups → 64 splits of one 128-key block; 256 → 32 splits of two
+    assert_eq!(decode_split(8192, 8, 128, 512), (128, 64));
+    assert_eq!(decode_split(8192, 8, 128, 256), (256, 32));
+    // 1k keys: a block each, 8 splits, whatever the workgroups
+    assert_eq!(decode_split(1024, 8, 128, 512), (128, 8));
+    assert_eq!(decode_split(1024, 8, 32, 512), (32, 32));
+    // the merge takes at most 256 splits: one KV head aiming at 1,024 workgroups gets 256 splits' keys each
+    // (391, rounded up to 32-key blocks: 416), so 241 splits
+    assert_eq!(decode_split(100_000, 1, 32, 1024), (416, 241));
+    // a short cache: one split of one block
+    assert_eq!(decode_split(5, 8, 128, 512), (128, 1));
+}

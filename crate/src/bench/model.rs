@@ -312,6 +312,16 @@ fn step_floors(m: &Model, context: usize) -> Vec<(&'static str, u64)> {
     vec![("matvec_fused", m.llm.decode_read_bytes(context) - kv), ("attention_decode", kv)]
 }
 
+/// How decode attention splits its keys at each measured context (`--decode-block`, `--decode-workgroups`).
+fn decode_attention_label(ctx: &Context, act: DType, c: &TextConfig, contexts: &[usize]) -> Result<String> {
+    use crate::kernels::attention;
+    let lanes = c.head_dim as u32 / if act == DType::F16 { 8 } else { 4 };
+    let block = attention::decode_block(lanes, ctx.decode_tuning.block)?;
+    let wgs = attention::decode_workgroups(ctx.decode_tuning.workgroups)?;
+    let splits: Vec<String> = contexts.iter().map(|&n| format!("{} at {n}", attention::decode_split(n as u32, c.kv_heads as u32, block, wgs).1)).collect();
+    Ok(format!("{block}-key blocks, splits for {wgs} workgroups (splits a KV head: {})", splits.join(", ")))
+}
+
 /// The library's own count of the bytes its buffers held at once (the same on every target).
 fn peak_memory(ctx: &Context, r: &mut String, f: &mut Vec<Figure>) {
     let peak = ctx.live.peak_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64;
@@ -357,6 +367,7 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
         o.plan
     );
     let _ = writeln!(r, "decode shapes (WG:ROWS:BLOCKS of the fused kernel): {}", s.model.llm.decode_shapes);
+    let _ = writeln!(r, "decode attention: {}", decode_attention_label(ctx, act, &cfg.text, &o.contexts)?);
     let _ = writeln!(r, "prefill chunks: up to {} tokens", s.model.prefill_chunk);
     let _ = writeln!(
         r,
