@@ -376,7 +376,7 @@ pub async fn decode_suite(ctx: &Context, act: DType) {
         // the model's split, then (case 5) the smaller blocks and the other workgroup counts that
         // `--decode-block` and `--decode-workgroups` measure, on the same scratch: 22 to 65 splits, several
         // blocks a split or one
-        let lanes = (d / if act == DType::F16 { 8 } else { 4 }) as u32;
+        let lanes = attention::decode_lanes(act, d as u32);
         let own = attention::decode_block(lanes, None).unwrap();
         let mut tunings = vec![DecodeTuning::default()];
         if ci == 5 {

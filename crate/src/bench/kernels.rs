@@ -382,8 +382,8 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             // the step's query at the last position of the cache
             let args = AttnArgs::over_cache(h as u32, kvh as u32, d as u32, ctx_len as u32, 1, ctx_len as u32 - 1);
             // every block size and workgroup count, the model's marked
-            let lanes = d as u32 / if act == DType::F16 { 8 } else { 4 };
-            let model = (attention::decode_block(lanes, ctx.decode_tuning.block)?, attention::decode_workgroups(ctx.decode_tuning.workgroups)?);
+            let lanes = attention::decode_lanes(act, d as u32);
+            let model = attention::decode_tuning(ctx, act, d as u32, crate::gpu::DecodeTuning::default())?;
             let blocks = attention::DECODE_BLOCKS.into_iter().filter(|b| b % lanes == 0);
             for (block, wgs) in blocks.flat_map(|b| attention::DECODE_WORKGROUPS.into_iter().map(move |w| (b, w))) {
                 let tuning = crate::gpu::DecodeTuning { block: Some(block), workgroups: Some(wgs) };

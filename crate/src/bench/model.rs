@@ -315,9 +315,7 @@ fn step_floors(m: &Model, context: usize) -> Vec<(&'static str, u64)> {
 /// How decode attention splits its keys at each measured context (`--decode-block`, `--decode-workgroups`).
 fn decode_attention_label(ctx: &Context, act: DType, c: &TextConfig, contexts: &[usize]) -> Result<String> {
     use crate::kernels::attention;
-    let lanes = c.head_dim as u32 / if act == DType::F16 { 8 } else { 4 };
-    let block = attention::decode_block(lanes, ctx.decode_tuning.block)?;
-    let wgs = attention::decode_workgroups(ctx.decode_tuning.workgroups)?;
+    let (block, wgs) = attention::decode_tuning(ctx, act, c.head_dim as u32, crate::gpu::DecodeTuning::default())?;
     let splits: Vec<String> = contexts.iter().map(|&n| format!("{} at {n}", attention::decode_split(n as u32, c.kv_heads as u32, block, wgs).1)).collect();
     Ok(format!("{block}-key blocks, splits for {wgs} workgroups (splits a KV head: {})", splits.join(", ")))
 }

@@ -330,6 +330,18 @@ pub fn decode_block(lanes: u32, forced: Option<u32>) -> Result<u32> {
     DECODE_BLOCKS.into_iter().find(fits).ok_or_else(|| crate::Error::kernel("attention_decode", format!("no decode block fits {lanes} chunks a key")))
 }
 
+/// Invocations one key's row takes in the decode kernel: its 16-byte chunks (8 values of f16, 4 of f32).
+pub fn decode_lanes(act: crate::gpu::DType, head_dim: u32) -> u32 {
+    head_dim / if act == crate::gpu::DType::F16 { 8 } else { 4 }
+}
+
+/// (keys a block, workgroups the splits aim for) as `tuning` forces them, else as the context's tuning does,
+/// else the model's choice: what the kernel runs and what the benchmarks report.
+pub fn decode_tuning(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32, tuning: DecodeTuning) -> Result<(u32, u32)> {
+    let tuning = tuning.or(ctx.decode_tuning);
+    Ok((decode_block(decode_lanes(act, head_dim), tuning.block)?, decode_workgroups(tuning.workgroups)?))
+}
+
 /// The workgroups the splits aim for: `forced` (a benchmark's `--decode-workgroups`), one of
 /// [`DECODE_WORKGROUPS`], else the first.
 pub fn decode_workgroups(forced: Option<u32>) -> Result<u32> {
@@ -358,7 +370,7 @@ pub fn decode_scratch_len(n_q: u32, n_heads: u32, n_kv_heads: u32, head_dim: u32
 /// The decode kernel's defines for blocks of `block` keys; shared with `kernels::variants`.
 pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32, n_rep: u32, block: u32) -> Result<crate::gpu::Defines> {
     let cw = if act == crate::gpu::DType::F16 { 8 } else { 4 };
-    let lanes = head_dim / cw;
+    let lanes = decode_lanes(act, head_dim);
     let kg = block / lanes;
     Ok(base_defines(ctx, act, block)?
         .value("D", head_dim)
@@ -385,7 +397,7 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     let act = same_dtype("attention_decode", &[q, k, v, o])?;
     // K and V are read in 16-byte chunks: 8 values of f16, 4 of f32.
     let cw = if act == crate::gpu::DType::F16 { 8 } else { 4 };
-    let lanes = a.head_dim / cw;
+    let lanes = decode_lanes(act, a.head_dim);
     check("attention_decode", a.head_dim % cw == 0 && lanes >= 1 && DECODE_BLOCKS[0] % lanes == 0, || {
         format!("head_dim {} must split into 16-byte chunks that divide {}", a.head_dim, DECODE_BLOCKS[0])
     })?;
@@ -396,9 +408,8 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     )?;
     check("attention_decode", a.n_q >= 1 && a.n_kv > 0 && a.n_q <= rec.ctx.caps.max_workgroups_per_dim, || format!("{} queries over {} keys", a.n_q, a.n_kv))?;
     check("attention_decode", !a.causal || a.pos_offset + a.n_q <= a.n_kv, || "causal queries past the keys".into())?;
-    let tuning = tuning.or(rec.ctx.decode_tuning);
-    let block = decode_block(lanes, tuning.block)?;
-    let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads, block, decode_workgroups(tuning.workgroups)?);
+    let (block, workgroups) = decode_tuning(rec.ctx, act, a.head_dim, tuning)?;
+    let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads, block, workgroups);
     check("attention_decode", scratch.len() >= (a.n_q * a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;
     let n_rep = a.n_heads / a.n_kv_heads;
     let base = decode_defines(rec.ctx, act, a.head_dim, n_rep, block)?;
