@@ -30,6 +30,10 @@
 // LOADS_ONLY (benchmark only, `varco bench kernels --fused 32:8:1:loads`): every load of W, its scales and x
 // as in the other paths, but the products replaced by one xor a block — what the kernel costs without arithmetic,
 // to tell a memory limit from an instruction limit. Its results are meaningless.
+// X16 (f16 activations, whole blocks only): x read 16 bytes (8 halves) a load, 4 loads a q4 block where act4's
+// 8-byte loads take 8 (decode on the H100 +2.8 %, BENCHMARKS.md nineteenth session).
+// PF: the next step's blocks of W and their scales are loaded before this step's products, so that a
+// subgroup keeps its loads in flight while it computes (the step's loads otherwise wait for the products).
 // Accumulation in f32. Reference: tests/src/reference.rs (linear, rope, rms_norm, silu) composed.
 #include "ids.wgsl"
 #include "dequant.wgsl"
@@ -51,7 +55,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef X16
+@group(0) @binding(1) var<storage, read> x16: array<vec4<u32>>;  // (k/8) f16, 8 a load
+#else
 @group(0) @binding(1) var<storage, read> x: array<act4>;          // (k/4)
+#endif
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;     // (n, kb)
 #ifdef W_Q
 @group(0) @binding(3) var<storage, read> scales: array<u32>;     // (n·kb) f16, two per word
@@ -215,12 +223,25 @@ fn row_of(g: u32, r: u32) -> vec2<u32> {
 
 // x's vec4 i; PARTIAL (k not a whole number of blocks: the last block's padding): 0 past the end.
 fn xl(i: u32) -> vec4<f32> {
+#ifdef X16
+    let v = x16[i >> 1u];
+    return select(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)), vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)), (i & 1u) == 1u);
+#else
 #ifdef PARTIAL
     return select(vec4<f32>(0.0), vec4<f32>(x[min(i, p.k / 4u - 1u)]), i < p.k / 4u);
 #else
     return vec4<f32>(x[i]);
 #endif
+#endif
 }
+
+#ifdef X16
+// x's vec4s 2i and 2i + 1 from one 16-byte load.
+fn xl2(i: u32) -> array<vec4<f32>, 2> {
+    let v = x16[i];
+    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)), vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
+}
+#endif
 
 fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
@@ -291,20 +312,50 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     var acc{r} = 0.0;
 #endfor
     var ss = 0.0;
+#ifdef PF
+#for u in 0..U
+#for r in 0..R
+    var pb{r}_{u} = w_at(n{r}, min(lid + {u}u * WG, p.kb - 1u));
+    var ps{r}_{u} = w_scale(n{r}, min(lid + {u}u * WG, p.kb - 1u));
+#endfor
+#endfor
+#endif
     for (var c0 = lid; c0 < p.kb; c0 += U * WG) {
 #for u in 0..U
         // U blocks of every row, loads first
         let c{u} = min(c0 + {u}u * WG, p.kb - 1u);
         let live{u} = c0 + {u}u * WG < p.kb;
 #for r in 0..R
+#ifdef PF
+        // this step's blocks, loaded a step ago; the next step's (the last block again past the end) now
+        let b{r}_{u} = pb{r}_{u};
+        let d{r}_{u} = select(0.0, ps{r}_{u}, live{u});
+        pb{r}_{u} = w_at(n{r}, min(c0 + (U + {u}u) * WG, p.kb - 1u));
+        ps{r}_{u} = w_scale(n{r}, min(c0 + (U + {u}u) * WG, p.kb - 1u));
+#else
         let b{r}_{u} = w_at(n{r}, c{u});
         let d{r}_{u} = select(0.0, w_scale(n{r}, c{u}), live{u});
+#endif
 #endfor
 #endfor
 #for u in 0..U
         {
             // x of block u (a block past the end reads the last one; its scale is 0)
             let i0 = c{u} * XB;
+#ifdef X16
+            let xa = xl2(i0 / 2u);
+            let xb = xl2(i0 / 2u + 1u);
+            let xc = xl2(i0 / 2u + 2u);
+            let xd = xl2(i0 / 2u + 3u);
+            let x0 = xa[0];
+            let x1 = xa[1];
+            let x2 = xb[0];
+            let x3 = xb[1];
+            let x4 = xc[0];
+            let x5 = xc[1];
+            let x6 = xd[0];
+            let x7 = xd[1];
+#else
             let x0 = xl(i0);
             let x1 = xl(i0 + 1u);
 #ifdef W_F16
@@ -324,6 +375,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             let x5 = vec4<f32>(0.0);
             let x6 = vec4<f32>(0.0);
             let x7 = vec4<f32>(0.0);
+#endif
 #endif
 #ifdef NORM
             if (live{u}) {

@@ -105,7 +105,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     }
                     for shape in linear::FUSED_SHAPES.into_iter().chain(linear::loads_only_shapes()) {
                         for (norm, partial) in [(false, false), (true, false), (false, true), (true, true)] {
-                            let d = linear::fused_shape_defines(base(shape.wg), shape, wfmt).flag_if("NORM", norm).flag_if("PARTIAL", partial);
+                            let d = linear::fused_shape_defines(base(shape.wg).flag_if("PARTIAL", partial), shape, wfmt).flag_if("NORM", norm);
                             for mode in ["PLAIN", "RESIDUAL", "GLU", "ROPE_KV"] {
                                 if mode == "ROPE_KV" && !bias || mode != "ROPE_KV" && mode != "PLAIN" && bias {
                                     continue;
