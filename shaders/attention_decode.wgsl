@@ -9,9 +9,6 @@
 //   values  — invocation (key group kg, lane) reads 16 bytes (CW dimensions) of every KG-th key of the block:
 //             lanes of a key group cover one value row, so loads coalesce, and each invocation keeps
 //             WG/KG loads in flight. Key groups are summed once per chunk through workgroup memory.
-// EARLY: the first block's keys and values are loaded before the queries are staged, and every later block's
-// values together with its keys, so that a block waits on memory once instead of three times (at the splits
-// the model chooses every workgroup takes one block).
 // It writes per head (max, sum, unnormalised output). Pass 2 (COMBINE): one workgroup per query head merges
 // the chunks. KV cache layout (kv_heads, capacity, D) through strides; f16 values are read as packed u32,
 // so the f16 path needs no shader-f16 for the cache itself. Reference: tests/src/reference.rs attention.
@@ -92,20 +89,6 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let j_begin = split * p.chunk;
     // a split past this query's keys is empty: it writes max NEG and sum 0, which the merge weighs at 0
     let j_end = max(j_begin, min(min(p.n_kv, p.kv_base + qi + 1u), j_begin + p.chunk));
-    let kg = lid / LANES;
-    let lane = lid % LANES;
-    let vb = g * p.v_head_stride / CW + lane;
-#ifdef EARLY
-    // (an empty split reads key j_end − 1, or 0, and never uses it)
-    let last0 = max(j_end, 1u) - 1u;
-    let kbase0 = (g * p.k_head_stride + min(j_begin + lid, last0) * p.k_seq_stride) / CW;
-#for c in 0..LANES
-    var kc{c} = k_chunk(kbase0 + {c}u);
-#endfor
-#for t in 0..KPT
-    var vc{t} = v_chunk(vb + min(j_begin + kg + KG * {t}u, last0) * p.v_seq_stride / CW);
-#endfor
-#endif
     for (var e = lid; e < N_REP * LANES; e += WG) {
         let b = p.q_offset + qi * p.q_stride + g * N_REP * D + e * CW;
 #ifdef ACT_F16
@@ -116,6 +99,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
     }
     workgroupBarrier();
+    let kg = lid / LANES;
+    let lane = lid % LANES;
 #for h in 0..N_REP
     var m_run{h} = NEG;
     var l_run{h} = 0.0;
@@ -125,20 +110,9 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         // scores: one key per invocation, its row's chunks loaded together
         let live = j0 + lid < j_end;
         let kbase = (g * p.k_head_stride + min(j0 + lid, j_end - 1u) * p.k_seq_stride) / CW;
-#ifdef EARLY
-        if (j0 != j_begin) {
-#for c in 0..LANES
-            kc{c} = k_chunk(kbase + {c}u);
-#endfor
-#for t in 0..KPT
-            vc{t} = v_chunk(vb + min(j0 + kg + KG * {t}u, j_end - 1u) * p.v_seq_stride / CW);
-#endfor
-        }
-#else
 #for c in 0..LANES
         let kc{c} = k_chunk(kbase + {c}u);
 #endfor
-#endif
 #for h in 0..N_REP
         var s{h} = 0.0;
 #for c in 0..LANES
@@ -158,11 +132,10 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
         workgroupBarrier();
         // values: invocation (kg, lane) takes keys kg, kg + KG, … of the block (probability 0 past the end)
-#ifndef EARLY
+        let vb = g * p.v_head_stride / CW + lane;
 #for t in 0..KPT
         let vc{t} = v_chunk(vb + min(j0 + kg + KG * {t}u, j_end - 1u) * p.v_seq_stride / CW);
 #endfor
-#endif
 #for t in 0..KPT
 #for h in 0..N_REP
         acc{h} = acc{h} + vc{t} * sc[{h}u * WG + kg + KG * {t}u];

@@ -380,10 +380,8 @@ pub async fn decode_suite(ctx: &Context, act: DType) {
         let own = attention::decode_block(lanes, None).unwrap();
         let mut tunings = vec![DecodeTuning::default()];
         if ci == 5 {
-            tunings.extend(attention::DECODE_BLOCKS.into_iter().filter(|b| *b != own && b % lanes == 0).map(|b| DecodeTuning { block: Some(b), workgroups: None, early: None }));
-            tunings.extend(attention::DECODE_WORKGROUPS[1..].iter().map(|&w| DecodeTuning { block: Some(64), workgroups: Some(w), early: None }));
-            // the other EARLY, in the model's blocks and in blocks of 32 keys (several blocks a split)
-            tunings.extend([None, Some(32)].map(|block| DecodeTuning { block, workgroups: None, early: Some(!attention::DECODE_EARLY) }));
+            tunings.extend(attention::DECODE_BLOCKS.into_iter().filter(|b| *b != own && b % lanes == 0).map(|b| DecodeTuning { block: Some(b), workgroups: None }));
+            tunings.extend(attention::DECODE_WORKGROUPS[1..].iter().map(|&w| DecodeTuning { block: Some(64), workgroups: Some(w) }));
         }
         for tuning in tunings {
             let o = poisoned(ctx, &[n_q, heads * d], act);

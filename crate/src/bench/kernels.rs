@@ -385,11 +385,8 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let lanes = attention::decode_lanes(act, d as u32);
             let model = attention::decode_tuning(ctx, act, d as u32, crate::gpu::DecodeTuning::default())?;
             let blocks = attention::DECODE_BLOCKS.into_iter().filter(|b| b % lanes == 0);
-            // (and the model's split with the other EARLY)
-            let early = attention::decode_early(ctx, crate::gpu::DecodeTuning::default());
-            let tunings = blocks.flat_map(|b| attention::DECODE_WORKGROUPS.into_iter().map(move |w| (b, w, early))).chain([(model.0, model.1, !early)]);
-            for (block, wgs, early_here) in tunings {
-                let tuning = crate::gpu::DecodeTuning { block: Some(block), workgroups: Some(wgs), early: Some(early_here) };
+            for (block, wgs) in blocks.flat_map(|b| attention::DECODE_WORKGROUPS.into_iter().map(move |w| (b, w))) {
+                let tuning = crate::gpu::DecodeTuning { block: Some(block), workgroups: Some(wgs) };
                 let secs = time(ctx, o.iters, |rec, i| {
                     let (k, v) = &caches[i as usize % caches.len()];
                     attention::attention_decode_tuned(rec, &q, k, v, &out, &scratch, &args, tuning)
@@ -397,7 +394,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
                 let splits = attention::decode_split(ctx_len as u32, kvh as u32, block, wgs).1;
                 rows.push(Row {
                     name: "attention decode".into(),
-                    shape: format!("{ctx_len} ctx, 40/8 heads ×128, {block}-key blocks, {splits} splits{}{}", if early_here { ", EARLY" } else { "" }, if (block, wgs, early_here) == (model.0, model.1, early) { " (the model's)" } else { "" }),
+                    shape: format!("{ctx_len} ctx, 40/8 heads ×128, {block}-key blocks, {splits} splits{}", if (block, wgs) == model { " (the model's)" } else { "" }),
                     secs,
                     bytes: (2 * kvh * ctx_len * d) as f64 * asz,
                     flops: 4.0 * (h * d * ctx_len) as f64,

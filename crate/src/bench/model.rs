@@ -317,8 +317,7 @@ fn decode_attention_label(ctx: &Context, act: DType, c: &TextConfig, contexts: &
     use crate::kernels::attention;
     let (block, wgs) = attention::decode_tuning(ctx, act, c.head_dim as u32, crate::gpu::DecodeTuning::default())?;
     let splits: Vec<String> = contexts.iter().map(|&n| format!("{} at {n}", attention::decode_split(n as u32, c.kv_heads as u32, block, wgs).1)).collect();
-    let early = if attention::decode_early(ctx, crate::gpu::DecodeTuning::default()) { "; keys and values loaded before the queries are staged (EARLY)" } else { "" };
-    Ok(format!("{block}-key blocks, splits for {wgs} workgroups (splits a KV head: {}){early}", splits.join(", ")))
+    Ok(format!("{block}-key blocks, splits for {wgs} workgroups (splits a KV head: {})", splits.join(", ")))
 }
 
 /// The library's own count of the bytes its buffers held at once (the same on every target).

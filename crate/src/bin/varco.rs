@@ -210,10 +210,6 @@ enum BenchCmd {
         /// Workgroups decode attention's splits aim for (512, the default, 256 or 1024).
         #[arg(long)]
         decode_workgroups: Option<u32>,
-        /// Decode attention loads a block's keys and values before it stages the queries (true) or after
-        /// (false; default: `attention::DECODE_EARLY`).
-        #[arg(long)]
-        decode_early: Option<bool>,
         /// Tokens a prefill chunk takes at most (default: the most, up to 8,192, whose buffers fit the
         /// device's binding limit; a session paces its chunks below that, `model::paced_chunk`).
         #[arg(long)]
@@ -313,15 +309,15 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, runtime_checks, packed_f16, tiled_matmul, no_coop, no_coop_attention, no_int_dot, coop_shape, decode_only, decode_block, decode_workgroups, decode_early, prefill_chunk, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, runtime_checks, packed_f16, tiled_matmul, no_coop, no_coop_attention, no_int_dot, coop_shape, decode_only, decode_block, decode_workgroups, prefill_chunk, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
             let coop_shape = coop_shape.as_deref().map(varco_web::kernels::linear::CoopShape::parse).transpose()?;
             let tiled = tiled_matmul.as_deref().map(varco_web::gpu::TiledMatmul::parse).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks || runtime_checks || packed_f16 || tiled.is_some() || no_coop || no_coop_attention || no_int_dot || coop_shape.is_some() || decode_block.is_some() || decode_workgroups.is_some() || decode_early.is_some() {
+            let ctx = if no_subgroups || no_runtime_checks || runtime_checks || packed_f16 || tiled.is_some() || no_coop || no_coop_attention || no_int_dot || coop_shape.is_some() || decode_block.is_some() || decode_workgroups.is_some() {
                 drop(ctx);
                 let defaults = ContextOptions::default();
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: (no_runtime_checks || runtime_checks).then_some(runtime_checks), packed_f16_matmul: packed_f16, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), decode_tuning: varco_web::gpu::DecodeTuning { block: decode_block, workgroups: decode_workgroups, early: decode_early }, ..defaults };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: (no_runtime_checks || runtime_checks).then_some(runtime_checks), packed_f16_matmul: packed_f16, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), decode_tuning: varco_web::gpu::DecodeTuning { block: decode_block, workgroups: decode_workgroups }, ..defaults };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx

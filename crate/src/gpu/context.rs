@@ -114,15 +114,12 @@ pub struct DecodeTuning {
     pub block: Option<u32>,
     /// Workgroups the splits aim for, one of `kernels::attention::DECODE_WORKGROUPS`.
     pub workgroups: Option<u32>,
-    /// Whether a block's keys and values are loaded before the queries are staged (`EARLY` in
-    /// attention_decode.wgsl; `kernels::attention::DECODE_EARLY` by default).
-    pub early: Option<bool>,
 }
 
 impl DecodeTuning {
     /// What `self` leaves open taken from `other` (a call's tuning over the context's).
     pub fn or(self, other: DecodeTuning) -> DecodeTuning {
-        DecodeTuning { block: self.block.or(other.block), workgroups: self.workgroups.or(other.workgroups), early: self.early.or(other.early) }
+        DecodeTuning { block: self.block.or(other.block), workgroups: self.workgroups.or(other.workgroups) }
     }
 }
 

@@ -312,16 +312,6 @@ pub const DECODE_BLOCKS: [u32; 3] = [128, 64, 32];
 /// 1,024-key splits (150 against 184 µs). The others stay for `--decode-workgroups`.
 pub const DECODE_WORKGROUPS: [u32; 3] = [512, 256, 1024];
 
-/// Whether the decode kernel loads a block's keys and values before it stages the queries (and every later
-/// block's values with its keys): `EARLY` in attention_decode.wgsl. Off until measured
-/// (`bench model --decode-early true`).
-pub const DECODE_EARLY: bool = false;
-
-/// Whether the decode kernel runs EARLY, as `tuning` forces, else the context's tuning, else [`DECODE_EARLY`].
-pub fn decode_early(ctx: &crate::gpu::Context, tuning: DecodeTuning) -> bool {
-    tuning.or(ctx.decode_tuning).early.unwrap_or(DECODE_EARLY)
-}
-
 /// Splits (workgroups per KV head and query) for `workgroups` in all: at most 256 (the merge's limit).
 fn decode_target(n_kv_heads: u32, workgroups: u32) -> u32 {
     (workgroups / n_kv_heads.max(1)).clamp(1, 256)
@@ -378,7 +368,7 @@ pub fn decode_scratch_len(n_q: u32, n_heads: u32, n_kv_heads: u32, head_dim: u32
 }
 
 /// The decode kernel's defines for blocks of `block` keys; shared with `kernels::variants`.
-pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32, n_rep: u32, block: u32, early: bool) -> Result<crate::gpu::Defines> {
+pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_dim: u32, n_rep: u32, block: u32) -> Result<crate::gpu::Defines> {
     let cw = if act == crate::gpu::DType::F16 { 8 } else { 4 };
     let lanes = decode_lanes(act, head_dim);
     let kg = block / lanes;
@@ -388,8 +378,7 @@ pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_di
         .value("CW", cw)
         .value("LANES", lanes)
         .value("KG", kg)
-        .value("KPT", block / kg)
-        .flag_if("EARLY", early))
+        .value("KPT", block / kg))
 }
 
 /// One query token per head against `n_kv` cached keys, or a few (`n_q`, a short prompt after a long
@@ -423,7 +412,7 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads, block, workgroups);
     check("attention_decode", scratch.len() >= (a.n_q * a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;
     let n_rep = a.n_heads / a.n_kv_heads;
-    let base = decode_defines(rec.ctx, act, a.head_dim, n_rep, block, decode_early(rec.ctx, tuning))?;
+    let base = decode_defines(rec.ctx, act, a.head_dim, n_rep, block)?;
     let params = DecodeParams {
         n_kv: a.n_kv,
         n_heads: a.n_heads,
@@ -444,8 +433,7 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     let p1 = rec.ctx.pipeline(&ATTENTION_DECODE, &base)?;
     let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &scratch.buffer)];
     rec.dispatch(p1, &params, b, [a.n_kv_heads, n_splits, a.n_q]);
-    // (the merge is the same whatever the first pass's EARLY)
-    let p2 = rec.ctx.pipeline(&ATTENTION_DECODE, &decode_defines(rec.ctx, act, a.head_dim, n_rep, block, false)?.flag("COMBINE"))?;
+    let p2 = rec.ctx.pipeline(&ATTENTION_DECODE, &base.clone().flag("COMBINE"))?;
     let b = vec![Binding::new(4, &scratch.buffer), Binding::new(5, &o.buffer)];
     rec.dispatch(p2, &params, b, [a.n_heads, 1, a.n_q]);
     Ok(())

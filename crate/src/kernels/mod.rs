@@ -167,7 +167,6 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                         let dec = base(wg).value("D", d).value("N_REP", n_rep).value("CW", cw).value("LANES", lanes);
                         let dec = dec.value("KG", wg / lanes).value("KPT", lanes);
                         out.push((ATTENTION_DECODE, dec.clone()));
-                        out.push((ATTENTION_DECODE, dec.clone().flag("EARLY")));
                         out.push((ATTENTION_DECODE, dec.flag("COMBINE")));
                     }
                 }
