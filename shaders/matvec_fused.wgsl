@@ -32,8 +32,6 @@
 // to tell a memory limit from an instruction limit. Its results are meaningless.
 // X16 (f16 activations, whole blocks only): x read 16 bytes (8 halves) a load, 4 loads a q4 block where act4's
 // 8-byte loads take 8 (decode on the H100 +2.8 %, BENCHMARKS.md nineteenth session).
-// PF: the next step's blocks of W and their scales are loaded before this step's products, so that a
-// subgroup keeps its loads in flight while it computes (the step's loads otherwise wait for the products).
 // Accumulation in f32. Reference: tests/src/reference.rs (linear, rope, rms_norm, silu) composed.
 #include "ids.wgsl"
 #include "dequant.wgsl"
@@ -312,30 +310,14 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     var acc{r} = 0.0;
 #endfor
     var ss = 0.0;
-#ifdef PF
-#for u in 0..U
-#for r in 0..R
-    var pb{r}_{u} = w_at(n{r}, min(lid + {u}u * WG, p.kb - 1u));
-    var ps{r}_{u} = w_scale(n{r}, min(lid + {u}u * WG, p.kb - 1u));
-#endfor
-#endfor
-#endif
     for (var c0 = lid; c0 < p.kb; c0 += U * WG) {
 #for u in 0..U
         // U blocks of every row, loads first
         let c{u} = min(c0 + {u}u * WG, p.kb - 1u);
         let live{u} = c0 + {u}u * WG < p.kb;
 #for r in 0..R
-#ifdef PF
-        // this step's blocks, loaded a step ago; the next step's (the last block again past the end) now
-        let b{r}_{u} = pb{r}_{u};
-        let d{r}_{u} = select(0.0, ps{r}_{u}, live{u});
-        pb{r}_{u} = w_at(n{r}, min(c0 + (U + {u}u) * WG, p.kb - 1u));
-        ps{r}_{u} = w_scale(n{r}, min(c0 + (U + {u}u) * WG, p.kb - 1u));
-#else
         let b{r}_{u} = w_at(n{r}, c{u});
         let d{r}_{u} = select(0.0, w_scale(n{r}, c{u}), live{u});
-#endif
 #endfor
 #endfor
 #for u in 0..U

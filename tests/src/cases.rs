@@ -131,10 +131,10 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat,
         let seed = 900 + 10 * si as u64;
         // FUSED_SHAPE, and in q4 (the 14B's layers) its exact-products and DOT4 copies, take every case
         let q4_copy = |math| format == WeightFormat::Q4 && shape == linear::FusedShape { math, ..linear::FUSED_SHAPE };
-        let every = shape == linear::FUSED_SHAPE || q4_copy(linear::FusedMath::Exact) || q4_copy(linear::FusedMath::Dot4) || q4_copy(linear::FusedMath::Dot4Pf);
+        let every = shape == linear::FUSED_SHAPE || q4_copy(linear::FusedMath::Exact) || q4_copy(linear::FusedMath::Dot4);
         // DOT4 (q4) computes with x rounded to 8 bits a block: the references take x as it does (the norm's
         // scale still comes from x itself), and its PLAIN result is also held to the exact product within 1 %
-        let dot4 = format == WeightFormat::Q4 && shape.math.is_dot4();
+        let dot4 = format == WeightFormat::Q4 && shape.math == linear::FusedMath::Dot4;
         // (PLAIN and RESIDUAL rows of at most SHORT_MAX_K inputs take the SHORT path, exact products whatever
         // the shape)
         let seen = |x: &[f32], general: bool| if dot4 && general { r::quantize_x8(x) } else { x.to_vec() };

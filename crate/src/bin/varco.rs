@@ -215,7 +215,7 @@ enum BenchCmd {
         #[arg(long)]
         prefill_chunk: Option<usize>,
         /// Replace some of the decode step's fused-kernel shapes the model picks, as
-        /// ROLE=WG:ROWS:BLOCKS[:top|:exact|:dot4|:dot4pf|:loads],... (roles qkv, o, gate_up, down, lm_head; :loads
+        /// ROLE=WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads],... (roles qkv, o, gate_up, down, lm_head; :loads
         /// times the step with the loads of a matrix but not its products: a bound, its tokens meaningless).
         #[arg(long)]
         decode_shapes: Option<String>,
@@ -267,7 +267,7 @@ enum BenchCmd {
         /// picks for each matrix.
         #[arg(long)]
         matvec: Option<String>,
-        /// Shapes of the decode step's fused kernel to try, as WG:ROWS:BLOCKS[:top|:exact|:dot4|:dot4pf|:loads],...
+        /// Shapes of the decode step's fused kernel to try, as WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads],...
         /// (`:loads`: the loads alone, for the model's two shapes); `all` for every shape it is built in; by
         /// default the model's.
         #[arg(long)]

@@ -314,18 +314,9 @@ pub enum FusedMath {
     /// a time (`dot4I8Packed`): about 5 instructions for 8 weights, at the cost of x's rounding to 8 bits.
     /// With f16 activations x is read 16 bytes a load (`X16`).
     Dot4,
-    /// `Dot4` with the next step's blocks of W loaded before this step's products (`PF`).
-    Dot4Pf,
     /// Benchmark only (`:loads`): the loads without the products, to show what the memory costs alone.
     /// Its results are meaningless; the model never takes it.
     LoadsOnly,
-}
-
-impl FusedMath {
-    /// Whether the products are DOT4's (x rounded to 8 bits a block).
-    pub fn is_dot4(self) -> bool {
-        matches!(self, FusedMath::Dot4 | FusedMath::Dot4Pf)
-    }
 }
 
 /// The fused kernel's shape for the 14B's q/k/v, o and down, and for every matrix of the test models (one
@@ -341,7 +332,7 @@ pub const WIDE_ROWS: usize = 16_384;
 
 /// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares), all of
 /// them tested; `varco bench kernels` also builds [`FusedMath::LoadsOnly`] copies of the first two.
-pub const FUSED_SHAPES: [FusedShape; 19] = [
+pub const FUSED_SHAPES: [FusedShape; 13] = [
     FUSED_SHAPE,
     WIDE_SHAPE,
     FusedShape { math: FusedMath::Exact, ..FUSED_SHAPE },
@@ -358,13 +349,6 @@ pub const FUSED_SHAPES: [FusedShape; 19] = [
     FusedShape { wg: 64, rows: 4, blocks: 2, math: FusedMath::Dot4 },
     FusedShape { wg: 64, rows: 4, blocks: 3, math: FusedMath::Dot4 },
     FusedShape { wg: 128, rows: 4, blocks: 2, math: FusedMath::Dot4 },
-    // loads of the next step before this step's products, and more rows or blocks a subgroup
-    FusedShape { math: FusedMath::Dot4Pf, ..FUSED_SHAPE },
-    FusedShape { math: FusedMath::Dot4Pf, ..WIDE_SHAPE },
-    FusedShape { wg: 32, rows: 2, blocks: 4, math: FusedMath::Dot4 },
-    FusedShape { wg: 32, rows: 2, blocks: 4, math: FusedMath::Dot4Pf },
-    FusedShape { wg: 32, rows: 4, blocks: 4, math: FusedMath::Dot4 },
-    FusedShape { wg: 64, rows: 4, blocks: 2, math: FusedMath::Dot4Pf },
 ];
 
 /// The shapes [`fused_shape`] chooses from: FUSED_SHAPE and WIDE_SHAPE, with q4's float products or (where
@@ -381,13 +365,12 @@ pub fn loads_only_shapes() -> [FusedShape; 2] {
 /// `kernels::variants`.
 pub fn fused_shape_defines(d: Defines, shape: FusedShape, format: WeightFormat) -> Defines {
     let q4 = format == WeightFormat::Q4;
-    let x16 = shape.math.is_dot4() && q4 && d.has("ACT_F16") && !d.has("PARTIAL");
+    let x16 = shape.math == FusedMath::Dot4 && q4 && d.has("ACT_F16") && !d.has("PARTIAL");
     d.value("R", shape.rows)
         .value("U", shape.blocks)
         .flag_if("TOP", shape.math == FusedMath::Top && q4)
-        .flag_if("DOT4", shape.math.is_dot4() && q4)
+        .flag_if("DOT4", shape.math == FusedMath::Dot4 && q4)
         .flag_if("X16", x16)
-        .flag_if("PF", shape.math == FusedMath::Dot4Pf)
         .flag_if("LOADS_ONLY", shape.math == FusedMath::LoadsOnly)
 }
 
@@ -430,19 +413,18 @@ pub struct DecodeShapes {
 }
 
 impl FusedShape {
-    /// `WG:ROWS:BLOCKS[:top|:exact|:dot4|:dot4pf]` (a bare shape names the first built one), one
+    /// `WG:ROWS:BLOCKS[:top|:exact|:dot4]` (a bare shape names the first built one), one
     /// of the shapes the kernel is built in ([`FUSED_SHAPES`]); with `allow_loads_only` (the kernel
     /// benchmark) also `:loads` of the first two.
     pub fn parse(s: &str, allow_loads_only: bool) -> Result<FusedShape> {
         let loads = if allow_loads_only { format!(", or :loads after {}", loads_only_shapes().map(|f| format!("{}:{}:{}", f.wg, f.rows, f.blocks)).join(" or ")) } else { String::new() };
-        let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS[:top|:exact|:dot4|:dot4pf], one of {}{loads}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
+        let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS[:top|:exact|:dot4], one of {}{loads}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
         let parts: Vec<&str> = s.split(':').map(str::trim).collect();
         let math = match parts.get(3..) {
             Some([]) => None,
             Some(["top"]) => Some(FusedMath::Top),
             Some(["exact"]) => Some(FusedMath::Exact),
             Some(["dot4"]) => Some(FusedMath::Dot4),
-            Some(["dot4pf"]) => Some(FusedMath::Dot4Pf),
             Some(["loads"]) if allow_loads_only => Some(FusedMath::LoadsOnly),
             _ => return Err(bad()),
         };
@@ -464,7 +446,6 @@ impl std::fmt::Display for FusedShape {
             FusedMath::Exact => ":exact",
             FusedMath::Top => ":top",
             FusedMath::Dot4 => ":dot4",
-            FusedMath::Dot4Pf => ":dot4pf",
             FusedMath::LoadsOnly => ":loads",
         };
         write!(f, "{}:{}:{}{math}", self.wg, self.rows, self.blocks)
