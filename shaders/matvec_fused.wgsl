@@ -32,6 +32,10 @@
 // to tell a memory limit from an instruction limit. Its results are meaningless.
 // X16 (f16 activations, whole blocks only): x read 16 bytes (8 halves) a load, 4 loads a q4 block where act4's
 // 8-byte loads take 8 (decode on the H100 +2.8 %, BENCHMARKS.md nineteenth session).
+// XQ8 (with DOT4, benchmark only: `varco bench kernels --fused 32:4:2:xq8`): x arrives already quantized,
+// each block's 8-bit codes (lo, hi as DOT4 orders them) in xqc and its (scale, Σ codes) in xqs, as a
+// producer's epilogue could write them; no x loads, no quantization, no norm — what DOT4 would cost if
+// x were prepared once. x itself is not bound.
 // Accumulation in f32. Reference: tests/src/reference.rs (linear, rope, rms_norm, silu) composed.
 #include "ids.wgsl"
 #include "dequant.wgsl"
@@ -53,10 +57,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef XQ8
+@group(0) @binding(9) var<storage, read> xqc: array<vec4<u32>>;  // (kb, 2): codes lo, hi
+@group(0) @binding(10) var<storage, read> xqs: array<vec2<f32>>; // (kb): scale, Σ codes
+#else
 #ifdef X16
 @group(0) @binding(1) var<storage, read> x16: array<vec4<u32>>;  // (k/8) f16, 8 a load
 #else
 @group(0) @binding(1) var<storage, read> x: array<act4>;          // (k/4)
+#endif
 #endif
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;     // (n, kb)
 #ifdef W_Q
@@ -219,6 +228,7 @@ fn row_of(g: u32, r: u32) -> vec2<u32> {
 #endif
 }
 
+#ifndef XQ8
 // x's vec4 i; PARTIAL (k not a whole number of blocks: the last block's padding): 0 past the end.
 fn xl(i: u32) -> vec4<f32> {
 #ifdef X16
@@ -239,6 +249,7 @@ fn xl2(i: u32) -> array<vec4<f32>, 2> {
     let v = x16[i];
     return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)), vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
 }
+#endif
 #endif
 
 fn silu(v: f32) -> f32 {
@@ -324,6 +335,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         {
             // x of block u (a block past the end reads the last one; its scale is 0)
             let i0 = c{u} * XB;
+#ifndef XQ8
 #ifdef X16
             let xa = xl2(i0 / 2u);
             let xb = xl2(i0 / 2u + 1u);
@@ -364,8 +376,14 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
                 ss += dot(x0, x0) + dot(x1, x1) + dot(x2, x2) + dot(x3, x3) + dot(x4, x4) + dot(x5, x5) + dot(x6, x6) + dot(x7, x7);
             }
 #endif
+#endif
 #ifdef DOT4
+#ifdef XQ8
+            let xs{u} = xqs[c{u}];
+            let xq = XQ(xqc[2u * c{u}], xqc[2u * c{u} + 1u], xs{u}.x, i32(xs{u}.y));
+#else
             let xq = quant_x(x0, x1, x2, x3, x4, x5, x6, x7);
+#endif
 #for r in 0..R
             acc{r} += (d{r}_{u} * xq.d) * f32(block_dot4(b{r}_{u}, xq));
 #endfor

@@ -206,6 +206,18 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         let down = rotation(o.rotate_bytes, || random_q4(ctx, &mut rng, h, ffn))?;
         let head = rotation(o.rotate_bytes, || random_q8(ctx, &mut rng, vocab, h))?;
         let eps = Some(1e-6);
+        // x already quantized for the :xq8 bound (its contents do not matter to the time): codes and scales of
+        // the 5,120- and 13,824-wide inputs
+        let xq = |k: usize| -> Result<(Tensor, Tensor)> { Ok((Tensor::empty(ctx, &[k / 32 * 8], DType::U32)?, Tensor::empty(ctx, &[k / 32 * 2], DType::F32)?)) };
+        let (xq_h, xq_f) = (xq(h)?, xq(ffn)?);
+        let fused = |rec: &mut Recorder, x: &Tensor, xq: &(Tensor, Tensor), w: &Weight, bias: Option<&Tensor>, eps: Option<f32>, mode: linear::Fused, shape: linear::FusedShape| {
+            if shape.math == linear::FusedMath::Xq8 && w.format == crate::gpu::tensor::WeightFormat::Q4 {
+                linear::matvec_fused_xq8(rec, x, &xq.0, &xq.1, w, bias, eps, mode, shape)
+            } else {
+                let shape = if shape.math == linear::FusedMath::Xq8 { linear::FusedShape { math: linear::FusedMath::Dot4, ..shape } } else { shape };
+                linear::matvec_fused(rec, x, w, bias, eps, mode, shape)
+            }
+        };
         // making the copies above keeps the CPU busy for seconds and lets the GPU fall back to its idle
         // clocks: the first shape timed after them ran 3–5× slower than the same shape timed again
         warm_up(ctx, &mut rng, act)?;
@@ -227,20 +239,20 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let shape = pick(&qkv[0]);
             let secs = time(ctx, o.iters, |rec, i| {
                 let mode = linear::Fused::RopeKv { q: &q, k: &kc, v: &vc, inv_freq: rope.inv_freq(), heads, kv_heads: kvh, head_dim: d, pos: 1000 };
-                linear::matvec_fused(rec, &x, &qkv[i as usize % qkv.len()], Some(&bias), eps, mode, shape)
+                fused(rec, &x, &xq_h, &qkv[i as usize % qkv.len()], Some(&bias), eps, mode, shape)
             })?;
             row("norm+qkv+bias+rope+kv 7168×5120 q4", &qkv, h, qkv_rows, secs);
             let shape = pick(&ow[0]);
-            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused(rec, &x, &ow[i as usize % ow.len()], None, None, linear::Fused::Residual { y: &resid }, shape))?;
+            let secs = time(ctx, o.iters, |rec, i| fused(rec, &x, &xq_h, &ow[i as usize % ow.len()], None, None, linear::Fused::Residual { y: &resid }, shape))?;
             row("o_proj+residual 5120×5120 q4", &ow, h, h, secs);
             let shape = pick(&gu[0]);
-            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused(rec, &x, &gu[i as usize % gu.len()], None, eps, linear::Fused::Glu { y: &mid }, shape))?;
+            let secs = time(ctx, o.iters, |rec, i| fused(rec, &x, &xq_h, &gu[i as usize % gu.len()], None, eps, linear::Fused::Glu { y: &mid }, shape))?;
             row("norm+gate/up+silu·up 27648×5120 q4", &gu, h, 2 * ffn, secs);
             let shape = pick(&down[0]);
-            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused(rec, &xf, &down[i as usize % down.len()], None, None, linear::Fused::Residual { y: &resid }, shape))?;
+            let secs = time(ctx, o.iters, |rec, i| fused(rec, &xf, &xq_f, &down[i as usize % down.len()], None, None, linear::Fused::Residual { y: &resid }, shape))?;
             row("down+residual 5120×13824 q4", &down, ffn, h, secs);
             let shape = pick(&head[0]);
-            let secs = time(ctx, o.iters.div_ceil(4), |rec, i| linear::matvec_fused(rec, &x, &head[i as usize % head.len()], None, eps, linear::Fused::Plain { y: &logits }, shape))?;
+            let secs = time(ctx, o.iters.div_ceil(4), |rec, i| fused(rec, &x, &xq_h, &head[i as usize % head.len()], None, eps, linear::Fused::Plain { y: &logits }, shape))?;
             row("norm+lm_head 151680×5120 q8", &head, h, vocab, secs);
         }
     }

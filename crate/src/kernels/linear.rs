@@ -317,6 +317,10 @@ pub enum FusedMath {
     /// Benchmark only (`:loads`): the loads without the products, to show what the memory costs alone.
     /// Its results are meaningless; the model never takes it.
     LoadsOnly,
+    /// Benchmark only (`:xq8`, q4): DOT4's products on x already quantized (`XQ8`: its codes and scales
+    /// bound instead of x, as a producer's epilogue could write them; no norm), through
+    /// [`matvec_fused_xq8`]: what preparing x once would save.
+    Xq8,
 }
 
 /// The fused kernel's shape for the 14B's q/k/v, o and down, and for every matrix of the test models (one
@@ -355,9 +359,11 @@ pub const FUSED_SHAPES: [FusedShape; 13] = [
 /// the context takes them) DOT4's. The browser tests run these; the native ones every shape built.
 pub const MODEL_FUSED_SHAPES: [FusedShape; 4] = [FUSED_SHAPE, WIDE_SHAPE, FUSED_SHAPES[4], FUSED_SHAPES[5]];
 
-/// The benchmark's loads-only copies of the model's two shapes ([`FusedMath::LoadsOnly`]).
-pub fn loads_only_shapes() -> [FusedShape; 2] {
-    [FUSED_SHAPES[0], FUSED_SHAPES[1]].map(|f| FusedShape { math: FusedMath::LoadsOnly, ..f })
+/// The benchmark's loads-only copies of the model's two shapes ([`FusedMath::LoadsOnly`]), and their
+/// copies on x already quantized ([`FusedMath::Xq8`]).
+pub fn loads_only_shapes() -> [FusedShape; 4] {
+    let m = [FusedMath::LoadsOnly, FusedMath::Xq8];
+    std::array::from_fn(|i| FusedShape { math: m[i / 2], ..[FUSED_SHAPE, WIDE_SHAPE][i % 2] })
 }
 
 /// What a shape adds to the fused kernel's defines for weights in `format`: R, U, and TOP or DOT4 (q4 only)
@@ -369,8 +375,9 @@ pub fn fused_shape_defines(d: Defines, shape: FusedShape, format: WeightFormat) 
     d.value("R", shape.rows)
         .value("U", shape.blocks)
         .flag_if("TOP", shape.math == FusedMath::Top && q4)
-        .flag_if("DOT4", shape.math == FusedMath::Dot4 && q4)
+        .flag_if("DOT4", matches!(shape.math, FusedMath::Dot4 | FusedMath::Xq8) && q4)
         .flag_if("X16", x16)
+        .flag_if("XQ8", shape.math == FusedMath::Xq8 && q4)
         .flag_if("LOADS_ONLY", shape.math == FusedMath::LoadsOnly)
 }
 
@@ -426,6 +433,7 @@ impl FusedShape {
             Some(["exact"]) => Some(FusedMath::Exact),
             Some(["dot4"]) => Some(FusedMath::Dot4),
             Some(["loads"]) if allow_loads_only => Some(FusedMath::LoadsOnly),
+            Some(["xq8"]) if allow_loads_only => Some(FusedMath::Xq8),
             _ => return Err(bad()),
         };
         let v: Vec<u32> = parts[..3].iter().map(|x| x.parse()).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
@@ -433,7 +441,7 @@ impl FusedShape {
         let shape = match math {
             // a bare shape names the first built one of its dimensions (the model's products for the model's)
             None => FUSED_SHAPES.iter().copied().find(|f| (f.wg, f.rows, f.blocks) == (v[0], v[1], v[2])),
-            Some(FusedMath::LoadsOnly) => loads_only_shapes().into_iter().find(|f| (f.wg, f.rows, f.blocks) == (v[0], v[1], v[2])),
+            Some(m @ (FusedMath::LoadsOnly | FusedMath::Xq8)) => loads_only_shapes().into_iter().find(|f| (f.wg, f.rows, f.blocks, f.math) == (v[0], v[1], v[2], m)),
             Some(m) => built(m),
         };
         shape.ok_or_else(bad)
@@ -447,6 +455,7 @@ impl std::fmt::Display for FusedShape {
             FusedMath::Top => ":top",
             FusedMath::Dot4 => ":dot4",
             FusedMath::LoadsOnly => ":loads",
+            FusedMath::Xq8 => ":xq8",
         };
         write!(f, "{}:{}:{}{math}", self.wg, self.rows, self.blocks)
     }
@@ -509,6 +518,20 @@ struct FusedParams {
 /// ROPE_KV need W in one part (a single binding).
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_fused(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
+    check("matvec_fused", shape.math != FusedMath::Xq8, || "x already quantized takes matvec_fused_xq8".into())?;
+    fused(rec, x, None, w, bias, norm_eps, mode, shape)
+}
+
+/// The benchmark's [`FusedMath::Xq8`] bound: [`matvec_fused`] with x's 8-bit codes `(kb, 2)` vec4<u32> and
+/// (scale, Σ codes) `(kb)` vec2<f32> bound instead of x (whose shape alone is used).
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_fused_xq8(rec: &mut Recorder, x: &Tensor, codes: &Tensor, scales: &Tensor, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
+    check("matvec_fused", shape.math == FusedMath::Xq8 && w.format == crate::gpu::tensor::WeightFormat::Q4, || "matvec_fused_xq8 takes q4 weights in an :xq8 shape".into())?;
+    fused(rec, x, Some((codes, scales)), w, bias, norm_eps, mode, shape)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fused(rec: &mut Recorder, x: &Tensor, xq8: Option<(&Tensor, &Tensor)>, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
     let k = *x.shape.last().unwrap();
     check("matvec_fused", x.len() == k && k == w.k, || format!("x {:?} is not one row of W's {} inputs", x.shape, w.k))?;
     let block = match w.format {
@@ -544,7 +567,10 @@ pub fn matvec_fused(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Te
     let kb = w.format.blocks_per_row(w.k);
     let eps = norm_eps.unwrap_or(0.0);
     let base = FusedParams { n: 0, k: k as u32, kb, y_offset: 0, eps, pos: 0, head_dim: 0, q_heads: 0, kv_heads: 0, capacity: 0, qk_groups: 0, _p: 0 };
-    let mut b = vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer)];
+    let mut b = match xq8 {
+        Some((codes, scales)) => vec![Binding::new(9, &codes.buffer), Binding::new(10, &scales.buffer), Binding::new(5, &y.buffer)],
+        None => vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer)],
+    };
     if let Some(bias) = bias {
         check("matvec_fused", bias.len() == w.n && bias.dtype == crate::gpu::DType::F32, || "bias must be f32 of length n".into())?;
         b.push(Binding::new(4, &bias.buffer));
