@@ -267,9 +267,9 @@ enum BenchCmd {
         /// picks for each matrix.
         #[arg(long)]
         matvec: Option<String>,
-        /// Shapes of the decode step's fused kernel to try, as WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads],...
-        /// (`:loads`: the loads alone, for the model's two shapes); `all` for every shape it is built in; by
-        /// default the model's.
+        /// Shapes of the decode step's fused kernel to try, as WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads|:xq8],...
+        /// (for the model's two shapes, bounds: `:loads` the loads alone, `:xq8` DOT4 on x already
+        /// quantized); `all` for every shape it is built in; by default the model's.
         #[arg(long)]
         fused: Option<String>,
         /// The matmuls in packed f16 (`bench model --packed-f16`'s tier; f16 activations).

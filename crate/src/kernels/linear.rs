@@ -424,7 +424,7 @@ impl FusedShape {
     /// of the shapes the kernel is built in ([`FUSED_SHAPES`]); with `allow_loads_only` (the kernel
     /// benchmark) also `:loads` of the first two.
     pub fn parse(s: &str, allow_loads_only: bool) -> Result<FusedShape> {
-        let loads = if allow_loads_only { format!(", or :loads after {}", loads_only_shapes().map(|f| format!("{}:{}:{}", f.wg, f.rows, f.blocks)).join(" or ")) } else { String::new() };
+        let loads = if allow_loads_only { format!(", or :loads or :xq8 after {}", [FUSED_SHAPE, WIDE_SHAPE].map(|f| format!("{}:{}:{}", f.wg, f.rows, f.blocks)).join(" or ")) } else { String::new() };
         let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS[:top|:exact|:dot4], one of {}{loads}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
         let parts: Vec<&str> = s.split(':').map(str::trim).collect();
         let math = match parts.get(3..) {
@@ -469,6 +469,9 @@ impl DecodeShapes {
         for item in spec.split(',').filter(|s| !s.trim().is_empty()) {
             let (role, shape) = item.split_once('=').ok_or_else(|| Error::Request(format!("decode shapes: {item:?} is not ROLE=WG:ROWS:BLOCKS")))?;
             let shape = FusedShape::parse(shape, allow_loads_only)?;
+            if shape.math == FusedMath::Xq8 {
+                return Err(Error::Request(format!("decode shapes: {item:?}: :xq8 is a bound of `varco bench kernels` (x already quantized, which the model does not prepare)")));
+            }
             match role.trim() {
                 "qkv" => self.qkv = shape,
                 "o" => self.o = shape,
