@@ -229,25 +229,20 @@ fn row_of(g: u32, r: u32) -> vec2<u32> {
 }
 
 #ifndef XQ8
-// x's vec4 i; PARTIAL (k not a whole number of blocks: the last block's padding): 0 past the end.
-fn xl(i: u32) -> vec4<f32> {
-#ifdef X16
-    let v = x16[i >> 1u];
-    return select(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)), vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)), (i & 1u) == 1u);
-#else
-#ifdef PARTIAL
-    return select(vec4<f32>(0.0), vec4<f32>(x[min(i, p.k / 4u - 1u)]), i < p.k / 4u);
-#else
-    return vec4<f32>(x[i]);
-#endif
-#endif
-}
-
 #ifdef X16
 // x's vec4s 2i and 2i + 1 from one 16-byte load.
 fn xl2(i: u32) -> array<vec4<f32>, 2> {
     let v = x16[i];
     return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)), vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
+}
+#else
+// x's vec4 i; PARTIAL (k not a whole number of blocks: the last block's padding): 0 past the end.
+fn xl(i: u32) -> vec4<f32> {
+#ifdef PARTIAL
+    return select(vec4<f32>(0.0), vec4<f32>(x[min(i, p.k / 4u - 1u)]), i < p.k / 4u);
+#else
+    return vec4<f32>(x[i]);
+#endif
 }
 #endif
 #endif

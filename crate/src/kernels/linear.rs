@@ -359,9 +359,9 @@ pub const FUSED_SHAPES: [FusedShape; 13] = [
 /// the context takes them) DOT4's. The browser tests run these; the native ones every shape built.
 pub const MODEL_FUSED_SHAPES: [FusedShape; 4] = [FUSED_SHAPE, WIDE_SHAPE, FUSED_SHAPES[4], FUSED_SHAPES[5]];
 
-/// The benchmark's loads-only copies of the model's two shapes ([`FusedMath::LoadsOnly`]), and their
+/// The benchmark's bounds in the model's two shapes: loads-only copies ([`FusedMath::LoadsOnly`]) and
 /// copies on x already quantized ([`FusedMath::Xq8`]).
-pub fn loads_only_shapes() -> [FusedShape; 4] {
+pub fn bound_shapes() -> [FusedShape; 4] {
     let m = [FusedMath::LoadsOnly, FusedMath::Xq8];
     std::array::from_fn(|i| FusedShape { math: m[i / 2], ..[FUSED_SHAPE, WIDE_SHAPE][i % 2] })
 }
@@ -422,7 +422,7 @@ pub struct DecodeShapes {
 impl FusedShape {
     /// `WG:ROWS:BLOCKS[:top|:exact|:dot4]` (a bare shape names the first built one), one
     /// of the shapes the kernel is built in ([`FUSED_SHAPES`]); with `allow_loads_only` (the kernel
-    /// benchmark) also `:loads` of the first two.
+    /// benchmark) also `:loads` and `:xq8` of the first two.
     pub fn parse(s: &str, allow_loads_only: bool) -> Result<FusedShape> {
         let loads = if allow_loads_only { format!(", or :loads or :xq8 after {}", [FUSED_SHAPE, WIDE_SHAPE].map(|f| format!("{}:{}:{}", f.wg, f.rows, f.blocks)).join(" or ")) } else { String::new() };
         let bad = || Error::Request(format!("fused shape {s:?}: expected WG:ROWS:BLOCKS[:top|:exact|:dot4], one of {}{loads}", FUSED_SHAPES.map(|f| f.to_string()).join(", ")));
@@ -441,7 +441,7 @@ impl FusedShape {
         let shape = match math {
             // a bare shape names the first built one of its dimensions (the model's products for the model's)
             None => FUSED_SHAPES.iter().copied().find(|f| (f.wg, f.rows, f.blocks) == (v[0], v[1], v[2])),
-            Some(m @ (FusedMath::LoadsOnly | FusedMath::Xq8)) => loads_only_shapes().into_iter().find(|f| (f.wg, f.rows, f.blocks, f.math) == (v[0], v[1], v[2], m)),
+            Some(m @ (FusedMath::LoadsOnly | FusedMath::Xq8)) => bound_shapes().into_iter().find(|f| (f.wg, f.rows, f.blocks, f.math) == (v[0], v[1], v[2], m)),
             Some(m) => built(m),
         };
         shape.ok_or_else(bad)

@@ -103,7 +103,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                             out.push((MATVEC_FUSED, weight_defines(d.clone().flag(mode), wfmt).flag_if("BIAS", bias)));
                         }
                     }
-                    for shape in linear::FUSED_SHAPES.into_iter().chain(linear::loads_only_shapes()) {
+                    for shape in linear::FUSED_SHAPES.into_iter().chain(linear::bound_shapes()) {
                         for (norm, partial) in [(false, false), (true, false), (false, true), (true, true)] {
                             let d = linear::fused_shape_defines(base(shape.wg).flag_if("PARTIAL", partial), shape, wfmt).flag_if("NORM", norm);
                             for mode in ["PLAIN", "RESIDUAL", "GLU", "ROPE_KV"] {
