@@ -1,7 +1,9 @@
 // A static server acting as the CDN in the browser tests: serves the package (web/), a converted model
 // (/model/), with HTTP Range, a request log, and faults the test switches on: drop a connection after N
-// bytes of a file (once), stall one after N bytes (the bytes sent, then nothing: a download in progress),
-// flip a byte of a file, serve another manifest, refuse every model request (the CDN offline).
+// bytes of a file (once: the bytes sent, then the connection held until the test calls `hangUp`, so that
+// the test decides what the browser has stored when it breaks), stall one after N bytes (the bytes sent,
+// then nothing: a download in progress), flip a byte of a file, serve another manifest, refuse every model
+// request (the CDN offline).
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -13,10 +15,15 @@ const types = {
 
 export const noFaults = () => ({ drop: new Map(), stall: new Map(), flip: new Set(), manifest: null, offline: false });
 
+/** Breaks the connections a `drop` fault holds open. */
+export function hangUp(state) {
+  for (const socket of state.held.splice(0)) socket.destroy();
+}
+
 /** Serves `webDir` (`/` is `index` in it) and `modelDir` at /model/; `pkgDir`, where given, at /pkg/ (the
  * engine built with its test hooks). */
 export function serve({ webDir, modelDir, index = "test/page.html", pkgDir }) {
-  const state = { log: [], faults: noFaults() };
+  const state = { log: [], faults: noFaults(), held: [] };
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, "http://x");
     state.log.push({ path: url.pathname, range: req.headers.range ?? null });
@@ -59,7 +66,8 @@ export function serve({ webDir, modelDir, index = "test/page.html", pkgDir }) {
     const drop = state.faults.drop.get(name);
     if (drop !== undefined && drop > start && drop < data.length) {
       state.faults.drop.delete(name);
-      res.write(body.subarray(0, drop - start), () => setTimeout(() => req.socket.destroy(), 50));
+      res.write(body.subarray(0, drop - start));
+      state.held.push(req.socket);
       return;
     }
     res.end(body);
