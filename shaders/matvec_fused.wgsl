@@ -32,10 +32,14 @@
 // to tell a memory limit from an instruction limit. Its results are meaningless.
 // X16 (f16 activations, whole blocks only): x read 16 bytes (8 halves) a load, 4 loads a q4 block where act4's
 // 8-byte loads take 8 (decode on the H100 +2.8 %, BENCHMARKS.md nineteenth session).
-// XQ8 (with DOT4, benchmark only: `varco bench kernels --fused 32:4:2:xq8`): x arrives already quantized,
-// each block's 8-bit codes (lo, hi as DOT4 orders them) in xqc and its (scale, Σ codes) in xqs, as a
-// producer's epilogue could write them; no x loads, no quantization, no norm — what DOT4 would cost if
-// x were prepared once. x itself is not bound.
+// XQ8 (with DOT4): x arrives prepared, each block's 8-bit codes (lo, hi as DOT4 orders them) in xqc and its
+// (scale, Σ codes, Σ x²) in xqs, as XP_OUT writes them: no x loads, no quantization, and NORM's sum of squares
+// from the blocks' own. x itself is not bound.
+// XP_OUT (RESIDUAL, GLU; x prepared once): the workgroup owns whole 32-value blocks of its output, SLICES
+// slices of SL invocations (each slice the shape's workgroup, computing its R rows as without XP_OUT), and
+// writes each block's codes and (scale, Σ codes, Σ x²) as DOT4 would form them from the stored output
+// (xpc, xps): the next matrix reads them through XQ8 instead of loading and quantizing x in every one of its
+// workgroups.
 // Accumulation in f32. Reference: tests/src/reference.rs (linear, rope, rms_norm, silu) composed.
 #include "ids.wgsl"
 #include "dequant.wgsl"
@@ -59,7 +63,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 #ifdef XQ8
 @group(0) @binding(9) var<storage, read> xqc: array<vec4<u32>>;  // (kb, 2): codes lo, hi
-@group(0) @binding(10) var<storage, read> xqs: array<vec2<f32>>; // (kb): scale, Σ codes
+@group(0) @binding(10) var<storage, read> xqs: array<vec4<f32>>; // (kb): scale, Σ codes, Σ x², 0
 #else
 #ifdef X16
 @group(0) @binding(1) var<storage, read> x16: array<vec4<u32>>;  // (k/8) f16, 8 a load
@@ -81,13 +85,46 @@ struct Params {
 @group(0) @binding(8) var<storage, read> inv_freq: array<f32>;   // (D / 2)
 #endif
 
+#ifdef XP_OUT
+@group(0) @binding(11) var<storage, read_write> xpc: array<u32>;       // (n/32, 8): codes lo, hi
+@group(0) @binding(12) var<storage, read_write> xps: array<vec4<f32>>; // (n/32): scale, Σ codes, Σ x², 0
+#endif
+
 #ifdef NORM
 const SUMS: u32 = R + 1u;
 #else
 const SUMS: u32 = R;
 #endif
+#ifdef XP_OUT
+// SLICES (a define) of SL invocations; RO outputs a slice
+const SL: u32 = WG / SLICES;
+#ifdef GLU
+const RO: u32 = R / 2u;
+#else
+const RO: u32 = R;
+#endif
+// the block's outputs as stored, its largest |value| (non-negative floats order as their bits), and
+// per packed word (Σ x², Σ codes)
+var<workgroup> xv: array<f32, 32>;
+var<workgroup> xamax: atomic<u32>;
+var<workgroup> xpart: array<vec2<f32>, 8>;
+#else
+const SL: u32 = WG;
+const SLICES: u32 = 1u;
+#endif
 #ifndef SHORT
 var<workgroup> red: array<f32, SUMS * WG>;
+#ifdef SUBGROUP
+var<workgroup> fin: array<f32, SUMS * SLICES>;
+// Sum s (a row's, or NORM's squares) of slice `slice`, once reduced.
+fn rsum(slice: u32, s: u32) -> f32 {
+    return fin[s * SLICES + slice];
+}
+#else
+fn rsum(slice: u32, s: u32) -> f32 {
+    return red[s * WG + slice * SL];
+}
+#endif
 #endif
 
 // Block c of W's row `row`, dequantized: 8 (q4), 4 (q8) or 2 (f16) vec4 of values, scale applied later.
@@ -307,8 +344,17 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #else
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let g = flat_wg(wg, nwg);
     let lid = ids.lid;
+#ifdef XP_OUT
+    // slice lid / SL computes the rows of the shape's workgroup g
+    let wgi = flat_wg(wg, nwg);
+    let slice = lid / SL;
+    let g = wgi * SLICES + slice;
+    let lane = lid % SL;
+#else
+    let g = flat_wg(wg, nwg);
+    let lane = lid;
+#endif
     // rows past the end read row 0 (in bounds) and are never written
 #for r in 0..R
     let rv{r} = row_of(g, {r}u);
@@ -316,11 +362,11 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     var acc{r} = 0.0;
 #endfor
     var ss = 0.0;
-    for (var c0 = lid; c0 < p.kb; c0 += U * WG) {
+    for (var c0 = lane; c0 < p.kb; c0 += U * SL) {
 #for u in 0..U
         // U blocks of every row, loads first
-        let c{u} = min(c0 + {u}u * WG, p.kb - 1u);
-        let live{u} = c0 + {u}u * WG < p.kb;
+        let c{u} = min(c0 + {u}u * SL, p.kb - 1u);
+        let live{u} = c0 + {u}u * SL < p.kb;
 #for r in 0..R
         let b{r}_{u} = w_at(n{r}, c{u});
         let d{r}_{u} = select(0.0, w_scale(n{r}, c{u}), live{u});
@@ -375,6 +421,11 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #ifdef DOT4
 #ifdef XQ8
             let xs{u} = xqs[c{u}];
+#ifdef NORM
+            if (live{u}) {
+                ss += xs{u}.z;
+            }
+#endif
             let xq = XQ(xqc[2u * c{u}], xqc[2u * c{u} + 1u], xs{u}.x, i32(xs{u}.y));
 #else
             let xq = quant_x(x0, x1, x2, x3, x4, x5, x6, x7);
@@ -404,7 +455,6 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     }
     // every sum of the workgroup at once: red[s * WG + …]
 #ifdef SUBGROUP
-    let nsg = (WG + ids.sg_size - 1u) / ids.sg_size;
     let sg = lid / ids.sg_size;
 #for r in 0..R
     let t{r} = subgroupAdd(acc{r});
@@ -421,12 +471,17 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
     }
     workgroupBarrier();
-    if (lid < SUMS) {
+    // a slice's partials: SL / sg_size subgroups (one where the subgroup is wider than the workgroup; the
+    // host drops SUBGROUP where one could span two slices)
+    let nps = (SL + ids.sg_size - 1u) / ids.sg_size;
+    if (lid < SUMS * SLICES) {
+        let sl = lid / SUMS;
+        let s = lid % SUMS;
         var t = 0.0;
-        for (var i = 0u; i < nsg; i++) {
-            t += red[lid * WG + i];
+        for (var i = 0u; i < nps; i++) {
+            t += red[s * WG + sl * nps + i];
         }
-        red[lid * WG] = t;
+        fin[s * SLICES + sl] = t;
     }
     workgroupBarrier();
 #else
@@ -437,8 +492,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     red[R * WG + lid] = ss;
 #endif
     workgroupBarrier();
-    for (var o = WG / 2u; o > 0u; o >>= 1u) {
-        if (lid < o) {
+    for (var o = SL / 2u; o > 0u; o >>= 1u) {
+        if (lane < o) {
             for (var s = 0u; s < SUMS; s++) {
                 red[s * WG + lid] += red[s * WG + lid + o];
             }
@@ -446,9 +501,53 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         workgroupBarrier();
     }
 #endif
-    // row sums in red[r * WG]; one invocation finishes each output
+    // one invocation finishes each output
+#ifdef XP_OUT
+    if (lid < 32u) {
+        // the workgroup's block: output lid is slice lid / RO's output lid % RO
+        let sl = lid / RO;
+        let o = lid % RO;
 #ifdef NORM
-    let sn = inverseSqrt(red[R * WG] / f32(p.k) + p.eps);
+        let sn = inverseSqrt(rsum(sl, R) / f32(p.k) + p.eps);
+#else
+        let sn = 1.0;
+#endif
+#ifdef GLU
+        let h = act(silu(rsum(sl, o) * sn) * (rsum(sl, o + R / 2u) * sn));
+        y[wgi * 32u + lid] = h;
+#else
+        let at = p.y_offset + wgi * 32u + lid;
+        let h = act(rsum(sl, o) * sn + f32(y[at]));
+        y[at] = h;
+#endif
+        let hv = f32(h);
+        xv[lid] = hv;
+        atomicMax(&xamax, bitcast<u32>(abs(hv)));
+    }
+    workgroupBarrier();
+    // eight packed words: lo (values 0, 2, 4, 6 of each 8) and hi (1, 3, 5, 7), as quant_x forms them
+    let blk = p.y_offset / 32u + wgi;
+    let amax = bitcast<f32>(atomicLoad(&xamax));
+    if (lid < 8u) {
+        let inv = select(0.0, 1.0 / amax, amax > 0.0);
+        let i = lid % 4u;
+        let hi = lid / 4u;
+        let e = vec4<f32>(xv[8u * i + hi], xv[8u * i + hi + 2u], xv[8u * i + hi + 4u], xv[8u * i + hi + 6u]);
+        let word = pack4x8snorm(e * inv);
+        xpc[blk * 8u + hi * 4u + i] = word;
+        xpart[lid] = vec2<f32>(dot(e, e), f32(dot4I8Packed(word, 0x01010101u)));
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        var t = vec2<f32>(0.0);
+        for (var i = 0u; i < 8u; i++) {
+            t += xpart[i];
+        }
+        xps[blk] = vec4<f32>(amax / 127.0, t.y, t.x, 0.0);
+    }
+#else
+#ifdef NORM
+    let sn = inverseSqrt(rsum(0u, R) / f32(p.k) + p.eps);
 #else
     let sn = 1.0;
 #endif
@@ -456,8 +555,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     if (lid < R / 2u) {
         let j = g * (R / 2u) + lid;
         if (j < p.n) {
-            let gate = red[lid * WG] * sn;
-            let up = red[(lid + R / 2u) * WG] * sn;
+            let gate = rsum(0u, lid) * sn;
+            let up = rsum(0u, lid + R / 2u) * sn;
             y[j] = act(silu(gate) * up);
         }
     }
@@ -471,8 +570,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             let i = pair % half;
             if (hh < p.q_heads + p.kv_heads) {
                 let r0 = hh * p.head_dim + i;
-                let a = red[lid * WG] * sn + bias[r0];
-                let b = red[(lid + R / 2u) * WG] * sn + bias[r0 + half];
+                let a = rsum(0u, lid) * sn + bias[r0];
+                let b = rsum(0u, lid + R / 2u) * sn + bias[r0 + half];
                 let cs = cos_sin(f32(p.pos) * inv_freq[i]);
                 let ra = act(a * cs.x - b * cs.y);
                 let rb = act(b * cs.x + a * cs.y);
@@ -491,7 +590,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         if (row < p.n) {
             let e = row - (p.q_heads + p.kv_heads) * p.head_dim;
             let gh = e / p.head_dim;
-            vc[(gh * p.capacity + p.pos) * p.head_dim + e % p.head_dim] = act(red[lid * WG] * sn + bias[row]);
+            vc[(gh * p.capacity + p.pos) * p.head_dim + e % p.head_dim] = act(rsum(0u, lid) * sn + bias[row]);
         }
     }
 #endif
@@ -500,9 +599,10 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     if (lid < R) {
         let row = g * R + lid;
         if (row < p.n) {
-            finish_row(row, red[lid * WG] * sn);
+            finish_row(row, rsum(0u, lid) * sn);
         }
     }
+#endif
 #endif
 #endif
 }

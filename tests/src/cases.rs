@@ -237,6 +237,104 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat,
     }
 }
 
+/// x prepared once (matvec_fused.wgsl XP_OUT and XQ8), a layer's chain as the decode step runs it in the
+/// model's DOT4 shapes: o + residual preparing the stream (from a row of x itself), norm + gate/up + SiLU·up
+/// reading it and preparing its output, down + residual reading that and preparing the stream again, and the
+/// next layer's norm + matrix reading it. Each output against the references composed on the GPU's previous
+/// output as stored (which the prepared codes stand for), each prepared row against its own quantization on
+/// the CPU; rows of 67 blocks (more than one step of a 32-wide slice). Then the layouts it refuses.
+pub async fn prepared_suite(ctx: &Context, act: DType) {
+    use linear::{Fused, FusedMath, FusedShape, Prep, PreparedX};
+    let big = u64::MAX;
+    let eps = 1e-6;
+    let dot4 = |s: FusedShape| FusedShape { math: FusedMath::Dot4, ..s };
+    let (fs, wide) = (dot4(linear::FUSED_SHAPE), dot4(linear::WIDE_SHAPE));
+    let (h, ffn, k0, nq) = (2144usize, 64usize, 96usize, 37usize);
+    let mut rng = Rng::new(1200);
+    let (wo, wov) = random_weight(ctx, &mut rng, h, k0, WeightFormat::Q4, big);
+    let (wgu, wguv) = random_weight(ctx, &mut rng, 2 * ffn, h, WeightFormat::Q4, big);
+    let (wd, wdv) = random_weight(ctx, &mut rng, h, ffn, WeightFormat::Q4, big);
+    let (wq, wqv) = random_weight(ctx, &mut rng, nq, h, WeightFormat::Q4, big);
+    let att = as_stored(&rng.normals(k0, 1.0), act);
+    let r0 = as_stored(&rng.normals(h, 1.0), act);
+    let (xp, mp) = (PreparedX::new(ctx, h).unwrap(), PreparedX::new(ctx, ffn).unwrap());
+    for t in [&xp.codes, &xp.scales, &mp.codes, &mp.scales] {
+        t.fill_bytes(ctx, 0xFF);
+    }
+    let (att_t, resid, mid, q) = (upload(ctx, &att, &[1, k0], act), upload(ctx, &r0, &[h], act), poisoned(ctx, &[ffn], act), poisoned(ctx, &[nq], act));
+    let tol = |long: bool| tol(act, long).max(1e-3);
+    let scale = |v: &[f32]| 1.0 / (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64 + eps).sqrt();
+    let what = |step: &str| format!("x prepared {act:?}: {step}");
+    // o + residual, from att itself, preparing the stream
+    run(ctx, |rec| linear::matvec_fused_prep(rec, &att_t, Prep { input: None, output: Some(&xp) }, &wo, None, None, Fused::Residual { y: &resid }, fs)).await;
+    let r1 = resid.to_f32(ctx).await.unwrap();
+    let want: Vec<f64> = r::linear(&r::quantize_x8(&att), &wov, None, 1, h, k0).iter().zip(&r0).map(|(v, y)| v + *y as f64).collect();
+    assert_close(&what("o + residual"), &r1, &want, tol(false));
+    check_prepared(ctx, &what("o's prepared output"), &xp, &r1).await;
+    // norm + gate/up + SiLU·up from the prepared stream, preparing its output
+    run(ctx, |rec| linear::matvec_fused_prep(rec, &resid, Prep { input: Some(&xp), output: Some(&mp) }, &wgu, None, Some(eps as f32), Fused::Glu { y: &mid }, wide)).await;
+    let m1 = read_guarded(ctx, &mid).await;
+    let (lin, s) = (r::linear(&r::quantize_x8(&r1), &wguv, None, 1, 2 * ffn, h), scale(&r1));
+    let want: Vec<f64> = (0..ffn).map(|j| r::silu(lin[j] * s) * lin[ffn + j] * s).collect();
+    assert_close(&what("norm + gate/up + SiLU·up"), &m1, &want, tol(true));
+    check_prepared(ctx, &what("gate/up's prepared output"), &mp, &m1).await;
+    // down + residual from the prepared SiLU·up, preparing the stream again
+    run(ctx, |rec| linear::matvec_fused_prep(rec, &mid, Prep { input: Some(&mp), output: Some(&xp) }, &wd, None, None, Fused::Residual { y: &resid }, fs)).await;
+    let r2 = resid.to_f32(ctx).await.unwrap();
+    let want: Vec<f64> = r::linear(&r::quantize_x8(&m1), &wdv, None, 1, h, ffn).iter().zip(&r1).map(|(v, y)| v + *y as f64).collect();
+    assert_close(&what("down + residual"), &r2, &want, tol(false));
+    check_prepared(ctx, &what("down's prepared output"), &xp, &r2).await;
+    // the next layer's norm + matrix from the prepared stream
+    run(ctx, |rec| linear::matvec_fused_prep(rec, &resid, Prep { input: Some(&xp), output: None }, &wq, None, Some(eps as f32), Fused::Plain { y: &q }, fs)).await;
+    let s = scale(&r2);
+    let want: Vec<f64> = r::linear(&r::quantize_x8(&r2), &wqv, None, 1, nq, h).iter().map(|v| v * s).collect();
+    assert_close(&what("norm + matrix"), &read_guarded(ctx, &q).await, &want, tol(true));
+    // refused: GLU in four-row workgroups (16 slices of 32: 512 invocations), a prepared PLAIN output, x
+    // prepared for the float products, a prepared row of the wrong size
+    let refused = |f: &dyn Fn(&mut varco_web::gpu::Recorder) -> varco_web::Result<()>| {
+        let mut rec = varco_web::gpu::Recorder::new(ctx);
+        f(&mut rec).expect_err("refused").to_string()
+    };
+    let e = refused(&|rec| linear::matvec_fused_prep(rec, &resid, Prep { input: Some(&xp), output: Some(&mp) }, &wgu, None, Some(1e-6), Fused::Glu { y: &mid }, fs));
+    assert!(e.contains("cannot prepare its output"), "{e}");
+    let e = refused(&|rec| linear::matvec_fused_prep(rec, &resid, Prep { input: Some(&xp), output: Some(&mp) }, &wq, None, None, Fused::Plain { y: &q }, fs));
+    assert!(e.contains("only RESIDUAL and GLU"), "{e}");
+    let e = refused(&|rec| linear::matvec_fused_prep(rec, &resid, Prep { input: Some(&xp), output: None }, &wq, None, None, Fused::Plain { y: &q }, linear::FUSED_SHAPE));
+    assert!(e.contains("DOT4"), "{e}");
+    let e = refused(&|rec| linear::matvec_fused_prep(rec, &resid, Prep { input: Some(&mp), output: None }, &wq, None, None, Fused::Plain { y: &q }, fs));
+    assert!(e.contains("blocks"), "{e}");
+}
+
+/// A prepared row against `v` (the row as stored): each block's codes floor(0.5 + 127·v/amax) in the order
+/// DOT4 reads them (lo: values 0, 2, 4, 6 of each 8; hi: 1, 3, 5, 7), its scale amax/127, Σ codes (of the
+/// codes written) and Σ v². A code may sit one off where the GPU's 1/amax differs from the CPU's by an ulp
+/// and moves a value on a rounding tie; at most one code in 50.
+async fn check_prepared(ctx: &Context, what: &str, xp: &linear::PreparedX, v: &[f32]) {
+    let codes: Vec<u32> = bytemuck::pod_collect_to_vec(&ctx.read_bytes(&xp.codes.buffer, 0, (xp.codes.len() * 4) as u64).await.unwrap());
+    let sc = xp.scales.to_f32(ctx).await.unwrap();
+    assert_eq!(xp.blocks() * 32, v.len(), "{what}: blocks");
+    let mut off = 0;
+    for (b, blk) in v.chunks(32).enumerate() {
+        let amax = blk.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let inv = if amax > 0.0 { 1.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (half, i, j) in (0..2).flat_map(|h| (0..4).flat_map(move |i| (0..4).map(move |j| (h, i, j)))) {
+            let got = (codes[b * 8 + half * 4 + i] >> (8 * j)) as u8 as i8 as i32;
+            let want = (0.5 + 127.0 * (blk[8 * i + half + 2 * j] * inv).clamp(-1.0, 1.0)).floor() as i32;
+            assert!((got - want).abs() <= 1, "{what}: block {b} value {}: code {got}, want {want}", 8 * i + half + 2 * j);
+            off += (got != want) as usize;
+            sum += got;
+        }
+        let ss: f64 = blk.iter().map(|x| (*x as f64).powi(2)).sum();
+        let s = &sc[4 * b..4 * b + 4];
+        assert!(((s[0] as f64) - amax as f64 / 127.0).abs() <= 1e-6 * amax as f64, "{what}: block {b} scale {} for amax {amax}", s[0]);
+        assert_eq!(s[1], sum as f32, "{what}: block {b}: Σ codes");
+        assert!((s[2] as f64 - ss).abs() <= 1e-5 * ss.max(1e-30), "{what}: block {b}: Σ x² {} against {ss}", s[2]);
+        assert_eq!(s[3], 0.0, "{what}: block {b}: the fourth word");
+    }
+    assert!(off * 50 <= v.len(), "{what}: {off} of {} codes one off", v.len());
+}
+
 /// The fused kernel's output (PLAIN, the folded norm) for one seeded q4 case in the model's shape with
 /// `math` products: the test that TOP reaches the shader compares two of these.
 pub async fn fused_output(ctx: &Context, act: DType, math: linear::FusedMath) -> Vec<f32> {

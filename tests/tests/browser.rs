@@ -50,6 +50,7 @@ browser_test!(matvec_q8, matvec_suite, WeightFormat::Q8);
 browser_test!(matvec_f16_weights, matvec_suite, WeightFormat::F16);
 browser_test!(matvec_fused_q4, matvec_fused_suite, WeightFormat::Q4, &linear::MODEL_FUSED_SHAPES);
 browser_test!(matvec_fused_f16_weights, matvec_fused_suite, WeightFormat::F16, &linear::MODEL_FUSED_SHAPES);
+browser_test!(matvec_fused_prepared, prepared_suite);
 browser_test!(matmul_q4, matmul_suite, WeightFormat::Q4);
 browser_test!(matmul_q8, matmul_suite, WeightFormat::Q8);
 browser_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);

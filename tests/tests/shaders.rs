@@ -69,7 +69,10 @@ fn shape_and_activation_options_parse() {
         let e = FusedShape::parse(bad, loads).unwrap_err().to_string();
         assert!(e.contains("WG:ROWS:BLOCKS") && e.contains("32:4:2"), "{bad:?}: {e}");
     }
-    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE };
+    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE, prepare: false };
+    assert!(base.with("prepare=on", false).unwrap().prepare);
+    assert!(!base.with("prepare=on,prepare=off", false).unwrap().prepare);
+    assert!(base.with("prepare=yes", false).unwrap_err().to_string().contains("expected on or off"));
     let s = base.with(" gate_up = 32:8:1 ,lm_head=32:8:1", false).unwrap();
     assert_eq!(s, DecodeShapes { gate_up: WIDE_SHAPE, lm_head: WIDE_SHAPE, ..base });
     assert!(base.with("x=32:4:2", false).unwrap_err().to_string().contains("no matrix \"x\""));

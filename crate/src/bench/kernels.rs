@@ -208,11 +208,10 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         let eps = Some(1e-6);
         // x already quantized for the :xq8 bound (its contents do not matter to the time): codes and scales of
         // the 5,120- and 13,824-wide inputs
-        let xq = |k: usize| -> Result<(Tensor, Tensor)> { Ok((Tensor::empty(ctx, &[k / 32 * 8], DType::U32)?, Tensor::empty(ctx, &[k / 32 * 2], DType::F32)?)) };
-        let (xq_h, xq_f) = (xq(h)?, xq(ffn)?);
-        let fused = |rec: &mut Recorder, x: &Tensor, xq: &(Tensor, Tensor), w: &Weight, bias: Option<&Tensor>, eps: Option<f32>, mode: linear::Fused, shape: linear::FusedShape| {
+        let (xq_h, xq_f) = (linear::PreparedX::new(ctx, h)?, linear::PreparedX::new(ctx, ffn)?);
+        let fused = |rec: &mut Recorder, x: &Tensor, xq: &linear::PreparedX, w: &Weight, bias: Option<&Tensor>, eps: Option<f32>, mode: linear::Fused, shape: linear::FusedShape| {
             if shape.math == linear::FusedMath::Xq8 && w.format == crate::gpu::tensor::WeightFormat::Q4 {
-                linear::matvec_fused_xq8(rec, x, &xq.0, &xq.1, w, bias, eps, mode, shape)
+                linear::matvec_fused_prep(rec, x, linear::Prep { input: Some(xq), output: None }, w, bias, eps, mode, shape)
             } else {
                 let shape = if shape.math == linear::FusedMath::Xq8 { linear::FusedShape { math: linear::FusedMath::Dot4, ..shape } } else { shape };
                 linear::matvec_fused(rec, x, w, bias, eps, mode, shape)
@@ -254,6 +253,27 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let shape = pick(&head[0]);
             let secs = time(ctx, o.iters.div_ceil(4), |rec, i| fused(rec, &x, &xq_h, &head[i as usize % head.len()], None, eps, linear::Fused::Plain { y: &logits }, shape))?;
             row("norm+lm_head 151680×5120 q8", &head, h, vocab, secs);
+        }
+        // x prepared once, as the model runs it where its shapes take DOT4's products (DecodeShapes::prepare):
+        // q/k/v, gate/up and down read the row the matrix before prepared; o, gate/up and down prepare theirs
+        let pick = |w: &Weight| linear::fused_shape(ctx, w);
+        if o.fused_shapes.is_empty() && [&qkv[0], &ow[0], &gu[0], &down[0]].iter().all(|w| pick(w).math == linear::FusedMath::Dot4) {
+            let prep = |input, output| linear::Prep { input, output };
+            let mut row = |label: &str, ws: &[Weight], k: usize, n: usize, secs: f64| {
+                let name = format!("fused {} x prepared", pick(&ws[0]));
+                rows.push(Row { name, shape: label.into(), secs, bytes: ws[0].gpu_bytes() as f64 + (k + n) as f64 * asz, flops: 2.0 * (n * k) as f64, bound: "bw" });
+            };
+            let secs = time(ctx, o.iters, |rec, i| {
+                let mode = linear::Fused::RopeKv { q: &q, k: &kc, v: &vc, inv_freq: rope.inv_freq(), heads, kv_heads: kvh, head_dim: d, pos: 1000 };
+                linear::matvec_fused_prep(rec, &x, prep(Some(&xq_h), None), &qkv[i as usize % qkv.len()], Some(&bias), eps, mode, pick(&qkv[0]))
+            })?;
+            row("norm+qkv+bias+rope+kv 7168×5120 q4", &qkv, h, qkv_rows, secs);
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused_prep(rec, &x, prep(None, Some(&xq_h)), &ow[i as usize % ow.len()], None, None, linear::Fused::Residual { y: &resid }, pick(&ow[0])))?;
+            row("o_proj+residual 5120×5120 q4", &ow, h, h, secs);
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused_prep(rec, &x, prep(Some(&xq_h), Some(&xq_f)), &gu[i as usize % gu.len()], None, eps, linear::Fused::Glu { y: &mid }, pick(&gu[0])))?;
+            row("norm+gate/up+silu·up 27648×5120 q4", &gu, h, 2 * ffn, secs);
+            let secs = time(ctx, o.iters, |rec, i| linear::matvec_fused_prep(rec, &xf, prep(Some(&xq_f), Some(&xq_h)), &down[i as usize % down.len()], None, None, linear::Fused::Residual { y: &resid }, pick(&down[0])))?;
+            row("down+residual 5120×13824 q4", &down, ffn, h, secs);
         }
     }
 

@@ -90,6 +90,11 @@ impl Defines {
         self.0.insert(name, Some(v));
         self
     }
+    /// The same without `name`.
+    pub fn without(mut self, name: &str) -> Self {
+        self.0.remove(name);
+        self
+    }
     pub fn has(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }

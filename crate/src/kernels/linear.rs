@@ -317,9 +317,9 @@ pub enum FusedMath {
     /// Benchmark only (`:loads`): the loads without the products, to show what the memory costs alone.
     /// Its results are meaningless; the model never takes it.
     LoadsOnly,
-    /// Benchmark only (`:xq8`, q4): DOT4's products on x already quantized (`XQ8`: its codes and scales
-    /// bound instead of x, as a producer's epilogue could write them; no norm), through
-    /// [`matvec_fused_xq8`]: what preparing x once would save.
+    /// DOT4's products on x prepared by the matrix before ([`Prep`]; `XQ8`: its codes and scales bound
+    /// instead of x). The model reaches it through [`matvec_fused_prep`] from a Dot4 shape; as a shape it is
+    /// the kernel benchmark's (`:xq8`).
     Xq8,
 }
 
@@ -417,6 +417,10 @@ pub struct DecodeShapes {
     pub gate_up: FusedShape,
     pub down: FusedShape,
     pub lm_head: FusedShape,
+    /// x prepared once ([`Prep`]): o, gate/up and down write their output's 8-bit codes for the next matrix,
+    /// which reads those instead of x (q/k/v from layer 1 on, gate/up, down). On by default where every one of
+    /// those shapes takes DOT4's products and the sizes allow it (`Llm::new`).
+    pub prepare: bool,
 }
 
 impl FusedShape {
@@ -463,14 +467,22 @@ impl std::fmt::Display for FusedShape {
 
 impl DecodeShapes {
     /// These shapes with some replaced: `spec` is `ROLE=WG:ROWS:BLOCKS,...`, roles qkv, o, gate_up, down and
-    /// lm_head; `allow_loads_only` (the benchmark's whole-step bound, whose tokens mean nothing) also takes
-    /// `:loads`.
+    /// lm_head, and `prepare=on|off` ([`DecodeShapes::prepare`]); `allow_loads_only` (the benchmark's
+    /// whole-step bound, whose tokens mean nothing) also takes `:loads`.
     pub fn with(mut self, spec: &str, allow_loads_only: bool) -> Result<DecodeShapes> {
         for item in spec.split(',').filter(|s| !s.trim().is_empty()) {
             let (role, shape) = item.split_once('=').ok_or_else(|| Error::Request(format!("decode shapes: {item:?} is not ROLE=WG:ROWS:BLOCKS")))?;
+            if role.trim() == "prepare" {
+                self.prepare = match shape.trim() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(Error::Request(format!("decode shapes: prepare={other:?}: expected on or off"))),
+                };
+                continue;
+            }
             let shape = FusedShape::parse(shape, allow_loads_only)?;
             if shape.math == FusedMath::Xq8 {
-                return Err(Error::Request(format!("decode shapes: {item:?}: :xq8 is a bound of `varco bench kernels` (x already quantized, which the model does not prepare)")));
+                return Err(Error::Request(format!("decode shapes: {item:?}: :xq8 is a bound of `varco bench kernels` (x already quantized; the model prepares x with prepare=on)")));
             }
             match role.trim() {
                 "qkv" => self.qkv = shape,
@@ -487,7 +499,7 @@ impl DecodeShapes {
 
 impl std::fmt::Display for DecodeShapes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}", self.qkv, self.o, self.gate_up, self.down, self.lm_head)
+        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}", self.qkv, self.o, self.gate_up, self.down, self.lm_head, if self.prepare { "on" } else { "off" })
     }
 }
 
@@ -521,20 +533,67 @@ struct FusedParams {
 /// ROPE_KV need W in one part (a single binding).
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_fused(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
-    check("matvec_fused", shape.math != FusedMath::Xq8, || "x already quantized takes matvec_fused_xq8".into())?;
-    fused(rec, x, None, w, bias, norm_eps, mode, shape)
+    fused(rec, x, Prep::default(), w, bias, norm_eps, mode, shape)
 }
 
-/// The benchmark's [`FusedMath::Xq8`] bound: [`matvec_fused`] with x's 8-bit codes `(kb, 2)` vec4<u32> and
-/// (scale, Σ codes) `(kb)` vec2<f32> bound instead of x (whose shape alone is used).
+/// One row of activations prepared for DOT4's products (matvec_fused.wgsl XQ8, XP_OUT): each block of 32
+/// values as 8 words of 8-bit codes (lo: values 0, 2, 4, 6 of each 8; hi: 1, 3, 5, 7) and (scale, Σ codes,
+/// Σ x², 0). Written by the matrix that produces the row, read by the next instead of the row itself.
+pub struct PreparedX {
+    /// u32 `(k/32 · 8)`.
+    pub codes: Tensor,
+    /// f32 `(k/32 · 4)`.
+    pub scales: Tensor,
+}
+
+impl PreparedX {
+    /// Room for a row of `k` values (a multiple of 32).
+    pub fn new(ctx: &crate::gpu::Context, k: usize) -> Result<Self> {
+        check("matvec_fused", k % 32 == 0, || format!("a prepared row holds whole blocks of 32; {k} values is not"))?;
+        Ok(PreparedX { codes: Tensor::empty(ctx, &[k / 32 * 8], crate::gpu::DType::U32)?, scales: Tensor::empty(ctx, &[k / 32 * 4], crate::gpu::DType::F32)? })
+    }
+
+    /// Bytes of a prepared row of `k` values.
+    pub fn bytes(k: usize) -> u64 {
+        (k / 32 * 48) as u64
+    }
+
+    /// Blocks of 32 values held.
+    pub fn blocks(&self) -> usize {
+        self.scales.len() / 4
+    }
+}
+
+/// Where a fused product's x comes from (`input`: prepared by the matrix before, else x itself) and whether it
+/// prepares its own output for the next (`output`; RESIDUAL and GLU).
+#[derive(Clone, Copy, Default)]
+pub struct Prep<'a> {
+    pub input: Option<&'a PreparedX>,
+    pub output: Option<&'a PreparedX>,
+}
+
+/// XP_OUT's layout for `shape` in GLU (`glu`) or RESIDUAL mode: (slices of the shape's workgroup, invocations
+/// of the whole workgroup), so that a workgroup owns one block of 32 outputs; None where 32 is not a whole
+/// number of the shape's outputs or the workgroup would pass 256 invocations (WebGPU's default limit).
+pub fn prepared_layout(shape: FusedShape, glu: bool) -> Option<(u32, u32)> {
+    let outputs = if glu { shape.rows / 2 } else { shape.rows };
+    if outputs == 0 || 32 % outputs != 0 {
+        return None;
+    }
+    let slices = 32 / outputs;
+    (shape.wg * slices <= 256).then_some((slices, shape.wg * slices))
+}
+
+/// [`matvec_fused`] with x prepared by the matrix before (`prep.input`: DOT4 shapes, q4 weights, whole
+/// blocks) and/or this matrix's output prepared for the next (`prep.output`: RESIDUAL and GLU, without bias,
+/// in whole blocks of 32 outputs; see [`prepared_layout`]).
 #[allow(clippy::too_many_arguments)]
-pub fn matvec_fused_xq8(rec: &mut Recorder, x: &Tensor, codes: &Tensor, scales: &Tensor, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
-    check("matvec_fused", shape.math == FusedMath::Xq8 && w.format == crate::gpu::tensor::WeightFormat::Q4, || "matvec_fused_xq8 takes q4 weights in an :xq8 shape".into())?;
-    fused(rec, x, Some((codes, scales)), w, bias, norm_eps, mode, shape)
+pub fn matvec_fused_prep(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
+    fused(rec, x, prep, w, bias, norm_eps, mode, shape)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn fused(rec: &mut Recorder, x: &Tensor, xq8: Option<(&Tensor, &Tensor)>, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
+fn fused(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
     let k = *x.shape.last().unwrap();
     check("matvec_fused", x.len() == k && k == w.k, || format!("x {:?} is not one row of W's {} inputs", x.shape, w.k))?;
     let block = match w.format {
@@ -555,10 +614,43 @@ fn fused(rec: &mut Recorder, x: &Tensor, xq8: Option<(&Tensor, &Tensor)>, w: &We
         Fused::Glu { .. } => "GLU",
         Fused::RopeKv { .. } => "ROPE_KV",
     };
-    let short = matches!(mode, Fused::Plain { .. } | Fused::Residual { .. }) && k <= SHORT_MAX_K;
+    let shape = match prep.input {
+        Some(xp) => {
+            check("matvec_fused", w.format == crate::gpu::tensor::WeightFormat::Q4 && matches!(shape.math, FusedMath::Dot4 | FusedMath::Xq8), || format!("x prepared needs q4 weights and DOT4's products, not {:?} in {shape}", w.format))?;
+            check("matvec_fused", k % 32 == 0 && xp.blocks() == k / 32, || format!("x prepared in {} blocks for {k} inputs", xp.blocks()))?;
+            FusedShape { math: FusedMath::Xq8, ..shape }
+        }
+        None => {
+            check("matvec_fused", shape.math != FusedMath::Xq8, || "an :xq8 shape needs x prepared".into())?;
+            shape
+        }
+    };
+    let layout = match prep.output {
+        Some(xp) => {
+            let glu = matches!(mode, Fused::Glu { .. });
+            check("matvec_fused", matches!(mode, Fused::Residual { .. }) || glu, || "only RESIDUAL and GLU prepare their output".into())?;
+            check("matvec_fused", bias.is_none(), || "a prepared output takes no bias".into())?;
+            let out = if glu { w.n / 2 } else { w.n };
+            check("matvec_fused", out % 32 == 0 && xp.blocks() == out / 32, || format!("{out} outputs prepared in {} blocks", xp.blocks()))?;
+            check("matvec_fused", w.parts.iter().all(|p| p.rows.start % 32 == 0 && p.rows.len() % 32 == 0), || "a prepared output needs W's parts in whole blocks of 32 rows".into())?;
+            let layout = prepared_layout(shape, glu).ok_or_else(|| Error::kernel("matvec_fused", format!("shape {shape} cannot prepare its output (32 outputs a workgroup)")))?;
+            check("matvec_fused", layout.1 <= rec.ctx.caps.max_invocations, || format!("{} invocations a workgroup; the adapter allows {}", layout.1, rec.ctx.caps.max_invocations))?;
+            Some(layout)
+        }
+        None => None,
+    };
+    let short = matches!(mode, Fused::Plain { .. } | Fused::Residual { .. }) && k <= SHORT_MAX_K && prep.input.is_none() && layout.is_none();
     // SHORT: SHORT_WG rows a workgroup (the grid below), one an invocation (R = 1), exact products
     let shape = if short { FusedShape { wg: SHORT_WG, rows: SHORT_WG, blocks: 1, math: FusedMath::Exact } } else { shape };
-    let base = base_defines(rec.ctx, act, shape.wg)?.flag_if("PARTIAL", k % block != 0);
+    let base = match layout {
+        // a subgroup wider than a slice would sum two slices' rows together
+        Some((slices, wg)) => {
+            let d = base_defines(rec.ctx, act, wg)?.value("SLICES", slices).flag("XP_OUT");
+            if rec.ctx.caps.subgroup_max_size > shape.wg { d.without("SUBGROUP") } else { d }
+        }
+        None => base_defines(rec.ctx, act, shape.wg)?,
+    }
+    .flag_if("PARTIAL", k % block != 0);
     let defines = weight_defines(
         if short { base.value("R", 1).value("U", 1).flag("SHORT") } else { fused_shape_defines(base, shape, w.format) }
             .flag(flag)
@@ -570,10 +662,14 @@ fn fused(rec: &mut Recorder, x: &Tensor, xq8: Option<(&Tensor, &Tensor)>, w: &We
     let kb = w.format.blocks_per_row(w.k);
     let eps = norm_eps.unwrap_or(0.0);
     let base = FusedParams { n: 0, k: k as u32, kb, y_offset: 0, eps, pos: 0, head_dim: 0, q_heads: 0, kv_heads: 0, capacity: 0, qk_groups: 0, _p: 0 };
-    let mut b = match xq8 {
-        Some((codes, scales)) => vec![Binding::new(9, &codes.buffer), Binding::new(10, &scales.buffer), Binding::new(5, &y.buffer)],
+    let mut b = match prep.input {
+        Some(xp) => vec![Binding::new(9, &xp.codes.buffer), Binding::new(10, &xp.scales.buffer), Binding::new(5, &y.buffer)],
         None => vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer)],
     };
+    if let Some(xp) = prep.output {
+        b.push(Binding::new(11, &xp.codes.buffer));
+        b.push(Binding::new(12, &xp.scales.buffer));
+    }
     if let Some(bias) = bias {
         check("matvec_fused", bias.len() == w.n && bias.dtype == crate::gpu::DType::F32, || "bias must be f32 of length n".into())?;
         b.push(Binding::new(4, &bias.buffer));
@@ -592,7 +688,8 @@ fn fused(rec: &mut Recorder, x: &Tensor, xq8: Option<(&Tensor, &Tensor)>, w: &We
                 let mut b = b.clone();
                 bind_part(&mut b, part);
                 let params = FusedParams { n, y_offset: part.rows.start as u32, ..base };
-                rec.dispatch(pipeline.clone(), &params, b, grid(rec.ctx, n.div_ceil(shape.rows), 1));
+                let groups = if layout.is_some() { n / 32 } else { n.div_ceil(shape.rows) };
+                rec.dispatch(pipeline.clone(), &params, b, grid(rec.ctx, groups, 1));
             }
         }
         Fused::Glu { y } => {
@@ -600,7 +697,8 @@ fn fused(rec: &mut Recorder, x: &Tensor, xq8: Option<(&Tensor, &Tensor)>, w: &We
             bind_part(&mut b, &w.parts[0]);
             let ffn = (w.n / 2) as u32;
             let params = FusedParams { n: ffn, ..base };
-            rec.dispatch(pipeline, &params, b, grid(rec.ctx, ffn.div_ceil(shape.rows / 2), 1));
+            let groups = if layout.is_some() { ffn / 32 } else { ffn.div_ceil(shape.rows / 2) };
+            rec.dispatch(pipeline, &params, b, grid(rec.ctx, groups, 1));
         }
         Fused::RopeKv { q, k: kc, v: vc, inv_freq, heads, kv_heads, head_dim, pos } => {
             let capacity = kc.shape[1] as u32;

@@ -114,6 +114,21 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                             }
                         }
                     }
+                    // x prepared once (XP_OUT, with x itself or prepared as input): the model's DOT4 shapes in the
+                    // modes that prepare their output
+                    for shape in linear::MODEL_FUSED_SHAPES.into_iter().filter(|s| s.math == linear::FusedMath::Dot4 && wfmt == WeightFormat::Q4 && !bias) {
+                        for (input, partial) in [(linear::FusedMath::Dot4, false), (linear::FusedMath::Dot4, true), (linear::FusedMath::Xq8, false)] {
+                            for norm in [false, true] {
+                                for (mode, glu) in [("RESIDUAL", false), ("GLU", true)] {
+                                    if let Some((slices, wg)) = linear::prepared_layout(shape, glu) {
+                                        let d = base(wg).flag_if("PARTIAL", partial).value("SLICES", slices).flag("XP_OUT");
+                                        let d = linear::fused_shape_defines(d, linear::FusedShape { math: input, ..shape }, wfmt).flag_if("NORM", norm).flag(mode);
+                                        out.push((MATVEC_FUSED, weight_defines(d, wfmt)));
+                                    }
+                                }
+                            }
+                        }
+                    }
                     let multi = linear::MULTI_SHAPE;
                     let d = base(multi.wg).value("R", multi.rows).flag("MULTI").value("MX", linear::MULTI_ROWS);
                     out.push((MATVEC, weight_defines(d, wfmt).flag_if("BIAS", bias)));

@@ -5,13 +5,15 @@
 //! Quantized q/k/v and gate/up matrices (and an lm_head of its own) carry their RMSNorm's weight in their
 //! columns ([`norm_folded`]): prefill normalises rows without it, and the decode step runs each layer as
 //! five fused dispatches (matvec_fused.wgsl): norm + q/k/v + bias + RoPE + KV append, attention (split and
-//! merge), o_proj + residual, norm + gate/up + SiLU·up, down + residual.
+//! merge), o_proj + residual, norm + gate/up + SiLU·up, down + residual. Where those take 8-bit integer
+//! products, o, gate/up and down also write their output's 8-bit codes, which the next matrix reads instead
+//! of quantizing x in each of its workgroups (`DecodeShapes::prepare`).
 
 use crate::gpu::tensor::{Weight, WeightFormat};
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::kernels::attention::{self, AttnArgs};
 use crate::kernels::rope::Rope;
-use crate::kernels::linear::{DecodeShapes, Fused};
+use crate::kernels::linear::{DecodeShapes, Fused, FusedMath, Prep, PreparedX};
 use crate::kernels::{elementwise, embed, kv_cache, linear, norm};
 use crate::model::config::TextConfig;
 use crate::model::Tensors;
@@ -77,6 +79,9 @@ pub struct LayerBuffers {
     gu: Tensor,
     mid: Tensor,
     decode_scratch: Option<Tensor>,
+    /// A decode step's rows prepared for the next matrix (`DecodeShapes::prepare`): the residual stream's
+    /// (written by o and down) and SiLU·up's (by gate/up); where the sizes are whole blocks of 32.
+    prepared: Option<(PreparedX, PreparedX)>,
 }
 
 impl LayerBuffers {
@@ -97,6 +102,7 @@ impl LayerBuffers {
             gu: Tensor::empty(ctx, &[rows, 2 * c.intermediate], act)?,
             mid: Tensor::empty(ctx, &[rows, c.intermediate], act)?,
             decode_scratch,
+            prepared: if prepared_fits(c, rows) { Some((PreparedX::new(ctx, c.hidden)?, PreparedX::new(ctx, c.intermediate)?)) } else { None },
         })
     }
 
@@ -104,8 +110,14 @@ impl LayerBuffers {
     pub fn bytes(c: &TextConfig, act: DType, rows: usize, capacity: usize) -> u64 {
         let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let scratch = if rows <= SHORT_ROWS { 4 * attention::decode_scratch_len(rows as u32, c.heads as u32, c.kv_heads as u32, c.head_dim as u32, capacity as u32) } else { 0 };
-        (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size() + scratch) as u64
+        let prepared = if prepared_fits(c, rows) { PreparedX::bytes(c.hidden) + PreparedX::bytes(c.intermediate) } else { 0 };
+        (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size() + scratch) as u64 + prepared
     }
+}
+
+/// Whether layer buffers for `rows` tokens hold prepared rows: a decode step's, of whole blocks of 32.
+fn prepared_fits(c: &TextConfig, rows: usize) -> bool {
+    rows == 1 && c.hidden % 32 == 0 && c.intermediate % 32 == 0
 }
 
 impl Llm {
@@ -142,13 +154,23 @@ impl Llm {
             }
         }
         let l0 = layers.first().ok_or_else(|| Error::Checkpoint("the language model has no layers".into()))?;
-        let decode_shapes = DecodeShapes {
+        let mut decode_shapes = DecodeShapes {
             qkv: linear::fused_shape(ctx, &l0.qkv),
             o: linear::fused_shape(ctx, &l0.o),
             gate_up: linear::fused_shape(ctx, &l0.gate_up),
             down: linear::fused_shape(ctx, &l0.down),
             lm_head: linear::fused_shape(ctx, &lm_head),
+            prepare: false,
         };
+        // x prepared once where every reader takes DOT4's products and every writer can own whole blocks of
+        // 32 outputs (a workgroup within the adapter's limit; W's parts in whole blocks)
+        let s = &decode_shapes;
+        let layout_ok = |shape, glu, w: &Weight| {
+            linear::prepared_layout(shape, glu).is_some_and(|(_, wg)| wg <= ctx.caps.max_invocations) && w.parts.iter().all(|p| p.rows.start % 32 == 0 && p.rows.len() % 32 == 0)
+        };
+        decode_shapes.prepare = [s.qkv, s.gate_up, s.down].iter().all(|s| s.math == FusedMath::Dot4)
+            && prepared_fits(cfg, 1)
+            && layers.iter().all(|l| layout_ok(s.o, false, &l.o) && layout_ok(s.gate_up, true, &l.gate_up) && layout_ok(s.down, false, &l.down));
         Ok(Llm {
             decode_shapes,
             cfg: cfg.clone(),
@@ -266,13 +288,23 @@ impl Llm {
         let (heads, kv_heads, d) = (c.heads as u32, c.kv_heads as u32, c.head_dim as u32);
         let args = AttnArgs::over_cache(heads, kv_heads, d, cache.capacity as u32, 1, pos as u32).with_q(qkv.shape[1] as u32, 0);
         let s = self.decode_shapes;
+        // x prepared once: xp the residual stream's codes (written by o and down), mp SiLU·up's (by gate/up)
+        let (xp, mp) = match (&b.prepared, s.prepare) {
+            (Some((xp, mp)), true) => (Some(xp), Some(mp)),
+            (None, true) => return Err(Error::kernel("llm", "x prepared, but the layer buffers hold no prepared rows (sizes not whole blocks of 32)")),
+            _ => (None, None),
+        };
         for (i, l) in self.layers.iter().enumerate() {
             let rope_kv = Fused::RopeKv { q: &qkv, k: &cache.k[i], v: &cache.v[i], inv_freq: self.rope.inv_freq(), heads, kv_heads, head_dim: d, pos: pos as u32 };
-            linear::matvec_fused(rec, x, &l.qkv, Some(&l.qkv_b), eps, rope_kv, s.qkv)?;
+            // layer 0's x is the embedding, which nothing prepared
+            let qkv_in = if i > 0 { xp } else { None };
+            linear::matvec_fused_prep(rec, x, Prep { input: qkv_in, output: None }, &l.qkv, Some(&l.qkv_b), eps, rope_kv, s.qkv)?;
             attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args)?;
-            linear::matvec_fused(rec, &att, &l.o, None, None, Fused::Residual { y: x }, s.o)?;
-            linear::matvec_fused(rec, x, &l.gate_up, None, eps, Fused::Glu { y: &mid }, s.gate_up)?;
-            linear::matvec_fused(rec, &mid, &l.down, None, None, Fused::Residual { y: x }, s.down)?;
+            linear::matvec_fused_prep(rec, &att, Prep { input: None, output: xp }, &l.o, None, None, Fused::Residual { y: x }, s.o)?;
+            linear::matvec_fused_prep(rec, x, Prep { input: xp, output: mp }, &l.gate_up, None, eps, Fused::Glu { y: &mid }, s.gate_up)?;
+            // the last layer's output goes to lm_head, which reads x itself
+            let down_out = if i + 1 < self.layers.len() { xp } else { None };
+            linear::matvec_fused_prep(rec, &mid, Prep { input: mp, output: down_out }, &l.down, None, None, Fused::Residual { y: x }, s.down)?;
         }
         cache.len = pos + 1;
         Ok(())
