@@ -265,10 +265,21 @@ pub async fn prepared_suite(ctx: &Context, act: DType) {
     let tol = |long: bool| tol(act, long).max(1e-3);
     let scale = |v: &[f32]| 1.0 / (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64 + eps).sqrt();
     let what = |step: &str| format!("x prepared {act:?}: {step}");
-    // o + residual, from att itself, preparing the stream
+    // o + residual from a longer att (DOT4 quantizing it, as the 14B's o), preparing the stream
+    let k1 = 352;
+    let (wo1, wo1v) = random_weight(ctx, &mut rng, h, k1, WeightFormat::Q4, big);
+    let att1 = as_stored(&rng.normals(k1, 1.0), act);
+    let resid1 = upload(ctx, &r0, &[h], act);
+    run(ctx, |rec| linear::matvec_fused_prep(rec, &upload(ctx, &att1, &[1, k1], act), Prep { input: None, output: Some(&xp) }, &wo1, None, None, Fused::Residual { y: &resid1 }, fs)).await;
+    let r = resid1.to_f32(ctx).await.unwrap();
+    let want: Vec<f64> = r::linear(&r::quantize_x8(&att1), &wo1v, None, 1, h, k1).iter().zip(&r0).map(|(v, y)| v + *y as f64).collect();
+    assert_close(&what("o + residual, DOT4"), &r, &want, tol(false));
+    check_prepared(ctx, &what("o's prepared output, DOT4"), &xp, &r).await;
+    // o + residual, from att itself, preparing the stream (att's 96 values are a row SHORT would take: exact
+    // products, as there)
     run(ctx, |rec| linear::matvec_fused_prep(rec, &att_t, Prep { input: None, output: Some(&xp) }, &wo, None, None, Fused::Residual { y: &resid }, fs)).await;
     let r1 = resid.to_f32(ctx).await.unwrap();
-    let want: Vec<f64> = r::linear(&r::quantize_x8(&att), &wov, None, 1, h, k0).iter().zip(&r0).map(|(v, y)| v + *y as f64).collect();
+    let want: Vec<f64> = r::linear(&att, &wov, None, 1, h, k0).iter().zip(&r0).map(|(v, y)| v + *y as f64).collect();
     assert_close(&what("o + residual"), &r1, &want, tol(false));
     check_prepared(ctx, &what("o's prepared output"), &xp, &r1).await;
     // norm + gate/up + SiLU·up from the prepared stream, preparing its output

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use varco_tests::fixtures;
 use varco_web::gpu::{Context, ContextOptions, DType};
 use varco_web::loader::stream::Converted;
+use varco_web::model::decode::Workspace;
 
 fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -38,4 +39,42 @@ fn the_default_model_answers_as_transformers_on_its_4_bit_weights() {
         steps += r.steps;
     }
     assert!(greedy * 10 >= steps * 9, "greedy tokens compared on only {greedy} of {steps} steps");
+}
+
+/// x prepared once (`DecodeShapes::prepare`: o, gate/up and down write their outputs' 8-bit codes and the
+/// next matrix reads them) decodes as DOT4 quantizing x in every workgroup of every matrix: the same codes,
+/// only the norm's sum of squares added in another order, so the logits agree to rounding step after step.
+/// lavapipe keeps the float products by default, so both runs ask for DOT4's shapes; this model's sizes (128,
+/// 512) are whole blocks of 32, the fixture model's (88) are not.
+#[test]
+fn x_prepared_once_decodes_as_x_quantized_in_each_matrix() {
+    let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
+    let mut m = Converted::open_dir(&ctx, &repo("web/demo/public/models/small"), Some(DType::F32)).expect("the committed default model").model;
+    let ids = [785u32, 3974, 13876, 38835, 1463, 2055, 62, 17, 151_643, 4];
+    let dot4 = "qkv=32:4:2:dot4,o=32:4:2:dot4,gate_up=32:8:1:dot4,down=32:4:2:dot4";
+    let base = m.llm.decode_shapes;
+    let mut run = |prepare: &str| -> Vec<Vec<f32>> {
+        m.llm.decode_shapes = base.with(&format!("{dot4},prepare={prepare}"), false).unwrap();
+        let mut ws = Workspace::new(&ctx, &m, ids.len()).unwrap();
+        let mut cache = m.llm.new_cache(&ctx, ids.len()).unwrap();
+        ids.iter().map(|&id| {
+            m.step(&ctx, &mut ws, &mut cache, id).unwrap();
+            pollster::block_on(m.read_logits(&ctx, &mut ws)).unwrap()
+        }).collect()
+    };
+    let quantized = run("off");
+    assert!(!ctx.pipeline_labels().iter().any(|l| l.contains("XP_OUT") || l.contains("XQ8")), "x prepared without asking");
+    let prepared = run("on");
+    let labels = ctx.pipeline_labels();
+    for (mode, what) in [("RESIDUAL", "o and down preparing the stream"), ("GLU", "gate/up reading and preparing")] {
+        assert!(labels.iter().any(|l| l.contains("XP_OUT") && l.contains(mode)), "no {what}: {labels:?}");
+    }
+    assert!(labels.iter().any(|l| l.contains("ROPE_KV") && l.contains("XQ8")), "q/k/v never read a prepared row: {labels:?}");
+    for (i, (a, b)) in quantized.iter().zip(&prepared).enumerate() {
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(worst <= 1e-4 * scale, "step {i}: logits differ by {worst} (largest {scale})");
+        let top = |v: &[f32]| v.iter().enumerate().fold(0, |t, (j, x)| if *x > v[t] { j } else { t });
+        assert_eq!(top(a), top(b), "step {i}: greedy token");
+    }
 }

@@ -576,6 +576,11 @@ impl Context {
         Ok(pipeline)
     }
 
+    /// The labels of every pipeline made so far (which variants a run took, for tests).
+    pub fn pipeline_labels(&self) -> Vec<String> {
+        self.pipeline_names.lock().unwrap().values().cloned().collect()
+    }
+
     /// The label (shader name and defines) of a pipeline from [`Context::pipeline`].
     pub fn pipeline_name(&self, p: &Arc<wgpu::ComputePipeline>) -> String {
         self.pipeline_names.lock().unwrap().get(&(Arc::as_ptr(p) as usize)).cloned().unwrap_or_default()

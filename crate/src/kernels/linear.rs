@@ -639,7 +639,10 @@ fn fused(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight, bias: Option<&T
         }
         None => None,
     };
-    let short = matches!(mode, Fused::Plain { .. } | Fused::Residual { .. }) && k <= SHORT_MAX_K && prep.input.is_none() && layout.is_none();
+    let short_k = matches!(mode, Fused::Plain { .. } | Fused::Residual { .. }) && k <= SHORT_MAX_K && prep.input.is_none();
+    let short = short_k && layout.is_none();
+    // a row SHORT would take keeps SHORT's exact products where preparing the output needs the general path
+    let shape = if short_k && !short { FusedShape { math: FusedMath::Exact, ..shape } } else { shape };
     // SHORT: SHORT_WG rows a workgroup (the grid below), one an invocation (R = 1), exact products
     let shape = if short { FusedShape { wg: SHORT_WG, rows: SHORT_WG, blocks: 1, math: FusedMath::Exact } } else { shape };
     let base = match layout {

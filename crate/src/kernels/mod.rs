@@ -117,7 +117,8 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     // x prepared once (XP_OUT, with x itself or prepared as input): the model's DOT4 shapes in the
                     // modes that prepare their output
                     for shape in linear::MODEL_FUSED_SHAPES.into_iter().filter(|s| s.math == linear::FusedMath::Dot4 && wfmt == WeightFormat::Q4 && !bias) {
-                        for (input, partial) in [(linear::FusedMath::Dot4, false), (linear::FusedMath::Dot4, true), (linear::FusedMath::Xq8, false)] {
+                        // (Exact: a row of at most SHORT_MAX_K inputs, as SHORT would take it)
+                        for (input, partial) in [(linear::FusedMath::Dot4, false), (linear::FusedMath::Dot4, true), (linear::FusedMath::Xq8, false), (linear::FusedMath::Exact, false), (linear::FusedMath::Exact, true)] {
                             for norm in [false, true] {
                                 for (mode, glu) in [("RESIDUAL", false), ("GLU", true)] {
                                     if let Some((slices, wg)) = linear::prepared_layout(shape, glu) {
