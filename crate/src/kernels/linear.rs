@@ -418,8 +418,11 @@ pub struct DecodeShapes {
     pub down: FusedShape,
     pub lm_head: FusedShape,
     /// x prepared once ([`Prep`]): o, gate/up and down write their output's 8-bit codes for the next matrix,
-    /// which reads those instead of x (q/k/v from layer 1 on, gate/up, down). On by default where every one of
-    /// those shapes takes DOT4's products and the sizes allow it (`Llm::new`).
+    /// which reads those instead of x (q/k/v from layer 1 on, gate/up, down); needs DOT4's products in q/k/v,
+    /// gate/up and down, a gate/up shape of 8 rows (32 outputs in 256 invocations) and sizes in whole blocks
+    /// of 32. Off by default: its producers run in 256-invocation workgroups, which no GPU has timed yet in
+    /// the step (`varco bench model --decode-shapes prepare=on`; the kernel benchmark's `:xq8` bound says
+    /// ≈ +10 % if they cost nothing).
     pub prepare: bool,
 }
 

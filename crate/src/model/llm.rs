@@ -5,15 +5,15 @@
 //! Quantized q/k/v and gate/up matrices (and an lm_head of its own) carry their RMSNorm's weight in their
 //! columns ([`norm_folded`]): prefill normalises rows without it, and the decode step runs each layer as
 //! five fused dispatches (matvec_fused.wgsl): norm + q/k/v + bias + RoPE + KV append, attention (split and
-//! merge), o_proj + residual, norm + gate/up + SiLU·up, down + residual. Where those take 8-bit integer
-//! products, o, gate/up and down also write their output's 8-bit codes, which the next matrix reads instead
-//! of quantizing x in each of its workgroups (`DecodeShapes::prepare`).
+//! merge), o_proj + residual, norm + gate/up + SiLU·up, down + residual. With `DecodeShapes::prepare` (8-bit
+//! integer products only) o, gate/up and down also write their output's 8-bit codes, which the next matrix
+//! reads instead of quantizing x in each of its workgroups.
 
 use crate::gpu::tensor::{Weight, WeightFormat};
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::kernels::attention::{self, AttnArgs};
 use crate::kernels::rope::Rope;
-use crate::kernels::linear::{DecodeShapes, Fused, FusedMath, Prep, PreparedX};
+use crate::kernels::linear::{DecodeShapes, Fused, Prep, PreparedX};
 use crate::kernels::{elementwise, embed, kv_cache, linear, norm};
 use crate::model::config::TextConfig;
 use crate::model::Tensors;
@@ -154,23 +154,15 @@ impl Llm {
             }
         }
         let l0 = layers.first().ok_or_else(|| Error::Checkpoint("the language model has no layers".into()))?;
-        let mut decode_shapes = DecodeShapes {
+        let decode_shapes = DecodeShapes {
             qkv: linear::fused_shape(ctx, &l0.qkv),
             o: linear::fused_shape(ctx, &l0.o),
             gate_up: linear::fused_shape(ctx, &l0.gate_up),
             down: linear::fused_shape(ctx, &l0.down),
             lm_head: linear::fused_shape(ctx, &lm_head),
+            // not yet measured on a GPU (BENCHMARKS.md, twentieth session): asked for with prepare=on
             prepare: false,
         };
-        // x prepared once where every reader takes DOT4's products and every writer can own whole blocks of
-        // 32 outputs (a workgroup within the adapter's limit; W's parts in whole blocks)
-        let s = &decode_shapes;
-        let layout_ok = |shape, glu, w: &Weight| {
-            linear::prepared_layout(shape, glu).is_some_and(|(_, wg)| wg <= ctx.caps.max_invocations) && w.parts.iter().all(|p| p.rows.start % 32 == 0 && p.rows.len() % 32 == 0)
-        };
-        decode_shapes.prepare = [s.qkv, s.gate_up, s.down].iter().all(|s| s.math == FusedMath::Dot4)
-            && prepared_fits(cfg, 1)
-            && layers.iter().all(|l| layout_ok(s.o, false, &l.o) && layout_ok(s.gate_up, true, &l.gate_up) && layout_ok(s.down, false, &l.down));
         Ok(Llm {
             decode_shapes,
             cfg: cfg.clone(),
