@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks and timings on the lent NVIDIA GPU that CI's lavapipe cannot give (it has no cooperative matrices, and
 # its timings mean nothing), each a few minutes, several in one device call.
-#   bash scripts/on-device.sh pack          here: .device-coop/ (the release varco, the kernels and generate test
+#   bash scripts/on-device.sh pack          here: .device-coop/ (the release varco, the kernels, generate and trained test
 #                                           binaries, stripped, xz) and .fixt/ (a copy of ../shared/fixtures'
 #                                           model, which lies outside the tree that travels); both ignored.
 #                                           BASE=REV also builds varco at REV (varco-base.xz) for the ab step
@@ -43,7 +43,7 @@ pack)
         git worktree remove --force "$tree"
     fi
     cargo build --release --bin varco
-    for t in kernels generate; do
+    for t in kernels generate trained; do
         bin=$(cargo test --workspace --test "$t" --no-run 2>&1 | sed -n "s/.*Executable tests\/$t.rs (\(.*\))/\1/p")
         strip -o "/tmp/$t-stripped" "$bin"
         xz -T2 -6 -c "/tmp/$t-stripped" > ".device-coop/$t.xz"

@@ -216,7 +216,9 @@ enum BenchCmd {
         prefill_chunk: Option<usize>,
         /// Replace some of the decode step's fused-kernel shapes the model picks, as
         /// ROLE=WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads],... (roles qkv, o, gate_up, down, lm_head; :loads
-        /// times the step with the loads of a matrix but not its products: a bound, its tokens meaningless).
+        /// times the step with the loads of a matrix but not its products: a bound, its tokens meaningless),
+        /// and prepare=on|off: x prepared once (o, gate/up and down write their outputs' 8-bit codes for
+        /// the next matrix; DOT4 shapes only; off by default).
         #[arg(long)]
         decode_shapes: Option<String>,
         /// Also write the report to this file.
@@ -269,7 +271,8 @@ enum BenchCmd {
         matvec: Option<String>,
         /// Shapes of the decode step's fused kernel to try, as WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads|:xq8],...
         /// (for the model's two shapes, bounds: `:loads` the loads alone, `:xq8` DOT4 on x already
-        /// quantized); `all` for every shape it is built in; by default the model's.
+        /// quantized); `all` for every shape it is built in; by default the model's, and with DOT4 also each
+        /// matrix with x prepared once (the producers' 256-invocation workgroups, the readers' codes).
         #[arg(long)]
         fused: Option<String>,
         /// The matmuls in packed f16 (`bench model --packed-f16`'s tier; f16 activations).
