@@ -86,8 +86,9 @@ struct Params {
 #endif
 
 #ifdef XP_OUT
-@group(0) @binding(11) var<storage, read_write> xpc: array<u32>;       // (n/32, 8): codes lo, hi
-@group(0) @binding(12) var<storage, read_write> xps: array<vec4<f32>>; // (n/32): scale, Σ codes, Σ x², 0
+// the whole output's blocks (all parts of W): this part's start at y_offset / 32
+@group(0) @binding(11) var<storage, read_write> xpc: array<u32>;       // (outputs/32, 8): codes lo, hi
+@group(0) @binding(12) var<storage, read_write> xps: array<vec4<f32>>; // (outputs/32): scale, Σ codes, Σ x², 0
 #endif
 
 #ifdef NORM
@@ -348,9 +349,17 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #ifdef XP_OUT
     // slice lid / SL computes the rows of the shape's workgroup g
     let wgi = flat_wg(wg, nwg);
+    // a grid folded over two dimensions may round the count up: such a workgroup has no block (uniform)
+    if (wgi * 32u >= p.n) {
+        return;
+    }
     let slice = lid / SL;
     let g = wgi * SLICES + slice;
     let lane = lid % SL;
+    // not left to the implicit zeroing of workgroup memory, which a pipeline may switch off
+    if (lid == 0u) {
+        atomicStore(&xamax, 0u);
+    }
 #else
     let g = flat_wg(wg, nwg);
     let lane = lid;

@@ -242,7 +242,10 @@ pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat,
 /// reading it and preparing its output, down + residual reading that and preparing the stream again, and the
 /// next layer's norm + matrix reading it. Each output against the references composed on the GPU's previous
 /// output as stored (which the prepared codes stand for), each prepared row against its own quantization on
-/// the CPU; rows of 67 blocks (more than one step of a 32-wide slice). Then the layouts it refuses.
+/// the CPU; rows of 67 blocks (more than one step of a 32-wide slice), a W in parts of 64 rows, down also in
+/// the wide shape (4 slices of 8 rows). Then the layouts it refuses. lavapipe's subgroups (narrower than a
+/// slice) reach the partial sums of several subgroups a slice, and the context without subgroups the
+/// workgroup-memory tree; a GPU's subgroups of exactly 32 (one a slice) run in the device checks.
 pub async fn prepared_suite(ctx: &Context, act: DType) {
     use linear::{Fused, FusedMath, FusedShape, Prep, PreparedX};
     let big = u64::MAX;
@@ -265,9 +268,11 @@ pub async fn prepared_suite(ctx: &Context, act: DType) {
     let tol = |long: bool| tol(act, long).max(1e-3);
     let scale = |v: &[f32]| 1.0 / (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64 + eps).sqrt();
     let what = |step: &str| format!("x prepared {act:?}: {step}");
-    // o + residual from a longer att (DOT4 quantizing it, as the 14B's o), preparing the stream
+    // o + residual from a longer att (DOT4 quantizing it, as the 14B's o), preparing the stream; W in parts
+    // of 64 rows (of 11 blocks, 176 bytes), each part's blocks from its own first row's
     let k1 = 352;
-    let (wo1, wo1v) = random_weight(ctx, &mut rng, h, k1, WeightFormat::Q4, big);
+    let (wo1, wo1v) = random_weight(ctx, &mut rng, h, k1, WeightFormat::Q4, 64 * 176);
+    assert_eq!(wo1.parts.len(), h.div_ceil(64));
     let att1 = as_stored(&rng.normals(k1, 1.0), act);
     let resid1 = upload(ctx, &r0, &[h], act);
     run(ctx, |rec| linear::matvec_fused_prep(rec, &upload(ctx, &att1, &[1, k1], act), Prep { input: None, output: Some(&xp) }, &wo1, None, None, Fused::Residual { y: &resid1 }, fs)).await;
@@ -295,6 +300,12 @@ pub async fn prepared_suite(ctx: &Context, act: DType) {
     let want: Vec<f64> = r::linear(&r::quantize_x8(&m1), &wdv, None, 1, h, ffn).iter().zip(&r1).map(|(v, y)| v + *y as f64).collect();
     assert_close(&what("down + residual"), &r2, &want, tol(false));
     check_prepared(ctx, &what("down's prepared output"), &xp, &r2).await;
+    // the same in the wide shape: 4 slices of 8 rows (128 invocations) a block
+    let (resid_w, xp_w) = (upload(ctx, &r1, &[h], act), PreparedX::new(ctx, h).unwrap());
+    run(ctx, |rec| linear::matvec_fused_prep(rec, &mid, Prep { input: Some(&mp), output: Some(&xp_w) }, &wd, None, None, Fused::Residual { y: &resid_w }, wide)).await;
+    let rw = resid_w.to_f32(ctx).await.unwrap();
+    assert_close(&what("down + residual, wide"), &rw, &want, tol(false));
+    check_prepared(ctx, &what("down's prepared output, wide"), &xp_w, &rw).await;
     // the next layer's norm + matrix from the prepared stream
     run(ctx, |rec| linear::matvec_fused_prep(rec, &resid, Prep { input: Some(&xp), output: None }, &wq, None, Some(eps as f32), Fused::Plain { y: &q }, fs)).await;
     let s = scale(&r2);
@@ -312,6 +323,12 @@ pub async fn prepared_suite(ctx: &Context, act: DType) {
     assert!(e.contains("only RESIDUAL and GLU"), "{e}");
     let e = refused(&|rec| linear::matvec_fused_prep(rec, &resid, Prep { input: Some(&xp), output: None }, &wq, None, None, Fused::Plain { y: &q }, linear::FUSED_SHAPE));
     assert!(e.contains("DOT4"), "{e}");
+    let (wo50, _) = random_weight(ctx, &mut rng, h, k1, WeightFormat::Q4, 50 * 176);
+    let e = refused(&|rec| linear::matvec_fused_prep(rec, &upload(ctx, &att1, &[1, k1], act), Prep { input: None, output: Some(&xp) }, &wo50, None, None, Fused::Residual { y: &resid }, fs));
+    assert!(e.contains("whole blocks of 32 rows"), "{e}");
+    let bias = upload(ctx, &vec![0.0; h], &[h], DType::F32);
+    let e = refused(&|rec| linear::matvec_fused_prep(rec, &att_t, Prep { input: None, output: Some(&xp) }, &wo, Some(&bias), None, Fused::Residual { y: &resid }, fs));
+    assert!(e.contains("no bias"), "{e}");
     let e = refused(&|rec| linear::matvec_fused_prep(rec, &resid, Prep { input: Some(&mp), output: None }, &wq, None, None, Fused::Plain { y: &q }, fs));
     assert!(e.contains("blocks"), "{e}");
 }

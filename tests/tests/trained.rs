@@ -10,9 +10,10 @@
 use std::path::PathBuf;
 
 use varco_tests::fixtures;
-use varco_web::gpu::{Context, ContextOptions, DType};
+use varco_web::gpu::{Context, ContextOptions, DType, Recorder, Tensor};
 use varco_web::loader::stream::Converted;
 use varco_web::model::decode::Workspace;
+use varco_web::model::llm::LayerBuffers;
 
 fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -43,15 +44,20 @@ fn the_default_model_answers_as_transformers_on_its_4_bit_weights() {
 
 /// x prepared once (`DecodeShapes::prepare`: o, gate/up and down write their outputs' 8-bit codes and the
 /// next matrix reads them) decodes as DOT4 quantizing x in every workgroup of every matrix: the same codes,
-/// only the norm's sum of squares added in another order, so the logits agree to rounding step after step.
-/// lavapipe keeps the float products by default, so both runs ask for DOT4's shapes; this model's sizes (128,
-/// 512) are whole blocks of 32, the fixture model's (88) are not.
+/// so the logits agree to rounding step after step. What may differ is summation order: the norm's sum of
+/// squares, and o's exact products (its 128 inputs take the SHORT path without prepare, the general path with
+/// it). lavapipe keeps the float products by default, so both runs ask for DOT4's shapes; this model's sizes
+/// (128, 512) are whole blocks of 32, the fixture model's (88) are not. A one-token pass in prefill's layer
+/// buffers (a prompt's last chunk of one token) takes the same path.
 #[test]
 fn x_prepared_once_decodes_as_x_quantized_in_each_matrix() {
     let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
     let mut m = Converted::open_dir(&ctx, &repo("web/demo/public/models/small"), Some(DType::F32)).expect("the committed default model").model;
     let ids = [785u32, 3974, 13876, 38835, 1463, 2055, 62, 17, 151_643, 4];
     let dot4 = "qkv=32:4:2:dot4,o=32:4:2:dot4,gate_up=32:8:1:dot4,down=32:4:2:dot4";
+    let c = m.llm.cfg.clone();
+    let bufs = LayerBuffers::new(&ctx, &c, DType::F32, 8, 8).unwrap();
+    let x = Tensor::from_f32(&ctx, &vec![0.5; c.hidden], &[1, c.hidden], DType::F32).unwrap();
     let base = m.llm.decode_shapes;
     let mut run = |prepare: &str| -> Vec<Vec<f32>> {
         m.llm.decode_shapes = base.with(&format!("{dot4},prepare={prepare}"), false).unwrap();
@@ -65,6 +71,10 @@ fn x_prepared_once_decodes_as_x_quantized_in_each_matrix() {
     let quantized = run("off");
     assert!(!ctx.pipeline_labels().iter().any(|l| l.contains("XP_OUT") || l.contains("XQ8")), "x prepared without asking");
     let prepared = run("on");
+    let mut cache = m.llm.new_cache(&ctx, 8).unwrap();
+    let mut rec = Recorder::new(&ctx);
+    m.llm.forward(&mut rec, &x, &mut cache, &bufs).expect("one token through prefill's buffers, x prepared");
+    rec.submit().unwrap();
     let labels = ctx.pipeline_labels();
     for (mode, what) in [("RESIDUAL", "o and down preparing the stream"), ("GLU", "gate/up reading and preparing")] {
         assert!(labels.iter().any(|l| l.contains("XP_OUT") && l.contains(mode)), "no {what}: {labels:?}");

@@ -335,7 +335,8 @@ pub const WIDE_SHAPE: FusedShape = FusedShape { wg: 32, rows: 8, blocks: 1, math
 pub const WIDE_ROWS: usize = 16_384;
 
 /// The shapes the fused kernel is built in (the model's and those `varco bench kernels` compares), all of
-/// them tested; `varco bench kernels` also builds [`FusedMath::LoadsOnly`] and [`FusedMath::Xq8`] copies of the first two (bounds).
+/// them tested; `varco bench kernels` also builds [`FusedMath::LoadsOnly`] copies of the first two (bounds)
+/// and [`FusedMath::Xq8`] ones (x prepared, as the model reads it with `DecodeShapes::prepare`).
 pub const FUSED_SHAPES: [FusedShape; 13] = [
     FUSED_SHAPE,
     WIDE_SHAPE,

@@ -79,7 +79,7 @@ pub struct LayerBuffers {
     gu: Tensor,
     mid: Tensor,
     decode_scratch: Option<Tensor>,
-    /// A decode step's rows prepared for the next matrix (`DecodeShapes::prepare`): the residual stream's
+    /// A one-token pass's rows prepared for the next matrix (`DecodeShapes::prepare`): the residual stream's
     /// (written by o and down) and SiLU·up's (by gate/up); where the sizes are whole blocks of 32.
     prepared: Option<(PreparedX, PreparedX)>,
 }
@@ -102,7 +102,7 @@ impl LayerBuffers {
             gu: Tensor::empty(ctx, &[rows, 2 * c.intermediate], act)?,
             mid: Tensor::empty(ctx, &[rows, c.intermediate], act)?,
             decode_scratch,
-            prepared: if prepared_fits(c, rows) { Some((PreparedX::new(ctx, c.hidden)?, PreparedX::new(ctx, c.intermediate)?)) } else { None },
+            prepared: if prepared_fits(c) { Some((PreparedX::new(ctx, c.hidden)?, PreparedX::new(ctx, c.intermediate)?)) } else { None },
         })
     }
 
@@ -110,14 +110,15 @@ impl LayerBuffers {
     pub fn bytes(c: &TextConfig, act: DType, rows: usize, capacity: usize) -> u64 {
         let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let scratch = if rows <= SHORT_ROWS { 4 * attention::decode_scratch_len(rows as u32, c.heads as u32, c.kv_heads as u32, c.head_dim as u32, capacity as u32) } else { 0 };
-        let prepared = if prepared_fits(c, rows) { PreparedX::bytes(c.hidden) + PreparedX::bytes(c.intermediate) } else { 0 };
+        let prepared = if prepared_fits(c) { PreparedX::bytes(c.hidden) + PreparedX::bytes(c.intermediate) } else { 0 };
         (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size() + scratch) as u64 + prepared
     }
 }
 
-/// Whether layer buffers for `rows` tokens hold prepared rows: a decode step's, of whole blocks of 32.
-fn prepared_fits(c: &TextConfig, rows: usize) -> bool {
-    rows == 1 && c.hidden % 32 == 0 && c.intermediate % 32 == 0
+/// Whether layer buffers hold prepared rows: where the rows are whole blocks of 32. Prefill's too (a few KB),
+/// since a prompt's last chunk of one token runs as a decode step.
+fn prepared_fits(c: &TextConfig) -> bool {
+    c.hidden % 32 == 0 && c.intermediate % 32 == 0
 }
 
 impl Llm {
@@ -283,7 +284,7 @@ impl Llm {
         // x prepared once: xp the residual stream's codes (written by o and down), mp SiLU·up's (by gate/up)
         let (xp, mp) = match (&b.prepared, s.prepare) {
             (Some((xp, mp)), true) => (Some(xp), Some(mp)),
-            (None, true) => return Err(Error::kernel("llm", "x prepared, but the layer buffers hold no prepared rows (sizes not whole blocks of 32)")),
+            (None, true) => return Err(Error::request(format!("x prepared needs the hidden size ({}) and the FFN's ({}) in whole blocks of 32", c.hidden, c.intermediate))),
             _ => (None, None),
         };
         for (i, l) in self.layers.iter().enumerate() {
