@@ -537,7 +537,7 @@ struct FusedParams {
 /// ROPE_KV need W in one part (a single binding).
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_fused(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
-    fused(rec, x, Prep::default(), w, bias, norm_eps, mode, shape)
+    matvec_fused_prep(rec, x, Prep::default(), w, bias, norm_eps, mode, shape)
 }
 
 /// One row of activations prepared for DOT4's products (matvec_fused.wgsl XQ8, XP_OUT): each block of 32
@@ -590,14 +590,9 @@ pub fn prepared_layout(shape: FusedShape, glu: bool) -> Option<(u32, u32)> {
 
 /// [`matvec_fused`] with x prepared by the matrix before (`prep.input`: DOT4 shapes, q4 weights, whole
 /// blocks) and/or this matrix's output prepared for the next (`prep.output`: RESIDUAL and GLU, without bias,
-/// in whole blocks of 32 outputs; see [`prepared_layout`]).
+/// in whole blocks of 32 outputs; see [`prepared_layout`]). With `prep.input`, x is read for its size only (not bound).
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_fused_prep(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
-    fused(rec, x, prep, w, bias, norm_eps, mode, shape)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn fused(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
     let k = *x.shape.last().unwrap();
     check("matvec_fused", x.len() == k && k == w.k, || format!("x {:?} is not one row of W's {} inputs", x.shape, w.k))?;
     let block = match w.format {
