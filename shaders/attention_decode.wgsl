@@ -9,8 +9,10 @@
 //   values  — invocation (key group kg, lane) reads 16 bytes (CW dimensions) of every KG-th key of the block:
 //             lanes of a key group cover one value row, so loads coalesce, and each invocation keeps
 //             WG/KG loads in flight. Key groups are summed once per chunk through workgroup memory.
-// It writes per head (max, sum, unnormalised output). Pass 2 (COMBINE): one workgroup per query head merges
-// the chunks. KV cache layout (kv_heads, capacity, D) through strides; f16 values are read as packed u32,
+// It writes per head (max, sum, unnormalised output), D + 4 floats a split: (max, sum, 0, 0) and the values,
+// 16-byte aligned. Pass 2 (COMBINE): one workgroup per query head merges the chunks, SG groups of splits at
+// once over the head's D/4 columns of vec4, each group's loads issued four splits at a time: a long context's
+// 64 splits cost four dependent loads an invocation, not sixteen. KV cache layout (kv_heads, capacity, D) through strides; f16 values are read as packed u32,
 // so the f16 path needs no shader-f16 for the cache itself. Reference: tests/src/reference.rs attention.
 #include "ids.wgsl"
 #include "reduce.wgsl"
@@ -67,10 +69,14 @@ fn dot_chunk(a: chunk, b: chunk) -> f32 { return dot(a, b); }
 fn chunk_at(c: chunk, e: u32) -> f32 { return c[e]; }
 #endif
 #endif
-@group(0) @binding(4) var<storage, read_write> part: array<f32>; // (queries, n_heads, n_splits, D + 2)
 #ifdef COMBINE
+@group(0) @binding(4) var<storage, read> part4: array<vec4<f32>>; // (queries, n_heads, n_splits, PV)
 @group(0) @binding(5) var<storage, read_write> o: array<act>;    // (n_heads, D)
+#else
+@group(0) @binding(4) var<storage, read_write> part: array<f32>; // (queries, n_heads, n_splits, D + 4)
 #endif
+// vec4s a split's partial result takes: its statistics, then D/4 of values
+const PV: u32 = D / 4u + 1u;
 
 #ifndef COMBINE
 // Defines: CW values per 16-byte chunk (8 for f16, 4 for f32), LANES = D / CW invocations per value row,
@@ -150,13 +156,13 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         red[kg * D + lane * CW + {e}u] = chunk_at(acc{h}, {e}u);
 #endfor
         workgroupBarrier();
-        let base = (((qi * p.n_heads) + g * N_REP + {h}u) * p.n_splits + split) * (D + 2u);
+        let base = (((qi * p.n_heads) + g * N_REP + {h}u) * p.n_splits + split) * (4u * PV);
         for (var d = lid; d < D; d += WG) {
             var t = 0.0;
             for (var i = 0u; i < KG; i++) {
                 t += red[i * D + d];
             }
-            part[base + 2u + d] = t;
+            part[base + 4u + d] = t;
         }
         if (lid == 0u) {
             part[base] = m_run{h};
@@ -167,47 +173,67 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
 }
 #else
+// SG groups of splits, each over all D/4 columns (one where the workgroup is narrower than the columns)
+const DV: u32 = D / 4u;
+const SG: u32 = max(1u, WG / DV);
 var<workgroup> wts: array<f32, 256>;
 var<workgroup> ls: array<f32, 256>;
+var<workgroup> acc4: array<vec4<f32>, SG * DV>;
 
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let qi = wg.z;
     let h = qi * p.n_heads + wg.x;
     let lid = ids.lid;
+    let ns = p.n_splits;
     // every split's (max, sum) loaded at once (n_splits ≤ 256), then the merge weights e^(m_s − M)
     var mloc = NEG;
-    for (var s = lid; s < p.n_splits; s += WG) {
-        let b = (h * p.n_splits + s) * (D + 2u);
-        wts[s] = part[b];
-        ls[s] = part[b + 1u];
-        mloc = max(mloc, wts[s]);
+    for (var s = lid; s < ns; s += WG) {
+        let st = part4[(h * ns + s) * PV];
+        wts[s] = st.x;
+        ls[s] = st.y;
+        mloc = max(mloc, st.x);
     }
     let mx = wg_max(mloc, ids);
     var lloc = 0.0;
-    for (var s = lid; s < p.n_splits; s += WG) {
+    for (var s = lid; s < ns; s += WG) {
         wts[s] = exp_c(wts[s] - mx);
         lloc += ls[s] * wts[s];
     }
     let l = wg_sum(lloc, ids);
-    // four splits per step, their loads independent
-    for (var d = lid; d < D; d += WG) {
-        var a0 = 0.0;
-        var a1 = 0.0;
-        var a2 = 0.0;
-        var a3 = 0.0;
-        var s = 0u;
-        for (; s + 4u <= p.n_splits; s += 4u) {
-            let b = (h * p.n_splits + s) * (D + 2u) + 2u + d;
-            a0 += part[b] * wts[s];
-            a1 += part[b + (D + 2u)] * wts[s + 1u];
-            a2 += part[b + 2u * (D + 2u)] * wts[s + 2u];
-            a3 += part[b + 3u * (D + 2u)] * wts[s + 3u];
+    // invocation (group sg, column c): splits sg, sg + SG, … four at a time, their loads independent
+    for (var t = lid; t < SG * DV; t += WG) {
+        let c = t % DV;
+        let first = (h * ns) * PV + 1u + c;
+        var a0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        var a2 = vec4<f32>(0.0);
+        var a3 = vec4<f32>(0.0);
+        var s = t / DV;
+        for (; s + 3u * SG < ns; s += 4u * SG) {
+            let b = first + s * PV;
+            a0 += part4[b] * wts[s];
+            a1 += part4[b + SG * PV] * wts[s + SG];
+            a2 += part4[b + 2u * SG * PV] * wts[s + 2u * SG];
+            a3 += part4[b + 3u * SG * PV] * wts[s + 3u * SG];
         }
-        for (; s < p.n_splits; s++) {
-            a0 += part[(h * p.n_splits + s) * (D + 2u) + 2u + d] * wts[s];
+        for (; s < ns; s += SG) {
+            a0 += part4[first + s * PV] * wts[s];
         }
-        o[p.o_offset + qi * p.o_stride + wg.x * D + d] = act(((a0 + a1) + (a2 + a3)) / l);
+        acc4[t] = (a0 + a1) + (a2 + a3);
+    }
+    workgroupBarrier();
+    for (var c = lid; c < DV; c += WG) {
+        var t = acc4[c];
+        for (var g = 1u; g < SG; g++) {
+            t += acc4[g * DV + c];
+        }
+        let v = t / l;
+        let at = p.o_offset + qi * p.o_stride + wg.x * D + 4u * c;
+        o[at] = act(v.x);
+        o[at + 1u] = act(v.y);
+        o[at + 2u] = act(v.z);
+        o[at + 3u] = act(v.w);
     }
 }
 #endif

@@ -364,7 +364,7 @@ pub fn decode_scratch_len(n_q: u32, n_heads: u32, n_kv_heads: u32, head_dim: u32
     let smallest = DECODE_BLOCKS[DECODE_BLOCKS.len() - 1];
     let most = DECODE_WORKGROUPS.into_iter().max().unwrap_or(256);
     let splits = decode_target(n_kv_heads, most).min(max_kv.div_ceil(smallest)).max(1);
-    (n_q * n_heads * splits * (head_dim + 2)) as usize
+    (n_q * n_heads * splits * (head_dim + 4)) as usize
 }
 
 /// The decode kernel's defines for blocks of `block` keys; shared with `kernels::variants`.
@@ -410,7 +410,7 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     check("attention_decode", !a.causal || a.pos_offset + a.n_q <= a.n_kv, || "causal queries past the keys".into())?;
     let (block, workgroups) = decode_tuning(rec.ctx, act, a.head_dim, tuning)?;
     let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads, block, workgroups);
-    check("attention_decode", scratch.len() >= (a.n_q * a.n_heads * n_splits * (a.head_dim + 2)) as usize, || "scratch too small".into())?;
+    check("attention_decode", scratch.len() >= (a.n_q * a.n_heads * n_splits * (a.head_dim + 4)) as usize, || "scratch too small".into())?;
     let n_rep = a.n_heads / a.n_kv_heads;
     let base = decode_defines(rec.ctx, act, a.head_dim, n_rep, block)?;
     let params = DecodeParams {
