@@ -12,7 +12,9 @@
 // It writes per head (max, sum, unnormalised output), D + 4 floats a split: (max, sum, 0, 0) and the values,
 // 16-byte aligned. Pass 2 (COMBINE): one workgroup per query head merges the chunks, SG groups of splits at
 // once over the head's D/4 columns of vec4, each group's loads issued four splits at a time: a long context's
-// 64 splits cost four dependent loads an invocation, not sixteen. KV cache layout (kv_heads, capacity, D) through strides; f16 values are read as packed u32,
+// 64 splits cost four dependent loads an invocation, not sixteen. XP_OUT (one query, D a multiple of 32): the
+// merge also writes the head's blocks of 32 as the fused matvec's XQ8 reads them (o's x prepared once; the
+// packing is matvec_fused.wgsl XP_OUT's, from the values as stored). KV cache layout (kv_heads, capacity, D) through strides; f16 values are read as packed u32,
 // so the f16 path needs no shader-f16 for the cache itself. Reference: tests/src/reference.rs attention.
 #include "ids.wgsl"
 #include "reduce.wgsl"
@@ -72,6 +74,10 @@ fn chunk_at(c: chunk, e: u32) -> f32 { return c[e]; }
 #ifdef COMBINE
 @group(0) @binding(4) var<storage, read> part4: array<vec4<f32>>; // (queries, n_heads, n_splits, PV)
 @group(0) @binding(5) var<storage, read_write> o: array<act>;    // (n_heads, D)
+#ifdef XP_OUT
+@group(0) @binding(6) var<storage, read_write> xpc: array<u32>;       // (n_heads·D/32, 8): codes lo, hi
+@group(0) @binding(7) var<storage, read_write> xps: array<vec4<f32>>; // (n_heads·D/32): scale, Σ codes, Σ x², 0
+#endif
 #else
 @group(0) @binding(4) var<storage, read_write> part: array<f32>; // (queries, n_heads, n_splits, D + 4)
 #endif
@@ -179,6 +185,12 @@ const SG: u32 = max(1u, WG / DV);
 var<workgroup> wts: array<f32, 256>;
 var<workgroup> ls: array<f32, 256>;
 var<workgroup> acc4: array<vec4<f32>, SG * DV>;
+#ifdef XP_OUT
+// the head's values as stored, and per packed word (Σ x², Σ codes)
+var<workgroup> xv: array<f32, D>;
+var<workgroup> xpart: array<vec2<f32>, D / 4u>;
+var<workgroup> amaxs: array<f32, D / 32u>;
+#endif
 
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -230,10 +242,51 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         }
         let v = t / l;
         let at = p.o_offset + qi * p.o_stride + wg.x * D + 4u * c;
-        o[at] = act(v.x);
-        o[at + 1u] = act(v.y);
-        o[at + 2u] = act(v.z);
-        o[at + 3u] = act(v.w);
+        let h0 = act(v.x);
+        let h1 = act(v.y);
+        let h2 = act(v.z);
+        let h3 = act(v.w);
+        o[at] = h0;
+        o[at + 1u] = h1;
+        o[at + 2u] = h2;
+        o[at + 3u] = h3;
+#ifdef XP_OUT
+        xv[4u * c] = f32(h0);
+        xv[4u * c + 1u] = f32(h1);
+        xv[4u * c + 2u] = f32(h2);
+        xv[4u * c + 3u] = f32(h3);
+#endif
     }
+#ifdef XP_OUT
+    workgroupBarrier();
+    // word e: block e / 8, lo (values 0, 2, 4, 6 of each 8) or hi (1, 3, 5, 7), as quant_x forms them
+    let blk0 = (p.o_offset + wg.x * D) / 32u;
+    for (var e = lid; e < D / 4u; e += WG) {
+        let b = e / 8u;
+        let hi = (e % 8u) / 4u;
+        let i = e % 4u;
+        var amax = 0.0;
+        for (var j = 0u; j < 32u; j++) {
+            amax = max(amax, abs(xv[32u * b + j]));
+        }
+        let inv = select(0.0, 1.0 / amax, amax > 0.0);
+        let x0 = 32u * b + 8u * i + hi;
+        let ev = vec4<f32>(xv[x0], xv[x0 + 2u], xv[x0 + 4u], xv[x0 + 6u]);
+        let word = pack4x8snorm(ev * inv);
+        xpc[(blk0 + b) * 8u + hi * 4u + i] = word;
+        xpart[e] = vec2<f32>(dot(ev, ev), f32(dot4I8Packed(word, 0x01010101u)));
+        if (e % 8u == 0u) {
+            amaxs[b] = amax;
+        }
+    }
+    workgroupBarrier();
+    for (var b = lid; b < D / 32u; b += WG) {
+        var t = vec2<f32>(0.0);
+        for (var w = 0u; w < 8u; w++) {
+            t += xpart[8u * b + w];
+        }
+        xps[blk0 + b] = vec4<f32>(amaxs[b] / 127.0, t.y, t.x, 0.0);
+    }
+#endif
 }
 #endif

@@ -511,9 +511,26 @@ pub async fn decode_suite(ctx: &Context, act: DType) {
         }
         for tuning in tunings {
             let o = poisoned(ctx, &[n_q, heads * d], act);
-            run(ctx, |rec| attention::attention_decode_tuned(rec, &qt, &kt, &vt, &o, &scratch, &args, tuning)).await;
+            run(ctx, |rec| attention::attention_decode_tuned(rec, &qt, &kt, &vt, &o, &scratch, &args, tuning, None)).await;
             let got = read_guarded(ctx, &o).await;
             assert_close(&format!("decode attention {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d} queries={n_q} {tuning:?}"), &got, &want, tol(act, true));
+        }
+        // the merge preparing o's input (x prepared once): the same output, and its blocks as the fused
+        // matvec would quantize them; refused for several queries
+        if d % 32 == 0 {
+            let xp = linear::PreparedX::new(ctx, heads * d).unwrap();
+            let what = format!("decode attention prepared {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d} queries={n_q}");
+            let o = poisoned(ctx, &[n_q, heads * d], act);
+            if n_q == 1 {
+                run(ctx, |rec| attention::attention_decode_prep(rec, &qt, &kt, &vt, &o, &scratch, &args, &xp)).await;
+                let got = read_guarded(ctx, &o).await;
+                assert_close(&what, &got, &want, tol(act, true));
+                check_prepared(ctx, &what, &xp, &got).await;
+            } else {
+                let mut rec = varco_web::gpu::Recorder::new(ctx);
+                let e = attention::attention_decode_prep(&mut rec, &qt, &kt, &vt, &o, &scratch, &args, &xp).expect_err("several queries prepared").to_string();
+                assert!(e.contains("one query"), "{what}: {e}");
+            }
         }
     }
 }

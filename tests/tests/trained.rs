@@ -88,3 +88,40 @@ fn x_prepared_once_decodes_as_x_quantized_in_each_matrix() {
         assert_eq!(top(a), top(b), "step {i}: greedy token");
     }
 }
+
+/// The attention's merge preparing o's input (x prepared once) decodes as o quantizing the attention's output
+/// itself, on a model whose o rows are long enough for DOT4 (the demo model's 128 take exact products, and
+/// there the merge leaves its output alone): random 4-bit weights in the 14B's layout at a small size — five
+/// query heads of 64 on one KV head (the 14B's grouping), 320-wide rows, one layer — prepare on against off
+/// over 12 teacher-forced steps, logits to 1e-4 of the largest.
+#[test]
+fn x_prepared_by_the_attention_merge_decodes_as_o_quantizing_it() {
+    use varco_web::model::Model;
+    let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
+    let mut cfg = varco_web::bench::model::config("small").unwrap();
+    (cfg.text.hidden, cfg.text.intermediate, cfg.text.layers, cfg.text.heads, cfg.text.kv_heads, cfg.text.head_dim, cfg.text.vocab) = (320, 640, 1, 5, 1, 64, 1000);
+    let mut t = varco_web::bench::model::random_tensors(&ctx, &cfg, &varco_web::loader::plan::QuantPlan::DEFAULT).unwrap();
+    let mut m = Model::new(&ctx, &cfg, DType::F32, &mut t).unwrap();
+    let dot4 = "qkv=32:4:2:dot4,o=32:4:2:dot4,gate_up=32:8:1:dot4,down=32:4:2:dot4";
+    let ids = [5u32, 900, 17, 333, 2, 999, 64, 128, 7, 450, 81, 3];
+    let base = m.llm.decode_shapes;
+    let mut run = |prepare: &str| -> Vec<Vec<f32>> {
+        m.llm.decode_shapes = base.with(&format!("{dot4},prepare={prepare}"), false).unwrap();
+        let mut ws = Workspace::new(&ctx, &m, ids.len()).unwrap();
+        let mut cache = m.llm.new_cache(&ctx, ids.len()).unwrap();
+        ids.iter().map(|&id| {
+            m.step(&ctx, &mut ws, &mut cache, id).unwrap();
+            pollster::block_on(m.read_logits(&ctx, &mut ws)).unwrap()
+        }).collect()
+    };
+    let quantized = run("off");
+    let prepared = run("on");
+    let labels = ctx.pipeline_labels();
+    assert!(labels.iter().any(|l| l.contains("COMBINE") && l.contains("XP_OUT")), "the attention's merge never prepared o's row: {labels:?}");
+    for (i, (a, b)) in quantized.iter().zip(&prepared).enumerate() {
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "step {i}: all logits zero");
+        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(worst <= 1e-4 * scale, "step {i}: logits differ by {worst} (largest {scale})");
+    }
+}

@@ -386,13 +386,21 @@ pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_di
 /// row of `q_stride` (a fused qkv row works), `o` gets `(n_q, n_heads·head_dim)` at `o_stride`; `scratch`
 /// is f32 of [`decode_scratch_len`]. Split as the model does, or as the context's tuning forces.
 pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs) -> Result<()> {
-    attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default())
+    attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default(), None)
+}
+
+/// [`attention_decode`] that also writes `o` prepared for the next matrix (`linear::Prep::input`: its blocks
+/// of 32 as 8-bit codes and scales; one query, head size and `o_offset` multiples of 32).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode_prep(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, out: &crate::kernels::linear::PreparedX) -> Result<()> {
+    attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default(), Some(out))
 }
 
 /// [`attention_decode`] split as `tuning` says where it says (else as the context's tuning or the model's
-/// choice): the tests and `bench kernels` run every block size and workgroup count.
+/// choice): the tests and `bench kernels` run every block size and workgroup count. `prep`: as
+/// [`attention_decode_prep`].
 #[allow(clippy::too_many_arguments)]
-pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, tuning: DecodeTuning) -> Result<()> {
+pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, tuning: DecodeTuning, prep: Option<&crate::kernels::linear::PreparedX>) -> Result<()> {
     check_args("attention_decode", a)?;
     let act = same_dtype("attention_decode", &[q, k, v, o])?;
     // K and V are read in 16-byte chunks: 8 values of f16, 4 of f32.
@@ -433,8 +441,18 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     let p1 = rec.ctx.pipeline(&ATTENTION_DECODE, &base)?;
     let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &scratch.buffer)];
     rec.dispatch(p1, &params, b, [a.n_kv_heads, n_splits, a.n_q]);
-    let p2 = rec.ctx.pipeline(&ATTENTION_DECODE, &base.clone().flag("COMBINE"))?;
-    let b = vec![Binding::new(4, &scratch.buffer), Binding::new(5, &o.buffer)];
+    if let Some(xp) = prep {
+        check("attention_decode", a.n_q == 1 && a.head_dim % 32 == 0 && a.o_offset % 32 == 0, || {
+            format!("a prepared output needs one query ({}), a head size ({}) and output offset ({}) in whole blocks of 32", a.n_q, a.head_dim, a.o_offset)
+        })?;
+        check("attention_decode", a.o_offset as usize + (a.n_heads * a.head_dim) as usize <= xp.blocks() * 32, || format!("{} heads of {} at {} prepared in {} blocks", a.n_heads, a.head_dim, a.o_offset, xp.blocks()))?;
+    }
+    let p2 = rec.ctx.pipeline(&ATTENTION_DECODE, &base.clone().flag("COMBINE").flag_if("XP_OUT", prep.is_some()))?;
+    let mut b = vec![Binding::new(4, &scratch.buffer), Binding::new(5, &o.buffer)];
+    if let Some(xp) = prep {
+        b.push(Binding::new(6, &xp.codes.buffer));
+        b.push(Binding::new(7, &xp.scales.buffer));
+    }
     rec.dispatch(p2, &params, b, [a.n_heads, 1, a.n_q]);
     Ok(())
 }

@@ -419,9 +419,9 @@ pub struct DecodeShapes {
     pub down: FusedShape,
     pub lm_head: FusedShape,
     /// x prepared once ([`Prep`]): o, gate/up and down write their output's 8-bit codes for the next matrix,
-    /// which reads those instead of x (q/k/v from layer 1 on, gate/up, down); needs DOT4's products in q/k/v,
-    /// gate/up and down, a gate/up shape of 8 rows (32 outputs in 256 invocations) and sizes in whole blocks
-    /// of 32. Off by default: its producers run in 256-invocation workgroups, which no GPU has timed yet in
+    /// which reads those instead of x (q/k/v from layer 1 on, gate/up, down), and so does decode attention's
+    /// merge for o where a head is whole blocks of 32; needs DOT4's products in every layer matrix, a gate/up
+    /// shape of 8 rows (32 outputs in 256 invocations) and sizes in whole blocks of 32. Off by default: its producers run in 256-invocation workgroups, which no GPU has timed yet in
     /// the step (`varco bench model --decode-shapes prepare=on`; the kernel benchmark's `:xq8` bound says
     /// ≈ +10 % if they cost nothing).
     pub prepare: bool,
@@ -586,6 +586,13 @@ pub fn prepared_layout(shape: FusedShape, glu: bool) -> Option<(u32, u32)> {
     }
     let slices = 32 / outputs;
     (shape.wg * slices <= 256).then_some((slices, shape.wg * slices))
+}
+
+/// Whether the fused kernel in `shape` forms `w`'s products from x quantized to 8 bits (DOT4's, q4), so that
+/// x prepared once by the kernel before gives the same result. `row_mode`: PLAIN or RESIDUAL, whose rows of
+/// at most [`SHORT_MAX_K`] inputs take SHORT's exact products instead (the test models').
+pub fn quantizes_x(w: &Weight, shape: FusedShape, row_mode: bool) -> bool {
+    w.format == WeightFormat::Q4 && matches!(shape.math, FusedMath::Dot4 | FusedMath::Xq8) && !(row_mode && w.k <= SHORT_MAX_K)
 }
 
 /// [`matvec_fused`] with x prepared by the matrix before (`prep.input`: DOT4 shapes, q4 weights, whole

@@ -183,6 +183,9 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                         let dec = base(wg).value("D", d).value("N_REP", n_rep).value("CW", cw).value("LANES", lanes);
                         let dec = dec.value("KG", wg / lanes).value("KPT", lanes);
                         out.push((ATTENTION_DECODE, dec.clone()));
+                        if d % 32 == 0 {
+                            out.push((ATTENTION_DECODE, dec.clone().flag("COMBINE").flag("XP_OUT")));
+                        }
                         out.push((ATTENTION_DECODE, dec.flag("COMBINE")));
                     }
                 }

@@ -79,9 +79,38 @@ pub struct LayerBuffers {
     gu: Tensor,
     mid: Tensor,
     decode_scratch: Option<Tensor>,
-    /// A one-token pass's rows prepared for the next matrix (`DecodeShapes::prepare`): the residual stream's
-    /// (written by o and down) and SiLU·up's (by gate/up); where the sizes are whole blocks of 32.
-    prepared: Option<(PreparedX, PreparedX)>,
+    /// A one-token pass's rows prepared for the next matrix (`DecodeShapes::prepare`), where the sizes are
+    /// whole blocks of 32.
+    prepared: Option<Prepared>,
+}
+
+/// The rows a decode step prepares once for the matrices that read them.
+struct Prepared {
+    /// The residual stream's (written by o and down, read by q/k/v and gate/up).
+    x: PreparedX,
+    /// SiLU·up's (written by gate/up, read by down).
+    mid: PreparedX,
+    /// The attention output's (written by decode attention's merge, read by o), where a head is whole
+    /// blocks of 32.
+    att: Option<PreparedX>,
+}
+
+impl Prepared {
+    fn new(ctx: &Context, c: &TextConfig) -> Result<Option<Self>> {
+        if !prepared_fits(c) {
+            return Ok(None);
+        }
+        let att = if c.head_dim % 32 == 0 { Some(PreparedX::new(ctx, c.heads * c.head_dim)?) } else { None };
+        Ok(Some(Prepared { x: PreparedX::new(ctx, c.hidden)?, mid: PreparedX::new(ctx, c.intermediate)?, att }))
+    }
+
+    fn bytes(c: &TextConfig) -> u64 {
+        if !prepared_fits(c) {
+            return 0;
+        }
+        let att = if c.head_dim % 32 == 0 { PreparedX::bytes(c.heads * c.head_dim) } else { 0 };
+        PreparedX::bytes(c.hidden) + PreparedX::bytes(c.intermediate) + att
+    }
 }
 
 impl LayerBuffers {
@@ -102,7 +131,7 @@ impl LayerBuffers {
             gu: Tensor::empty(ctx, &[rows, 2 * c.intermediate], act)?,
             mid: Tensor::empty(ctx, &[rows, c.intermediate], act)?,
             decode_scratch,
-            prepared: if prepared_fits(c) { Some((PreparedX::new(ctx, c.hidden)?, PreparedX::new(ctx, c.intermediate)?)) } else { None },
+            prepared: Prepared::new(ctx, c)?,
         })
     }
 
@@ -110,8 +139,7 @@ impl LayerBuffers {
     pub fn bytes(c: &TextConfig, act: DType, rows: usize, capacity: usize) -> u64 {
         let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let scratch = if rows <= SHORT_ROWS { 4 * attention::decode_scratch_len(rows as u32, c.heads as u32, c.kv_heads as u32, c.head_dim as u32, capacity as u32) } else { 0 };
-        let prepared = if prepared_fits(c) { PreparedX::bytes(c.hidden) + PreparedX::bytes(c.intermediate) } else { 0 };
-        (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size() + scratch) as u64 + prepared
+        (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size() + scratch) as u64 + Prepared::bytes(c)
     }
 }
 
@@ -281,19 +309,25 @@ impl Llm {
         let (heads, kv_heads, d) = (c.heads as u32, c.kv_heads as u32, c.head_dim as u32);
         let args = AttnArgs::over_cache(heads, kv_heads, d, cache.capacity as u32, 1, pos as u32).with_q(qkv.shape[1] as u32, 0);
         let s = self.decode_shapes;
-        // x prepared once: xp the residual stream's codes (written by o and down), mp SiLU·up's (by gate/up)
-        let (xp, mp) = match (&b.prepared, s.prepare) {
-            (Some((xp, mp)), true) => (Some(xp), Some(mp)),
+        // x prepared once: xp the residual stream's codes (written by o and down), mp SiLU·up's (by gate/up),
+        // ap the attention output's (by the attention's merge)
+        let (xp, mp, ap) = match (&b.prepared, s.prepare) {
+            (Some(p), true) => (Some(&p.x), Some(&p.mid), p.att.as_ref()),
             (None, true) => return Err(Error::request(format!("x prepared needs the hidden size ({}) and the FFN's ({}) in whole blocks of 32", c.hidden, c.intermediate))),
-            _ => (None, None),
+            _ => (None, None, None),
         };
         for (i, l) in self.layers.iter().enumerate() {
             let rope_kv = Fused::RopeKv { q: &qkv, k: &cache.k[i], v: &cache.v[i], inv_freq: self.rope.inv_freq(), heads, kv_heads, head_dim: d, pos: pos as u32 };
             // layer 0's x is the embedding, which nothing prepared
             let qkv_in = if i > 0 { xp } else { None };
             linear::matvec_fused_prep(rec, x, Prep { input: qkv_in, output: None }, &l.qkv, Some(&l.qkv_b), eps, rope_kv, s.qkv)?;
-            attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args)?;
-            linear::matvec_fused_prep(rec, &att, Prep { input: None, output: xp }, &l.o, None, None, Fused::Residual { y: x }, s.o)?;
+            // (not where o's rows are short enough for exact products: the test models')
+            let o_in = ap.filter(|_| linear::quantizes_x(&l.o, s.o, true));
+            match o_in {
+                Some(ap) => attention::attention_decode_prep(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args, ap)?,
+                None => attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args)?,
+            }
+            linear::matvec_fused_prep(rec, &att, Prep { input: o_in, output: xp }, &l.o, None, None, Fused::Residual { y: x }, s.o)?;
             linear::matvec_fused_prep(rec, x, Prep { input: xp, output: mp }, &l.gate_up, None, eps, Fused::Glu { y: &mid }, s.gate_up)?;
             // the last layer's output goes to lm_head, which reads x itself
             let down_out = if i + 1 < self.layers.len() { xp } else { None };
