@@ -18,6 +18,7 @@
 // so the f16 path needs no shader-f16 for the cache itself. Reference: tests/src/reference.rs attention.
 #include "ids.wgsl"
 #include "reduce.wgsl"
+#include "prepared.wgsl"
 
 const NEG: f32 = -1.0e30;
 
@@ -242,20 +243,19 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         }
         let v = t / l;
         let at = p.o_offset + qi * p.o_stride + wg.x * D + 4u * c;
-        let h0 = act(v.x);
-        let h1 = act(v.y);
-        let h2 = act(v.z);
-        let h3 = act(v.w);
-        o[at] = h0;
-        o[at + 1u] = h1;
-        o[at + 2u] = h2;
-        o[at + 3u] = h3;
 #ifdef XP_OUT
-        xv[4u * c] = f32(h0);
-        xv[4u * c + 1u] = f32(h1);
-        xv[4u * c + 2u] = f32(h2);
-        xv[4u * c + 3u] = f32(h3);
+        let h = vec4<f32>(stored(v.x), stored(v.y), stored(v.z), stored(v.w));
+        xv[4u * c] = h.x;
+        xv[4u * c + 1u] = h.y;
+        xv[4u * c + 2u] = h.z;
+        xv[4u * c + 3u] = h.w;
+#else
+        let h = v;
 #endif
+        o[at] = act(h.x);
+        o[at + 1u] = act(h.y);
+        o[at + 2u] = act(h.z);
+        o[at + 3u] = act(h.w);
     }
 #ifdef XP_OUT
     workgroupBarrier();

@@ -44,6 +44,7 @@
 #include "ids.wgsl"
 #include "dequant.wgsl"
 #include "rope_angle.wgsl"
+#include "prepared.wgsl"
 
 struct Params {
     n: u32,          // rows out (PLAIN, RESIDUAL: this part's; GLU: FFN, the pairs; ROPE_KV: q, k and v rows)
@@ -522,14 +523,13 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let sn = 1.0;
 #endif
 #ifdef GLU
-        let h = act(silu(rsum(sl, o) * sn) * (rsum(sl, o + R / 2u) * sn));
-        y[wgi * 32u + lid] = h;
+        let hv = stored(silu(rsum(sl, o) * sn) * (rsum(sl, o + R / 2u) * sn));
+        y[wgi * 32u + lid] = act(hv);
 #else
         let at = p.y_offset + wgi * 32u + lid;
-        let h = act(rsum(sl, o) * sn + f32(y[at]));
-        y[at] = h;
+        let hv = stored(rsum(sl, o) * sn + f32(y[at]));
+        y[at] = act(hv);
 #endif
-        let hv = f32(h);
         xv[lid] = hv;
         atomicMax(&xamax, bitcast<u32>(abs(hv)));
     }

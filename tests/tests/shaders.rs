@@ -55,7 +55,7 @@ fn fused_shapes_the_model_picks() {
 #[test]
 fn shape_and_activation_options_parse() {
     use varco_web::gpu::DType;
-    use varco_web::kernels::linear::{DecodeShapes, FusedMath, FusedShape, FUSED_SHAPE, WIDE_SHAPE};
+    use varco_web::kernels::linear::{DecodeShapes, FusedMath, FusedShape, Prepare, FUSED_SHAPE, WIDE_SHAPE};
     assert_eq!(FusedShape::parse("32:8:1", false).unwrap(), WIDE_SHAPE);
     assert_eq!(WIDE_SHAPE.math, FusedMath::Top);
     let exact = FusedShape { math: FusedMath::Exact, ..WIDE_SHAPE };
@@ -69,10 +69,11 @@ fn shape_and_activation_options_parse() {
         let e = FusedShape::parse(bad, loads).unwrap_err().to_string();
         assert!(e.contains("WG:ROWS:BLOCKS") && e.contains("32:4:2"), "{bad:?}: {e}");
     }
-    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE, prepare: false };
-    assert!(base.with("prepare=on", false).unwrap().prepare);
-    assert!(!base.with("prepare=on,prepare=off", false).unwrap().prepare);
-    assert!(base.with("prepare=yes", false).unwrap_err().to_string().contains("expected on or off"));
+    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE, prepare: Prepare::Off };
+    assert_eq!(base.with("prepare=ffn", false).unwrap().prepare, Prepare::Ffn);
+    assert_eq!(base.with("prepare=all", false).unwrap().prepare, Prepare::All);
+    assert_eq!(base.with("prepare=all,prepare=off", false).unwrap().prepare, Prepare::Off);
+    assert!(base.with("prepare=on", false).unwrap_err().to_string().contains("expected off, ffn or all"));
     let s = base.with(" gate_up = 32:8:1 ,lm_head=32:8:1", false).unwrap();
     assert_eq!(s, DecodeShapes { gate_up: WIDE_SHAPE, lm_head: WIDE_SHAPE, ..base });
     assert!(base.with("x=32:4:2", false).unwrap_err().to_string().contains("no matrix \"x\""));

@@ -42,8 +42,8 @@ fn the_default_model_answers_as_transformers_on_its_4_bit_weights() {
     assert!(greedy * 10 >= steps * 9, "greedy tokens compared on only {greedy} of {steps} steps");
 }
 
-/// x prepared once (`DecodeShapes::prepare`: o, gate/up and down write their outputs' 8-bit codes and the
-/// next matrix reads them) decodes as DOT4 quantizing x in every workgroup of every matrix: the same codes,
+/// x prepared once (`DecodeShapes::prepare`: ffn, gate/up writes its output's 8-bit codes and down reads them;
+/// all, o and down too for the next matrix) decodes as DOT4 quantizing x in every workgroup of every matrix: the same codes,
 /// so the logits agree to rounding step after step. What may differ is summation order: the norm's sum of
 /// squares, and o's exact products (its 128 inputs take the SHORT path without prepare, the general path with
 /// it). lavapipe keeps the float products by default, so both runs ask for DOT4's shapes; this model's sizes
@@ -70,7 +70,12 @@ fn x_prepared_once_decodes_as_x_quantized_in_each_matrix() {
     };
     let quantized = run("off");
     assert!(!ctx.pipeline_labels().iter().any(|l| l.contains("XP_OUT") || l.contains("XQ8")), "x prepared without asking");
-    let prepared = run("on");
+    let ffn = run("ffn");
+    let labels = ctx.pipeline_labels();
+    assert!(labels.iter().any(|l| l.contains("XP_OUT") && l.contains("GLU")), "ffn: gate/up did not prepare: {labels:?}");
+    assert!(labels.iter().any(|l| l.contains("XQ8") && l.contains("RESIDUAL")), "ffn: down did not read prepared: {labels:?}");
+    assert!(!labels.iter().any(|l| (l.contains("XP_OUT") && l.contains("RESIDUAL")) || (l.contains("XQ8") && !l.contains("RESIDUAL"))), "ffn prepared more than SiLU·up: {labels:?}");
+    let prepared = run("all");
     let mut cache = m.llm.new_cache(&ctx, 8).unwrap();
     let mut rec = Recorder::new(&ctx);
     m.llm.forward(&mut rec, &x, &mut cache, &bufs).expect("one token through prefill's buffers, x prepared");
@@ -80,19 +85,21 @@ fn x_prepared_once_decodes_as_x_quantized_in_each_matrix() {
         assert!(labels.iter().any(|l| l.contains("XP_OUT") && l.contains(mode)), "no {what}: {labels:?}");
     }
     assert!(labels.iter().any(|l| l.contains("ROPE_KV") && l.contains("XQ8")), "q/k/v never read a prepared row: {labels:?}");
-    for (i, (a, b)) in quantized.iter().zip(&prepared).enumerate() {
-        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(worst <= 1e-4 * scale, "step {i}: logits differ by {worst} (largest {scale})");
-        let top = |v: &[f32]| v.iter().enumerate().fold(0, |t, (j, x)| if *x > v[t] { j } else { t });
-        assert_eq!(top(a), top(b), "step {i}: greedy token");
+    for (what, run) in [("ffn", &ffn), ("all", &prepared)] {
+        for (i, (a, b)) in quantized.iter().zip(run).enumerate() {
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(worst <= 1e-4 * scale, "{what}, step {i}: logits differ by {worst} (largest {scale})");
+            let top = |v: &[f32]| v.iter().enumerate().fold(0, |t, (j, x)| if *x > v[t] { j } else { t });
+            assert_eq!(top(a), top(b), "{what}, step {i}: greedy token");
+        }
     }
 }
 
 /// The attention's merge preparing o's input (x prepared once) decodes as o quantizing the attention's output
 /// itself, on a model whose o rows are long enough for DOT4 (the demo model's 128 take exact products, and
 /// there the merge leaves its output alone): random 4-bit weights in the 14B's layout at a small size — five
-/// query heads of 64 on one KV head (the 14B's grouping), 320-wide rows, one layer — prepare on against off
+/// query heads of 64 on one KV head (the 14B's grouping), 320-wide rows, one layer — prepare=all against off
 /// over 12 teacher-forced steps, logits to 1e-4 of the largest.
 #[test]
 fn x_prepared_by_the_attention_merge_decodes_as_o_quantizing_it() {
@@ -115,7 +122,7 @@ fn x_prepared_by_the_attention_merge_decodes_as_o_quantizing_it() {
         }).collect()
     };
     let quantized = run("off");
-    let prepared = run("on");
+    let prepared = run("all");
     let labels = ctx.pipeline_labels();
     assert!(labels.iter().any(|l| l.contains("COMBINE") && l.contains("XP_OUT")), "the attention's merge never prepared o's row: {labels:?}");
     for (i, (a, b)) in quantized.iter().zip(&prepared).enumerate() {

@@ -217,8 +217,8 @@ enum BenchCmd {
         /// Replace some of the decode step's fused-kernel shapes the model picks, as
         /// ROLE=WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads],... (roles qkv, o, gate_up, down, lm_head; :loads
         /// times the step with the loads of a matrix but not its products: a bound, its tokens meaningless),
-        /// and prepare=on|off: x prepared once (attention, o, gate/up and down write their outputs' 8-bit codes for
-        /// the next matrix; DOT4 shapes only; off by default).
+        /// and prepare=off|ffn|all: x prepared once (ffn: gate/up writes its output's 8-bit codes for down;
+        /// all: attention, o and down write theirs too; DOT4 shapes only; off by default).
         #[arg(long)]
         decode_shapes: Option<String>,
         /// Also write the report to this file.

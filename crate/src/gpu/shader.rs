@@ -62,6 +62,7 @@ const INCLUDES: &[(&str, &str)] = &[
     ("rope_angle.wgsl", include_str!("../../../shaders/common/rope_angle.wgsl")),
     ("attention_io.wgsl", include_str!("../../../shaders/common/attention_io.wgsl")),
     ("bilinear.wgsl", include_str!("../../../shaders/common/bilinear.wgsl")),
+    ("prepared.wgsl", include_str!("../../../shaders/common/prepared.wgsl")),
 ];
 
 /// The defines of one shader variant. Ordered, so that the cache key is canonical.

@@ -418,13 +418,46 @@ pub struct DecodeShapes {
     pub gate_up: FusedShape,
     pub down: FusedShape,
     pub lm_head: FusedShape,
-    /// x prepared once ([`Prep`]): o, gate/up and down write their output's 8-bit codes for the next matrix,
-    /// which reads those instead of x (q/k/v from layer 1 on, gate/up, down), and so does decode attention's
-    /// merge for o where a head is whole blocks of 32; needs DOT4's products in every layer matrix, a gate/up
-    /// shape of 8 rows (32 outputs in 256 invocations) and sizes in whole blocks of 32. Off by default: its producers run in 256-invocation workgroups, which no GPU has timed yet in
-    /// the step (`varco bench model --decode-shapes prepare=on`; the kernel benchmark's `:xq8` bound says
-    /// ≈ +10 % if they cost nothing).
-    pub prepare: bool,
+    /// x prepared once ([`Prep`]): which matrices write their output's 8-bit codes for the next to read
+    /// instead of x.
+    pub prepare: Prepare,
+}
+
+/// Which rows of the decode step are prepared once ([`Prep`]) by the kernel that writes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepare {
+    /// None: every DOT4 matrix quantizes x in each of its workgroups.
+    Off,
+    /// SiLU·up's: gate/up (needs DOT4 and a shape of 8 rows: 32 outputs in 256 invocations) writes it, down
+    /// (DOT4) reads it. Its producer has 432 workgroups on the 14B.
+    Ffn,
+    /// Also the residual stream's (o and down write it; q/k/v from layer 1 on and gate/up read it) and the
+    /// attention output's (decode attention's merge writes it, o reads it, where a head is whole blocks of
+    /// 32). On the 14B o's and down's producers have 160 workgroups of 256 invocations, which an H100's 132
+    /// multiprocessors take in two uneven waves: slower than the readers gain (BENCHMARKS.md, twenty-first
+    /// session).
+    All,
+}
+
+impl Prepare {
+    fn parse(s: &str) -> Result<Prepare> {
+        match s {
+            "off" => Ok(Prepare::Off),
+            "ffn" => Ok(Prepare::Ffn),
+            "all" => Ok(Prepare::All),
+            other => Err(Error::Request(format!("decode shapes: prepare={other:?}: expected off, ffn or all"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Prepare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Prepare::Off => "off",
+            Prepare::Ffn => "ffn",
+            Prepare::All => "all",
+        })
+    }
 }
 
 impl FusedShape {
@@ -471,22 +504,18 @@ impl std::fmt::Display for FusedShape {
 
 impl DecodeShapes {
     /// These shapes with some replaced: `spec` is `ROLE=WG:ROWS:BLOCKS,...`, roles qkv, o, gate_up, down and
-    /// lm_head, and `prepare=on|off` ([`DecodeShapes::prepare`]); `allow_loads_only` (the benchmark's
+    /// lm_head, and `prepare=off|ffn|all` ([`DecodeShapes::prepare`]); `allow_loads_only` (the benchmark's
     /// whole-step bound, whose tokens mean nothing) also takes `:loads`.
     pub fn with(mut self, spec: &str, allow_loads_only: bool) -> Result<DecodeShapes> {
         for item in spec.split(',').filter(|s| !s.trim().is_empty()) {
             let (role, shape) = item.split_once('=').ok_or_else(|| Error::Request(format!("decode shapes: {item:?} is not ROLE=WG:ROWS:BLOCKS")))?;
             if role.trim() == "prepare" {
-                self.prepare = match shape.trim() {
-                    "on" => true,
-                    "off" => false,
-                    other => return Err(Error::Request(format!("decode shapes: prepare={other:?}: expected on or off"))),
-                };
+                self.prepare = Prepare::parse(shape.trim())?;
                 continue;
             }
             let shape = FusedShape::parse(shape, allow_loads_only)?;
             if shape.math == FusedMath::Xq8 {
-                return Err(Error::Request(format!("decode shapes: {item:?}: :xq8 is a bound of `varco bench kernels` (x already quantized; the model prepares x with prepare=on)")));
+                return Err(Error::Request(format!("decode shapes: {item:?}: :xq8 is a bound of `varco bench kernels` (x already quantized; the model prepares x with prepare=ffn or all)")));
             }
             match role.trim() {
                 "qkv" => self.qkv = shape,
@@ -503,7 +532,7 @@ impl DecodeShapes {
 
 impl std::fmt::Display for DecodeShapes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}", self.qkv, self.o, self.gate_up, self.down, self.lm_head, if self.prepare { "on" } else { "off" })
+        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}", self.qkv, self.o, self.gate_up, self.down, self.lm_head, self.prepare)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::gpu::tensor::{Weight, WeightFormat};
 use crate::gpu::{Context, DType, Recorder, Tensor};
 use crate::kernels::attention::{self, AttnArgs};
 use crate::kernels::rope::Rope;
-use crate::kernels::linear::{DecodeShapes, Fused, Prep, PreparedX};
+use crate::kernels::linear::{DecodeShapes, Fused, Prep, Prepare, PreparedX};
 use crate::kernels::{elementwise, embed, kv_cache, linear, norm};
 use crate::model::config::TextConfig;
 use crate::model::Tensors;
@@ -189,8 +189,7 @@ impl Llm {
             gate_up: linear::fused_shape(ctx, &l0.gate_up),
             down: linear::fused_shape(ctx, &l0.down),
             lm_head: linear::fused_shape(ctx, &lm_head),
-            // not yet measured on a GPU (BENCHMARKS.md, twentieth session): asked for with prepare=on
-            prepare: false,
+            prepare: Prepare::Off,
         };
         Ok(Llm {
             decode_shapes,
@@ -312,9 +311,10 @@ impl Llm {
         // x prepared once: xp the residual stream's codes (written by o and down), mp SiLU·up's (by gate/up),
         // ap the attention output's (by the attention's merge)
         let (xp, mp, ap) = match (&b.prepared, s.prepare) {
-            (Some(p), true) => (Some(&p.x), Some(&p.mid), p.att.as_ref()),
-            (None, true) => return Err(Error::request(format!("x prepared needs the hidden size ({}) and the FFN's ({}) in whole blocks of 32", c.hidden, c.intermediate))),
-            _ => (None, None, None),
+            (_, Prepare::Off) => (None, None, None),
+            (Some(p), Prepare::Ffn) => (None, Some(&p.mid), None),
+            (Some(p), Prepare::All) => (Some(&p.x), Some(&p.mid), p.att.as_ref()),
+            (None, _) => return Err(Error::request(format!("x prepared needs the hidden size ({}) and the FFN's ({}) in whole blocks of 32", c.hidden, c.intermediate))),
         };
         for (i, l) in self.layers.iter().enumerate() {
             let rope_kv = Fused::RopeKv { q: &qkv, k: &cache.k[i], v: &cache.v[i], inv_freq: self.rope.inv_freq(), heads, kv_heads, head_dim: d, pos: pos as u32 };
