@@ -74,6 +74,15 @@ fn shape_and_activation_options_parse() {
     assert_eq!(base.with("prepare=all", false).unwrap().prepare, Prepare::All);
     assert_eq!(base.with("prepare=all,prepare=off", false).unwrap().prepare, Prepare::Off);
     assert!(base.with("prepare=on", false).unwrap_err().to_string().contains("expected off, ffn or all"));
+    // the model's ffn (DOT4 gate/up in 8 rows, DOT4 down) stays while gate/up and down can prepare, and goes
+    // off when a spec gives gate/up four rows (16 slices: 512 invocations) without naming prepare
+    let dot4 = |s: FusedShape| FusedShape { math: FusedMath::Dot4, ..s };
+    let ffn = DecodeShapes { gate_up: dot4(WIDE_SHAPE), down: dot4(FUSED_SHAPE), prepare: Prepare::Ffn, ..base };
+    assert!(ffn.can_prepare_ffn(256) && !ffn.can_prepare_ffn(128) && !base.can_prepare_ffn(256));
+    assert_eq!(ffn.with("lm_head=32:8:1", false).unwrap().prepare, Prepare::Ffn);
+    assert_eq!(ffn.with("gate_up=32:4:2:dot4", false).unwrap().prepare, Prepare::Off);
+    assert_eq!(ffn.with("down=32:4:2:top", false).unwrap().prepare, Prepare::Off);
+    assert_eq!(ffn.with("gate_up=32:4:2:dot4,prepare=ffn", false).unwrap().prepare, Prepare::Ffn);
     let s = base.with(" gate_up = 32:8:1 ,lm_head=32:8:1", false).unwrap();
     assert_eq!(s, DecodeShapes { gate_up: WIDE_SHAPE, lm_head: WIDE_SHAPE, ..base });
     assert!(base.with("x=32:4:2", false).unwrap_err().to_string().contains("no matrix \"x\""));

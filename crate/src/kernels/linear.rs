@@ -440,6 +440,19 @@ pub enum Prepare {
 }
 
 impl Prepare {
+    /// The model's choice where its shapes and sizes allow [`Prepare::Ffn`] ([`DecodeShapes::can_prepare_ffn`]),
+    /// per variant as the whole decode step measured it on the H100 (BENCHMARKS.md, twenty-first session;
+    /// tokens/s at 1k context, off → ffn, one machine): f32 activations with subgroups 159.7 → 166.8, f16
+    /// without subgroups 187.2 → 191.3 — ffn; f16 with subgroups 191.1 → 185.9, f32 without 156.1 → 151.7 —
+    /// off. Why gate/up's 256-invocation producer costs more than down saves in two variants and less in the
+    /// other two is not known: timed one dispatch at a time, ffn's matrices took 5.3 % less (f16, subgroups).
+    pub fn measured(act: crate::gpu::DType, subgroups: bool) -> Prepare {
+        match (act, subgroups) {
+            (crate::gpu::DType::F32, true) | (crate::gpu::DType::F16, false) => Prepare::Ffn,
+            _ => Prepare::Off,
+        }
+    }
+
     fn parse(s: &str) -> Result<Prepare> {
         match s {
             "off" => Ok(Prepare::Off),
@@ -503,14 +516,25 @@ impl std::fmt::Display for FusedShape {
 }
 
 impl DecodeShapes {
+    /// Whether the shapes allow [`Prepare::Ffn`]: gate/up and down with DOT4's products, gate/up's shape
+    /// owning whole blocks of 32 outputs in at most `max_invocations` (the weights' side — q4, one binding
+    /// for gate/up, rows in whole blocks — is the model's to check).
+    pub fn can_prepare_ffn(&self, max_invocations: u32) -> bool {
+        let dot4 = |s: FusedShape| matches!(s.math, FusedMath::Dot4);
+        dot4(self.gate_up) && dot4(self.down) && prepared_layout(self.gate_up, true).is_some_and(|(_, wg)| wg <= max_invocations)
+    }
+
     /// These shapes with some replaced: `spec` is `ROLE=WG:ROWS:BLOCKS,...`, roles qkv, o, gate_up, down and
-    /// lm_head, and `prepare=off|ffn|all` ([`DecodeShapes::prepare`]); `allow_loads_only` (the benchmark's
+    /// lm_head, and `prepare=off|ffn|all` ([`DecodeShapes::prepare`]; a spec that leaves it out and gives
+    /// gate/up or down a shape that cannot prepare turns the model's [`Prepare::Ffn`] off); `allow_loads_only` (the benchmark's
     /// whole-step bound, whose tokens mean nothing) also takes `:loads`.
     pub fn with(mut self, spec: &str, allow_loads_only: bool) -> Result<DecodeShapes> {
+        let mut named = false;
         for item in spec.split(',').filter(|s| !s.trim().is_empty()) {
             let (role, shape) = item.split_once('=').ok_or_else(|| Error::Request(format!("decode shapes: {item:?} is not ROLE=WG:ROWS:BLOCKS")))?;
             if role.trim() == "prepare" {
                 self.prepare = Prepare::parse(shape.trim())?;
+                named = true;
                 continue;
             }
             let shape = FusedShape::parse(shape, allow_loads_only)?;
@@ -525,6 +549,10 @@ impl DecodeShapes {
                 "lm_head" => self.lm_head = shape,
                 other => return Err(Error::Request(format!("decode shapes: no matrix {other:?} (qkv, o, gate_up, down, lm_head)"))),
             }
+        }
+        // (the shape-level half of the check only: a spec cannot change the weights)
+        if !named && self.prepare == Prepare::Ffn && !self.can_prepare_ffn(u32::MAX) {
+            self.prepare = Prepare::Off;
         }
         Ok(self)
     }

@@ -183,7 +183,7 @@ impl Llm {
             }
         }
         let l0 = layers.first().ok_or_else(|| Error::Checkpoint("the language model has no layers".into()))?;
-        let decode_shapes = DecodeShapes {
+        let mut decode_shapes = DecodeShapes {
             qkv: linear::fused_shape(ctx, &l0.qkv),
             o: linear::fused_shape(ctx, &l0.o),
             gate_up: linear::fused_shape(ctx, &l0.gate_up),
@@ -191,6 +191,12 @@ impl Llm {
             lm_head: linear::fused_shape(ctx, &lm_head),
             prepare: Prepare::Off,
         };
+        let ffn_fits = prepared_fits(cfg)
+            && decode_shapes.can_prepare_ffn(ctx.caps.max_invocations)
+            && layers.iter().all(|l| l.gate_up.format == WeightFormat::Q4 && l.gate_up.parts.len() == 1 && linear::quantizes_x(&l.down, decode_shapes.down, true));
+        if ffn_fits {
+            decode_shapes.prepare = Prepare::measured(act, ctx.caps.subgroups);
+        }
         Ok(Llm {
             decode_shapes,
             cfg: cfg.clone(),
