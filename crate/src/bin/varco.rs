@@ -218,7 +218,7 @@ enum BenchCmd {
         /// ROLE=WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads],... (roles qkv, o, gate_up, down, lm_head; :loads
         /// times the step with the loads of a matrix but not its products: a bound, its tokens meaningless),
         /// and prepare=off|ffn|all: x prepared once (ffn: gate/up writes its output's 8-bit codes for down;
-        /// all: attention, o and down write theirs too; DOT4 shapes only; off by default).
+        /// all: attention, o and down write theirs too; DOT4 shapes only; the model takes ffn where it measured faster, `Prepare::measured`).
         #[arg(long)]
         decode_shapes: Option<String>,
         /// Also write the report to this file.

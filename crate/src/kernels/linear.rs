@@ -433,9 +433,8 @@ pub enum Prepare {
     Ffn,
     /// Also the residual stream's (o and down write it; q/k/v from layer 1 on and gate/up read it) and the
     /// attention output's (decode attention's merge writes it, o reads it, where a head is whole blocks of
-    /// 32). On the 14B o's and down's producers have 160 workgroups of 256 invocations, which an H100's 132
-    /// multiprocessors take in two uneven waves: slower than the readers gain (BENCHMARKS.md, twenty-first
-    /// session).
+    /// 32). On the 14B o's and down's producers have only 160 workgroups of 256 invocations for an H100's 132
+    /// multiprocessors, and cost more than the readers gain (BENCHMARKS.md, twenty-first session).
     All,
 }
 
