@@ -13,9 +13,9 @@
 // 16-byte aligned. Pass 2 (COMBINE): one workgroup per query head merges the chunks, SG groups of splits at
 // once over the head's D/4 columns of vec4, each group's loads issued four splits at a time: a long context's
 // 64 splits cost four dependent loads an invocation, not sixteen. XP_OUT (one query, D a multiple of 32): the
-// merge also writes the head's blocks of 32 as the fused matvec's XQ8 reads them (o's x prepared once; the
-// packing is matvec_fused.wgsl XP_OUT's, from the values as stored). KV cache layout (kv_heads, capacity, D) through strides; f16 values are read as packed u32,
-// so the f16 path needs no shader-f16 for the cache itself. Reference: tests/src/reference.rs attention.
+// merge also writes the head's blocks of 32 as the fused matvec's XQ8 reads them (o's x prepared once, in
+// prepared.wgsl's format, from the values as stored). KV cache layout (kv_heads, capacity, D) through
+// strides; f16 values are read as packed u32, so the f16 path needs no shader-f16 for the cache itself. Reference: tests/src/reference.rs attention.
 #include "ids.wgsl"
 #include "reduce.wgsl"
 #include "prepared.wgsl"
@@ -244,37 +244,33 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         let v = t / l;
         let at = p.o_offset + qi * p.o_stride + wg.x * D + 4u * c;
 #ifdef XP_OUT
-        let h = vec4<f32>(stored(v.x), stored(v.y), stored(v.z), stored(v.w));
-        xv[4u * c] = h.x;
-        xv[4u * c + 1u] = h.y;
-        xv[4u * c + 2u] = h.z;
-        xv[4u * c + 3u] = h.w;
+        let sv = vec4<f32>(stored(v.x), stored(v.y), stored(v.z), stored(v.w));
+        xv[4u * c] = sv.x;
+        xv[4u * c + 1u] = sv.y;
+        xv[4u * c + 2u] = sv.z;
+        xv[4u * c + 3u] = sv.w;
 #else
-        let h = v;
+        let sv = v;
 #endif
-        o[at] = act(h.x);
-        o[at + 1u] = act(h.y);
-        o[at + 2u] = act(h.z);
-        o[at + 3u] = act(h.w);
+        o[at] = act(sv.x);
+        o[at + 1u] = act(sv.y);
+        o[at + 2u] = act(sv.z);
+        o[at + 3u] = act(sv.w);
     }
 #ifdef XP_OUT
     workgroupBarrier();
-    // word e: block e / 8, lo (values 0, 2, 4, 6 of each 8) or hi (1, 3, 5, 7), as quant_x forms them
+    // word e: word e % 8 of block e / 8 (prepared.wgsl); each of a block's eight takes its largest |value|
     let blk0 = (p.o_offset + wg.x * D) / 32u;
     for (var e = lid; e < D / 4u; e += WG) {
         let b = e / 8u;
-        let hi = (e % 8u) / 4u;
-        let i = e % 4u;
         var amax = 0.0;
         for (var j = 0u; j < 32u; j++) {
             amax = max(amax, abs(xv[32u * b + j]));
         }
-        let inv = select(0.0, 1.0 / amax, amax > 0.0);
-        let x0 = 32u * b + 8u * i + hi;
-        let ev = vec4<f32>(xv[x0], xv[x0 + 2u], xv[x0 + 4u], xv[x0 + 6u]);
-        let word = pack4x8snorm(ev * inv);
-        xpc[(blk0 + b) * 8u + hi * 4u + i] = word;
-        xpart[e] = vec2<f32>(dot(ev, ev), f32(dot4I8Packed(word, 0x01010101u)));
+        let f = 32u * b + prepared_first(e % 8u);
+        let pw = prepared_word(vec4<f32>(xv[f], xv[f + 2u], xv[f + 4u], xv[f + 6u]), amax);
+        xpc[blk0 * 8u + e] = pw.word;
+        xpart[e] = pw.sums;
         if (e % 8u == 0u) {
             amaxs[b] = amax;
         }
@@ -285,7 +281,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         for (var w = 0u; w < 8u; w++) {
             t += xpart[8u * b + w];
         }
-        xps[blk0 + b] = vec4<f32>(amaxs[b] / 127.0, t.y, t.x, 0.0);
+        xps[blk0 + b] = prepared_scales(amaxs[b], t);
     }
 #endif
 }

@@ -534,17 +534,14 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         atomicMax(&xamax, bitcast<u32>(abs(hv)));
     }
     workgroupBarrier();
-    // eight packed words: lo (values 0, 2, 4, 6 of each 8) and hi (1, 3, 5, 7), as quant_x forms them
+    // the block's eight packed words (prepared.wgsl), one an invocation
     let blk = p.y_offset / 32u + wgi;
     let amax = bitcast<f32>(atomicLoad(&xamax));
     if (lid < 8u) {
-        let inv = select(0.0, 1.0 / amax, amax > 0.0);
-        let i = lid % 4u;
-        let hi = lid / 4u;
-        let e = vec4<f32>(xv[8u * i + hi], xv[8u * i + hi + 2u], xv[8u * i + hi + 4u], xv[8u * i + hi + 6u]);
-        let word = pack4x8snorm(e * inv);
-        xpc[blk * 8u + hi * 4u + i] = word;
-        xpart[lid] = vec2<f32>(dot(e, e), f32(dot4I8Packed(word, 0x01010101u)));
+        let f = prepared_first(lid);
+        let pw = prepared_word(vec4<f32>(xv[f], xv[f + 2u], xv[f + 4u], xv[f + 6u]), amax);
+        xpc[blk * 8u + lid] = pw.word;
+        xpart[lid] = pw.sums;
     }
     workgroupBarrier();
     if (lid == 0u) {
@@ -552,7 +549,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         for (var i = 0u; i < 8u; i++) {
             t += xpart[i];
         }
-        xps[blk] = vec4<f32>(amax / 127.0, t.y, t.x, 0.0);
+        xps[blk] = prepared_scales(amax, t);
     }
 #else
 #ifdef NORM

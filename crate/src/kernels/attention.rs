@@ -357,6 +357,12 @@ pub fn decode_split(n_kv: u32, n_kv_heads: u32, block: u32, workgroups: u32) -> 
     (chunk, n_kv.div_ceil(chunk).max(1))
 }
 
+/// f32 elements of one split's partial result for one head (attention_decode.wgsl): (max, sum, 0, 0) and the
+/// head's values, 16-byte aligned for the merge's vec4 loads.
+fn split_len(head_dim: u32) -> u32 {
+    head_dim + 4
+}
+
 /// f32 elements of scratch the decode kernel needs for `n_q` queries over any number of keys up to `max_kv`,
 /// however it is tuned (a split covers at least one block of the smallest size, and there are at most as
 /// many as the most workgroups give).
@@ -364,7 +370,7 @@ pub fn decode_scratch_len(n_q: u32, n_heads: u32, n_kv_heads: u32, head_dim: u32
     let smallest = DECODE_BLOCKS[DECODE_BLOCKS.len() - 1];
     let most = DECODE_WORKGROUPS.into_iter().max().unwrap_or(256);
     let splits = decode_target(n_kv_heads, most).min(max_kv.div_ceil(smallest)).max(1);
-    (n_q * n_heads * splits * (head_dim + 4)) as usize
+    (n_q * n_heads * splits * split_len(head_dim)) as usize
 }
 
 /// The decode kernel's defines for blocks of `block` keys; shared with `kernels::variants`.
@@ -418,7 +424,7 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     check("attention_decode", !a.causal || a.pos_offset + a.n_q <= a.n_kv, || "causal queries past the keys".into())?;
     let (block, workgroups) = decode_tuning(rec.ctx, act, a.head_dim, tuning)?;
     let (chunk, n_splits) = decode_split(a.n_kv, a.n_kv_heads, block, workgroups);
-    check("attention_decode", scratch.len() >= (a.n_q * a.n_heads * n_splits * (a.head_dim + 4)) as usize, || "scratch too small".into())?;
+    check("attention_decode", scratch.len() >= (a.n_q * a.n_heads * n_splits * split_len(a.head_dim)) as usize, || "scratch too small".into())?;
     let n_rep = a.n_heads / a.n_kv_heads;
     let base = decode_defines(rec.ctx, act, a.head_dim, n_rep, block)?;
     let params = DecodeParams {

@@ -100,7 +100,7 @@ impl Prepared {
         if !prepared_fits(c) {
             return Ok(None);
         }
-        let att = if c.head_dim % 32 == 0 { Some(PreparedX::new(ctx, c.heads * c.head_dim)?) } else { None };
+        let att = Self::att_len(c).map(|n| PreparedX::new(ctx, n)).transpose()?;
         Ok(Some(Prepared { x: PreparedX::new(ctx, c.hidden)?, mid: PreparedX::new(ctx, c.intermediate)?, att }))
     }
 
@@ -108,8 +108,12 @@ impl Prepared {
         if !prepared_fits(c) {
             return 0;
         }
-        let att = if c.head_dim % 32 == 0 { PreparedX::bytes(c.heads * c.head_dim) } else { 0 };
-        PreparedX::bytes(c.hidden) + PreparedX::bytes(c.intermediate) + att
+        PreparedX::bytes(c.hidden) + PreparedX::bytes(c.intermediate) + Self::att_len(c).map_or(0, PreparedX::bytes)
+    }
+
+    /// The attention output's values, where the merge can prepare them: a head in whole blocks of 32.
+    fn att_len(c: &TextConfig) -> Option<usize> {
+        (c.head_dim % 32 == 0).then_some(c.heads * c.head_dim)
     }
 }
 
@@ -193,7 +197,7 @@ impl Llm {
         };
         let ffn_fits = prepared_fits(cfg)
             && decode_shapes.can_prepare_ffn(ctx.caps.max_invocations)
-            && layers.iter().all(|l| l.gate_up.format == WeightFormat::Q4 && l.gate_up.parts.len() == 1 && linear::quantizes_x(&l.down, decode_shapes.down, true));
+            && layers.iter().all(|l| l.gate_up.parts.len() == 1 && linear::quantizes_x(&l.gate_up, decode_shapes.gate_up, false) && linear::quantizes_x(&l.down, decode_shapes.down, true));
         if ffn_fits {
             decode_shapes.prepare = Prepare::measured(act, ctx.caps.subgroups);
         }
