@@ -2,7 +2,9 @@
 // workgroups read the row (one workgroup alone is bound by load latency: 23 µs over 151,680 logits on an
 // H200, against a few µs here):
 //   default: workgroup g takes the slice [g·per, (g+1)·per) and writes its (max, first index) to part[2g..];
-//   FINAL:   one workgroup reduces the `groups` partial results into out[0].
+//   FINAL:   one workgroup reduces the `groups` partial results into out[0] — the first pass's, or those that
+//            lm_head's epilogue wrote (matvec_fused.wgsl ARGMAX, one a workgroup: 18,960 on the 14B), four
+//            loads in flight an invocation.
 // Reference: tests/src/reference.rs sample (temperature 0).
 #include "ids.wgsl"
 #include "reduce.wgsl"
@@ -25,13 +27,18 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
     var best = -3.0e38;
     var at = 4.0e9;
 #ifdef FINAL
-    for (var i = lid; i < p.groups; i += WG) {
-        let v = bitcast<f32>(part[2u * i]);
-        let j = f32(part[2u * i + 1u]);
-        if (v > best || (v == best && j < at)) {
-            best = v;
-            at = j;
+    for (var i = lid; i < p.groups; i += 4u * WG) {
+#for u in 0..4
+        let i{u} = min(i + {u}u * WG, p.groups - 1u);
+        let v{u} = bitcast<f32>(part[2u * i{u}]);
+        let j{u} = f32(part[2u * i{u} + 1u]);
+#endfor
+#for u in 0..4
+        if (i + {u}u * WG < p.groups && (v{u} > best || (v{u} == best && j{u} < at))) {
+            best = v{u};
+            at = j{u};
         }
+#endfor
     }
 #else
     let begin = wg.x * p.per;

@@ -1,6 +1,9 @@
 // Read-bandwidth probe (the model benchmark's roofline): a grid-stride loop of 16-byte loads, four in flight
 // per invocation, folded with xor. One word is written only when the fold equals a constant, so the loads
 // cannot be optimised away and nothing is stored in practice.
+// WARM (the decode step's L2 warming, kernels/bandwidth.rs warm): src and then src2 read the same way, to bring
+// a weight's codes and scales into the cache while a dispatch that leaves bandwidth idle runs beside it.
+// The word is written at g modulo out's length, so that one small buffer serves as the sink.
 // FMA: the arithmetic probe instead (what the shader compiler lets a kernel reach at all, `bench kernels
 // --filter peak`): eight independent chains of vec4 FMAs an invocation, in f32, or in f16 with ACT_F16 (pairs
 // of halves an instruction where the GPU packs them); the factors come from the uniform so nothing folds.
@@ -9,13 +12,16 @@
 struct Params {
     n4: u32,     // vec4<u32> elements to read
     stride: u32, // invocations in the grid
-    _p0: u32,
+    _p0: u32,    // WARM: vec4<u32> elements of src2
     _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 #ifndef FMA
 @group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+#endif
+#ifdef WARM
+@group(0) @binding(2) var<storage, read> src2: array<vec4<u32>>;
 #endif
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
 
@@ -57,9 +63,20 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
     for (; i < p.n4; i += p.stride) {
         a ^= src[i];
     }
+#ifdef WARM
+    for (i = g; i + 3u * p.stride < p._p0; i += 4u * p.stride) {
+        a ^= src2[i];
+        b ^= src2[i + p.stride];
+        c ^= src2[i + 2u * p.stride];
+        d ^= src2[i + 3u * p.stride];
+    }
+    for (; i < p._p0; i += p.stride) {
+        a ^= src2[i];
+    }
+#endif
     let f = a ^ b ^ c ^ d;
     if ((f.x ^ f.y ^ f.z ^ f.w) == 0x9E3779B9u) {
-        out[g] = 1u;
+        out[g % arrayLength(&out)] = 1u;
     }
 }
 #endif

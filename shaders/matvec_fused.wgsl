@@ -40,6 +40,9 @@
 // writes each block's codes and (scale, Σ codes, Σ x²) as DOT4 would form them from the stored output
 // (xpc, xps): the next matrix reads them through XQ8 instead of loading and quantizing x in every one of its
 // workgroups.
+// ARGMAX (PLAIN, general path; the greedy choice's first pass, lm_head): the workgroup also writes its rows'
+// largest logit as stored (f32 bits; f16 rounded by arithmetic, prepared.wgsl) and the first row that holds
+// it, at slot slot0 + g of `maxima`, so that argmax.wgsl FINAL reduces those instead of a pass over the logits.
 // Accumulation in f32. Reference: tests/src/reference.rs (linear, rope, rms_norm, silu) composed.
 #include "ids.wgsl"
 #include "dequant.wgsl"
@@ -58,7 +61,7 @@ struct Params {
     kv_heads: u32,   // ROPE_KV
     capacity: u32,   // ROPE_KV: positions of the cache
     qk_groups: u32,  // ROPE_KV: workgroups of the q/k pairs; the v rows' follow
-    _p0: u32,
+    slot0: u32,      // ARGMAX: this part's first slot of maxima
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -84,6 +87,11 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> kc: array<act>;   // (kv_heads, capacity, D)
 @group(0) @binding(7) var<storage, read_write> vc: array<act>;   // (kv_heads, capacity, D)
 @group(0) @binding(8) var<storage, read> inv_freq: array<f32>;   // (D / 2)
+#endif
+
+#ifdef ARGMAX
+@group(0) @binding(13) var<storage, read_write> maxima: array<vec2<u32>>; // (slots): largest as f32 bits, its row
+var<workgroup> amv: array<f32, R>;
 #endif
 
 #ifdef XP_OUT
@@ -292,8 +300,9 @@ fn silu(v: f32) -> f32 {
 
 #ifndef GLU
 #ifndef ROPE_KV
-// PLAIN and RESIDUAL, both paths: this part's row `row` gets its sum plus the bias, or is added to in place.
-fn finish_row(row: u32, sum: f32) {
+// PLAIN and RESIDUAL, both paths: this part's row `row` gets its sum plus the bias, or is added to in place;
+// the value as stored.
+fn finish_row(row: u32, sum: f32) -> f32 {
     var v = sum;
 #ifdef BIAS
     v += bias[p.y_offset + row];
@@ -301,7 +310,15 @@ fn finish_row(row: u32, sum: f32) {
 #ifdef RESIDUAL
     v += f32(y[p.y_offset + row]);
 #endif
+#ifdef ARGMAX
+    // compared as stored, whatever the compiler makes of a round trip through f16
+    let sv = stored(v);
+    y[p.y_offset + row] = act(sv);
+    return sv;
+#else
     y[p.y_offset + row] = act(v);
+    return v;
+#endif
 }
 #endif
 #endif
@@ -602,12 +619,37 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
 #ifndef GLU
 #ifndef ROPE_KV
+#ifdef ARGMAX
+    // rows past the end take the first row's value, which never wins over it
+    if (lid < R) {
+        let row = g * R + lid;
+        var v = 0.0;
+        if (row < p.n) {
+            v = finish_row(row, rsum(0u, lid) * sn);
+        }
+        amv[lid] = v;
+    }
+    workgroupBarrier();
+    // (a grid folded over two dimensions may round the count up: such a workgroup has no row; uniform)
+    if (lid == 0u && g * R < p.n) {
+        var best = amv[0];
+        var at = 0u;
+        for (var r = 1u; r < min(R, p.n - g * R); r++) {
+            if (amv[r] > best) {
+                best = amv[r];
+                at = r;
+            }
+        }
+        maxima[p.slot0 + g] = vec2<u32>(bitcast<u32>(best), p.y_offset + g * R + at);
+    }
+#else
     if (lid < R) {
         let row = g * R + lid;
         if (row < p.n) {
             finish_row(row, rsum(0u, lid) * sn);
         }
     }
+#endif
 #endif
 #endif
 #endif

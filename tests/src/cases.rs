@@ -117,6 +117,54 @@ pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
 /// q4 its copies with exact and DOT4 products, take every case; the other shapes (WIDE_SHAPE for the 14B's
 /// many-row matrices, the benchmark's comparison) one case a mode and a row longer than one step of their
 /// workgroup.
+/// The greedy choice's first pass in lm_head's epilogue (`Fused::PlainArgmax`: each workgroup's largest logit
+/// as stored and its first row) finished by argmax.wgsl's FINAL pass (`sample::argmax_of_maxima`), against
+/// the first index of the largest of the logits that same dispatch wrote (read back): rows of many
+/// workgroups, a row count not a multiple of the shape's, weights in parts (slots numbered across them), q4
+/// and q8, and ties — the winning row copied to the next row (the same workgroup) and to a row of a later
+/// part, where the first must win.
+pub async fn greedy_in_lm_head_suite(ctx: &Context, act: DType) {
+    use linear::{FusedMath, FusedShape};
+    let dot4 = FusedShape { math: FusedMath::Dot4, ..linear::FUSED_SHAPE };
+    let cases = [(linear::WIDE_SHAPE, WeightFormat::Q8, 1003, 288, u64::MAX, false), (linear::WIDE_SHAPE, WeightFormat::Q8, 613, 320, 16384, true), (dot4, WeightFormat::Q4, 203, 320, 8192, true), (linear::FUSED_SHAPE, WeightFormat::Q4, 77, 288, u64::MAX, true)];
+    for (ci, &(shape, format, n, k, limit, tie)) in cases.iter().enumerate() {
+        let mut rng = Rng::new(1200 + ci as u64);
+        let x = as_stored(&rng.normals(k, 1.0), act);
+        let mut wf = rng.normals(n * k, 0.5);
+        // the winner: a row along x, copied to the next row and to one near the end (a later part)
+        let a = (rng.below(n as u64 / 3) as usize) | 1;
+        if tie {
+            for r in [a, a + 1, n - 2] {
+                for j in 0..k {
+                    wf[r * k + j] = 0.6 * x[j].signum();
+                }
+            }
+        }
+        let q = QMatrix::quantize(format.quant().unwrap(), &wf, n, k);
+        let w = Weight::from_q_limited(ctx, &q, limit).expect("upload a quantized weight");
+        assert!(!tie || limit == u64::MAX || w.parts.len() > 1, "case {ci}: one part");
+        let slots = linear::argmax_slots(&w, shape);
+        assert_eq!(slots, w.parts.iter().map(|p| p.rows.len().div_ceil(shape.rows as usize)).sum::<usize>());
+        let xt = upload(ctx, &x, &[1, k], act);
+        let y = poisoned(ctx, &[n], act);
+        let maxima = poisoned(ctx, &[2 * slots], DType::U32);
+        let out = poisoned(ctx, &[1], DType::U32);
+        run(ctx, |rec| {
+            linear::matvec_fused(rec, &xt, &w, None, Some(1e-6), linear::Fused::PlainArgmax { y: &y, maxima: &maxima }, shape)?;
+            sample::argmax_of_maxima(rec, &maxima, slots, &out)
+        })
+        .await;
+        let logits = read_guarded(ctx, &y).await;
+        let want = r::sample(&logits, 0.0, 0, 1.0, 0.5).pick;
+        let pick = out.to_u32(ctx).await.unwrap()[0] as usize;
+        assert_eq!(pick, want, "greedy in lm_head {shape:?} {format:?} {act:?} n={n} k={k}: picked {pick} ({}), the logits' first largest is {want} ({})", logits[pick.min(n - 1)], logits[want]);
+        if tie {
+            assert!(logits[a] == logits[a + 1] && logits[a] == logits[n - 2], "case {ci}: the copied rows' logits differ");
+            assert_eq!(pick, a, "case {ci}: a tie not taken by its first row");
+        }
+    }
+}
+
 pub async fn matvec_fused_suite(ctx: &Context, act: DType, format: WeightFormat, shapes: &[linear::FusedShape]) {
     use linear::Fused;
     let big = u64::MAX;
@@ -511,7 +559,7 @@ pub async fn decode_suite(ctx: &Context, act: DType) {
         }
         for tuning in tunings {
             let o = poisoned(ctx, &[n_q, heads * d], act);
-            run(ctx, |rec| attention::attention_decode_tuned(rec, &qt, &kt, &vt, &o, &scratch, &args, tuning, None)).await;
+            run(ctx, |rec| attention::attention_decode_tuned(rec, &qt, &kt, &vt, &o, &scratch, &args, tuning, None, None)).await;
             let got = read_guarded(ctx, &o).await;
             assert_close(&format!("decode attention {act:?} n_kv={n_kv} heads={heads}/{kv_heads} d={d} queries={n_q} {tuning:?}"), &got, &want, tol(act, true));
         }

@@ -48,6 +48,7 @@ kernel_test!(matvec_fused_q4, matvec_fused_suite, WeightFormat::Q4, &linear::FUS
 kernel_test!(matvec_fused_q8, matvec_fused_suite, WeightFormat::Q8, &linear::FUSED_SHAPES);
 kernel_test!(matvec_fused_f16_weights, matvec_fused_suite, WeightFormat::F16, &linear::FUSED_SHAPES);
 kernel_test!(matvec_fused_prepared, prepared_suite);
+kernel_test!(greedy_in_lm_head, greedy_in_lm_head_suite);
 kernel_test!(matmul_q4, matmul_suite, WeightFormat::Q4);
 kernel_test!(matmul_q8, matmul_suite, WeightFormat::Q8);
 kernel_test!(matmul_f16_weights, matmul_suite, WeightFormat::F16);

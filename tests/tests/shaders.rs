@@ -69,7 +69,7 @@ fn shape_and_activation_options_parse() {
         let e = FusedShape::parse(bad, loads).unwrap_err().to_string();
         assert!(e.contains("WG:ROWS:BLOCKS") && e.contains("32:4:2"), "{bad:?}: {e}");
     }
-    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE, prepare: Prepare::Off };
+    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE, prepare: Prepare::Off, warm: 0 };
     assert_eq!(base.with("prepare=ffn", false).unwrap().prepare, Prepare::Ffn);
     assert_eq!(base.with("prepare=all", false).unwrap().prepare, Prepare::All);
     assert_eq!(base.with("prepare=all,prepare=off", false).unwrap().prepare, Prepare::Off);

@@ -101,6 +101,65 @@ fn x_prepared_by_the_attention_merge_decodes_as_o_quantizing_it() {
     agree("all", &quantized, &prepared);
 }
 
+/// o's weights read into the cache beside decode attention (`DecodeShapes::warm`, `bandwidth::warm`) change
+/// nothing a step computes: the logits bit for bit as without, on the one-layer model above (lavapipe's default
+/// never warms, so the spec asks for it at any context), and the warming dispatch is recorded.
+#[test]
+fn warming_o_beside_decode_attention_changes_no_logit() {
+    use varco_web::model::Model;
+    let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
+    let mut cfg = varco_web::bench::model::config("small").unwrap();
+    (cfg.text.hidden, cfg.text.intermediate, cfg.text.layers, cfg.text.heads, cfg.text.kv_heads, cfg.text.head_dim, cfg.text.vocab) = (320, 640, 2, 5, 1, 64, 1000);
+    let mut t = varco_web::bench::model::random_tensors(&ctx, &cfg, &varco_web::loader::plan::QuantPlan::DEFAULT).unwrap();
+    let mut m = Model::new(&ctx, &cfg, DType::F32, &mut t).unwrap();
+    let ids = [5u32, 900, 17, 333, 2, 999];
+    let cold = dot4_steps(&ctx, &mut m, &ids, "off,warm=0");
+    assert!(!ctx.pipeline_labels().iter().any(|l| l.contains("WARM")), "warmed without asking");
+    let warm = dot4_steps(&ctx, &mut m, &ids, "off,warm=1000000");
+    let labels = ctx.pipeline_labels();
+    assert!(labels.iter().any(|l| l.contains("WARM")), "o was never warmed: {labels:?}");
+    assert_eq!(cold, warm, "warming o changed the logits");
+}
+
+/// Greedy decoding takes lm_head's maxima (`Fused::PlainArgmax`, then argmax.wgsl's FINAL pass alone) where
+/// lm_head is one fused dispatch over rows longer than SHORT's: on the one-layer random model above (untied,
+/// 320-wide), each token `Model::decode` picks is the first largest of the logits that the same prefix gives
+/// teacher-forced, read back; in f32 and f16 activations.
+#[test]
+fn greedy_decode_picks_the_first_largest_logit_from_lm_heads_maxima() {
+    use varco_web::model::decode::SampleArgs;
+    use varco_web::model::Model;
+    let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
+    let mut cfg = varco_web::bench::model::config("small").unwrap();
+    (cfg.text.hidden, cfg.text.intermediate, cfg.text.layers, cfg.text.heads, cfg.text.kv_heads, cfg.text.head_dim, cfg.text.vocab) = (320, 640, 1, 5, 1, 64, 1000);
+    for act in [DType::F32, DType::F16] {
+        let mut t = varco_web::bench::model::random_tensors(&ctx, &cfg, &varco_web::loader::plan::QuantPlan::DEFAULT).unwrap();
+        let m = Model::new(&ctx, &cfg, act, &mut t).unwrap();
+        assert!(m.llm.argmax_slots().is_some(), "this lm_head writes no maxima");
+        let n = 10;
+        let mut ws = Workspace::new(&ctx, &m, n + 1).unwrap();
+        let mut cache = m.llm.new_cache(&ctx, n + 1).unwrap();
+        m.step(&ctx, &mut ws, &mut cache, 7).unwrap();
+        let mut picked = Vec::new();
+        pollster::block_on(m.decode(&ctx, &mut ws, &mut cache, n, SampleArgs::ARGMAX, &mut || 0.5, &mut |id| {
+            picked.push(id);
+            Ok(true)
+        }))
+        .unwrap();
+        assert!(ctx.pipeline_labels().iter().any(|l| l.contains("ARGMAX") && l.contains("PLAIN")), "lm_head wrote no maxima");
+        assert_eq!(picked.len(), n);
+        let mut ws = Workspace::new(&ctx, &m, n + 1).unwrap();
+        let mut cache = m.llm.new_cache(&ctx, n + 1).unwrap();
+        for (i, &id) in [7].iter().chain(&picked[..n - 1]).enumerate() {
+            m.step(&ctx, &mut ws, &mut cache, id).unwrap();
+            let logits = pollster::block_on(m.read_logits(&ctx, &mut ws)).unwrap();
+            let best = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let first = logits.iter().position(|&v| v == best).unwrap();
+            assert_eq!(picked[i] as usize, first, "{act:?} step {i}: picked {} ({}), the first largest logit is {first} ({best})", picked[i], logits[picked[i] as usize]);
+        }
+    }
+}
+
 /// Each step's logits of `ids` decoded one token at a time, every layer matrix in DOT4's shapes and x
 /// prepared as `prepare` says (off, ffn, all).
 fn dot4_steps(ctx: &Context, m: &mut varco_web::model::Model, ids: &[u32], prepare: &str) -> Vec<Vec<f32>> {

@@ -421,7 +421,7 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
                 let tuning = crate::gpu::DecodeTuning { block: Some(block), workgroups: Some(wgs) };
                 let secs = time(ctx, o.iters, |rec, i| {
                     let (k, v) = &caches[i as usize % caches.len()];
-                    attention::attention_decode_tuned(rec, &q, k, v, &out, &scratch, &args, tuning, None)
+                    attention::attention_decode_tuned(rec, &q, k, v, &out, &scratch, &args, tuning, None, None)
                 })?;
                 let splits = attention::decode_split(ctx_len as u32, kvh as u32, block, wgs).1;
                 rows.push(Row {

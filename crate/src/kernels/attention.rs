@@ -392,21 +392,41 @@ pub fn decode_defines(ctx: &crate::gpu::Context, act: crate::gpu::DType, head_di
 /// row of `q_stride` (a fused qkv row works), `o` gets `(n_q, n_heads·head_dim)` at `o_stride`; `scratch`
 /// is f32 of [`decode_scratch_len`]. Split as the model does, or as the context's tuning forces.
 pub fn attention_decode(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs) -> Result<()> {
-    attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default(), None)
+    attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default(), None, None)
 }
 
 /// [`attention_decode`] that also writes `o` prepared for the next matrix (`linear::Prep::input`: its blocks
 /// of 32 as 8-bit codes and scales; one query, head size and `o_offset` multiples of 32).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_decode_prep(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, out: &crate::kernels::linear::PreparedX) -> Result<()> {
-    attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default(), Some(out))
+    attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default(), Some(out), None)
+}
+
+/// What [`attention_decode_with`] reads into the GPU's cache beside its first dispatch (`bandwidth::warm`):
+/// the next matrix's codes and scales, so that it reads them from the cache, where the split has at most
+/// `max_workgroups` workgroups (short context: the split's loads leave the memory mostly idle, and its chain
+/// of dependent loads takes longer than streaming the matrix would). `sink`: as `bandwidth::warm`'s, one
+/// per layer.
+#[derive(Clone, Copy)]
+pub struct Warm<'a> {
+    pub src: &'a crate::gpu::GpuBuffer,
+    pub src2: &'a crate::gpu::GpuBuffer,
+    pub sink: &'a Tensor,
+    pub max_workgroups: u32,
+}
+
+/// [`attention_decode`] with `prep` (as [`attention_decode_prep`]) and `warm` where given: the model's decode
+/// step.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_decode_with(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, prep: Option<&crate::kernels::linear::PreparedX>, warm: Option<Warm>) -> Result<()> {
+    attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default(), prep, warm)
 }
 
 /// [`attention_decode`] split as `tuning` says where it says (else as the context's tuning or the model's
-/// choice): the tests and `bench kernels` run every block size and workgroup count. `prep`: as
-/// [`attention_decode_prep`].
+/// choice): the tests and `bench kernels` run every block size and workgroup count. `prep`, `warm`: as
+/// [`attention_decode_with`].
 #[allow(clippy::too_many_arguments)]
-pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, tuning: DecodeTuning, prep: Option<&crate::kernels::linear::PreparedX>) -> Result<()> {
+pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, scratch: &Tensor, a: &AttnArgs, tuning: DecodeTuning, prep: Option<&crate::kernels::linear::PreparedX>, warm: Option<Warm>) -> Result<()> {
     check_args("attention_decode", a)?;
     let act = same_dtype("attention_decode", &[q, k, v, o])?;
     // K and V are read in 16-byte chunks: 8 values of f16, 4 of f32.
@@ -447,6 +467,11 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     let p1 = rec.ctx.pipeline(&ATTENTION_DECODE, &base)?;
     let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &scratch.buffer)];
     rec.dispatch(p1, &params, b, [a.n_kv_heads, n_splits, a.n_q]);
+    // between the two dispatches: the merge's barrier (it reads the split's results) waits for the warming too,
+    // and nothing orders the warming after the split
+    if let Some(w) = warm.filter(|w| a.n_kv_heads * n_splits * a.n_q <= w.max_workgroups) {
+        crate::kernels::bandwidth::warm(rec, w.src, w.src2, w.sink)?;
+    }
     if let Some(xp) = prep {
         check("attention_decode", a.n_q == 1 && a.head_dim % 32 == 0 && a.o_offset % 32 == 0, || {
             format!("a prepared output needs one query ({}), a head size ({}) and output offset ({}) in whole blocks of 32", a.n_q, a.head_dim, a.o_offset)

@@ -1,5 +1,6 @@
 //! The probes of bandwidth.wgsl: the read-bandwidth probe (reads a whole buffer once; the model benchmark's
-//! roofline) and the FMA-throughput probe (what a WGSL kernel can reach in arithmetic at all).
+//! roofline) and the FMA-throughput probe (what a WGSL kernel can reach in arithmetic at all); and the decode
+//! step's use of the first, [`warm`].
 
 use crate::gpu::shader::BANDWIDTH;
 use crate::gpu::{Binding, DType, Recorder, Tensor};
@@ -16,12 +17,27 @@ struct Params {
 
 const WG: u32 = 256;
 
-/// Reads every byte of `src` (a multiple of 16 bytes) with `workgroups` workgroups; `out` must hold
-/// `workgroups · 256` u32 (never written in practice).
+/// Reads every byte of `src` (a multiple of 16 bytes) with `workgroups` workgroups; `out`: u32, never written
+/// in practice.
 pub fn read(rec: &mut Recorder, src: &crate::gpu::GpuBuffer, out: &Tensor, workgroups: u32) -> Result<()> {
     let pipeline = rec.ctx.pipeline(&BANDWIDTH, &base_defines(rec.ctx, DType::F32, WG)?)?;
     let params = Params { n4: (src.size() / 16) as u32, stride: workgroups * WG, _p: [0; 2] };
     rec.dispatch(pipeline, &params, vec![Binding::new(1, src), Binding::new(5, &out.buffer)], [workgroups, 1, 1]);
+    Ok(())
+}
+
+/// Workgroups of a [`warm`] dispatch: enough invocations (65,536) for several 16-byte loads in flight on
+/// every multiprocessor of a large GPU, few enough to leave room beside the dispatch it runs with.
+pub const WARM_WORKGROUPS: u32 = 256;
+
+/// Reads every byte of `src` and then of `src2` (a weight's codes and scales) so that the next dispatch to
+/// read them finds them in the GPU's cache: recorded right after a dispatch that leaves the memory idle (decode
+/// attention at short context), it runs beside it. `sink` (u32, any length) is bound for writing and never
+/// written in practice: it must be used by no other dispatch of the pass, or a barrier would order the two.
+pub fn warm(rec: &mut Recorder, src: &crate::gpu::GpuBuffer, src2: &crate::gpu::GpuBuffer, sink: &Tensor) -> Result<()> {
+    let pipeline = rec.ctx.pipeline(&BANDWIDTH, &base_defines(rec.ctx, DType::F32, WG)?.flag("WARM"))?;
+    let params = Params { n4: (src.size() / 16) as u32, stride: WARM_WORKGROUPS * WG, _p: [(src2.size() / 16) as u32, 0] };
+    rec.dispatch(pipeline, &params, vec![Binding::new(1, src), Binding::new(2, src2), Binding::new(5, &sink.buffer)], [WARM_WORKGROUPS, 1, 1]);
     Ok(())
 }
 

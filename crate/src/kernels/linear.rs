@@ -283,6 +283,10 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
 pub enum Fused<'a> {
     /// `y = x · Wᵀ (+ bias)`.
     Plain { y: &'a Tensor },
+    /// As Plain, and each workgroup's largest output as stored and the first row holding it into `maxima`
+    /// (u32 pairs: f32 bits, row; [`argmax_slots`] of them): the greedy choice's first pass, which
+    /// `sample::argmax_of_maxima` finishes. Not on SHORT's rows.
+    PlainArgmax { y: &'a Tensor, maxima: &'a Tensor },
     /// `y += x · Wᵀ`: the residual stream updated in place.
     Residual { y: &'a Tensor },
     /// W is gate and up stacked `(2·FFN, k)`: `y (FFN) = silu(x · gateᵀ) · (x · upᵀ)`.
@@ -421,7 +425,14 @@ pub struct DecodeShapes {
     /// x prepared once ([`Prep`]): which matrices write their output's 8-bit codes for the next to read
     /// instead of x.
     pub prepare: Prepare,
+    /// o's weights read into the GPU's cache beside decode attention where its split has at most this many
+    /// workgroups (`attention::Warm`); 0: never.
+    pub warm: u32,
 }
+
+/// [`DecodeShapes::warm`] on a GPU: decode attention's split at 1k context (the 14B's 8 KV heads in 8 splits)
+/// and 2k, not from 4k, where the split's own loads take the memory.
+pub const WARM_WORKGROUPS: u32 = 128;
 
 /// Which rows of the decode step are prepared once ([`Prep`]) by the kernel that writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -524,7 +535,7 @@ impl DecodeShapes {
     }
 
     /// These shapes with some replaced: `spec` is `ROLE=WG:ROWS:BLOCKS,...`, roles qkv, o, gate_up, down and
-    /// lm_head, and `prepare=off|ffn|all` ([`DecodeShapes::prepare`]; a spec that leaves it out and gives
+    /// lm_head, `warm=N` ([`DecodeShapes::warm`]) and `prepare=off|ffn|all` ([`DecodeShapes::prepare`]; a spec that leaves it out and gives
     /// gate/up or down a shape that cannot prepare turns the model's [`Prepare::Ffn`] off); `allow_loads_only` (the benchmark's
     /// whole-step bound, whose tokens mean nothing) also takes `:loads`.
     pub fn with(mut self, spec: &str, allow_loads_only: bool) -> Result<DecodeShapes> {
@@ -534,6 +545,10 @@ impl DecodeShapes {
             if role.trim() == "prepare" {
                 self.prepare = Prepare::parse(shape.trim())?;
                 named = true;
+                continue;
+            }
+            if role.trim() == "warm" {
+                self.warm = shape.trim().parse().map_err(|_| Error::Request(format!("decode shapes: warm={:?}: expected the most workgroups of decode attention's split to warm o beside (0: never)", shape.trim())))?;
                 continue;
             }
             let shape = FusedShape::parse(shape, allow_loads_only)?;
@@ -559,7 +574,7 @@ impl DecodeShapes {
 
 impl std::fmt::Display for DecodeShapes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}", self.qkv, self.o, self.gate_up, self.down, self.lm_head, self.prepare)
+        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}, o warmed beside attention of ≤ {} workgroups", self.qkv, self.o, self.gate_up, self.down, self.lm_head, self.prepare, self.warm)
     }
 }
 
@@ -585,7 +600,7 @@ struct FusedParams {
     kv_heads: u32,
     capacity: u32,
     qk_groups: u32,
-    _p: u32,
+    slot0: u32,
 }
 
 /// The decode step's fused matrix-vector product for one row `x` `(1, k)`: `mode` says what happens to the
@@ -594,6 +609,11 @@ struct FusedParams {
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_fused(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, norm_eps: Option<f32>, mode: Fused, shape: FusedShape) -> Result<()> {
     matvec_fused_prep(rec, x, Prep::default(), w, bias, norm_eps, mode, shape)
+}
+
+/// Slots of [`Fused::PlainArgmax`]'s maxima for `w` in `shape`: one a workgroup of every part.
+pub fn argmax_slots(w: &Weight, shape: FusedShape) -> usize {
+    w.parts.iter().map(|p| p.rows.len().div_ceil(shape.rows as usize)).sum()
 }
 
 /// One row of activations prepared for DOT4's products (matvec_fused.wgsl XQ8, XP_OUT): each block of 32
@@ -666,12 +686,12 @@ pub fn matvec_fused_prep(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight,
     check("matvec_fused", k % 4 == 0, || format!("inputs ({k}) must be a multiple of 4"))?;
     check("matvec_fused", shape.rows % 2 == 0 || !matches!(mode, Fused::Glu { .. } | Fused::RopeKv { .. }), || "pair modes need an even row count".into())?;
     let y = match &mode {
-        Fused::Plain { y } | Fused::Residual { y } | Fused::Glu { y } => *y,
+        Fused::Plain { y } | Fused::PlainArgmax { y, .. } | Fused::Residual { y } | Fused::Glu { y } => *y,
         Fused::RopeKv { q, .. } => *q,
     };
     let act = same_dtype("matvec_fused", &[x, y])?;
     let flag = match mode {
-        Fused::Plain { .. } => "PLAIN",
+        Fused::Plain { .. } | Fused::PlainArgmax { .. } => "PLAIN",
         Fused::Residual { .. } => "RESIDUAL",
         Fused::Glu { .. } => "GLU",
         Fused::RopeKv { .. } => "ROPE_KV",
@@ -701,7 +721,8 @@ pub fn matvec_fused_prep(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight,
         }
         None => None,
     };
-    let short_k = matches!(mode, Fused::Plain { .. } | Fused::Residual { .. }) && k <= SHORT_MAX_K && prep.input.is_none();
+    let short_k = matches!(mode, Fused::Plain { .. } | Fused::PlainArgmax { .. } | Fused::Residual { .. }) && k <= SHORT_MAX_K && prep.input.is_none();
+    check("matvec_fused", !(short_k && matches!(mode, Fused::PlainArgmax { .. })), || format!("rows of {k} inputs take SHORT's path, which writes no maxima"))?;
     let short = short_k && layout.is_none();
     // a row SHORT would take keeps SHORT's exact products where preparing the output needs the general path
     let shape = if short_k && !short { FusedShape { math: FusedMath::Exact, ..shape } } else { shape };
@@ -719,6 +740,7 @@ pub fn matvec_fused_prep(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight,
     let defines = weight_defines(
         if short { base.value("R", 1).value("U", 1).flag("SHORT") } else { fused_shape_defines(base, shape, w.format) }
             .flag(flag)
+            .flag_if("ARGMAX", matches!(mode, Fused::PlainArgmax { .. }))
             .flag_if("NORM", norm_eps.is_some())
             .flag_if("BIAS", bias.is_some()),
         w.format,
@@ -726,7 +748,7 @@ pub fn matvec_fused_prep(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight,
     let pipeline = rec.ctx.pipeline(&MATVEC_FUSED, &defines)?;
     let kb = w.format.blocks_per_row(w.k);
     let eps = norm_eps.unwrap_or(0.0);
-    let base = FusedParams { n: 0, k: k as u32, kb, y_offset: 0, eps, pos: 0, head_dim: 0, q_heads: 0, kv_heads: 0, capacity: 0, qk_groups: 0, _p: 0 };
+    let base = FusedParams { n: 0, k: k as u32, kb, y_offset: 0, eps, pos: 0, head_dim: 0, q_heads: 0, kv_heads: 0, capacity: 0, qk_groups: 0, slot0: 0 };
     let mut b = match prep.input {
         Some(xp) => vec![Binding::new(9, &xp.codes.buffer), Binding::new(10, &xp.scales.buffer), Binding::new(5, &y.buffer)],
         None => vec![Binding::new(1, &x.buffer), Binding::new(5, &y.buffer)],
@@ -746,14 +768,20 @@ pub fn matvec_fused_prep(rec: &mut Recorder, x: &Tensor, prep: Prep, w: &Weight,
         }
     };
     match mode {
-        Fused::Plain { y } | Fused::Residual { y } => {
+        Fused::Plain { y } | Fused::PlainArgmax { y, .. } | Fused::Residual { y } => {
             check("matvec_fused", y.len() == w.n, || format!("y {:?} is not W's {} rows", y.shape, w.n))?;
+            if let Fused::PlainArgmax { maxima, .. } = mode {
+                check("matvec_fused", maxima.dtype == crate::gpu::DType::U32 && maxima.len() >= 2 * argmax_slots(w, shape), || format!("maxima must be u32 pairs, {} of them", argmax_slots(w, shape)))?;
+                b.push(Binding::new(13, &maxima.buffer));
+            }
+            let mut slot0 = 0;
             for part in &w.parts {
                 let n = part.rows.len() as u32;
                 let mut b = b.clone();
                 bind_part(&mut b, part);
-                let params = FusedParams { n, y_offset: part.rows.start as u32, ..base };
+                let params = FusedParams { n, y_offset: part.rows.start as u32, slot0, ..base };
                 let groups = if layout.is_some() { n / 32 } else { n.div_ceil(shape.rows) };
+                slot0 += groups;
                 rec.dispatch(pipeline.clone(), &params, b, grid(rec.ctx, groups, 1));
             }
         }

@@ -111,6 +111,10 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                                     continue;
                                 }
                                 out.push((MATVEC_FUSED, weight_defines(d.clone().flag(mode), wfmt).flag_if("BIAS", bias)));
+                                if mode == "PLAIN" {
+                                    // the greedy choice's first pass in lm_head's epilogue
+                                    out.push((MATVEC_FUSED, weight_defines(d.clone().flag(mode).flag("ARGMAX"), wfmt).flag_if("BIAS", bias)));
+                                }
                             }
                         }
                     }
@@ -201,6 +205,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                 }
                 out.push((BANDWIDTH, base(wg)));
                 out.push((BANDWIDTH, base(wg).flag("FMA")));
+                out.push((BANDWIDTH, base(wg).flag("WARM")));
             }
             for op in ["ADD", "BIAS", "GELU_TANH", "GELU_ERF", "SILU_MUL"] {
                 out.push((ELEMENTWISE, base(WG).flag(op)));

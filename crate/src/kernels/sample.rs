@@ -18,6 +18,11 @@ pub struct SampleArgs {
 
 impl SampleArgs {
     pub const ARGMAX: SampleArgs = SampleArgs { temperature: 0.0, top_k: 0, top_p: 1.0 };
+
+    /// Whether these settings choose the first largest logit ([`sample`] takes [`argmax`] for them).
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
 }
 
 #[repr(C)]
@@ -51,7 +56,7 @@ pub const SCRATCH_LEN: usize = 2 * ARGMAX_GROUPS as usize;
 /// choices take two passes over many workgroups (argmax.wgsl), with `scratch` (u32, [`SCRATCH_LEN`]) between
 /// them; the others one workgroup (sample.wgsl).
 pub fn sample(rec: &mut Recorder, logits: &Tensor, out: &Tensor, scratch: &Tensor, s: SampleArgs, u: f32) -> Result<()> {
-    if s.temperature <= 0.0 || s.top_k == 1 {
+    if s.is_greedy() {
         return argmax(rec, logits, out, scratch);
     }
     sample_one_workgroup(rec, logits, out, s, u)
@@ -69,6 +74,17 @@ pub fn argmax(rec: &mut Recorder, logits: &Tensor, out: &Tensor, scratch: &Tenso
     rec.dispatch(rec.ctx.pipeline(&ARGMAX, &base)?, &params, b, [groups, 1, 1]);
     let b = vec![Binding::new(2, &out.buffer), Binding::new(3, &scratch.buffer)];
     rec.dispatch(rec.ctx.pipeline(&ARGMAX, &base.flag("FINAL"))?, &params, b, [1, 1, 1]);
+    Ok(())
+}
+
+/// The first index of the maximum of a row whose first pass a fused product wrote (`linear::Fused::PlainArgmax`:
+/// `slots` pairs in `maxima`) into `out[0]`: argmax.wgsl's FINAL pass alone.
+pub fn argmax_of_maxima(rec: &mut Recorder, maxima: &Tensor, slots: usize, out: &Tensor) -> Result<()> {
+    check("argmax", out.dtype == DType::U32 && !out.is_empty() && maxima.dtype == DType::U32 && maxima.len() >= 2 * slots, || format!("out and maxima ({slots} pairs) must be u32 tensors"))?;
+    check("argmax", slots > 0 && slots < (1 << 24), || format!("{slots} slots: need 1 ..= 2^24"))?;
+    let params = ArgmaxParams { n: 0, per: 0, groups: slots as u32, _p: 0 };
+    let pipeline = rec.ctx.pipeline(&ARGMAX, &base_defines(rec.ctx, DType::F32, ARGMAX_WG)?.flag("FINAL"))?;
+    rec.dispatch(pipeline, &params, vec![Binding::new(2, &out.buffer), Binding::new(3, &maxima.buffer)], [1, 1, 1]);
     Ok(())
 }
 

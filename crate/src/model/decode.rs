@@ -32,6 +32,10 @@ pub struct StepBuffers {
     picked: Tensor,
     /// u32: the greedy choice's partial results between its two passes.
     sample_scratch: Tensor,
+    /// u32 pairs: the greedy choice's first pass as lm_head writes it with the logits (`Llm::argmax_slots`),
+    /// where it can; every recording of the logits into this workspace writes them, so they always
+    /// belong to `logits`.
+    maxima: Option<(Tensor, usize)>,
     layers: LayerBuffers,
 }
 
@@ -70,6 +74,7 @@ impl Workspace {
                 logits: Tensor::empty(ctx, &[1, c.vocab], act)?,
                 picked: Tensor::empty(ctx, &[1], DType::U32)?,
                 sample_scratch: Tensor::empty(ctx, &[sample::SCRATCH_LEN], DType::U32)?,
+                maxima: model.llm.argmax_slots().map(|n| Ok::<_, crate::Error>((Tensor::empty(ctx, &[2 * n], DType::U32)?, n))).transpose()?,
                 layers: LayerBuffers::new(ctx, &model.cfg.text, act, 1, capacity)?,
             },
             step: StepCache::default(),
@@ -103,12 +108,26 @@ impl Model {
     fn record_step(&self, rec: &mut Recorder, b: &StepBuffers, cache: &mut KvCache) -> Result<()> {
         self.llm.embed_ids(rec, &b.picked, &b.x)?;
         self.llm.forward(rec, &b.x, cache, &b.layers)?;
-        self.llm.logits(rec, &b.x, &b.normed, &b.logits)
+        self.record_logits(rec, b)
+    }
+
+    /// The logits of `b.x` into `b.logits` (and the greedy choice's first pass into `b.maxima`).
+    pub(crate) fn record_logits(&self, rec: &mut Recorder, b: &StepBuffers) -> Result<()> {
+        self.llm.logits(rec, &b.x, &b.normed, &b.logits, b.maxima.as_ref().map(|m| &m.0))
+    }
+
+    /// The next token from the logits in `b` into `b.picked`: greedy from lm_head's maxima where it wrote
+    /// them, else `sample::sample` over the logits.
+    fn choose(rec: &mut Recorder, b: &StepBuffers, args: SampleArgs, u: f32) -> Result<()> {
+        match &b.maxima {
+            Some((maxima, slots)) if args.is_greedy() => sample::argmax_of_maxima(rec, maxima, *slots, &b.picked),
+            _ => sample::sample(rec, &b.logits, &b.picked, &b.sample_scratch, args, u.min(0.999_999)),
+        }
     }
 
     /// Samples the logits in `ws` on the GPU, and queues the id's copy into the next ring buffer.
     fn sample_into_ring(ws_b: &StepBuffers, ring: &[GpuBuffer], slot: usize, rec: &mut Recorder, args: SampleArgs, u: f32) -> Result<()> {
-        sample::sample(rec, &ws_b.logits, &ws_b.picked, &ws_b.sample_scratch, args, u.min(0.999_999))?;
+        Self::choose(rec, ws_b, args, u)?;
         rec.copy(&ws_b.picked.buffer, 0, &ring[slot], 0, 4);
         Ok(())
     }
@@ -202,7 +221,7 @@ impl Model {
         rec.copy(&p.x_all.buffer, 0, &x.buffer, 0, ids.len() as u64 * row);
         self.llm.forward(&mut rec, &x, cache, &p.bufs)?;
         rec.copy(&x.buffer, (ids.len() - 1) as u64 * row, &ws.b.x.buffer, 0, row);
-        self.llm.logits(&mut rec, &ws.b.x, &ws.b.normed, &ws.b.logits)?;
+        self.record_logits(&mut rec, &ws.b)?;
         p.done = p.len;
         rec.submit_profiled().await
     }
@@ -213,7 +232,7 @@ impl Model {
     pub async fn profile_step(&self, ctx: &Context, ws: &Workspace, cache: &mut KvCache) -> Result<Option<Vec<(String, f64)>>> {
         let mut rec = Recorder::new(ctx);
         self.record_step(&mut rec, &ws.b, cache)?;
-        sample::sample(&mut rec, &ws.b.logits, &ws.b.picked, &ws.b.sample_scratch, SampleArgs::ARGMAX, 0.5)?;
+        Self::choose(&mut rec, &ws.b, SampleArgs::ARGMAX, 0.5)?;
         rec.submit_profiled().await
     }
 }

@@ -82,7 +82,13 @@ pub struct LayerBuffers {
     /// A one-token pass's rows prepared for the next matrix (`DecodeShapes::prepare`), where the sizes are
     /// whole blocks of 32.
     prepared: Option<Prepared>,
+    /// A one-token pass's sinks of o's warming beside decode attention (`DecodeShapes::warm`), one a layer
+    /// so that no two dispatches of a step share one (a shared sink would put a barrier between them).
+    warm_sinks: Vec<Tensor>,
 }
+
+/// u32 elements of a warming's sink (never written in practice; see `bandwidth::warm`).
+const WARM_SINK: usize = 4;
 
 /// The rows a decode step prepares once for the matrices that read them.
 struct Prepared {
@@ -134,15 +140,19 @@ impl LayerBuffers {
             att: Tensor::empty(ctx, &[rows, qn], act)?,
             gu: Tensor::empty(ctx, &[rows, 2 * c.intermediate], act)?,
             mid: Tensor::empty(ctx, &[rows, c.intermediate], act)?,
-            decode_scratch,
             prepared: Prepared::new(ctx, c)?,
+            warm_sinks: match decode_scratch {
+                Some(_) => (0..c.layers).map(|_| Tensor::empty(ctx, &[WARM_SINK], DType::U32)).collect::<Result<_>>()?,
+                None => Vec::new(),
+            },
+            decode_scratch,
         })
     }
 
     /// Bytes of these buffers for `rows` tokens over `capacity` positions (the memory plan's figure).
     pub fn bytes(c: &TextConfig, act: DType, rows: usize, capacity: usize) -> u64 {
         let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let scratch = if rows <= SHORT_ROWS { 4 * attention::decode_scratch_len(rows as u32, c.heads as u32, c.kv_heads as u32, c.head_dim as u32, capacity as u32) } else { 0 };
+        let scratch = if rows <= SHORT_ROWS { 4 * attention::decode_scratch_len(rows as u32, c.heads as u32, c.kv_heads as u32, c.head_dim as u32, capacity as u32) + 4 * WARM_SINK * c.layers } else { 0 };
         (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size() + scratch) as u64 + Prepared::bytes(c)
     }
 }
@@ -194,6 +204,8 @@ impl Llm {
             down: linear::fused_shape(ctx, &l0.down),
             lm_head: linear::fused_shape(ctx, &lm_head),
             prepare: Prepare::Off,
+            // (a CPU renderer's cache is the host's: nothing to gain there)
+            warm: if ctx.int_dot_decode { linear::WARM_WORKGROUPS } else { 0 },
         };
         let ffn_fits = prepared_fits(cfg)
             && decode_shapes.can_prepare_ffn(ctx.caps.max_invocations)
@@ -308,6 +320,13 @@ impl Llm {
         self.layers.iter().all(|l| norm_folded(l.qkv.format) && l.qkv.parts.len() == 1 && l.gate_up.parts.len() == 1)
     }
 
+    /// Slots of the greedy choice's first pass that lm_head writes ([`Llm::logits`]'s `maxima`): where it is
+    /// one fused dispatch (the final norm folded in, so not a tied head) over rows longer than SHORT's; None
+    /// elsewhere (the sampler then makes both passes over the logits).
+    pub fn argmax_slots(&self) -> Option<usize> {
+        (self.lm_head_folded && self.cfg.hidden > linear::SHORT_MAX_K).then(|| linear::argmax_slots(&self.lm_head, self.decode_shapes.lm_head))
+    }
+
     /// One token `x` `(1, hidden)` through every layer as fused dispatches (the module header).
     fn decode_layers(&self, rec: &mut Recorder, x: &Tensor, cache: &mut KvCache, b: &LayerBuffers) -> Result<()> {
         let c = &self.cfg;
@@ -333,10 +352,11 @@ impl Llm {
             linear::matvec_fused_prep(rec, x, Prep { input: qkv_in, output: None }, &l.qkv, Some(&l.qkv_b), eps, rope_kv, s.qkv)?;
             // (not where o's rows are short enough for exact products: the test models')
             let o_in = ap.filter(|_| linear::quantizes_x(&l.o, s.o, true));
-            match o_in {
-                Some(ap) => attention::attention_decode_prep(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args, ap)?,
-                None => attention::attention_decode(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args)?,
-            }
+            let warm = match (&l.o.parts[..], b.warm_sinks.get(i)) {
+                ([part], Some(sink)) if s.warm > 0 => part.scales.as_ref().map(|scales| attention::Warm { src: &part.data, src2: scales, sink, max_workgroups: s.warm }),
+                _ => None,
+            };
+            attention::attention_decode_with(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args, o_in, warm)?;
             linear::matvec_fused_prep(rec, &att, Prep { input: o_in, output: xp }, &l.o, None, None, Fused::Residual { y: x }, s.o)?;
             linear::matvec_fused_prep(rec, x, Prep { input: xp, output: mp }, &l.gate_up, None, eps, Fused::Glu { y: &mid }, s.gate_up)?;
             // the last layer's output goes to lm_head, which reads x itself
@@ -348,11 +368,21 @@ impl Llm {
     }
 
     /// Logits `(1, vocab)` into `logits` of `row` (1, hidden), a forward output's last row; `normed` (1,
-    /// hidden) is scratch (unused where lm_head carries the final norm: one fused dispatch).
-    pub fn logits(&self, rec: &mut Recorder, row: &Tensor, normed: &Tensor, logits: &Tensor) -> Result<()> {
+    /// hidden) is scratch (unused where lm_head carries the final norm: one fused dispatch). `maxima`
+    /// ([`Llm::argmax_slots`] u32 pairs, where that is Some): the greedy choice's first pass, written by
+    /// lm_head's workgroups (`Fused::PlainArgmax`) for `sample::argmax_of_maxima`.
+    pub fn logits(&self, rec: &mut Recorder, row: &Tensor, normed: &Tensor, logits: &Tensor, maxima: Option<&Tensor>) -> Result<()> {
         let eps = self.cfg.rms_eps as f32;
         if self.lm_head_folded {
-            return linear::matvec_fused(rec, row, &self.lm_head, None, Some(eps), Fused::Plain { y: logits }, self.decode_shapes.lm_head);
+            let mode = match maxima {
+                Some(maxima) if self.argmax_slots().is_some() => Fused::PlainArgmax { y: logits, maxima },
+                Some(_) => return Err(Error::kernel("llm", "maxima asked of an lm_head that cannot write them")),
+                None => Fused::Plain { y: logits },
+            };
+            return linear::matvec_fused(rec, row, &self.lm_head, None, Some(eps), mode, self.decode_shapes.lm_head);
+        }
+        if maxima.is_some() {
+            return Err(Error::kernel("llm", "maxima asked of an lm_head that cannot write them"));
         }
         norm::rms_norm(rec, row, &self.norm, normed, eps)?;
         linear::linear(rec, normed, &self.lm_head, None, logits)

@@ -224,7 +224,7 @@ impl Model {
         let last = p.done == p.len;
         if last {
             rec.copy(&x.buffer, (t - 1) as u64 * row, &ws.b.x.buffer, 0, row);
-            self.llm.logits(&mut rec, &ws.b.x, &ws.b.normed, &ws.b.logits)?;
+            self.record_logits(&mut rec, &ws.b)?;
         }
         rec.submit()?;
         Ok(last)
