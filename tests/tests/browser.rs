@@ -66,6 +66,7 @@ browser_test!(embed_f16, embed_suite, WeightFormat::F16);
 browser_test!(patch_embed, patch_embed_suite);
 browser_test!(resize, resize_suite);
 browser_test!(sample, sample_suite);
+browser_test!(greedy_in_lm_head, greedy_in_lm_head_suite);
 
 /// `name` of a JS object, or undefined.
 fn get(o: &wasm_bindgen::JsValue, name: &str) -> wasm_bindgen::JsValue {
