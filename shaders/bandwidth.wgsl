@@ -1,8 +1,8 @@
 // Read-bandwidth probe (the model benchmark's roofline): a grid-stride loop of 16-byte loads, four in flight
 // per invocation, folded with xor. One word is written only when the fold equals a constant, so the loads
 // cannot be optimised away and nothing is stored in practice.
-// WARM (the decode step's L2 warming, kernels/bandwidth.rs warm): src and then src2 read the same way, to bring
-// a weight's codes and scales into the cache while a dispatch that leaves bandwidth idle runs beside it.
+// WARM (the decode step's L2 warming, kernels/bandwidth.rs warm): a range of src and then one of src2 read the
+// same way, to bring weights into the cache while a dispatch that leaves bandwidth idle runs beside it.
 // The word is written at g modulo out's length, so that one small buffer serves as the sink.
 // FMA: the arithmetic probe instead (what the shader compiler lets a kernel reach at all, `bench kernels
 // --filter peak`): eight independent chains of vec4 FMAs an invocation, in f32, or in f16 with ACT_F16 (pairs
@@ -10,10 +10,14 @@
 #include "ids.wgsl"
 
 struct Params {
-    n4: u32,     // vec4<u32> elements to read
+    n4: u32,     // vec4<u32> elements to read (WARM: of src from start)
     stride: u32, // invocations in the grid
-    _p0: u32,    // WARM: vec4<u32> elements of src2
+    _p0: u32,    // WARM: vec4<u32> elements of src2 from start2
     _p1: u32,
+    start: u32,  // WARM: the first element of src read
+    start2: u32, // WARM: of src2
+    _p2: u32,
+    _p3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -54,24 +58,26 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
     var c = vec4<u32>(0u);
     var d = vec4<u32>(0u);
     var i = g;
+    let s0 = p.start;
     for (; i + 3u * p.stride < p.n4; i += 4u * p.stride) {
-        a ^= src[i];
-        b ^= src[i + p.stride];
-        c ^= src[i + 2u * p.stride];
-        d ^= src[i + 3u * p.stride];
+        a ^= src[s0 + i];
+        b ^= src[s0 + i + p.stride];
+        c ^= src[s0 + i + 2u * p.stride];
+        d ^= src[s0 + i + 3u * p.stride];
     }
     for (; i < p.n4; i += p.stride) {
-        a ^= src[i];
+        a ^= src[s0 + i];
     }
 #ifdef WARM
+    let s2 = p.start2;
     for (i = g; i + 3u * p.stride < p._p0; i += 4u * p.stride) {
-        a ^= src2[i];
-        b ^= src2[i + p.stride];
-        c ^= src2[i + 2u * p.stride];
-        d ^= src2[i + 3u * p.stride];
+        a ^= src2[s2 + i];
+        b ^= src2[s2 + i + p.stride];
+        c ^= src2[s2 + i + 2u * p.stride];
+        d ^= src2[s2 + i + 3u * p.stride];
     }
     for (; i < p._p0; i += p.stride) {
-        a ^= src2[i];
+        a ^= src2[s2 + i];
     }
 #endif
     let f = a ^ b ^ c ^ d;

@@ -102,8 +102,9 @@ fn x_prepared_by_the_attention_merge_decodes_as_o_quantizing_it() {
 }
 
 /// o's weights read into the cache beside decode attention (`DecodeShapes::warm`, `bandwidth::warm`) change
-/// nothing a step computes: the logits bit for bit as without, on the one-layer model above (lavapipe's default
-/// never warms, so the spec asks for it at any context), and the warming dispatch is recorded.
+/// nothing a step computes: the logits bit for bit as without, on a two-layer model like the one above
+/// (lavapipe's default never warms, so the spec asks for it at any context), and the warming dispatch is
+/// recorded; with gate/up's first rows too.
 #[test]
 fn warming_o_beside_decode_attention_changes_no_logit() {
     use varco_web::model::Model;
@@ -113,12 +114,22 @@ fn warming_o_beside_decode_attention_changes_no_logit() {
     let mut t = varco_web::bench::model::random_tensors(&ctx, &cfg, &varco_web::loader::plan::QuantPlan::DEFAULT).unwrap();
     let mut m = Model::new(&ctx, &cfg, DType::F32, &mut t).unwrap();
     let ids = [5u32, 900, 17, 333, 2, 999];
-    let cold = dot4_steps(&ctx, &mut m, &ids, "off,warm=0");
+    let counted = |m: &mut Model, spec: &str| {
+        let before = ctx.stats.dispatches.load(std::sync::atomic::Ordering::Relaxed);
+        let logits = dot4_steps(&ctx, m, &ids, spec);
+        (logits, ctx.stats.dispatches.load(std::sync::atomic::Ordering::Relaxed) - before)
+    };
+    let (cold, n_cold) = counted(&mut m, "off,warm=0");
     assert!(!ctx.pipeline_labels().iter().any(|l| l.contains("WARM")), "warmed without asking");
-    let warm = dot4_steps(&ctx, &mut m, &ids, "off,warm=1000000");
+    let (warm, n_warm) = counted(&mut m, "off,warm=1000000");
     let labels = ctx.pipeline_labels();
     assert!(labels.iter().any(|l| l.contains("WARM")), "o was never warmed: {labels:?}");
     assert_eq!(cold, warm, "warming o changed the logits");
+    // and gate/up's first rows (more MiB than the model's gate/up holds: the whole of it)
+    let (both, n_both) = counted(&mut m, "off,warm=1000000,warm_gate_up=4");
+    assert_eq!(cold, both, "warming gate/up changed the logits");
+    let warmings = (cfg.text.layers * ids.len()) as u64;
+    assert_eq!((n_warm - n_cold, n_both - n_cold), (warmings, 2 * warmings), "one warming of o a layer and step, and one of gate/up");
 }
 
 /// Greedy decoding takes lm_head's maxima (`Fused::PlainArgmax`, then argmax.wgsl's FINAL pass alone) where

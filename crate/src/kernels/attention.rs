@@ -402,16 +402,21 @@ pub fn attention_decode_prep(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Ten
     attention_decode_tuned(rec, q, k, v, o, scratch, a, DecodeTuning::default(), Some(out), None)
 }
 
-/// What [`attention_decode_with`] reads into the GPU's cache beside its first dispatch (`bandwidth::warm`):
-/// the next matrix's codes and scales, so that it reads them from the cache, where the split has at most
-/// `max_workgroups` workgroups (short context: the split's loads leave the memory mostly idle, and its chain
-/// of dependent loads takes longer than streaming the matrix would). `sink`: as `bandwidth::warm`'s, one
-/// per layer.
-#[derive(Clone, Copy)]
-pub struct Warm<'a> {
-    pub src: &'a crate::gpu::GpuBuffer,
-    pub src2: &'a crate::gpu::GpuBuffer,
+/// One `bandwidth::warm` dispatch: two byte ranges of buffers and its sink (one per dispatch of a step).
+#[derive(Clone)]
+pub struct WarmRead<'a> {
+    pub a: (&'a crate::gpu::GpuBuffer, std::ops::Range<u64>),
+    pub b: (&'a crate::gpu::GpuBuffer, std::ops::Range<u64>),
     pub sink: &'a Tensor,
+}
+
+/// What [`attention_decode_with`] reads into the GPU's cache beside its first dispatch (`bandwidth::warm`):
+/// the next matrices' bytes, so that they read them from the cache, where the split has at most
+/// `max_workgroups` workgroups (short context: the split's chain of dependent loads leaves the memory mostly
+/// idle for longer than streaming the bytes takes).
+#[derive(Clone)]
+pub struct Warm<'a> {
+    pub reads: [Option<WarmRead<'a>>; 2],
     pub max_workgroups: u32,
 }
 
@@ -470,7 +475,9 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     // between the two dispatches: the merge's barrier (it reads the split's results) waits for the warming too,
     // and nothing orders the warming after the split
     if let Some(w) = warm.filter(|w| a.n_kv_heads * n_splits * a.n_q <= w.max_workgroups) {
-        crate::kernels::bandwidth::warm(rec, w.src, w.src2, w.sink)?;
+        for r in w.reads.into_iter().flatten() {
+            crate::kernels::bandwidth::warm(rec, r.a, r.b, r.sink)?;
+        }
     }
     if let Some(xp) = prep {
         check("attention_decode", a.n_q == 1 && a.head_dim % 32 == 0 && a.o_offset % 32 == 0, || {

@@ -12,6 +12,10 @@ use crate::Result;
 struct Params {
     n4: u32,
     stride: u32,
+    n4b: u32,
+    _p1: u32,
+    start: u32,
+    start2: u32,
     _p: [u32; 2],
 }
 
@@ -21,7 +25,7 @@ const WG: u32 = 256;
 /// in practice.
 pub fn read(rec: &mut Recorder, src: &crate::gpu::GpuBuffer, out: &Tensor, workgroups: u32) -> Result<()> {
     let pipeline = rec.ctx.pipeline(&BANDWIDTH, &base_defines(rec.ctx, DType::F32, WG)?)?;
-    let params = Params { n4: (src.size() / 16) as u32, stride: workgroups * WG, _p: [0; 2] };
+    let params = Params { n4: (src.size() / 16) as u32, stride: workgroups * WG, n4b: 0, _p1: 0, start: 0, start2: 0, _p: [0; 2] };
     rec.dispatch(pipeline, &params, vec![Binding::new(1, src), Binding::new(5, &out.buffer)], [workgroups, 1, 1]);
     Ok(())
 }
@@ -30,14 +34,19 @@ pub fn read(rec: &mut Recorder, src: &crate::gpu::GpuBuffer, out: &Tensor, workg
 /// every multiprocessor of a large GPU, few enough to leave room beside the dispatch it runs with.
 pub const WARM_WORKGROUPS: u32 = 256;
 
-/// Reads every byte of `src` and then of `src2` (a weight's codes and scales) so that the next dispatch to
-/// read them finds them in the GPU's cache: recorded right after a dispatch that leaves the memory idle (decode
-/// attention at short context), it runs beside it. `sink` (u32, any length) is bound for writing and never
-/// written in practice: it must be used by no other dispatch of the pass, or a barrier would order the two.
-pub fn warm(rec: &mut Recorder, src: &crate::gpu::GpuBuffer, src2: &crate::gpu::GpuBuffer, sink: &Tensor) -> Result<()> {
+/// Reads the bytes `a.1` of buffer `a.0` and then `b.1` of `b.0` (16-byte aligned ranges; a weight's codes and
+/// scales, or two row ranges of one) so that the next dispatch to read them finds them in the GPU's cache:
+/// recorded right after a dispatch that leaves the memory idle (decode attention at short context), it runs
+/// beside it. `sink` (u32, any length) is bound for writing and never written in practice: it must be used by
+/// no other dispatch of the pass, or a barrier would order the two.
+pub fn warm(rec: &mut Recorder, a: (&crate::gpu::GpuBuffer, std::ops::Range<u64>), b: (&crate::gpu::GpuBuffer, std::ops::Range<u64>), sink: &Tensor) -> Result<()> {
+    for (buf, r) in [&a, &b] {
+        crate::kernels::check("warm", r.start % 16 == 0 && r.end <= buf.size() && r.start <= r.end, || format!("bytes {r:?} of a {}-byte buffer", buf.size()))?;
+    }
     let pipeline = rec.ctx.pipeline(&BANDWIDTH, &base_defines(rec.ctx, DType::F32, WG)?.flag("WARM"))?;
-    let params = Params { n4: (src.size() / 16) as u32, stride: WARM_WORKGROUPS * WG, _p: [(src2.size() / 16) as u32, 0] };
-    rec.dispatch(pipeline, &params, vec![Binding::new(1, src), Binding::new(2, src2), Binding::new(5, &sink.buffer)], [WARM_WORKGROUPS, 1, 1]);
+    let (n4, n4b) = (((a.1.end - a.1.start) / 16) as u32, ((b.1.end - b.1.start) / 16) as u32);
+    let params = Params { n4, stride: WARM_WORKGROUPS * WG, n4b, _p1: 0, start: (a.1.start / 16) as u32, start2: (b.1.start / 16) as u32, _p: [0; 2] };
+    rec.dispatch(pipeline, &params, vec![Binding::new(1, a.0), Binding::new(2, b.0), Binding::new(5, &sink.buffer)], [WARM_WORKGROUPS, 1, 1]);
     Ok(())
 }
 
@@ -48,7 +57,7 @@ pub const FMA_STEPS: u32 = 1024;
 /// packs them): `workgroups · 256 · FMA_STEPS · 64` floating-point operations. `out` as for [`read`].
 pub fn fma(rec: &mut Recorder, act: DType, out: &Tensor, workgroups: u32) -> Result<()> {
     let pipeline = rec.ctx.pipeline(&BANDWIDTH, &base_defines(rec.ctx, act, WG)?.flag("FMA"))?;
-    let params = Params { n4: FMA_STEPS, stride: 0.999f32.to_bits(), _p: [(-1.0f32).to_bits(), 0] };
+    let params = Params { n4: FMA_STEPS, stride: 0.999f32.to_bits(), n4b: (-1.0f32).to_bits(), _p1: 0, start: 0, start2: 0, _p: [0; 2] };
     rec.dispatch(pipeline, &params, vec![Binding::new(5, &out.buffer)], [workgroups, 1, 1]);
     Ok(())
 }

@@ -428,6 +428,9 @@ pub struct DecodeShapes {
     /// o's weights read into the GPU's cache beside decode attention where its split has at most this many
     /// workgroups (`attention::Warm`); 0: never.
     pub warm: u32,
+    /// With `warm`, also the first rows of gate/up's codes, this many MiB (half gate's, half up's: the rows its
+    /// first workgroups read); 0: none.
+    pub warm_gate_up_mib: u32,
 }
 
 /// [`DecodeShapes::warm`] on a GPU: decode attention's split at 1k context (the 14B's 8 KV heads in 8 splits)
@@ -535,7 +538,7 @@ impl DecodeShapes {
     }
 
     /// These shapes with some replaced: `spec` is `ROLE=WG:ROWS:BLOCKS,...`, roles qkv, o, gate_up, down and
-    /// lm_head, `warm=N` ([`DecodeShapes::warm`]) and `prepare=off|ffn|all` ([`DecodeShapes::prepare`]; a spec that leaves it out and gives
+    /// lm_head, `warm=N` and `warm_gate_up=MIB` ([`DecodeShapes::warm`]) and `prepare=off|ffn|all` ([`DecodeShapes::prepare`]; a spec that leaves it out and gives
     /// gate/up or down a shape that cannot prepare turns the model's [`Prepare::Ffn`] off); `allow_loads_only` (the benchmark's
     /// whole-step bound, whose tokens mean nothing) also takes `:loads`.
     pub fn with(mut self, spec: &str, allow_loads_only: bool) -> Result<DecodeShapes> {
@@ -545,6 +548,10 @@ impl DecodeShapes {
             if role.trim() == "prepare" {
                 self.prepare = Prepare::parse(shape.trim())?;
                 named = true;
+                continue;
+            }
+            if role.trim() == "warm_gate_up" {
+                self.warm_gate_up_mib = shape.trim().parse().map_err(|_| Error::Request(format!("decode shapes: warm_gate_up={:?}: expected MiB of gate/up's first rows to warm with o", shape.trim())))?;
                 continue;
             }
             if role.trim() == "warm" {
@@ -574,7 +581,7 @@ impl DecodeShapes {
 
 impl std::fmt::Display for DecodeShapes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}, o warmed beside attention of ≤ {} workgroups", self.qkv, self.o, self.gate_up, self.down, self.lm_head, self.prepare, self.warm)
+        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}, o (and {} MiB of gate/up) warmed beside attention of ≤ {} workgroups", self.qkv, self.o, self.gate_up, self.down, self.lm_head, self.prepare, self.warm_gate_up_mib, self.warm)
     }
 }
 

@@ -82,8 +82,9 @@ pub struct LayerBuffers {
     /// A one-token pass's rows prepared for the next matrix (`DecodeShapes::prepare`), where the sizes are
     /// whole blocks of 32.
     prepared: Option<Prepared>,
-    /// A one-token pass's sinks of o's warming beside decode attention (`DecodeShapes::warm`), one a layer
-    /// so that no two dispatches of a step share one (a shared sink would put a barrier between them).
+    /// A one-token pass's sinks of the warming beside decode attention (`DecodeShapes::warm`), two a layer
+    /// (o's, gate/up's) so that no two dispatches of a step share one (a shared sink would put a barrier
+    /// between them).
     warm_sinks: Vec<Tensor>,
 }
 
@@ -142,7 +143,7 @@ impl LayerBuffers {
             mid: Tensor::empty(ctx, &[rows, c.intermediate], act)?,
             prepared: Prepared::new(ctx, c)?,
             warm_sinks: match decode_scratch {
-                Some(_) => (0..c.layers).map(|_| Tensor::empty(ctx, &[WARM_SINK], DType::U32)).collect::<Result<_>>()?,
+                Some(_) => (0..2 * c.layers).map(|_| Tensor::empty(ctx, &[WARM_SINK], DType::U32)).collect::<Result<_>>()?,
                 None => Vec::new(),
             },
             decode_scratch,
@@ -152,7 +153,7 @@ impl LayerBuffers {
     /// Bytes of these buffers for `rows` tokens over `capacity` positions (the memory plan's figure).
     pub fn bytes(c: &TextConfig, act: DType, rows: usize, capacity: usize) -> u64 {
         let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let scratch = if rows <= SHORT_ROWS { 4 * attention::decode_scratch_len(rows as u32, c.heads as u32, c.kv_heads as u32, c.head_dim as u32, capacity as u32) + 4 * WARM_SINK * c.layers } else { 0 };
+        let scratch = if rows <= SHORT_ROWS { 4 * attention::decode_scratch_len(rows as u32, c.heads as u32, c.kv_heads as u32, c.head_dim as u32, capacity as u32) + 8 * WARM_SINK * c.layers } else { 0 };
         (rows * (c.hidden + qn + 2 * kvn + qn + 3 * c.intermediate) * act.size() + scratch) as u64 + Prepared::bytes(c)
     }
 }
@@ -206,6 +207,7 @@ impl Llm {
             prepare: Prepare::Off,
             // (a CPU renderer's cache is the host's: nothing to gain there)
             warm: if ctx.int_dot_decode { linear::WARM_WORKGROUPS } else { 0 },
+            warm_gate_up_mib: 0,
         };
         let ffn_fits = prepared_fits(cfg)
             && decode_shapes.can_prepare_ffn(ctx.caps.max_invocations)
@@ -327,6 +329,28 @@ impl Llm {
         (self.lm_head_folded && self.cfg.hidden > linear::SHORT_MAX_K).then(|| linear::argmax_slots(&self.lm_head, self.decode_shapes.lm_head))
     }
 
+    /// What decode attention warms of layer `l` beside its split (`DecodeShapes::warm`): o's codes and scales,
+    /// and gate/up's first rows where asked; `sinks` the layer's two. None where o is not one part with scales.
+    fn warm_reads<'a>(&self, l: &'a Layer, sinks: &'a [Tensor]) -> Option<attention::Warm<'a>> {
+        let s = self.decode_shapes;
+        let ([o], [so, sg, ..]) = (&l.o.parts[..], sinks) else { return None };
+        if s.warm == 0 {
+            return None;
+        }
+        let scales = o.scales.as_ref()?;
+        let o_read = attention::WarmRead { a: (&o.data, 0..o.data.size()), b: (scales, 0..scales.size()), sink: so };
+        let gu_read = match &l.gate_up.parts[..] {
+            [gu] if s.warm_gate_up_mib > 0 => {
+                let (ffn, row) = (l.gate_up.n / 2, l.gate_up.format.row_bytes(l.gate_up.k));
+                let rows = ((s.warm_gate_up_mib as u64) << 19).div_ceil(row).min(ffn as u64);
+                let (len, up) = ((rows * row) & !15, (ffn as u64 * row) & !15);
+                Some(attention::WarmRead { a: (&gu.data, 0..len), b: (&gu.data, up..(up + len).min(gu.data.size())), sink: sg })
+            }
+            _ => None,
+        };
+        Some(attention::Warm { reads: [Some(o_read), gu_read], max_workgroups: s.warm })
+    }
+
     /// One token `x` `(1, hidden)` through every layer as fused dispatches (the module header).
     fn decode_layers(&self, rec: &mut Recorder, x: &Tensor, cache: &mut KvCache, b: &LayerBuffers) -> Result<()> {
         let c = &self.cfg;
@@ -352,10 +376,7 @@ impl Llm {
             linear::matvec_fused_prep(rec, x, Prep { input: qkv_in, output: None }, &l.qkv, Some(&l.qkv_b), eps, rope_kv, s.qkv)?;
             // (not where o's rows are short enough for exact products: the test models')
             let o_in = ap.filter(|_| linear::quantizes_x(&l.o, s.o, true));
-            let warm = match (&l.o.parts[..], b.warm_sinks.get(i)) {
-                ([part], Some(sink)) if s.warm > 0 => part.scales.as_ref().map(|scales| attention::Warm { src: &part.data, src2: scales, sink, max_workgroups: s.warm }),
-                _ => None,
-            };
+            let warm = self.warm_reads(l, &b.warm_sinks[(2 * i).min(b.warm_sinks.len())..]);
             attention::attention_decode_with(rec, &qkv, &cache.k[i], &cache.v[i], &att, scratch, &args, o_in, warm)?;
             linear::matvec_fused_prep(rec, &att, Prep { input: o_in, output: xp }, &l.o, None, None, Fused::Residual { y: x }, s.o)?;
             linear::matvec_fused_prep(rec, x, Prep { input: xp, output: mp }, &l.gate_up, None, eps, Fused::Glu { y: &mid }, s.gate_up)?;
