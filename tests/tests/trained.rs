@@ -86,12 +86,8 @@ fn x_prepared_once_decodes_as_x_quantized_in_each_matrix() {
 /// over 12 teacher-forced steps, logits to 1e-4 of the largest.
 #[test]
 fn x_prepared_by_the_attention_merge_decodes_as_o_quantizing_it() {
-    use varco_web::model::Model;
     let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
-    let mut cfg = varco_web::bench::model::config("small").unwrap();
-    (cfg.text.hidden, cfg.text.intermediate, cfg.text.layers, cfg.text.heads, cfg.text.kv_heads, cfg.text.head_dim, cfg.text.vocab) = (320, 640, 1, 5, 1, 64, 1000);
-    let mut t = varco_web::bench::model::random_tensors(&ctx, &cfg, &varco_web::loader::plan::QuantPlan::DEFAULT).unwrap();
-    let mut m = Model::new(&ctx, &cfg, DType::F32, &mut t).unwrap();
+    let mut m = grouped_model(&ctx, 1, DType::F32);
     let ids = [5u32, 900, 17, 333, 2, 999, 64, 128, 7, 450, 81, 3];
     let mut run = |prepare: &str| dot4_steps(&ctx, &mut m, &ids, prepare);
     let quantized = run("off");
@@ -109,10 +105,7 @@ fn x_prepared_by_the_attention_merge_decodes_as_o_quantizing_it() {
 fn warming_o_beside_decode_attention_changes_no_logit() {
     use varco_web::model::Model;
     let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
-    let mut cfg = varco_web::bench::model::config("small").unwrap();
-    (cfg.text.hidden, cfg.text.intermediate, cfg.text.layers, cfg.text.heads, cfg.text.kv_heads, cfg.text.head_dim, cfg.text.vocab) = (320, 640, 2, 5, 1, 64, 1000);
-    let mut t = varco_web::bench::model::random_tensors(&ctx, &cfg, &varco_web::loader::plan::QuantPlan::DEFAULT).unwrap();
-    let mut m = Model::new(&ctx, &cfg, DType::F32, &mut t).unwrap();
+    let mut m = grouped_model(&ctx, 2, DType::F32);
     let ids = [5u32, 900, 17, 333, 2, 999];
     let counted = |m: &mut Model, spec: &str| {
         let before = ctx.stats.dispatches.load(std::sync::atomic::Ordering::Relaxed);
@@ -128,7 +121,7 @@ fn warming_o_beside_decode_attention_changes_no_logit() {
     // and gate/up's first rows (more MiB than the model's gate/up holds: the whole of it)
     let (both, n_both) = counted(&mut m, "off,warm=1000000,warm_gate_up=4");
     assert_eq!(cold, both, "warming gate/up changed the logits");
-    let warmings = (cfg.text.layers * ids.len()) as u64;
+    let warmings = (m.llm.cfg.layers * ids.len()) as u64;
     assert_eq!((n_warm - n_cold, n_both - n_cold), (warmings, 2 * warmings), "one warming of o a layer and step, and one of gate/up");
 }
 
@@ -139,13 +132,9 @@ fn warming_o_beside_decode_attention_changes_no_logit() {
 #[test]
 fn greedy_decode_picks_the_first_largest_logit_from_lm_heads_maxima() {
     use varco_web::model::decode::SampleArgs;
-    use varco_web::model::Model;
     let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
-    let mut cfg = varco_web::bench::model::config("small").unwrap();
-    (cfg.text.hidden, cfg.text.intermediate, cfg.text.layers, cfg.text.heads, cfg.text.kv_heads, cfg.text.head_dim, cfg.text.vocab) = (320, 640, 1, 5, 1, 64, 1000);
     for act in [DType::F32, DType::F16] {
-        let mut t = varco_web::bench::model::random_tensors(&ctx, &cfg, &varco_web::loader::plan::QuantPlan::DEFAULT).unwrap();
-        let m = Model::new(&ctx, &cfg, act, &mut t).unwrap();
+        let m = grouped_model(&ctx, 1, act);
         assert!(m.llm.argmax_slots().is_some(), "this lm_head writes no maxima");
         let n = 10;
         let mut ws = Workspace::new(&ctx, &m, n + 1).unwrap();
@@ -169,6 +158,15 @@ fn greedy_decode_picks_the_first_largest_logit_from_lm_heads_maxima() {
             assert_eq!(picked[i] as usize, first, "{act:?} step {i}: picked {} ({}), the first largest logit is {first} ({best})", picked[i], logits[picked[i] as usize]);
         }
     }
+}
+
+/// A random 4-bit model in the 14B's layout at a small size: five query heads of 64 on one KV head (the 14B's
+/// grouping), 320-wide rows (long enough for DOT4 and for lm_head's general path), untied, `layers` layers.
+fn grouped_model(ctx: &Context, layers: usize, act: DType) -> varco_web::model::Model {
+    let mut cfg = varco_web::bench::model::config("small").unwrap();
+    (cfg.text.hidden, cfg.text.intermediate, cfg.text.layers, cfg.text.heads, cfg.text.kv_heads, cfg.text.head_dim, cfg.text.vocab) = (320, 640, layers, 5, 1, 64, 1000);
+    let mut t = varco_web::bench::model::random_tensors(ctx, &cfg, &varco_web::loader::plan::QuantPlan::DEFAULT).unwrap();
+    varco_web::model::Model::new(ctx, &cfg, act, &mut t).unwrap()
 }
 
 /// Each step's logits of `ids` decoded one token at a time, every layer matrix in DOT4's shapes and x
