@@ -218,7 +218,9 @@ enum BenchCmd {
         /// ROLE=WG:ROWS:BLOCKS[:top|:exact|:dot4|:loads],... (roles qkv, o, gate_up, down, lm_head; :loads
         /// times the step with the loads of a matrix but not its products: a bound, its tokens meaningless),
         /// and prepare=off|ffn|all: x prepared once (ffn: gate/up writes its output's 8-bit codes for down;
-        /// all: attention, o and down write theirs too; DOT4 shapes only; the model takes ffn where it measured faster, `Prepare::measured`).
+        /// all: attention, o and down write theirs too; DOT4 shapes only; the model takes ffn where it measured faster, `Prepare::measured`),
+        /// warm=N: o's weights read into the cache beside decode attention's split where it has at most N
+        /// workgroups (0: never; default 128 on a GPU), and warm_gate_up=MIB: gate/up's first rows with them.
         #[arg(long)]
         decode_shapes: Option<String>,
         /// Also write the report to this file.
