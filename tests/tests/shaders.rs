@@ -69,7 +69,7 @@ fn shape_and_activation_options_parse() {
         let e = FusedShape::parse(bad, loads).unwrap_err().to_string();
         assert!(e.contains("WG:ROWS:BLOCKS") && e.contains("32:4:2"), "{bad:?}: {e}");
     }
-    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE, prepare: Prepare::Off, warm: 0, warm_gate_up_mib: 0 };
+    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE, prepare: Prepare::Off, warm: 0, warm_gate_up_mib: 0, greedy_in_lm_head: false };
     assert_eq!(base.with("prepare=ffn", false).unwrap().prepare, Prepare::Ffn);
     assert_eq!(base.with("prepare=all", false).unwrap().prepare, Prepare::All);
     assert_eq!(base.with("prepare=all,prepare=off", false).unwrap().prepare, Prepare::Off);
@@ -78,6 +78,9 @@ fn shape_and_activation_options_parse() {
     assert_eq!((w.warm, w.warm_gate_up_mib), (64, 8));
     assert!(base.with("warm=yes", false).unwrap_err().to_string().contains("warm=\"yes\""));
     assert!(base.with("warm_gate_up=-1", false).is_err());
+    assert!(base.with("greedy=lm_head", false).unwrap().greedy_in_lm_head);
+    assert!(!base.with("greedy=lm_head,greedy=logits", false).unwrap().greedy_in_lm_head);
+    assert!(base.with("greedy=fast", false).unwrap_err().to_string().contains("expected lm_head"));
     // the model's ffn (DOT4 gate/up in 8 rows, DOT4 down) stays while gate/up and down can prepare, and goes
     // off when a spec gives gate/up four rows (16 slices: 512 invocations) without naming prepare
     let dot4 = |s: FusedShape| FusedShape { math: FusedMath::Dot4, ..s };

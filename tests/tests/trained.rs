@@ -126,7 +126,7 @@ fn warming_o_beside_decode_attention_changes_no_logit() {
 }
 
 /// Greedy decoding takes lm_head's maxima (`Fused::PlainArgmax`, then argmax.wgsl's FINAL pass alone) where
-/// lm_head is one fused dispatch over rows longer than SHORT's: on the one-layer random model above (untied,
+/// asked (`greedy=lm_head`; off by default) and lm_head is one fused dispatch over rows longer than SHORT's: on the one-layer random model above (untied,
 /// 320-wide), each token `Model::decode` picks is the first largest of the logits that the same prefix gives
 /// teacher-forced, read back; in f32 and f16 activations.
 #[test]
@@ -134,7 +134,9 @@ fn greedy_decode_picks_the_first_largest_logit_from_lm_heads_maxima() {
     use varco_web::model::decode::SampleArgs;
     let ctx = pollster::block_on(Context::new(ContextOptions::default())).expect("a WebGPU adapter (lavapipe in CI)");
     for act in [DType::F32, DType::F16] {
-        let m = grouped_model(&ctx, 1, act);
+        let mut m = grouped_model(&ctx, 1, act);
+        assert!(m.llm.argmax_slots().is_none(), "greedy in lm_head by default");
+        m.llm.decode_shapes = m.llm.decode_shapes.with("greedy=lm_head", false).unwrap();
         assert!(m.llm.argmax_slots().is_some(), "this lm_head writes no maxima");
         let n = 10;
         let mut ws = Workspace::new(&ctx, &m, n + 1).unwrap();

@@ -426,16 +426,18 @@ pub struct DecodeShapes {
     /// instead of x.
     pub prepare: Prepare,
     /// o's weights read into the GPU's cache beside decode attention where its split has at most this many
-    /// workgroups (`attention::Warm`); 0: never.
+    /// workgroups (`attention::Warm`); 0: never, the model's default: on the H100 o got 2 µs faster a layer,
+    /// yet the step slower in every variant (−0.8 % at 1k with f16 and subgroups, −5.7 % with f32; BENCHMARKS.md,
+    /// twenty-second session).
     pub warm: u32,
     /// With `warm`, also the first rows of gate/up's codes, this many MiB (half gate's, half up's: the rows its
     /// first workgroups read); 0: none.
     pub warm_gate_up_mib: u32,
+    /// Greedy's first pass in lm_head's epilogue (`Fused::PlainArgmax`, then argmax.wgsl's FINAL alone) instead
+    /// of two passes over the logits. Off by default: its FINAL over 18,960 slots took 17 µs on the H100, the
+    /// two passes 15.
+    pub greedy_in_lm_head: bool,
 }
-
-/// [`DecodeShapes::warm`] on a GPU: decode attention's split at 1k context (the 14B's 8 KV heads in 8 splits)
-/// and 2k, not from 4k, where the split's own loads take the memory.
-pub const WARM_WORKGROUPS: u32 = 128;
 
 /// Which rows of the decode step are prepared once ([`Prep`]) by the kernel that writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -538,7 +540,8 @@ impl DecodeShapes {
     }
 
     /// These shapes with some replaced: `spec` is `ROLE=WG:ROWS:BLOCKS,...`, roles qkv, o, gate_up, down and
-    /// lm_head, `warm=N` and `warm_gate_up=MIB` ([`DecodeShapes::warm`]) and `prepare=off|ffn|all` ([`DecodeShapes::prepare`]; a spec that leaves it out and gives
+    /// lm_head, `warm=N` and `warm_gate_up=MIB` ([`DecodeShapes::warm`]), `greedy=lm_head|logits`
+    /// ([`DecodeShapes::greedy_in_lm_head`]) and `prepare=off|ffn|all` ([`DecodeShapes::prepare`]; a spec that leaves it out and gives
     /// gate/up or down a shape that cannot prepare turns the model's [`Prepare::Ffn`] off); `allow_loads_only` (the benchmark's
     /// whole-step bound, whose tokens mean nothing) also takes `:loads`.
     pub fn with(mut self, spec: &str, allow_loads_only: bool) -> Result<DecodeShapes> {
@@ -548,6 +551,14 @@ impl DecodeShapes {
             if role.trim() == "prepare" {
                 self.prepare = Prepare::parse(shape.trim())?;
                 named = true;
+                continue;
+            }
+            if role.trim() == "greedy" {
+                self.greedy_in_lm_head = match shape.trim() {
+                    "lm_head" => true,
+                    "logits" => false,
+                    other => return Err(Error::Request(format!("decode shapes: greedy={other:?}: expected lm_head (its first pass in lm_head's epilogue) or logits (two passes over them)"))),
+                };
                 continue;
             }
             if role.trim() == "warm_gate_up" {
@@ -581,7 +592,7 @@ impl DecodeShapes {
 
 impl std::fmt::Display for DecodeShapes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}, o (and {} MiB of gate/up) warmed beside attention of ≤ {} workgroups", self.qkv, self.o, self.gate_up, self.down, self.lm_head, self.prepare, self.warm_gate_up_mib, self.warm)
+        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}, o (and {} MiB of gate/up) warmed beside attention of ≤ {} workgroups, greedy's first pass in {}", self.qkv, self.o, self.gate_up, self.down, self.lm_head, self.prepare, self.warm_gate_up_mib, self.warm, if self.greedy_in_lm_head { "lm_head" } else { "its own dispatch" })
     }
 }
 

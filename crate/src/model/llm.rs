@@ -205,9 +205,9 @@ impl Llm {
             down: linear::fused_shape(ctx, &l0.down),
             lm_head: linear::fused_shape(ctx, &lm_head),
             prepare: Prepare::Off,
-            // (a CPU renderer's cache is the host's: nothing to gain there)
-            warm: if ctx.int_dot_decode { linear::WARM_WORKGROUPS } else { 0 },
+            warm: 0,
             warm_gate_up_mib: 0,
+            greedy_in_lm_head: false,
         };
         let ffn_fits = prepared_fits(cfg)
             && decode_shapes.can_prepare_ffn(ctx.caps.max_invocations)
@@ -322,11 +322,12 @@ impl Llm {
         self.layers.iter().all(|l| norm_folded(l.qkv.format) && l.qkv.parts.len() == 1 && l.gate_up.parts.len() == 1)
     }
 
-    /// Slots of the greedy choice's first pass that lm_head writes ([`Llm::logits`]'s `maxima`): where it is
-    /// one fused dispatch (the final norm folded in, so not a tied head) over rows longer than SHORT's; None
-    /// elsewhere (the sampler then makes both passes over the logits).
+    /// Slots of the greedy choice's first pass that lm_head writes ([`Llm::logits`]'s `maxima`): where the
+    /// decode shapes ask for it (`DecodeShapes::greedy_in_lm_head`) and lm_head is one fused dispatch (the
+    /// final norm folded in, so not a tied head) over rows longer than SHORT's; None elsewhere (the sampler
+    /// then makes both passes over the logits). A workspace sizes its maxima by this when made.
     pub fn argmax_slots(&self) -> Option<usize> {
-        (self.lm_head_folded && self.cfg.hidden > linear::SHORT_MAX_K).then(|| linear::argmax_slots(&self.lm_head, self.decode_shapes.lm_head))
+        (self.decode_shapes.greedy_in_lm_head && self.lm_head_folded && self.cfg.hidden > linear::SHORT_MAX_K).then(|| linear::argmax_slots(&self.lm_head, self.decode_shapes.lm_head))
     }
 
     /// What decode attention warms of layer `l` beside its split (`DecodeShapes::warm`): o's codes and scales,
@@ -397,7 +398,7 @@ impl Llm {
         if self.lm_head_folded {
             let mode = match maxima {
                 Some(maxima) if self.argmax_slots().is_some() => Fused::PlainArgmax { y: logits, maxima },
-                Some(_) => return Err(Error::kernel("llm", "maxima asked of an lm_head that cannot write them")),
+                Some(_) => return Err(Error::kernel("llm", "maxima asked of an lm_head that does not write them (the decode shapes changed after the workspace was made?)")),
                 None => Fused::Plain { y: logits },
             };
             return linear::matvec_fused(rec, row, &self.lm_head, None, Some(eps), mode, self.decode_shapes.lm_head);
