@@ -620,7 +620,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #ifndef GLU
 #ifndef ROPE_KV
 #ifdef ARGMAX
-    // rows past the end take the first row's value, which never wins over it
+    // rows past the end (the last workgroup's) are left out of the comparison below
     if (lid < R) {
         let row = g * R + lid;
         var v = 0.0;

@@ -32,10 +32,10 @@ pub struct StepBuffers {
     picked: Tensor,
     /// u32: the greedy choice's partial results between its two passes.
     sample_scratch: Tensor,
-    /// u32 pairs: the greedy choice's first pass as lm_head writes it with the logits (`Llm::argmax_slots`),
+    /// u32 pairs, one a slot: the greedy choice's first pass as lm_head writes it with the logits (`Llm::argmax_slots`),
     /// where it can; every recording of the logits into this workspace writes them, so they always
     /// belong to `logits`.
-    maxima: Option<(Tensor, usize)>,
+    maxima: Option<Tensor>,
     layers: LayerBuffers,
 }
 
@@ -74,7 +74,7 @@ impl Workspace {
                 logits: Tensor::empty(ctx, &[1, c.vocab], act)?,
                 picked: Tensor::empty(ctx, &[1], DType::U32)?,
                 sample_scratch: Tensor::empty(ctx, &[sample::SCRATCH_LEN], DType::U32)?,
-                maxima: model.llm.argmax_slots().map(|n| Ok::<_, crate::Error>((Tensor::empty(ctx, &[2 * n], DType::U32)?, n))).transpose()?,
+                maxima: model.llm.argmax_slots().map(|n| Tensor::empty(ctx, &[2 * n], DType::U32)).transpose()?,
                 layers: LayerBuffers::new(ctx, &model.cfg.text, act, 1, capacity)?,
             },
             step: StepCache::default(),
@@ -113,14 +113,14 @@ impl Model {
 
     /// The logits of `b.x` into `b.logits` (and the greedy choice's first pass into `b.maxima`).
     pub(crate) fn record_logits(&self, rec: &mut Recorder, b: &StepBuffers) -> Result<()> {
-        self.llm.logits(rec, &b.x, &b.normed, &b.logits, b.maxima.as_ref().map(|m| &m.0))
+        self.llm.logits(rec, &b.x, &b.normed, &b.logits, b.maxima.as_ref())
     }
 
     /// The next token from the logits in `b` into `b.picked`: greedy from lm_head's maxima where it wrote
     /// them, else `sample::sample` over the logits.
     fn choose(rec: &mut Recorder, b: &StepBuffers, args: SampleArgs, u: f32) -> Result<()> {
         match &b.maxima {
-            Some((maxima, slots)) if args.is_greedy() => sample::argmax_of_maxima(rec, maxima, *slots, &b.picked),
+            Some(maxima) if args.is_greedy() => sample::argmax_of_maxima(rec, maxima, maxima.len() / 2, &b.picked),
             _ => sample::sample(rec, &b.logits, &b.picked, &b.sample_scratch, args, u.min(0.999_999)),
         }
     }
