@@ -14,6 +14,11 @@
 // Variants (ContextOptions::tiled_matmul, all three by default): MM_IL interleaves the invocations' vec4s of
 // the staged tiles (quad below), MM_PF prefetches tile kt + 1 into registers while tile kt is multiplied
 // (q4/q8), MM_UR unrolls the 32 k steps; together 22 → 33 TFLOP/s in f32 on the H100 (BENCHMARKS.md).
+// MM_BW (with MM_PF, q4) gives every invocation half a code word of four rows to dequantize and stage, where
+// half of them had a whole word each and the other half waited at the barrier. MM_MA writes the products as a
+// multiply and an add rather than fma() (which form the driver pairs in f16). Ablations for measurement
+// only, whose products are wrong: MM_XL leaves out the loads after the first tile (what the inner loop and
+// staging cost without memory), MM_XS the loads and the staging (the inner loop and one barrier a tile).
 // Reference: dequantize, then an f64 matrix product (tests/src/reference.rs).
 #include "ids.wgsl"
 
@@ -68,6 +73,14 @@ fn deq(word: u32, d: f32) -> mat2x4<f32> {
     let hi = bitcast<vec4<f32>>(((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4<f32>(8388616.0);
     return mat2x4<f32>(lo * d, hi * d);
 }
+
+#ifdef MM_BW
+// Values 0..3 (h = 0) or 4..7 (h = 1) of one code word, times the group scale.
+fn deq_half(word: u32, h: u32, d: f32) -> vec4<f32> {
+    let sh = vec4<u32>(0u, 4u, 8u, 12u) + vec4<u32>(h * 16u);
+    return (bitcast<vec4<f32>>(((vec4<u32>(word) >> sh) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4<f32>(8388616.0)) * d;
+}
+#endif
 #endif
 
 // Four outputs of one row, columns gn0 .. gn0 + 3 (those inside Y).
@@ -158,9 +171,16 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let xc = lid % 8u;
     let x_on = lid < Q * 8u;
 #ifdef W_Q4
+#ifdef MM_BW
+    let wq = lid / 8u;
+    let wd = (lid % 8u) / 2u;
+    let wh = lid % 2u; // values 0..3 or 4..7 of the word
+    let w_on = lid < Q * 8u;
+#else
     let wq = lid / 4u;
     let wd = lid % 4u;
     let w_on = lid < Q * 4u;
+#endif
 #else
     let wq = lid / 8u;
     let wd = lid % 8u;
@@ -181,17 +201,27 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
     for (var kt = 0u; kt < nkt; kt++) {
 #ifdef MM_PF
+#ifdef MM_XS
+        if (kt == 0u) {
+#endif
         if (x_on) {
             put_x(xc * 4u * Q + xq, vec4<f32>(px0), vec4<f32>(px1), vec4<f32>(px2), vec4<f32>(px3));
         }
         if (w_on) {
 #ifdef W_Q4
+#ifdef MM_BW
+#for i in 0..4
+            let c{i} = deq_half(pw{i}, wh, scale_in(ps{i}, (n0 + wq * 4u + {i}u) * p.kb + kt));
+#endfor
+            put_w((wd * 8u + wh * 4u) * Q + wq, c0, c1, c2, c3);
+#else
 #for i in 0..4
             let c{i} = deq(pw{i}, scale_in(ps{i}, (n0 + wq * 4u + {i}u) * p.kb + kt));
 #endfor
             let b = wd * 8u * Q + wq;
             put_w(b, c0[0], c1[0], c2[0], c3[0]);
             put_w(b + 4u * Q, c0[1], c1[1], c2[1], c3[1]);
+#endif
 #else
 #for i in 0..4
             let c{i} = byt(pw{i}) * scale_in(ps{i}, ((n0 + wq * 4u + {i}u) * p.kb + kt * 2u) >> 1u);
@@ -201,6 +231,11 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
         }
         workgroupBarrier();
+#ifdef MM_XS
+        }
+#endif
+#ifndef MM_XS
+#ifndef MM_XL
         if (kt + 1u < nkt) {
 #for i in 0..4
             if (x_on) {
@@ -212,6 +247,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             }
 #endfor
         }
+#endif
+#endif
 #else
         // X: (row quad, k vec4) tasks, k fastest so a warp reads whole row segments.
         for (var t = lid; t < Q * 8u; t += 256u) {
@@ -306,15 +343,29 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #for i4 in 0..V
 #for j in 0..V
 #ifdef PACKED
+#ifdef MM_MA
+            h_{i4}_{j}_0 += vec4<f16>(a{i4}.x) * b{j};
+            h_{i4}_{j}_1 += vec4<f16>(a{i4}.y) * b{j};
+            h_{i4}_{j}_2 += vec4<f16>(a{i4}.z) * b{j};
+            h_{i4}_{j}_3 += vec4<f16>(a{i4}.w) * b{j};
+#else
             h_{i4}_{j}_0 = fma(vec4<f16>(a{i4}.x), b{j}, h_{i4}_{j}_0);
             h_{i4}_{j}_1 = fma(vec4<f16>(a{i4}.y), b{j}, h_{i4}_{j}_1);
             h_{i4}_{j}_2 = fma(vec4<f16>(a{i4}.z), b{j}, h_{i4}_{j}_2);
             h_{i4}_{j}_3 = fma(vec4<f16>(a{i4}.w), b{j}, h_{i4}_{j}_3);
+#endif
+#else
+#ifdef MM_MA
+            acc_{i4}_{j}_0 += vec4<f32>(a{i4}.x) * b{j};
+            acc_{i4}_{j}_1 += vec4<f32>(a{i4}.y) * b{j};
+            acc_{i4}_{j}_2 += vec4<f32>(a{i4}.z) * b{j};
+            acc_{i4}_{j}_3 += vec4<f32>(a{i4}.w) * b{j};
 #else
             acc_{i4}_{j}_0 = fma(vec4<f32>(a{i4}.x), b{j}, acc_{i4}_{j}_0);
             acc_{i4}_{j}_1 = fma(vec4<f32>(a{i4}.y), b{j}, acc_{i4}_{j}_1);
             acc_{i4}_{j}_2 = fma(vec4<f32>(a{i4}.z), b{j}, acc_{i4}_{j}_2);
             acc_{i4}_{j}_3 = fma(vec4<f32>(a{i4}.w), b{j}, acc_{i4}_{j}_3);
+#endif
 #endif
 #endfor
 #endfor

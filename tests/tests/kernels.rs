@@ -128,6 +128,35 @@ fn tiled_matmul_without_its_variants_matches_the_reference() {
     assert!(TiledMatmul::parse("il,fast").is_err());
 }
 
+/// The balanced staging of W (MM_BW: every invocation dequantizes half a q4 code word) and the products as a
+/// multiply and an add (MM_MA), on the default variants, against the f64 reference in both activation types
+/// (packed f16 too), q4 and q8, both tiles, awkward sizes; the pipelines' labels show the flags reached the
+/// shader where they apply (the balanced staging is q4's only).
+#[test]
+fn tiled_matmul_balanced_and_mul_add_match_the_reference() {
+    use varco_web::gpu::TiledMatmul;
+    let t = TiledMatmul { balance: true, mul_add: true, ..TiledMatmul::ALL };
+    assert_eq!(TiledMatmul::parse("il,pf,ur,bw,ma").unwrap(), t);
+    assert_eq!(TiledMatmul::parse(&t.label()).unwrap(), t);
+    for packed in [false, true] {
+        let ctx = pollster::block_on(Context::new(ContextOptions { tiled_matmul: t, packed_f16_matmul: packed, coop_matmul: false, ..Default::default() })).unwrap();
+        for act in if packed { &[DType::F16][..] } else { &[DType::F32, DType::F16][..] } {
+            for format in [WeightFormat::Q4, WeightFormat::Q8] {
+                pollster::block_on(cases::matmul_suite(&ctx, *act, format));
+            }
+        }
+        for (format, bw) in [(WeightFormat::Q4, true), (WeightFormat::Q8, false)] {
+            let x = varco_web::gpu::Tensor::empty(&ctx, &[3, 64], DType::F32).unwrap();
+            let y = varco_web::gpu::Tensor::empty(&ctx, &[3, 8], DType::F32).unwrap();
+            let (w, _) = cases::random_weight(&ctx, &mut varco_tests::harness::Rng::new(9), 8, 64, format, u64::MAX);
+            let mut rec = varco_web::gpu::Recorder::new(&ctx);
+            linear::matmul_with_tile(&mut rec, &x, &w, None, &y, 64).unwrap();
+            let label = pollster::block_on(rec.submit_profiled()).unwrap().expect("timestamps on the test adapter")[0].0.clone();
+            assert!(label.contains("MM_MA") && label.contains("MM_BW") == bw && !label.contains("MM_X"), "{label}");
+        }
+    }
+}
+
 /// The fused kernel's TOP and DOT4 products and its exact ones all match the reference in
 /// `matvec_fused_suite`; each must also differ from the exact ones, bit for bit somewhere, or the shape's
 /// `math` never reached the shader and the suite tested one path twice. In f32 activations (in f16 the outputs' rounding hides

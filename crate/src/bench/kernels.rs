@@ -518,8 +518,11 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
         let flops = wgs as f64 * 256.0 * bandwidth::FMA_STEPS as f64 * 64.0;
         let acts: &[DType] = if ctx.caps.f16 { &[DType::F32, DType::F16] } else { &[DType::F32] };
         for &a in acts {
-            let secs = time(ctx, 10, |rec, _| bandwidth::fma(rec, a, &out_t, wgs))?;
-            rows.push(Row { name: format!("FMA probe {}", if a == DType::F16 { "f16 (vec4<f16>)" } else { "f32" }), shape: format!("{wgs}×256 invocations"), secs, bytes: 0.0, flops, bound: "flop" });
+            for form in bandwidth::FmaForm::ALL {
+                let secs = time(ctx, 10, |rec, _| bandwidth::fma(rec, a, form, &out_t, wgs))?;
+                let ty = if a == DType::F16 { "f16" } else { "f32" };
+                rows.push(Row { name: format!("FMA probe {ty} ({})", form.label()), shape: format!("{wgs}×256 invocations"), secs, bytes: 0.0, flops, bound: "flop" });
+            }
         }
     }
 

@@ -126,37 +126,47 @@ impl DecodeTuning {
 /// Variants of the portable tiled matmul (shaders/matmul.wgsl): `interleave` (MM_IL) gives the 16 invocations
 /// along a side of the workgroup consecutive vec4s of the staged tiles, so a step's workgroup-memory reads
 /// are half the transactions; `prefetch` (MM_PF; q4 and q8 weights) loads tile kt + 1 into registers while
-/// tile kt is multiplied; `unroll` (MM_UR) unrolls the 32 k steps of a tile.
+/// tile kt is multiplied; `unroll` (MM_UR) unrolls the 32 k steps of a tile; `balance` (MM_BW; with the
+/// prefetch, q4) spreads the dequantizing of W's tile over all the invocations, half a code word each;
+/// `mul_add` (MM_MA) writes the products as a multiply and an add instead of fma(). `no_loads` (MM_XL) and
+/// `no_staging` (MM_XS) are ablations for measurement, with wrong products: no loads after the first tile,
+/// and neither loads nor staging after it (what the inner loop costs alone).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TiledMatmul {
     pub interleave: bool,
     pub prefetch: bool,
     pub unroll: bool,
+    pub balance: bool,
+    pub mul_add: bool,
+    pub no_loads: bool,
+    pub no_staging: bool,
 }
 
 impl TiledMatmul {
     /// The plain kernel, as before the variants.
-    pub const NONE: TiledMatmul = TiledMatmul { interleave: false, prefetch: false, unroll: false };
-    /// All three: the default.
-    pub const ALL: TiledMatmul = TiledMatmul { interleave: true, prefetch: true, unroll: true };
+    pub const NONE: TiledMatmul = TiledMatmul { interleave: false, prefetch: false, unroll: false, balance: false, mul_add: false, no_loads: false, no_staging: false };
+    /// The default: interleaved, prefetched, unrolled.
+    pub const ALL: TiledMatmul = TiledMatmul { interleave: true, prefetch: true, unroll: true, ..TiledMatmul::NONE };
 
-    /// From `il,pf,ur` (any of them, comma-separated; `none` for none).
+    fn flags(&mut self) -> [(&mut bool, &'static str); 7] {
+        [(&mut self.interleave, "il"), (&mut self.prefetch, "pf"), (&mut self.unroll, "ur"), (&mut self.balance, "bw"), (&mut self.mul_add, "ma"), (&mut self.no_loads, "xl"), (&mut self.no_staging, "xs")]
+    }
+
+    /// From `il,pf,ur,bw,ma,xl,xs` (any of them, comma-separated; `none` for none).
     pub fn parse(s: &str) -> Result<Self> {
         let mut t = TiledMatmul::NONE;
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "none") {
-            match part {
-                "il" => t.interleave = true,
-                "pf" => t.prefetch = true,
-                "ur" => t.unroll = true,
-                _ => return Err(Error::request(format!("tiled matmul variant {part:?}: expected il, pf, ur or none"))),
+            match t.flags().into_iter().find(|f| f.1 == part) {
+                Some((on, _)) => *on = true,
+                None => return Err(Error::request(format!("tiled matmul variant {part:?}: expected il, pf, ur, bw, ma, xl, xs or none"))),
             }
         }
         Ok(t)
     }
 
-    /// `il,pf,ur` for those on (as [`TiledMatmul::parse`] takes them); `none` for none.
-    pub fn label(self) -> String {
-        let on: Vec<&str> = [(self.interleave, "il"), (self.prefetch, "pf"), (self.unroll, "ur")].iter().filter(|v| v.0).map(|v| v.1).collect();
+    /// The variants on, as [`TiledMatmul::parse`] takes them; `none` for none.
+    pub fn label(mut self) -> String {
+        let on: Vec<&str> = self.flags().into_iter().filter(|f| *f.0).map(|f| f.1).collect();
         if on.is_empty() { "none".into() } else { on.join(",") }
     }
 }

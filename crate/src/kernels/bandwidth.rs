@@ -53,10 +53,27 @@ pub fn warm(rec: &mut Recorder, a: (&crate::gpu::GpuBuffer, std::ops::Range<u64>
 /// Steps of the FMA probe's loop: 8 vec4 FMAs each, 64 floating-point operations an invocation a step.
 pub const FMA_STEPS: u32 = 1024;
 
+/// How the FMA probe writes its operations: `fma()` or a multiply and an add, on vec4s or vec2s (the same
+/// operations a step either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FmaForm {
+    pub mul_add: bool,
+    pub vec2: bool,
+}
+
+impl FmaForm {
+    pub const ALL: [FmaForm; 4] = [FmaForm { mul_add: false, vec2: false }, FmaForm { mul_add: true, vec2: false }, FmaForm { mul_add: false, vec2: true }, FmaForm { mul_add: true, vec2: true }];
+
+    pub fn label(self) -> String {
+        format!("{} {}", if self.mul_add { "a·b+c" } else { "fma" }, if self.vec2 { "vec2" } else { "vec4" })
+    }
+}
+
 /// `workgroups · 256` invocations of [`FMA_STEPS`] steps of FMAs in `act` (f32, or f16 in pairs where the GPU
 /// packs them): `workgroups · 256 · FMA_STEPS · 64` floating-point operations. `out` as for [`read`].
-pub fn fma(rec: &mut Recorder, act: DType, out: &Tensor, workgroups: u32) -> Result<()> {
-    let pipeline = rec.ctx.pipeline(&BANDWIDTH, &base_defines(rec.ctx, act, WG)?.flag("FMA"))?;
+pub fn fma(rec: &mut Recorder, act: DType, form: FmaForm, out: &Tensor, workgroups: u32) -> Result<()> {
+    let d = base_defines(rec.ctx, act, WG)?.flag("FMA").flag_if("FMA_MULADD", form.mul_add).flag_if("FMA_V2", form.vec2);
+    let pipeline = rec.ctx.pipeline(&BANDWIDTH, &d)?;
     let params = Params { n4: FMA_STEPS, stride: 0.999f32.to_bits(), n4b: (-1.0f32).to_bits(), _p1: 0, start: 0, start2: 0, _p: [0; 2] };
     rec.dispatch(pipeline, &params, vec![Binding::new(5, &out.buffer)], [workgroups, 1, 1]);
     Ok(())

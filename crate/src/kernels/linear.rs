@@ -258,6 +258,7 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matmul", &[x, y])?;
     check("matmul", tile == 64 || tile == 128, || format!("tile {tile} is not 64 or 128"))?;
+    let pf = rec.ctx.tiled_matmul.prefetch && matches!(w.format, WeightFormat::Q4 | WeightFormat::Q8);
     let defines = weight_defines(base_defines(rec.ctx, act, 256)?
         .value("TILE", tile)
         .value("V", tile / 64)
@@ -265,8 +266,13 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
         .flag_if("PACKED", matmul_packed(rec.ctx, act))
         .flag_if("MM_IL", rec.ctx.tiled_matmul.interleave)
         .flag_if("MM_UR", rec.ctx.tiled_matmul.unroll)
+        .flag_if("MM_MA", rec.ctx.tiled_matmul.mul_add)
         // the prefetch holds one task of W an invocation: q4 and q8 have at most one, f16 weights two
-        .flag_if("MM_PF", rec.ctx.tiled_matmul.prefetch && matches!(w.format, WeightFormat::Q4 | WeightFormat::Q8)), w.format);
+        .flag_if("MM_PF", pf)
+        // the balanced staging, and the ablations, are built on the prefetch's structure
+        .flag_if("MM_BW", pf && rec.ctx.tiled_matmul.balance && w.format == WeightFormat::Q4)
+        .flag_if("MM_XL", pf && rec.ctx.tiled_matmul.no_loads)
+        .flag_if("MM_XS", pf && rec.ctx.tiled_matmul.no_staging), w.format);
     let pipeline = rec.ctx.pipeline(&MATMUL, &defines)?;
     let m_tiles = (m as u32).div_ceil(tile);
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;

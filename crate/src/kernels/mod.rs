@@ -149,6 +149,16 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                                 }
                                 out.push((MATMUL, d.clone().flag_if("MM_IL", il).flag_if("MM_PF", pf).flag_if("MM_UR", ur)));
                             }
+                            // the balanced staging (q4), fma() as a multiply and an add, the ablations: on all three
+                            if can_pf {
+                                let all = d.clone().flag("MM_IL").flag("MM_PF").flag("MM_UR");
+                                let q4 = wfmt == WeightFormat::Q4;
+                                out.push((MATMUL, all.clone().flag_if("MM_BW", q4)));
+                                out.push((MATMUL, all.clone().flag_if("MM_BW", q4).flag("MM_MA")));
+                                out.push((MATMUL, all.clone().flag("MM_MA")));
+                                out.push((MATMUL, all.clone().flag("MM_XL")));
+                                out.push((MATMUL, all.clone().flag("MM_XS")));
+                            }
                         }
                     }
                     if f16 && !sg {
@@ -204,7 +214,9 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     out.push((ARGMAX, base(wg).flag("FINAL")));
                 }
                 out.push((BANDWIDTH, base(wg)));
-                out.push((BANDWIDTH, base(wg).flag("FMA")));
+                for form in bandwidth::FmaForm::ALL {
+                    out.push((BANDWIDTH, base(wg).flag("FMA").flag_if("FMA_MULADD", form.mul_add).flag_if("FMA_V2", form.vec2)));
+                }
                 out.push((BANDWIDTH, base(wg).flag("WARM")));
             }
             for op in ["ADD", "BIAS", "GELU_TANH", "GELU_ERF", "SILU_MUL"] {
