@@ -18,7 +18,9 @@
 // half of them had a whole word each and the other half waited at the barrier. MM_MA writes the products as a
 // multiply and an add rather than fma() (which form the driver pairs in f16). Ablations for measurement
 // only, whose products are wrong: MM_XL leaves out the loads after the first tile (what the inner loop and
-// staging cost without memory), MM_XS the loads and the staging (the inner loop and one barrier a tile).
+// staging cost without memory), MM_XS the loads and the staging (the inner loop and one barrier a tile),
+// MM_XB has every invocation read the same vec4s of W's tile (what the inner loop costs without the
+// workgroup-memory bandwidth its W reads take). MM_W8 arranges a subgroup's invocations 8 × 4.
 // Reference: dequantize, then an f64 matrix product (tests/src/reference.rs).
 #include "ids.wgsl"
 
@@ -150,8 +152,15 @@ fn quad(i: u32, t: u32) -> u32 {
 @compute @workgroup_size(256)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = ids.lid;
+#ifdef MM_W8
+    // a subgroup of 32 covers 8 columns × 4 rows of invocations (not 16 × 2): its reads of W's tile are 8
+    // vec4s (128 bytes) a step, of X's 4, each shared by the others
+    let tx = (lid / 32u) % 2u * 8u + lid % 8u;
+    let ty = lid / 64u * 4u + (lid % 32u) / 8u;
+#else
     let tx = lid % 16u;
     let ty = lid / 16u;
+#endif
     let n0 = wg.x * TILE;
     let m0 = wg.y * TILE;
     let nk4 = p.k / 4u;
@@ -338,7 +347,11 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             let a{i4} = xs[kk * Q + quad({i4}u, ty)];
 #endfor
 #for j in 0..V
+#ifdef MM_XB
+            let b{j} = ws[kk * Q + quad({j}u, 0u)];
+#else
             let b{j} = ws[kk * Q + quad({j}u, tx)];
+#endif
 #endfor
 #for i4 in 0..V
 #for j in 0..V

@@ -128,15 +128,15 @@ fn tiled_matmul_without_its_variants_matches_the_reference() {
     assert!(TiledMatmul::parse("il,fast").is_err());
 }
 
-/// The balanced staging of W (MM_BW: every invocation dequantizes half a q4 code word) and the products as a
-/// multiply and an add (MM_MA), on the default variants, against the f64 reference in both activation types
+/// The balanced staging of W (MM_BW: every invocation dequantizes half a q4 code word), the products as a
+/// multiply and an add (MM_MA) and a subgroup over 8 × 4 invocations (MM_W8), on the default variants, against the f64 reference in both activation types
 /// (packed f16 too), q4 and q8, both tiles, awkward sizes; the pipelines' labels show the flags reached the
 /// shader where they apply (the balanced staging is q4's only).
 #[test]
 fn tiled_matmul_balanced_and_mul_add_match_the_reference() {
     use varco_web::gpu::TiledMatmul;
-    let t = TiledMatmul { balance: true, mul_add: true, ..TiledMatmul::ALL };
-    assert_eq!(TiledMatmul::parse("il,pf,ur,bw,ma").unwrap(), t);
+    let t = TiledMatmul { balance: true, mul_add: true, warp8: true, ..TiledMatmul::ALL };
+    assert_eq!(TiledMatmul::parse("il,pf,ur,bw,ma,w8").unwrap(), t);
     assert_eq!(TiledMatmul::parse(&t.label()).unwrap(), t);
     for packed in [false, true] {
         let ctx = pollster::block_on(Context::new(ContextOptions { tiled_matmul: t, packed_f16_matmul: packed, coop_matmul: false, ..Default::default() })).unwrap();
@@ -152,7 +152,7 @@ fn tiled_matmul_balanced_and_mul_add_match_the_reference() {
             let mut rec = varco_web::gpu::Recorder::new(&ctx);
             linear::matmul_with_tile(&mut rec, &x, &w, None, &y, 64).unwrap();
             let label = pollster::block_on(rec.submit_profiled()).unwrap().expect("timestamps on the test adapter")[0].0.clone();
-            assert!(label.contains("MM_MA") && label.contains("MM_BW") == bw && !label.contains("MM_X"), "{label}");
+            assert!(label.contains("MM_MA") && label.contains("MM_W8") && label.contains("MM_BW") == bw && !label.contains("MM_X"), "{label}");
         }
     }
 }

@@ -181,8 +181,11 @@ enum BenchCmd {
         #[arg(long)]
         packed_f16: bool,
         /// Variants of the portable tiled matmul, comma-separated: il (tile reads interleaved), pf (the next
-        /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), or none; all three
-        /// by default.
+        /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), bw (with pf, q4: W's
+        /// dequantizing spread over all invocations), ma (products as a multiply and an add), w8 (a subgroup
+        /// over 8 × 4 invocations of the block), or none; il, pf and ur by default. Ablations for measurement,
+        /// with wrong products: xl (no loads after the first tile; with pf), xs (neither loads nor staging
+        /// after it; with pf), xb (every invocation reads the same vec4s of W's staged tile).
         #[arg(long)]
         tiled_matmul: Option<String>,
         /// Keep the prefill and vision matmuls off the tensor cores (the cooperative-matrix tier, on by default
@@ -282,8 +285,11 @@ enum BenchCmd {
         #[arg(long)]
         packed_f16: bool,
         /// Variants of the portable tiled matmul, comma-separated: il (tile reads interleaved), pf (the next
-        /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), or none; all three
-        /// by default.
+        /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), bw (with pf, q4: W's
+        /// dequantizing spread over all invocations), ma (products as a multiply and an add), w8 (a subgroup
+        /// over 8 × 4 invocations of the block), or none; il, pf and ur by default. Ablations for measurement,
+        /// with wrong products: xl (no loads after the first tile; with pf), xs (neither loads nor staging
+        /// after it; with pf), xb (every invocation reads the same vec4s of W's staged tile).
         #[arg(long)]
         tiled_matmul: Option<String>,
         /// Leave out the cooperative-matrix matmul (timed where the adapter has it, after a check against the

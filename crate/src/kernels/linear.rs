@@ -267,6 +267,8 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
         .flag_if("MM_IL", rec.ctx.tiled_matmul.interleave)
         .flag_if("MM_UR", rec.ctx.tiled_matmul.unroll)
         .flag_if("MM_MA", rec.ctx.tiled_matmul.mul_add)
+        .flag_if("MM_W8", rec.ctx.tiled_matmul.warp8)
+        .flag_if("MM_XB", rec.ctx.tiled_matmul.no_w_reads)
         // the prefetch holds one task of W an invocation: q4 and q8 have at most one, f16 weights two
         .flag_if("MM_PF", pf)
         // the balanced staging, and the ablations, are built on the prefetch's structure

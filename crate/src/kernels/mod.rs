@@ -158,6 +158,10 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                                 out.push((MATMUL, all.clone().flag("MM_MA")));
                                 out.push((MATMUL, all.clone().flag("MM_XL")));
                                 out.push((MATMUL, all.clone().flag("MM_XS")));
+                                out.push((MATMUL, all.clone().flag("MM_W8")));
+                                out.push((MATMUL, all.clone().flag_if("MM_BW", q4).flag("MM_W8")));
+                                out.push((MATMUL, all.clone().flag("MM_XS").flag("MM_XB")));
+                                out.push((MATMUL, all.clone().flag("MM_XS").flag("MM_W8")));
                             }
                         }
                     }
