@@ -3,8 +3,10 @@
 // H200, against a few µs here):
 //   default: workgroup g takes the slice [g·per, (g+1)·per) and writes its (max, first index) to part[2g..];
 //   FINAL:   one workgroup reduces the `groups` partial results into out[0] — the first pass's, or those that
-//            lm_head's epilogue wrote (matvec_fused.wgsl ARGMAX, one a workgroup: 18,960 on the 14B), four
-//            loads in flight an invocation.
+//            lm_head's epilogue wrote (matvec_fused.wgsl ARGMAX, one a workgroup: 18,960 on the 14B), each
+//            pair one 8-byte load, eight in flight an invocation (with 256 invocations and four scalar pairs in
+//            flight the 14B's 18,960 took 17 µs on an H100: a chain of load latencies; sample.rs runs this
+//            pass over lm_head's maxima with the widest workgroup the device allows).
 // Reference: tests/src/reference.rs sample (temperature 0).
 #include "ids.wgsl"
 #include "reduce.wgsl"
@@ -19,7 +21,11 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<act>;       // (n)
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;    // (1)
+#ifdef FINAL
+@group(0) @binding(3) var<storage, read> part: array<vec2<u32>>;  // (groups): max as f32 bits, index
+#else
 @group(0) @binding(3) var<storage, read_write> part: array<u32>;   // (groups, 2): max as f32 bits, index
+#endif
 
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -27,13 +33,13 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
     var best = -3.0e38;
     var at = 4.0e9;
 #ifdef FINAL
-    for (var i = lid; i < p.groups; i += 4u * WG) {
-#for u in 0..4
-        let i{u} = min(i + {u}u * WG, p.groups - 1u);
-        let v{u} = bitcast<f32>(part[2u * i{u}]);
-        let j{u} = f32(part[2u * i{u} + 1u]);
+    for (var i = lid; i < p.groups; i += 8u * WG) {
+#for u in 0..8
+        let s{u} = part[min(i + {u}u * WG, p.groups - 1u)];
 #endfor
-#for u in 0..4
+#for u in 0..8
+        let v{u} = bitcast<f32>(s{u}.x);
+        let j{u} = f32(s{u}.y);
         if (i + {u}u * WG < p.groups && (v{u} > best || (v{u} == best && j{u} < at))) {
             best = v{u};
             at = j{u};

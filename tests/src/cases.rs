@@ -122,7 +122,7 @@ pub async fn matmul_suite(ctx: &Context, act: DType, format: WeightFormat) {
 /// the first index of the largest of the logits that same dispatch wrote (read back): rows of many
 /// workgroups, a row count not a multiple of the shape's, weights in parts (slots numbered across them), q4
 /// and q8, and ties — the winning row copied to the next row (the same workgroup) and to a row of a later
-/// part, where the first must win.
+/// part, where the first must win. Then the FINAL pass alone over maxima drawn here, one slot to many sweeps.
 pub async fn greedy_in_lm_head_suite(ctx: &Context, act: DType) {
     use linear::{FusedMath, FusedShape};
     let dot4 = FusedShape { math: FusedMath::Dot4, ..linear::FUSED_SHAPE };
@@ -161,6 +161,42 @@ pub async fn greedy_in_lm_head_suite(ctx: &Context, act: DType) {
         if tie {
             assert!(logits[a] == logits[a + 1] && logits[a] == logits[n - 2], "case {ci}: the copied rows' logits differ");
             assert_eq!(pick, a, "case {ci}: a tie not taken by its first row");
+        }
+    }
+    // the FINAL pass alone over more slots than one sweep of its workgroup takes (the 14B's lm_head writes
+    // 18,960): maxima drawn here, the largest value in three slots — in different sweeps and lanes, the
+    // smallest row in the last of them — and a prime count, so the last sweep is partial
+    for (ci, slots) in [1usize, 7, 20_011].into_iter().enumerate() {
+        let mut rng = Rng::new(1300 + ci as u64);
+        let mut pairs: Vec<(f32, u32)> = (0..slots).map(|i| (rng.normals(1, 3.0)[0], (i * 8 + 5) as u32)).collect();
+        if slots > 3 {
+            let top = pairs.iter().fold(f32::MIN, |a, p| a.max(p.0)) + 1.0;
+            for (slot, row) in [(slots / 7, 900_000), (slots / 2 + 1, 700_000), (slots - 1, 600_000)] {
+                pairs[slot] = (top, row);
+            }
+        }
+        let want = pairs.iter().fold((f32::MIN, u32::MAX), |b, p| if p.0 > b.0 || (p.0 == b.0 && p.1 < b.1) { *p } else { b }).1;
+        let words: Vec<u32> = pairs.iter().flat_map(|p| [p.0.to_bits(), p.1]).collect();
+        let maxima = varco_web::gpu::Tensor::from_u32(ctx, &words, &[2 * slots]).unwrap();
+        let out = poisoned(ctx, &[1], DType::U32);
+        run(ctx, |rec| sample::argmax_of_maxima(rec, &maxima, slots, &out)).await;
+        let pick = out.to_u32(ctx).await.unwrap()[0];
+        assert_eq!(pick, want, "argmax over {slots} maxima");
+        if slots > 3 {
+            assert_eq!(pick, 600_000, "the tie's smallest row");
+        }
+        if slots > 10_000 {
+            // the largest in one slot at a time, every 500th: each load of the unrolled sweep, in every sweep,
+            // whatever the workgroup's width
+            for at in (3..slots).step_by(500) {
+                let mut one = pairs.clone();
+                let top = one.iter().fold(f32::MIN, |a, p| a.max(p.0)) + 1.0;
+                one[at] = (top, 123_456);
+                let words: Vec<u32> = one.iter().flat_map(|p| [p.0.to_bits(), p.1]).collect();
+                let maxima = varco_web::gpu::Tensor::from_u32(ctx, &words, &[2 * slots]).unwrap();
+                run(ctx, |rec| sample::argmax_of_maxima(rec, &maxima, slots, &out)).await;
+                assert_eq!(out.to_u32(ctx).await.unwrap()[0], 123_456, "the largest of {slots} maxima in slot {at} not picked");
+            }
         }
     }
 }

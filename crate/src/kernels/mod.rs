@@ -215,8 +215,9 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                 out.push((SAMPLE, base(wg)));
                 if wg == 256 {
                     out.push((ARGMAX, base(wg)));
-                    out.push((ARGMAX, base(wg).flag("FINAL")));
                 }
+                // FINAL: after the first pass (256), over lm_head's maxima (the widest workgroup)
+                out.push((ARGMAX, base(wg).flag("FINAL")));
                 out.push((BANDWIDTH, base(wg)));
                 for form in bandwidth::FmaForm::ALL {
                     out.push((BANDWIDTH, base(wg).flag("FMA").flag_if("FMA_MULADD", form.mul_add).flag_if("FMA_V2", form.vec2)));

@@ -83,7 +83,8 @@ pub fn argmax_of_maxima(rec: &mut Recorder, maxima: &Tensor, slots: usize, out: 
     check("argmax", out.dtype == DType::U32 && !out.is_empty() && maxima.dtype == DType::U32 && maxima.len() >= 2 * slots, || format!("out and maxima ({slots} pairs) must be u32 tensors"))?;
     check("argmax", slots > 0 && slots < (1 << 24), || format!("{slots} slots: need 1 ..= 2^24"))?;
     let params = ArgmaxParams { n: 0, per: 0, groups: slots as u32, _p: 0 };
-    let pipeline = rec.ctx.pipeline(&ARGMAX, &base_defines(rec.ctx, DType::F32, ARGMAX_WG)?.flag("FINAL"))?;
+    // thousands of slots for one workgroup: as many invocations as the device allows, each fewer loads deep
+    let pipeline = rec.ctx.pipeline(&ARGMAX, &base_defines(rec.ctx, DType::F32, crate::kernels::wide_wg(rec.ctx))?.flag("FINAL"))?;
     rec.dispatch(pipeline, &params, vec![Binding::new(2, &out.buffer), Binding::new(3, &maxima.buffer)], [1, 1, 1]);
     Ok(())
 }
