@@ -27,6 +27,9 @@
 #               attention kernel rows and the cost of a dependent dispatch (≈ 4 minutes)
 #     model     the defaults end to end: the fixture model's 4-bit report, the 14B's figures, and its decode
 #               without the integer products (≈ 4 minutes)
+#     tiled     issue 14's portable tiers: the FMA probe's four forms, the tiled matmul's variants and
+#               ablations in f32 and packed f16 (TILED_F32, TILED_F16), the f32 tier's prefill with each of
+#               TILED_MODEL, and greedy over lm_head's maxima (≈ 5 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -156,7 +159,30 @@ run)
             timeout 90 /tmp/varco bench model --shape 14b --runs 3 --decode-only --no-int-dot --out "$R/model-no-int-dot.md" > "$R/model-no-int-dot.log" 2>&1
             grep -E "^(decode shapes|\| [0-9]+ context)" "$R/model-no-int-dot.md"
             ;;
-        *) echo "on-device: no step $step (check, coop, decode, chunks, ab, model)" >&2; exit 2 ;;
+        tiled)
+            # issue 14's portable tiers: the FMA probe in its four forms (does any form pair f16 products?),
+            # the tiled matmul's variants and ablations (TILED_F32, TILED_F16: lists of --tiled-matmul
+            # values), then the f32 tier's prefill with each of TILED_MODEL, and the greedy pass over
+            # lm_head's maxima (issue 13)
+            timeout 90 /tmp/varco bench kernels --filter peak --out "$R/peak.md" > "$R/peak.log" 2>&1
+            grep -E "^\| FMA probe" "$R/peak.md"
+            for v in ${TILED_F32:-il,pf,ur il,pf,ur,bw il,pf,ur,ma il,pf,ur,w8 il,pf,ur,bw,w8 il,pf,ur,bw,ma il,pf,ur,xl il,pf,ur,xs il,pf,ur,xs,xb il,pf,ur,xs,w8}; do
+                timeout 60 /tmp/varco bench kernels --no-coop --filter "matmul q4" --act f32 --tiled-matmul "$v" --out "$R/tiled-f32-$v.md" > "$R/tiled-f32-$v.log" 2>&1
+                echo "== f32 $v: $(grep -E '^\| matmul q4 tile128' "$R/tiled-f32-$v.md" | awk -F'|' '{printf "%s ", $6}')"
+            done
+            for v in ${TILED_F16:-il,pf,ur il,pf,ur,ma il,pf,ur,bw il,pf,ur,bw,ma il,pf,ur,xs}; do
+                timeout 60 /tmp/varco bench kernels --no-coop --filter "matmul q4" --act f16 --packed-f16 --tiled-matmul "$v" --out "$R/tiled-f16-$v.md" > "$R/tiled-f16-$v.log" 2>&1
+                echo "== packed f16 $v: $(grep -E '^\| matmul q4 tile128' "$R/tiled-f16-$v.md" | awk -F'|' '{printf "%s ", $6}')"
+            done
+            for v in ${TILED_MODEL:-il,pf,ur il,pf,ur,bw}; do
+                timeout 100 /tmp/varco bench model --shape 14b --runs 3 --no-coop --act f32 --tiled-matmul "$v" --tiles 7 --out "$R/tiled-model-$v.md" > "$R/tiled-model-$v.log" 2>&1
+                echo "== f32 tier, $v"
+                grep -E "^(prefill|vision|time to first)" "$R/tiled-model-$v.md" || tail -3 "$R/tiled-model-$v.log"
+            done
+            timeout 90 /tmp/varco bench kernels --filter small --out "$R/greedy.md" > "$R/greedy.log" 2>&1
+            grep -E "^\| sample greedy" "$R/greedy.md"
+            ;;
+        *) echo "on-device: no step $step (check, coop, decode, chunks, ab, model, tiled)" >&2; exit 2 ;;
         esac
     done
     ;;
