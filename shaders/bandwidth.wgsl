@@ -32,35 +32,24 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
 
 #ifdef FMA
+// FMA_V2: sixteen chains of vec2 (CH = 16; the same operations a step as eight of vec4): the shape of one
+// paired f16 instruction
+#ifdef FMA_V2
+alias fv = vec2<act>;
+#else
+alias fv = act4;
+#endif
 @compute @workgroup_size(WG)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
     let g = wg.x * WG + ids.lid;
     // p.n4: steps; p.stride: the factor's bits (an f32 a little under one); p._p0: a sum never reached
-#ifdef FMA_V2
-    // sixteen chains of vec2 (the same operations a step): the shape of one paired f16 instruction
-    let b = vec2<act>(act(bitcast<f32>(p.stride)));
-    let c = vec2<act>(act(0.5));
-#for i in 0..16
-    var a{i} = vec2<act>(act(f32(g % 7u + {i}u) * 0.125));
+    let b = fv(act(bitcast<f32>(p.stride)));
+    let c = fv(act(0.5));
+#for i in 0..CH
+    var a{i} = fv(act(f32(g % 7u + {i}u) * 0.125));
 #endfor
-#else
-    let b = act4(act(bitcast<f32>(p.stride)));
-    let c = act4(act(0.5));
-#for i in 0..8
-    var a{i} = act4(act(f32(g % 7u + {i}u) * 0.125));
-#endfor
-#endif
     for (var i = 0u; i < p.n4; i++) {
-#ifdef FMA_V2
-#for i in 0..16
-#ifdef FMA_MULADD
-        a{i} = a{i} * b + c;
-#else
-        a{i} = fma(a{i}, b, c);
-#endif
-#endfor
-#else
-#for i in 0..8
+#for i in 0..CH
 #ifdef FMA_MULADD
         // a multiply and an add, which the driver may contract (and pair) where fma()'s SPIR-V Fma it may not
         a{i} = a{i} * b + c;
@@ -68,15 +57,12 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
         a{i} = fma(a{i}, b, c);
 #endif
 #endfor
-#endif
     }
-#ifdef FMA_V2
-    let f2 = vec2<f32>(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11 + a12 + a13 + a14 + a15);
-    let f = vec4<f32>(f2, f2);
-#else
-    let f = vec4<f32>(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7);
-#endif
-    if (f.x + f.y + f.z + f.w == bitcast<f32>(p._p0)) {
+    var sum = fv(act(0.0));
+#for i in 0..CH
+    sum += a{i};
+#endfor
+    if (f32(dot(sum, fv(act(1.0)))) == bitcast<f32>(p._p0)) {
         out[g] = 1u;
     }
 }

@@ -64,6 +64,11 @@ pub struct FmaForm {
 impl FmaForm {
     pub const ALL: [FmaForm; 4] = [FmaForm { mul_add: false, vec2: false }, FmaForm { mul_add: true, vec2: false }, FmaForm { mul_add: false, vec2: true }, FmaForm { mul_add: true, vec2: true }];
 
+    /// Independent chains an invocation: 8 of vec4 or 16 of vec2.
+    pub fn chains(self) -> u32 {
+        if self.vec2 { 16 } else { 8 }
+    }
+
     pub fn label(self) -> String {
         format!("{} {}", if self.mul_add { "a·b+c" } else { "fma" }, if self.vec2 { "vec2" } else { "vec4" })
     }
@@ -72,7 +77,7 @@ impl FmaForm {
 /// `workgroups · 256` invocations of [`FMA_STEPS`] steps of FMAs in `act` (f32, or f16 in pairs where the GPU
 /// packs them): `workgroups · 256 · FMA_STEPS · 64` floating-point operations. `out` as for [`read`].
 pub fn fma(rec: &mut Recorder, act: DType, form: FmaForm, out: &Tensor, workgroups: u32) -> Result<()> {
-    let d = base_defines(rec.ctx, act, WG)?.flag("FMA").flag_if("FMA_MULADD", form.mul_add).flag_if("FMA_V2", form.vec2);
+    let d = base_defines(rec.ctx, act, WG)?.flag("FMA").flag_if("FMA_MULADD", form.mul_add).flag_if("FMA_V2", form.vec2).value("CH", form.chains());
     let pipeline = rec.ctx.pipeline(&BANDWIDTH, &d)?;
     let params = Params { n4: FMA_STEPS, stride: 0.999f32.to_bits(), n4b: (-1.0f32).to_bits(), _p1: 0, start: 0, start2: 0, _p: [0; 2] };
     rec.dispatch(pipeline, &params, vec![Binding::new(5, &out.buffer)], [workgroups, 1, 1]);

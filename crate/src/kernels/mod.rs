@@ -220,7 +220,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                 out.push((ARGMAX, base(wg).flag("FINAL")));
                 out.push((BANDWIDTH, base(wg)));
                 for form in bandwidth::FmaForm::ALL {
-                    out.push((BANDWIDTH, base(wg).flag("FMA").flag_if("FMA_MULADD", form.mul_add).flag_if("FMA_V2", form.vec2)));
+                    out.push((BANDWIDTH, base(wg).flag("FMA").flag_if("FMA_MULADD", form.mul_add).flag_if("FMA_V2", form.vec2).value("CH", form.chains())));
                 }
                 out.push((BANDWIDTH, base(wg).flag("WARM")));
             }
