@@ -166,15 +166,15 @@ run)
             # lm_head's maxima (issue 13)
             timeout 90 /tmp/varco bench kernels --filter peak --out "$R/peak.md" > "$R/peak.log" 2>&1
             grep -E "^\| FMA probe" "$R/peak.md"
-            for v in ${TILED_F32:-il,pf,ur il,pf,ur,bw il,pf,ur,ma il,pf,ur,w8 il,pf,ur,bw,w8 il,pf,ur,bw,ma il,pf,ur,xl il,pf,ur,xs il,pf,ur,xs,xb il,pf,ur,xs,w8}; do
+            for v in ${TILED_F32:-il,pf,ur il,pf,ur,bw il,pf,ur,ma il,pf,ur,w8 il,pf,ur,bw,w8 il,pf,ur,t16 il,pf,ur,t16,ma il,pf,ur,xl il,pf,ur,xs il,pf,ur,xs,xb il,pf,ur,xs,w8 il,pf,ur,t16,xs il,pf,ur,t16,xs,xb}; do
                 timeout 60 /tmp/varco bench kernels --no-coop --filter "matmul q4" --act f32 --tiled-matmul "$v" --out "$R/tiled-f32-$v.md" > "$R/tiled-f32-$v.log" 2>&1
                 echo "== f32 $v: $(grep -E '^\| matmul q4 tile128' "$R/tiled-f32-$v.md" | awk -F'|' '{printf "%s ", $6}')"
             done
-            for v in ${TILED_F16:-il,pf,ur il,pf,ur,ma il,pf,ur,bw il,pf,ur,bw,ma il,pf,ur,xs}; do
+            for v in ${TILED_F16:-il,pf,ur il,pf,ur,ma il,pf,ur,bw il,pf,ur,bw,ma il,pf,ur,t16 il,pf,ur,t16,ma il,pf,ur,xs}; do
                 timeout 60 /tmp/varco bench kernels --no-coop --filter "matmul q4" --act f16 --packed-f16 --tiled-matmul "$v" --out "$R/tiled-f16-$v.md" > "$R/tiled-f16-$v.log" 2>&1
                 echo "== packed f16 $v: $(grep -E '^\| matmul q4 tile128' "$R/tiled-f16-$v.md" | awk -F'|' '{printf "%s ", $6}')"
             done
-            for v in ${TILED_MODEL:-il,pf,ur il,pf,ur,bw}; do
+            for v in ${TILED_MODEL:-il,pf,ur il,pf,ur,bw il,pf,ur,t16}; do
                 timeout 100 /tmp/varco bench model --shape 14b --runs 3 --no-coop --act f32 --tiled-matmul "$v" --tiles 7 --out "$R/tiled-model-$v.md" > "$R/tiled-model-$v.log" 2>&1
                 echo "== f32 tier, $v"
                 grep -E "^(prefill|vision|time to first)" "$R/tiled-model-$v.md" || tail -3 "$R/tiled-model-$v.log"

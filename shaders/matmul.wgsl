@@ -1,9 +1,10 @@
 // Y = X · Wᵀ (+ bias) for many rows of X (prefill, vision). W is (n, k) in 4 bits (W_Q4),
 // 8 bits (W_Q8) or f16 (W_F16).
-// Register tiling: a workgroup of 256 invocations (16 × 16) computes a TILE × TILE block of Y, each
-// invocation a TM × TM block (TM = TILE/16) held in vec4 registers. K advances 32 at a time (one q4 group);
+// Register tiling: a workgroup of WGT invocations (16 along n × TYN along m: 256 = 16 × 16 by default)
+// computes a TILE × TILE block of Y, each invocation VM × VN vec4s of it (4·VM rows × 4·VN columns; by
+// default VM = VN = TILE/64) held in registers. K advances 32 at a time (one q4 group);
 // the X slice and the dequantized W slice are staged in workgroup memory as f32, laid out [k][row/4] so the
-// inner loop reads whole vec4s (2·TM/4 loads for TM² FMAs). Loads are assigned by row quads: an invocation
+// inner loop reads whole vec4s (VM + VN loads for 16·VM·VN FMAs). Loads are assigned by row quads: an invocation
 // loads 4 rows at one k position and transposes them in registers, so every workgroup-memory store is a
 // whole vec4. Memory: 2 · 32 · TILE · 4 bytes (16 KiB at TILE 64, 32 KiB at TILE 128). Accumulation in f32.
 // PACKED (below) trades "accumulation always f32" for packed f16 arithmetic: within a group of 32 k the products
@@ -24,9 +25,11 @@
 // Reference: dequantize, then an f64 matrix product (tests/src/reference.rs).
 #include "ids.wgsl"
 
-const TM: u32 = TILE / 16u;   // outputs per invocation along each side
 const Q: u32 = TILE / 4u;     // row quads per tile
-// V (a define): vec4s per invocation along each side, TM / 4
+// Defines: WGT invocations, TYN = WGT / 16 of them along m; VM, VN vec4s of outputs an invocation along m and
+// n (VM·TYN = VN·16 = Q); XT tasks of X's staging an invocation with MM_PF. MM_T16 (the 128-wide tile, q4,
+// prefetched: WGT 128, VM 4, VN 2, XT 2) gives each invocation 16 rows × 8 columns where it had 8 × 8: six
+// workgroup-memory reads a k step for 128 products instead of four for 64.
 
 #include "linear_io.wgsl"
 #include "dequant.wgsl"
@@ -137,23 +140,29 @@ fn ld_s(gn: u32, kt: u32) -> u32 {
 }
 #endif
 
-// The row quad (of X's tile) or column quad (of W's) that invocation t along that side covers with its i-th
-// vec4 of outputs. MM_IL
-// interleaves them (quad i·16 + t), so the 16 invocations along a side read 16 consecutive vec4s of the
-// staged tile a step, not every other one.
-fn quad(i: u32, t: u32) -> u32 {
+// The row quad (of X's tile) that invocation t along m covers with its i-th vec4 of outputs, and the column
+// quad (of W's) along n. MM_IL interleaves them (quad i·16 + t along n), so the invocations along a side
+// read consecutive vec4s of the staged tile a step, not every other one.
+fn quad_m(i: u32, t: u32) -> u32 {
 #ifdef MM_IL
-    return i * 16u + t;
+    return i * TYN + t;
 #else
-    return t * V + i;
+    return t * VM + i;
+#endif
+}
+fn quad_n(j: u32, t: u32) -> u32 {
+#ifdef MM_IL
+    return j * 16u + t;
+#else
+    return t * VN + j;
 #endif
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WGT)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = ids.lid;
 #ifdef MM_W8
-    // a subgroup of 32 covers 8 columns × 4 rows of invocations (not 16 × 2): its reads of W's tile are 8
+    // (256 invocations) a subgroup of 32 covers 8 columns × 4 rows of invocations (not 16 × 2): its reads of W's tile are 8
     // vec4s (128 bytes) a step, of X's 4, each shared by the others
     let tx = (lid / 32u) % 2u * 8u + lid % 8u;
     let ty = lid / 64u * 4u + (lid % 32u) / 8u;
@@ -164,9 +173,9 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let n0 = wg.x * TILE;
     let m0 = wg.y * TILE;
     let nk4 = p.k / 4u;
-    // acc_{i4}_{j}_{e}: row ty·TM + 4·i4 + e, columns tx·TM + 4·j .. + 3
-#for i4 in 0..V
-#for j in 0..V
+    // acc_{i4}_{j}_{e}: row 4·quad_m(i4, ty) + e, columns 4·quad_n(j, tx) .. + 3
+#for i4 in 0..VM
+#for j in 0..VN
 #for e in 0..4
     var acc_{i4}_{j}_{e} = vec4<f32>(0.0);
 #endfor
@@ -175,10 +184,12 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let nkt = (p.k + 31u) / 32u;
 #ifdef MM_PF
     // Tile kt + 1's loads go out before tile kt is multiplied and land in registers as loaded (raw words:
-    // converting them at once would wait for them); one task of X and at most one of W an invocation.
-    let xq = lid / 8u;
-    let xc = lid % 8u;
-    let x_on = lid < Q * 8u;
+    // converting them at once would wait for them); XT tasks of X and at most one of W an invocation.
+#for u in 0..XT
+    let xq{u} = (lid + {u}u * WGT) / 8u;
+    let xc{u} = (lid + {u}u * WGT) % 8u;
+    let x_on{u} = lid + {u}u * WGT < Q * 8u;
+#endfor
 #ifdef W_Q4
 #ifdef MM_BW
     let wq = lid / 8u;
@@ -196,10 +207,12 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let w_on = lid < Q * 8u;
 #endif
 #for i in 0..4
-    var px{i} = act4(0.0);
-    if (x_on) {
-        px{i} = ld_x(m0 + xq * 4u + {i}u, xc, nk4);
+#for u in 0..XT
+    var px{u}_{i} = act4(0.0);
+    if (x_on{u}) {
+        px{u}_{i} = ld_x(m0 + xq{u} * 4u + {i}u, xc{u}, nk4);
     }
+#endfor
     var pw{i} = 0u;
     var ps{i} = 0u;
     if (w_on) {
@@ -213,9 +226,11 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #ifdef MM_XS
         if (kt == 0u) {
 #endif
-        if (x_on) {
-            put_x(xc * 4u * Q + xq, vec4<f32>(px0), vec4<f32>(px1), vec4<f32>(px2), vec4<f32>(px3));
+#for u in 0..XT
+        if (x_on{u}) {
+            put_x(xc{u} * 4u * Q + xq{u}, vec4<f32>(px{u}_0), vec4<f32>(px{u}_1), vec4<f32>(px{u}_2), vec4<f32>(px{u}_3));
         }
+#endfor
         if (w_on) {
 #ifdef W_Q4
 #ifdef MM_BW
@@ -247,9 +262,11 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #ifndef MM_XL
         if (kt + 1u < nkt) {
 #for i in 0..4
-            if (x_on) {
-                px{i} = ld_x(m0 + xq * 4u + {i}u, (kt + 1u) * 8u + xc, nk4);
+#for u in 0..XT
+            if (x_on{u}) {
+                px{u}_{i} = ld_x(m0 + xq{u} * 4u + {i}u, (kt + 1u) * 8u + xc{u}, nk4);
             }
+#endfor
             if (w_on) {
                 pw{i} = ld_w(n0 + wq * 4u + {i}u, kt + 1u, wd);
                 ps{i} = ld_s(n0 + wq * 4u + {i}u, kt + 1u);
@@ -260,7 +277,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
 #else
         // X: (row quad, k vec4) tasks, k fastest so a warp reads whole row segments.
-        for (var t = lid; t < Q * 8u; t += 256u) {
+        for (var t = lid; t < Q * 8u; t += WGT) {
             let qd = t / 8u;
             let c4 = t % 8u;
             let r = m0 + qd * 4u;
@@ -274,7 +291,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         }
 #ifdef W_Q4
         // W: (row quad, code word) tasks; a word holds 8 consecutive k of one row.
-        for (var t = lid; t < Q * 4u; t += 256u) {
+        for (var t = lid; t < Q * 4u; t += WGT) {
             let qd = t / 4u;
             let wd = t % 4u;
 #for i in 0..4
@@ -291,7 +308,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
 #ifdef W_Q8
         // W: (row quad, code word) tasks; a word holds 4 consecutive k of one row, a group 8 words.
-        for (var t = lid; t < Q * 8u; t += 256u) {
+        for (var t = lid; t < Q * 8u; t += WGT) {
             let qd = t / 8u;
             let wd = t % 8u;
 #for i in 0..4
@@ -308,7 +325,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
 #ifdef W_F16
         // W: (row quad, word of 2 halves) tasks; rows are kb·8 halves long (zero padded).
-        for (var t = lid; t < Q * 16u; t += 256u) {
+        for (var t = lid; t < Q * 16u; t += WGT) {
             let qd = t / 16u;
             let wd = t % 16u;
             let word = kt * 16u + wd;
@@ -327,8 +344,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         workgroupBarrier();
 #endif
 #ifdef PACKED
-#for i4 in 0..V
-#for j in 0..V
+#for i4 in 0..VM
+#for j in 0..VN
 #for e in 0..4
         var h_{i4}_{j}_{e} = vec4<f16>(0.0);
 #endfor
@@ -343,18 +360,18 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #else
         for (var kk = 0u; kk < 32u; kk++) {
 #endif
-#for i4 in 0..V
-            let a{i4} = xs[kk * Q + quad({i4}u, ty)];
+#for i4 in 0..VM
+            let a{i4} = xs[kk * Q + quad_m({i4}u, ty)];
 #endfor
-#for j in 0..V
+#for j in 0..VN
 #ifdef MM_XB
-            let b{j} = ws[kk * Q + quad({j}u, 0u)];
+            let b{j} = ws[kk * Q + quad_n({j}u, 0u)];
 #else
-            let b{j} = ws[kk * Q + quad({j}u, tx)];
+            let b{j} = ws[kk * Q + quad_n({j}u, tx)];
 #endif
 #endfor
-#for i4 in 0..V
-#for j in 0..V
+#for i4 in 0..VM
+#for j in 0..VN
 #ifdef PACKED
 #ifdef MM_MA
             h_{i4}_{j}_0 += vec4<f16>(a{i4}.x) * b{j};
@@ -387,8 +404,8 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endfor
 #endif
 #ifdef PACKED
-#for i4 in 0..V
-#for j in 0..V
+#for i4 in 0..VM
+#for j in 0..VN
 #for e in 0..4
         acc_{i4}_{j}_{e} += vec4<f32>(h_{i4}_{j}_{e});
 #endfor
@@ -397,10 +414,10 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #endif
         workgroupBarrier();
     }
-#for i4 in 0..V
+#for i4 in 0..VM
 #for e in 0..4
-#for j in 0..V
-    store4(m0 + quad({i4}u, ty) * 4u + {e}u, n0 + quad({j}u, tx) * 4u, acc_{i4}_{j}_{e});
+#for j in 0..VN
+    store4(m0 + quad_m({i4}u, ty) * 4u + {e}u, n0 + quad_n({j}u, tx) * 4u, acc_{i4}_{j}_{e});
 #endfor
 #endfor
 #endfor

@@ -128,31 +128,39 @@ fn tiled_matmul_without_its_variants_matches_the_reference() {
     assert!(TiledMatmul::parse("il,fast").is_err());
 }
 
-/// The balanced staging of W (MM_BW: every invocation dequantizes half a q4 code word), the products as a
-/// multiply and an add (MM_MA) and a subgroup over 8 × 4 invocations (MM_W8), on the default variants, against the f64 reference in both activation types
-/// (packed f16 too), q4 and q8, both tiles, awkward sizes; the pipelines' labels show the flags reached the
-/// shader where they apply (the balanced staging is q4's only).
+/// The tiled matmul's variants beyond the default three, each set on the defaults: the balanced staging of W
+/// (MM_BW: every invocation dequantizes half a q4 code word), the products as a multiply and an add (MM_MA), a
+/// subgroup over 8 × 4 invocations (MM_W8), and 128 invocations of 16 × 8 outputs (MM_T16) — against the f64
+/// reference in both activation types (packed f16 too), q4 and q8, both tiles, awkward sizes; the pipelines'
+/// labels show the flags reached the shader where they apply (the balanced staging and the tall blocks are
+/// q4's only, the tall blocks the 128-wide tile's).
 #[test]
-fn tiled_matmul_balanced_and_mul_add_match_the_reference() {
+fn tiled_matmul_variants_match_the_reference() {
     use varco_web::gpu::TiledMatmul;
-    let t = TiledMatmul { balance: true, mul_add: true, warp8: true, ..TiledMatmul::ALL };
-    assert_eq!(TiledMatmul::parse("il,pf,ur,bw,ma,w8").unwrap(), t);
-    assert_eq!(TiledMatmul::parse(&t.label()).unwrap(), t);
-    for packed in [false, true] {
-        let ctx = pollster::block_on(Context::new(ContextOptions { tiled_matmul: t, packed_f16_matmul: packed, coop_matmul: false, ..Default::default() })).unwrap();
-        for act in if packed { &[DType::F16][..] } else { &[DType::F32, DType::F16][..] } {
-            for format in [WeightFormat::Q4, WeightFormat::Q8] {
-                pollster::block_on(cases::matmul_suite(&ctx, *act, format));
+    let wide = TiledMatmul { balance: true, mul_add: true, warp8: true, ..TiledMatmul::ALL };
+    let tall = TiledMatmul { tall: true, mul_add: true, ..TiledMatmul::ALL };
+    assert_eq!(TiledMatmul::parse("il,pf,ur,bw,ma,w8").unwrap(), wide);
+    assert_eq!(TiledMatmul::parse("il,pf,ur,t16,ma").unwrap(), tall);
+    for t in [wide, tall] {
+        assert_eq!(TiledMatmul::parse(&t.label()).unwrap(), t);
+        for packed in [false, true] {
+            let ctx = pollster::block_on(Context::new(ContextOptions { tiled_matmul: t, packed_f16_matmul: packed, coop_matmul: false, ..Default::default() })).unwrap();
+            for act in if packed { &[DType::F16][..] } else { &[DType::F32, DType::F16][..] } {
+                for format in [WeightFormat::Q4, WeightFormat::Q8] {
+                    pollster::block_on(cases::matmul_suite(&ctx, *act, format));
+                }
             }
-        }
-        for (format, bw) in [(WeightFormat::Q4, true), (WeightFormat::Q8, false)] {
-            let x = varco_web::gpu::Tensor::empty(&ctx, &[3, 64], DType::F32).unwrap();
-            let y = varco_web::gpu::Tensor::empty(&ctx, &[3, 8], DType::F32).unwrap();
-            let (w, _) = cases::random_weight(&ctx, &mut varco_tests::harness::Rng::new(9), 8, 64, format, u64::MAX);
-            let mut rec = varco_web::gpu::Recorder::new(&ctx);
-            linear::matmul_with_tile(&mut rec, &x, &w, None, &y, 64).unwrap();
-            let label = pollster::block_on(rec.submit_profiled()).unwrap().expect("timestamps on the test adapter")[0].0.clone();
-            assert!(label.contains("MM_MA") && label.contains("MM_W8") && label.contains("MM_BW") == bw && !label.contains("MM_X"), "{label}");
+            for (format, tile) in [(WeightFormat::Q4, 64), (WeightFormat::Q4, 128), (WeightFormat::Q8, 128)] {
+                let x = varco_web::gpu::Tensor::empty(&ctx, &[3, 64], DType::F32).unwrap();
+                let y = varco_web::gpu::Tensor::empty(&ctx, &[3, 8], DType::F32).unwrap();
+                let (w, _) = cases::random_weight(&ctx, &mut varco_tests::harness::Rng::new(9), 8, 64, format, u64::MAX);
+                let mut rec = varco_web::gpu::Recorder::new(&ctx);
+                linear::matmul_with_tile(&mut rec, &x, &w, None, &y, tile).unwrap();
+                let label = pollster::block_on(rec.submit_profiled()).unwrap().expect("timestamps on the test adapter")[0].0.clone();
+                let q4 = format == WeightFormat::Q4;
+                let want = [("MM_MA", true), ("MM_W8", t.warp8), ("MM_BW", t.balance && q4), ("MM_T16", t.tall && q4 && tile == 128), ("MM_X", false)];
+                assert!(want.iter().all(|(f, on)| label.contains(f) == *on), "{t:?} {format:?} tile {tile}: {label}");
+            }
         }
     }
 }

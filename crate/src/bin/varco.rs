@@ -183,7 +183,8 @@ enum BenchCmd {
         /// Variants of the portable tiled matmul, comma-separated: il (tile reads interleaved), pf (the next
         /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), bw (with pf, q4: W's
         /// dequantizing spread over all invocations), ma (products as a multiply and an add), w8 (a subgroup
-        /// over 8 × 4 invocations of the block), or none; il, pf and ur by default. Ablations for measurement,
+        /// over 8 × 4 invocations of the block), t16 (128 invocations of 16 × 8 outputs; q4, the 128-wide
+        /// tile, with pf), or none; il, pf and ur by default. Ablations for measurement,
         /// with wrong products: xl (no loads after the first tile; with pf), xs (neither loads nor staging
         /// after it; with pf), xb (every invocation reads the same vec4s of W's staged tile).
         #[arg(long)]
@@ -287,7 +288,8 @@ enum BenchCmd {
         /// Variants of the portable tiled matmul, comma-separated: il (tile reads interleaved), pf (the next
         /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), bw (with pf, q4: W's
         /// dequantizing spread over all invocations), ma (products as a multiply and an add), w8 (a subgroup
-        /// over 8 × 4 invocations of the block), or none; il, pf and ur by default. Ablations for measurement,
+        /// over 8 × 4 invocations of the block), t16 (128 invocations of 16 × 8 outputs; q4, the 128-wide
+        /// tile, with pf), or none; il, pf and ur by default. Ablations for measurement,
         /// with wrong products: xl (no loads after the first tile; with pf), xs (neither loads nor staging
         /// after it; with pf), xb (every invocation reads the same vec4s of W's staged tile).
         #[arg(long)]

@@ -129,7 +129,9 @@ impl DecodeTuning {
 /// tile kt is multiplied; `unroll` (MM_UR) unrolls the 32 k steps of a tile; `balance` (MM_BW; with the
 /// prefetch, q4) spreads the dequantizing of W's tile over all the invocations, half a code word each;
 /// `mul_add` (MM_MA) writes the products as a multiply and an add instead of fma(); `warp8` (MM_W8) arranges
-/// a subgroup's 32 invocations 8 × 4 over the output block instead of 16 × 2. `no_loads` (MM_XL),
+/// a subgroup's 32 invocations 8 × 4 over the output block instead of 16 × 2; `tall` (MM_T16; the 128-wide
+/// tile, prefetched q4 weights, neither bw nor w8) gives 128 invocations 16 rows × 8 columns each where 256
+/// had 8 × 8 (half the workgroup-memory reads a product). `no_loads` (MM_XL),
 /// `no_staging` (MM_XS) and `no_w_reads` (MM_XB) are ablations for measurement, with wrong products: no loads
 /// after the first tile; neither loads nor staging after it (what the inner loop costs alone); every
 /// invocation reading the same vec4s of W's staged tile (the inner loop without its workgroup-memory traffic).
@@ -143,26 +145,27 @@ pub struct TiledMatmul {
     pub no_loads: bool,
     pub no_staging: bool,
     pub warp8: bool,
+    pub tall: bool,
     pub no_w_reads: bool,
 }
 
 impl TiledMatmul {
     /// The plain kernel, as before the variants.
-    pub const NONE: TiledMatmul = TiledMatmul { interleave: false, prefetch: false, unroll: false, balance: false, mul_add: false, no_loads: false, no_staging: false, warp8: false, no_w_reads: false };
+    pub const NONE: TiledMatmul = TiledMatmul { interleave: false, prefetch: false, unroll: false, balance: false, mul_add: false, no_loads: false, no_staging: false, warp8: false, tall: false, no_w_reads: false };
     /// The default: interleaved, prefetched, unrolled.
     pub const ALL: TiledMatmul = TiledMatmul { interleave: true, prefetch: true, unroll: true, ..TiledMatmul::NONE };
 
-    fn flags(&mut self) -> [(&mut bool, &'static str); 9] {
-        [(&mut self.interleave, "il"), (&mut self.prefetch, "pf"), (&mut self.unroll, "ur"), (&mut self.balance, "bw"), (&mut self.mul_add, "ma"), (&mut self.warp8, "w8"), (&mut self.no_loads, "xl"), (&mut self.no_staging, "xs"), (&mut self.no_w_reads, "xb")]
+    fn flags(&mut self) -> [(&mut bool, &'static str); 10] {
+        [(&mut self.interleave, "il"), (&mut self.prefetch, "pf"), (&mut self.unroll, "ur"), (&mut self.balance, "bw"), (&mut self.mul_add, "ma"), (&mut self.warp8, "w8"), (&mut self.tall, "t16"), (&mut self.no_loads, "xl"), (&mut self.no_staging, "xs"), (&mut self.no_w_reads, "xb")]
     }
 
-    /// From `il,pf,ur,bw,ma,w8,xl,xs,xb` (any of them, comma-separated; `none` for none).
+    /// From `il,pf,ur,bw,ma,w8,t16,xl,xs,xb` (any of them, comma-separated; `none` for none).
     pub fn parse(s: &str) -> Result<Self> {
         let mut t = TiledMatmul::NONE;
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "none") {
             match t.flags().into_iter().find(|f| f.1 == part) {
                 Some((on, _)) => *on = true,
-                None => return Err(Error::request(format!("tiled matmul variant {part:?}: expected il, pf, ur, bw, ma, w8, xl, xs, xb or none"))),
+                None => return Err(Error::request(format!("tiled matmul variant {part:?}: expected il, pf, ur, bw, ma, w8, t16, xl, xs, xb or none"))),
             }
         }
         Ok(t)

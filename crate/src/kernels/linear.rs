@@ -254,14 +254,28 @@ pub fn matmul_coop_with(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     Ok(())
 }
 
+/// The tiled matmul's layout defines (shaders/matmul.wgsl): invocations, their rows along m, vec4s of
+/// outputs an invocation along m and n, X's staging tasks an invocation. `t16`: 128 invocations of 16 rows
+/// × 8 columns each over the 128-wide tile (TiledMatmul::tall).
+pub(crate) fn tiled_layout(d: Defines, tile: u32, t16: bool) -> Defines {
+    let d = d.value("TILE", tile).flag_if("MM_T16", t16);
+    if t16 {
+        d.value("WGT", 128).value("TYN", 8).value("VM", 4).value("VN", 2).value("XT", 2)
+    } else {
+        d.value("WGT", 256).value("TYN", 16).value("VM", tile / 64).value("VN", tile / 64).value("XT", 1)
+    }
+}
+
 pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option<&Tensor>, y: &Tensor, tile: u32) -> Result<()> {
     let (m, _) = check_shapes(x, w, bias, y)?;
     let act = same_dtype("matmul", &[x, y])?;
     check("matmul", tile == 64 || tile == 128, || format!("tile {tile} is not 64 or 128"))?;
-    let pf = rec.ctx.tiled_matmul.prefetch && matches!(w.format, WeightFormat::Q4 | WeightFormat::Q8);
-    let defines = weight_defines(base_defines(rec.ctx, act, 256)?
-        .value("TILE", tile)
-        .value("V", tile / 64)
+    let t = rec.ctx.tiled_matmul;
+    let pf = t.prefetch && matches!(w.format, WeightFormat::Q4 | WeightFormat::Q8);
+    // the 16 × 8 block an invocation: the 128-wide tile's prefetched q4 staging, one task of W an invocation
+    // of 128 (the balanced staging's two and the 8 × 4 subgroup assume 256)
+    let t16 = t.tall && tile == 128 && pf && w.format == WeightFormat::Q4 && !t.balance && !t.warp8;
+    let defines = weight_defines(tiled_layout(base_defines(rec.ctx, act, if t16 { 128 } else { 256 })?, tile, t16)
         .flag_if("BIAS", bias.is_some())
         .flag_if("PACKED", matmul_packed(rec.ctx, act))
         .flag_if("MM_IL", rec.ctx.tiled_matmul.interleave)

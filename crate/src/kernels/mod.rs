@@ -139,7 +139,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                     out.push((MATVEC, weight_defines(d, wfmt).flag_if("BIAS", bias)));
                     for tile in [64, 128] {
                         for &packed in if f16 { &[false, true][..] } else { &[false][..] } {
-                            let d = weight_defines(base(256).value("TILE", tile).value("V", tile / 64), wfmt).flag_if("BIAS", bias).flag_if("PACKED", packed);
+                            let d = weight_defines(linear::tiled_layout(base(256), tile, false), wfmt).flag_if("BIAS", bias).flag_if("PACKED", packed);
                             out.push((MATMUL, d.clone()));
                             // ContextOptions::tiled_matmul: each variant alone and all three
                             let can_pf = wfmt != WeightFormat::F16;
@@ -162,6 +162,14 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
                                 out.push((MATMUL, all.clone().flag_if("MM_BW", q4).flag("MM_W8")));
                                 out.push((MATMUL, all.clone().flag("MM_XS").flag("MM_XB")));
                                 out.push((MATMUL, all.clone().flag("MM_XS").flag("MM_W8")));
+                            }
+                            // the 16 × 8 block an invocation (TiledMatmul::tall): q4, the 128-wide tile, prefetched
+                            if wfmt == WeightFormat::Q4 && tile == 128 {
+                                let d = weight_defines(linear::tiled_layout(base(128), tile, true), wfmt).flag_if("BIAS", bias).flag_if("PACKED", packed);
+                                let all = d.flag("MM_IL").flag("MM_PF").flag("MM_UR");
+                                for extra in [None, Some("MM_MA"), Some("MM_XS"), Some("MM_XB")] {
+                                    out.push((MATMUL, extra.map_or(all.clone(), |f| all.clone().flag(f))));
+                                }
                             }
                         }
                     }
