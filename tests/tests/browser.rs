@@ -105,6 +105,15 @@ async fn the_web_path_asks_for_what_the_adapter_offers() {
     assert!(!fallback.caps.subgroups && !fallback.caps.f16, "the options that force the fallbacks hold on the web too");
 }
 
+/// Prefill attention in 32 queries × 64 keys a step (ContextOptions::attention_q32) fits a browser's 32 KiB of
+/// workgroup memory and matches the f64 reference there (its head-128 cases; the rest take their usual kernels).
+#[wasm_bindgen_test]
+async fn attention_q32_in_the_browser() {
+    let c = Context::new(ContextOptions { attention_q32: true, ..Default::default() }).await.unwrap();
+    assert!(c.caps.max_workgroup_storage >= varco_web::kernels::attention::Q32_STORAGE, "the browser's workgroup memory");
+    cases::attention_suite(&c, DType::F32).await;
+}
+
 fn web_sys_log(s: &str) {
     wasm_bindgen_test::console_log!("{s}");
 }

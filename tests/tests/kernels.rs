@@ -165,6 +165,26 @@ fn tiled_matmul_variants_match_the_reference() {
     }
 }
 
+/// Prefill attention in 32 queries × 64 keys a step (ContextOptions::attention_q32), in both activation
+/// types: the attention suites' head-128 cases (causal after a context, GQA, bidirectional, partial blocks of
+/// queries and keys) and the rising scores (a row's maximum replaced block after block) against the f64
+/// reference; its pipeline is the one that ran.
+#[test]
+fn attention_q32_matches_the_reference() {
+    let ctx = pollster::block_on(Context::new(ContextOptions { attention_q32: true, coop_matmul: false, ..Default::default() })).unwrap();
+    assert!(ctx.caps.max_workgroup_storage >= varco_web::kernels::attention::Q32_STORAGE, "the test adapter must allow the kernel's workgroup memory");
+    for act in [DType::F32, DType::F16] {
+        pollster::block_on(cases::attention_suite(&ctx, act));
+        pollster::block_on(cases::attention_rising_scores(&ctx, act));
+    }
+    let x = varco_web::gpu::Tensor::empty(&ctx, &[5, 2 * 128], DType::F32).unwrap();
+    let kv = varco_web::gpu::Tensor::empty(&ctx, &[1, 8, 128], DType::F32).unwrap();
+    let mut rec = varco_web::gpu::Recorder::new(&ctx);
+    varco_web::kernels::attention::attention(&mut rec, &x, &kv, &kv, &x, &cases::attention_case_args((5, 5, 2, 1, 128, true, 0))).unwrap();
+    let label = pollster::block_on(rec.submit_profiled()).unwrap().expect("timestamps on the test adapter")[0].0.clone();
+    assert!(label.contains("attention_q32"), "{label}");
+}
+
 /// The fused kernel's TOP and DOT4 products and its exact ones all match the reference in
 /// `matvec_fused_suite`; each must also differ from the exact ones, bit for bit somewhere, or the shape's
 /// `math` never reached the shader and the suite tested one path twice. In f32 activations (in f16 the outputs' rounding hides

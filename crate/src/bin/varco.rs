@@ -180,6 +180,9 @@ enum BenchCmd {
         /// summed in f32 across groups of 32), the portable-f16 tier of issue 14.
         #[arg(long)]
         packed_f16: bool,
+        /// Prefill attention (head size 128, off the tensor cores) in 32 queries × 64 keys a step.
+        #[arg(long)]
+        attention_q32: bool,
         /// Variants of the portable tiled matmul, comma-separated: il (tile reads interleaved), pf (the next
         /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), bw (with pf, q4: W's
         /// dequantizing spread over all invocations), ma (products as a multiply and an add), w8 (a subgroup
@@ -285,6 +288,9 @@ enum BenchCmd {
         /// The matmuls in packed f16 (`bench model --packed-f16`'s tier; f16 activations).
         #[arg(long)]
         packed_f16: bool,
+        /// Prefill attention (head size 128, off the tensor cores) in 32 queries × 64 keys a step.
+        #[arg(long)]
+        attention_q32: bool,
         /// Variants of the portable tiled matmul, comma-separated: il (tile reads interleaved), pf (the next
         /// tile prefetched into registers; q4 and q8 weights), ur (its k steps unrolled), bw (with pf, q4: W's
         /// dequantizing spread over all invocations), ma (products as a multiply and an add), w8 (a subgroup
@@ -323,7 +329,7 @@ fn main() -> Result<()> {
             println!("{}", ctx.describe());
             println!("{:#?}", ctx.caps);
         }
-        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, runtime_checks, packed_f16, tiled_matmul, no_coop, no_coop_attention, no_int_dot, coop_shape, decode_only, decode_block, decode_workgroups, prefill_chunk, decode_shapes, out, figures } } => {
+        Cmd::Bench { what: BenchCmd::Model { shape, contexts, steps, prompt, tiles, runs, like, act, no_subgroups, no_runtime_checks, runtime_checks, packed_f16, attention_q32, tiled_matmul, no_coop, no_coop_attention, no_int_dot, coop_shape, decode_only, decode_block, decode_workgroups, prefill_chunk, decode_shapes, out, figures } } => {
             use varco_web::bench::model::{run_model, ModelBenchOptions, Text};
             let act = act.as_deref().map(DType::parse_act).transpose()?;
             let coop_shape = coop_shape.as_deref().map(varco_web::kernels::linear::CoopShape::parse).transpose()?;
@@ -331,7 +337,7 @@ fn main() -> Result<()> {
             let ctx = if no_subgroups || no_runtime_checks || runtime_checks || packed_f16 || tiled.is_some() || no_coop || no_coop_attention || no_int_dot || coop_shape.is_some() || decode_block.is_some() || decode_workgroups.is_some() {
                 drop(ctx);
                 let defaults = ContextOptions::default();
-                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: (no_runtime_checks || runtime_checks).then_some(runtime_checks), packed_f16_matmul: packed_f16, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), decode_tuning: varco_web::gpu::DecodeTuning { block: decode_block, workgroups: decode_workgroups }, ..defaults };
+                let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: (no_runtime_checks || runtime_checks).then_some(runtime_checks), packed_f16_matmul: packed_f16, attention_q32, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), decode_tuning: varco_web::gpu::DecodeTuning { block: decode_block, workgroups: decode_workgroups }, ..defaults };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx
@@ -346,12 +352,12 @@ fn main() -> Result<()> {
                 std::fs::write(&path, serde_json::to_string_pretty(&report.figures)?).with_context(|| format!("writing {}", path.display()))?;
             }
         }
-        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, peak_tensor_tflops, rotate_mib, matvec, fused, packed_f16, tiled_matmul, no_coop, no_coop_attention, out } } => {
+        Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, peak_tensor_tflops, rotate_mib, matvec, fused, packed_f16, attention_q32, tiled_matmul, no_coop, no_coop_attention, out } } => {
             let tiled = tiled_matmul.as_deref().map(varco_web::gpu::TiledMatmul::parse).transpose()?;
             let ctx = if packed_f16 || tiled.is_some() || no_coop || no_coop_attention {
                 drop(ctx);
                 let defaults = ContextOptions::default();
-                let opts = ContextOptions { packed_f16_matmul: packed_f16, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, ..defaults };
+                let opts = ContextOptions { packed_f16_matmul: packed_f16, attention_q32, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, ..defaults };
                 pollster::block_on(Context::new(opts)).context("no usable GPU adapter")?
             } else {
                 ctx

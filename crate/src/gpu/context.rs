@@ -76,6 +76,11 @@ pub struct ContextOptions {
     /// f16, summed in f32 across groups of 32 (shaders/matmul.wgsl, PACKED). Off by default until the H200
     /// shows what it gains (issue 14); `varco bench model --packed-f16` turns it on.
     pub packed_f16_matmul: bool,
+    /// Prefill attention for head size 128 off the tensor cores in 32 queries × 64 keys a step
+    /// (shaders/attention_q32.wgsl) instead of attention_tiled.wgsl's 64 × 32, where the device has its
+    /// 32 KiB of workgroup memory. Off by default until the H200 measures it (issue 14); `varco bench
+    /// kernels|model --attention-q32` turns it on.
+    pub attention_q32: bool,
     /// The prefill/vision matmul's cooperative-matrix (tensor-core) tier (shaders/matmul_coop.wgsl), where
     /// the adapter offers 16×16×16 f16→f32 cooperative matrices, shader-f16 and subgroups of exactly 32
     /// (native only: wgpu's experimental feature). On by default: on the H100 it matches the f64 reference
@@ -213,7 +218,7 @@ impl CoopShape {
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, tiled_matmul: TiledMatmul::ALL, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT, decode_tuning: DecodeTuning::default() }
+        ContextOptions { allow_f16: true, allow_subgroups: true, max_binding_override: None, runtime_checks: None, packed_f16_matmul: false, attention_q32: false, tiled_matmul: TiledMatmul::ALL, coop_matmul: true, coop_attention: true, int_dot_decode: true, coop_shape: CoopShape::DEFAULT, decode_tuning: DecodeTuning::default() }
     }
 }
 
@@ -244,6 +249,8 @@ pub struct Context {
     pub packed_f16_matmul: bool,
     /// [`ContextOptions::tiled_matmul`].
     pub tiled_matmul: TiledMatmul,
+    /// [`ContextOptions::attention_q32`].
+    pub attention_q32: bool,
     /// [`ContextOptions::coop_matmul`], where the device has what that tier needs.
     pub coop_matmul: bool,
     /// [`ContextOptions::coop_attention`], where the matmul tier is on.
@@ -527,6 +534,7 @@ impl Context {
             runtime_checks,
             packed_f16_matmul,
             tiled_matmul: opts.tiled_matmul,
+            attention_q32: opts.attention_q32,
             coop_matmul,
             coop_attention: coop_matmul && opts.coop_attention,
             int_dot_decode,

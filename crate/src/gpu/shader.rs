@@ -36,6 +36,7 @@ pub const MATMUL: Shader = shader!("matmul");
 pub const MATMUL_COOP: Shader = shader!("matmul_coop");
 pub const ATTENTION: Shader = shader!("attention");
 pub const ATTENTION_TILED: Shader = shader!("attention_tiled");
+pub const ATTENTION_Q32: Shader = shader!("attention_q32");
 pub const ATTENTION_COOP: Shader = shader!("attention_coop");
 pub const ATTENTION_DECODE: Shader = shader!("attention_decode");
 pub const ROPE: Shader = shader!("rope");
@@ -52,7 +53,7 @@ pub const BANDWIDTH: Shader = shader!("bandwidth");
 
 /// Every shader, for the GPU-free validation test.
 pub const ALL: &[Shader] =
-    &[MATVEC, MATVEC_FUSED, MATMUL, MATMUL_COOP, ATTENTION, ATTENTION_TILED, ATTENTION_COOP, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, KV_CACHE, SAMPLE, ARGMAX, BANDWIDTH];
+    &[MATVEC, MATVEC_FUSED, MATMUL, MATMUL_COOP, ATTENTION, ATTENTION_TILED, ATTENTION_Q32, ATTENTION_COOP, ATTENTION_DECODE, ROPE, NORM, ELEMENTWISE, EMBED, PATCH_EMBED, RESIZE, MERGE, KV_CACHE, SAMPLE, ARGMAX, BANDWIDTH];
 
 const INCLUDES: &[(&str, &str)] = &[
     ("reduce.wgsl", include_str!("../../../shaders/common/reduce.wgsl")),

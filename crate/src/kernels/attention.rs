@@ -158,6 +158,9 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Ten
     if attention_coop_fits(rec.ctx, act, a.head_dim) && coop_aligned(a) {
         return attention_coop(rec, q, k, v, o, a);
     }
+    if a.head_dim == 128 && rec.ctx.attention_q32 && rec.ctx.caps.max_workgroup_storage >= Q32_STORAGE {
+        return attention_q32(rec, q, k, v, o, a, act);
+    }
     if a.head_dim == 128 && rec.ctx.caps.max_workgroup_storage >= TILED_STORAGE && rec.ctx.caps.max_invocations >= 256 {
         return attention_tiled(rec, q, k, v, o, a, act);
     }
@@ -258,6 +261,20 @@ pub fn attention_tiled(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o
     let pipeline = rec.ctx.pipeline(&crate::gpu::shader::ATTENTION_TILED, &defines)?;
     let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &o.buffer)];
     rec.dispatch(pipeline, &params(a), b, [a.n_q.div_ceil(64), a.n_heads, 1]);
+    Ok(())
+}
+
+/// Workgroup memory of the 32-query kernel (attention_q32.wgsl).
+pub const Q32_STORAGE: u32 = 32_768;
+
+/// The register-tiled kernel for head size 128 in 32 queries × 64 keys a step (ContextOptions::attention_q32).
+pub fn attention_q32(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs, act: crate::gpu::DType) -> Result<()> {
+    check("attention", a.head_dim == 128, || "the 32-query kernel is for head size 128".into())?;
+    check("attention", rec.ctx.caps.max_workgroup_storage >= Q32_STORAGE, || format!("the 32-query kernel needs {Q32_STORAGE} bytes of workgroup memory; the device allows {}", rec.ctx.caps.max_workgroup_storage))?;
+    let defines = base_defines(rec.ctx, act, 128)?.flag_if("CAUSAL", a.causal);
+    let pipeline = rec.ctx.pipeline(&crate::gpu::shader::ATTENTION_Q32, &defines)?;
+    let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &o.buffer)];
+    rec.dispatch(pipeline, &params(a), b, [a.n_q.div_ceil(32), a.n_heads, 1]);
     Ok(())
 }
 

@@ -184,6 +184,7 @@ pub fn variants() -> Vec<(crate::gpu::Shader, Defines)> {
             }
             for causal in [false, true] {
                 out.push((ATTENTION_TILED, base(256).flag_if("CAUSAL", causal)));
+                out.push((ATTENTION_Q32, base(128).flag_if("CAUSAL", causal)));
             }
             if f16 && !sg {
                 for d in [16, 32, 64, 72, 128] {
