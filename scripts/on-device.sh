@@ -29,7 +29,8 @@
 #               without the integer products (≈ 4 minutes)
 #     tiled     issue 14's portable tiers: the FMA probe's four forms, the tiled matmul's variants and
 #               ablations in f32 and packed f16 (TILED_F32, TILED_F16), the f32 tier's prefill with each of
-#               TILED_MODEL, and greedy over lm_head's maxima (≈ 5 minutes)
+#               TILED_MODEL, prefill attention in 64 × 32 and 32 × 64 steps and the f32 tier with the
+#               latter, and greedy over lm_head's maxima (≈ 7 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -179,6 +180,15 @@ run)
                 echo "== f32 tier, $v"
                 grep -E "^(prefill|vision|time to first)" "$R/tiled-model-$v.md" || tail -3 "$R/tiled-model-$v.log"
             done
+            # prefill attention off the tensor cores: 64 queries × 32 keys a step against 32 × 64 (attention_q32),
+            # then the f32 tier's prefill with the latter
+            for a in f32 f16; do
+                timeout 120 /tmp/varco bench kernels --no-coop --filter "attention prefill" --act $a --out "$R/attention-$a.md" > "$R/attention-$a.log" 2>&1
+                grep -E "^\| attention prefill" "$R/attention-$a.md" | sed "s/^/$a /"
+            done
+            timeout 100 /tmp/varco bench model --shape 14b --runs 3 --no-coop --act f32 --attention-q32 --tiles 7 --out "$R/tiled-model-q32.md" > "$R/tiled-model-q32.log" 2>&1
+            echo "== f32 tier, attention q32"
+            grep -E "^(prefill|vision|time to first)" "$R/tiled-model-q32.md" || tail -3 "$R/tiled-model-q32.log"
             timeout 90 /tmp/varco bench kernels --filter small --out "$R/greedy.md" > "$R/greedy.log" 2>&1
             grep -E "^\| sample greedy" "$R/greedy.md"
             ;;

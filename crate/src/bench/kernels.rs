@@ -361,20 +361,24 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let out = Tensor::empty(ctx, &[t, h * d], act)?;
             let args = AttnArgs::over_cache(h as u32, kvh as u32, d as u32, t as u32, t as u32, 0);
             let coop = attention::attention_coop_fits(ctx, act, d as u32);
-            // where the tensor-core kernel runs, the register-tiled one is timed beside it
-            for tiled in if coop { &[false, true][..] } else { &[false][..] } {
-                let secs = if *tiled {
-                    time(ctx, 2, |rec, _| attention::attention_tiled(rec, &q, &k, &v, &out, &args, act))?
-                } else {
-                    time(ctx, 2, |rec, _| attention::attention(rec, &q, &k, &v, &out, &args))?
+            // the kernel the model takes here, then the register-tiled ones that it does not: 64 queries × 32
+            // keys a step, and 32 × 64 (ContextOptions::attention_q32) where the workgroup memory allows
+            let q32 = ctx.caps.max_workgroup_storage >= attention::Q32_STORAGE;
+            let model = if coop { "coop" } else if q32 && ctx.attention_q32 { "q32" } else { "tiled" };
+            let others = ["tiled", "q32"].into_iter().filter(|&k| k != model && (k != "q32" || q32));
+            for kind in std::iter::once(model).chain(others) {
+                let secs = match kind {
+                    "tiled" if kind != model => time(ctx, 2, |rec, _| attention::attention_tiled(rec, &q, &k, &v, &out, &args, act))?,
+                    "q32" if kind != model => time(ctx, 2, |rec, _| attention::attention_q32(rec, &q, &k, &v, &out, &args, act))?,
+                    _ => time(ctx, 2, |rec, _| attention::attention(rec, &q, &k, &v, &out, &args))?,
                 };
                 rows.push(Row {
-                    name: format!("attention prefill causal{}", if coop && !*tiled { " coop" } else { "" }),
+                    name: format!("attention prefill causal{}", match kind { "coop" => " coop", "q32" => " q32 (32 queries × 64 keys)", _ => "" }),
                     shape: format!("{t} tok, 40/8 heads ×128"),
                     secs,
                     bytes: ((2 * t * h * d) + 2 * t * kvh * d) as f64 * asz,
                     flops: 4.0 * (h * d) as f64 * (t * t) as f64 / 2.0,
-                    bound: if coop && !*tiled { "tensor" } else { "flop" },
+                    bound: if kind == "coop" { "tensor" } else { "flop" },
                 });
             }
         }
