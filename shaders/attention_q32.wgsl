@@ -9,6 +9,7 @@
 //   softmax   — every invocation: four a query row, 16 keys each, partial maxima and sums through
 //              workgroup memory;
 //   O += P·V  — each invocation 4 queries × 8 dimensions of O in registers; V arrives 16 keys at a time.
+// K's next slice and V's next chunk are loaded into registers while the current ones are multiplied.
 // Workgroup memory 32 KiB (attention::Q32_STORAGE: browsers offer no more): K's slice and V's chunk, never
 // needed at once, share one array, which also holds the softmax's partial results between the two.
 // Accumulation in f32. Reference: tests/src/reference.rs attention.
@@ -88,6 +89,14 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
     var o{i}_0 = vec4<f32>(0.0);
     var o{i}_1 = vec4<f32>(0.0);
 #endfor
+    // K's staging task (key quad, dimension quad), 16 × 8, one an invocation; the next slice is loaded into
+    // registers while this one is multiplied (and V's next chunk likewise), so the loads wait on no barrier
+    let kq = lid / 8u;
+    let d4 = lid % 8u;
+#for i in 0..4
+    var pk{i} = k4(g, kq * 4u + {i}u, d4 * 4u, kv_end);
+    var pv{i} = vec4<f32>(0.0);
+#endfor
     for (var j0 = 0u; j0 < kv_end; j0 += 64u) {
         // ---- S = Q·Kᵀ: queries ty·4 + i, keys j0 + tx·4 .. + 3
 #for i in 0..4
@@ -95,21 +104,23 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
 #endfor
         for (var dc = 0u; dc < D; dc += 32u) {
             workgroupBarrier();
-            // K: (key quad, dimension quad) tasks, 16 × 8, one an invocation
             {
-                let kq = lid / 8u;
-                let d4 = lid % 8u;
-                let c0 = k4(g, j0 + kq * 4u, dc + d4 * 4u, kv_end);
-                let c1 = k4(g, j0 + kq * 4u + 1u, dc + d4 * 4u, kv_end);
-                let c2 = k4(g, j0 + kq * 4u + 2u, dc + d4 * 4u, kv_end);
-                let c3 = k4(g, j0 + kq * 4u + 3u, dc + d4 * 4u, kv_end);
                 let b = d4 * 64u + kq;
-                kv[b] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
-                kv[b + 16u] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
-                kv[b + 32u] = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
-                kv[b + 48u] = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
+                kv[b] = vec4<f32>(pk0.x, pk1.x, pk2.x, pk3.x);
+                kv[b + 16u] = vec4<f32>(pk0.y, pk1.y, pk2.y, pk3.y);
+                kv[b + 32u] = vec4<f32>(pk0.z, pk1.z, pk2.z, pk3.z);
+                kv[b + 48u] = vec4<f32>(pk0.w, pk1.w, pk2.w, pk3.w);
             }
             workgroupBarrier();
+            // the next slice: this block's next 32 dimensions, or the next block's first (zeros past the end)
+            {
+                let last = dc + 32u == D;
+                let nj = select(j0, j0 + 64u, last);
+                let nd = select(dc + 32u, 0u, last);
+#for i in 0..4
+                pk{i} = k4(g, nj + kq * 4u + {i}u, nd + d4 * 4u, kv_end);
+#endfor
+            }
             for (var d = 0u; d < 32u; d++) {
                 let a = qs[(dc + d) * 8u + ty];
                 let b = kv[d * 16u + tx];
@@ -119,6 +130,10 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
                 s3 = fma(vec4<f32>(a.w), b, s3);
             }
         }
+        // V's first chunk on its way during the softmax
+#for u in 0..4
+        pv{u} = v4(g, j0 + (lid + {u}u * 128u) / 32u, ((lid + {u}u * 128u) % 32u) * 4u, kv_end);
+#endfor
         // ---- mask, and S into workgroup memory
 #for i in 0..4
         {
@@ -170,14 +185,16 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
 #endfor
         for (var kh = 0u; kh < 4u; kh++) {
             workgroupBarrier();
-            // V: 16 keys × 32 dimension quads = 512 tasks, four an invocation
+            // V: 16 keys × 32 dimension quads = 512 tasks, four an invocation; then the next chunk's loads
 #for u in 0..4
-            {
-                let t = lid + {u}u * 128u;
-                kv[t] = v4(g, j0 + kh * 16u + t / 32u, (t % 32u) * 4u, kv_end);
-            }
+            kv[lid + {u}u * 128u] = pv{u};
 #endfor
             workgroupBarrier();
+            if (kh < 3u) {
+#for u in 0..4
+                pv{u} = v4(g, j0 + (kh + 1u) * 16u + (lid + {u}u * 128u) / 32u, ((lid + {u}u * 128u) % 32u) * 4u, kv_end);
+#endfor
+            }
             for (var kq = 0u; kq < 4u; kq++) {
 #for i in 0..4
                 let pp{i} = ss[(ty * 4u + {i}u) * 16u + kh * 4u + kq];
