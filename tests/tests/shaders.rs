@@ -69,13 +69,14 @@ fn shape_and_activation_options_parse() {
         let e = FusedShape::parse(bad, loads).unwrap_err().to_string();
         assert!(e.contains("WG:ROWS:BLOCKS") && e.contains("32:4:2"), "{bad:?}: {e}");
     }
-    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE, prepare: Prepare::Off, warm: 0, warm_gate_up_mib: 0, greedy_in_lm_head: false };
+    let base = DecodeShapes { qkv: FUSED_SHAPE, o: FUSED_SHAPE, gate_up: FUSED_SHAPE, down: FUSED_SHAPE, lm_head: FUSED_SHAPE, prepare: Prepare::Off, warm: 0, warm_gate_up_mib: 0, warm_workgroups: 256, greedy_in_lm_head: false };
     assert_eq!(base.with("prepare=ffn", false).unwrap().prepare, Prepare::Ffn);
     assert_eq!(base.with("prepare=all", false).unwrap().prepare, Prepare::All);
     assert_eq!(base.with("prepare=all,prepare=off", false).unwrap().prepare, Prepare::Off);
     assert!(base.with("prepare=on", false).unwrap_err().to_string().contains("expected off, ffn or all"));
-    let w = base.with("warm=64,warm_gate_up=8", false).unwrap();
-    assert_eq!((w.warm, w.warm_gate_up_mib), (64, 8));
+    let w = base.with("warm=64,warm_gate_up=8,warm_wgs=1024", false).unwrap();
+    assert_eq!((w.warm, w.warm_gate_up_mib, w.warm_workgroups), (64, 8, 1024));
+    assert!(base.with("warm_wgs=0", false).is_err() && base.with("warm_wgs=70000", false).is_err());
     assert!(base.with("warm=yes", false).unwrap_err().to_string().contains("warm=\"yes\""));
     assert!(base.with("warm_gate_up=-1", false).is_err());
     assert!(base.with("greedy=lm_head", false).unwrap().greedy_in_lm_head);

@@ -121,6 +121,9 @@ fn warming_o_beside_decode_attention_changes_no_logit() {
     // and gate/up's first rows (more MiB than the model's gate/up holds: the whole of it)
     let (both, n_both) = counted(&mut m, "off,warm=1000000,warm_gate_up=4");
     assert_eq!(cold, both, "warming gate/up changed the logits");
+    // a wider warming (the dispatch's grid-stride loop over more invocations) reads the same and writes nothing
+    let (wide, n_wide) = counted(&mut m, "off,warm=1000000,warm_gate_up=4,warm_wgs=1024");
+    assert_eq!((cold, n_wide), (wide, n_both), "the wider warming changed the logits or the dispatches");
     let warmings = (m.llm.cfg.layers * ids.len()) as u64;
     assert_eq!((n_warm - n_cold, n_both - n_cold), (warmings, 2 * warmings), "one warming of o a layer and step, and one of gate/up");
 }

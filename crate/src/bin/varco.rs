@@ -227,7 +227,8 @@ enum BenchCmd {
         /// and prepare=off|ffn|all: x prepared once (ffn: gate/up writes its output's 8-bit codes for down;
         /// all: attention, o and down write theirs too; DOT4 shapes only; the model takes ffn where it measured faster, `Prepare::measured`),
         /// warm=N: o's weights read into the cache beside decode attention's split where it has at most N
-        /// workgroups (default 0, never: measured slower), warm_gate_up=MIB: gate/up's first rows with them, and
+        /// workgroups (default 0, never: measured slower), warm_gate_up=MIB: gate/up's first rows with them,
+        /// warm_wgs=N: the warming dispatch's workgroups (default 256), and
         /// greedy=lm_head|logits: greedy's first pass in lm_head's epilogue or (default) over the logits.
         #[arg(long)]
         decode_shapes: Option<String>,

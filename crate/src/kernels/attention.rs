@@ -435,6 +435,8 @@ pub struct WarmRead<'a> {
 pub struct Warm<'a> {
     pub reads: [Option<WarmRead<'a>>; 2],
     pub max_workgroups: u32,
+    /// Of each warming dispatch.
+    pub workgroups: u32,
 }
 
 /// [`attention_decode`] with `prep` (as [`attention_decode_prep`]) and `warm` where given: the model's decode
@@ -493,7 +495,7 @@ pub fn attention_decode_tuned(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Te
     // and nothing orders the warming after the split
     if let Some(w) = warm.filter(|w| a.n_kv_heads * n_splits * a.n_q <= w.max_workgroups) {
         for r in w.reads.into_iter().flatten() {
-            crate::kernels::bandwidth::warm(rec, r.a, r.b, r.sink)?;
+            crate::kernels::bandwidth::warm(rec, r.a, r.b, r.sink, w.workgroups)?;
         }
     }
     if let Some(xp) = prep {

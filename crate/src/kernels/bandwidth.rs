@@ -39,14 +39,15 @@ pub const WARM_WORKGROUPS: u32 = 256;
 /// recorded right after a dispatch that leaves the memory idle (decode attention at short context), it runs
 /// beside it. `sink` (u32, any length) is bound for writing and never written in practice: it must be used by
 /// no other dispatch of the pass, or a barrier would order the two.
-pub fn warm(rec: &mut Recorder, a: (&crate::gpu::GpuBuffer, std::ops::Range<u64>), b: (&crate::gpu::GpuBuffer, std::ops::Range<u64>), sink: &Tensor) -> Result<()> {
+pub fn warm(rec: &mut Recorder, a: (&crate::gpu::GpuBuffer, std::ops::Range<u64>), b: (&crate::gpu::GpuBuffer, std::ops::Range<u64>), sink: &Tensor, workgroups: u32) -> Result<()> {
+    crate::kernels::check("warm", (1..=65_535).contains(&workgroups), || format!("{workgroups} workgroups"))?;
     for (buf, r) in [&a, &b] {
         crate::kernels::check("warm", r.start % 16 == 0 && r.end <= buf.size() && r.start <= r.end, || format!("bytes {r:?} of a {}-byte buffer", buf.size()))?;
     }
     let pipeline = rec.ctx.pipeline(&BANDWIDTH, &base_defines(rec.ctx, DType::F32, WG)?.flag("WARM"))?;
     let (n4, n4b) = (((a.1.end - a.1.start) / 16) as u32, ((b.1.end - b.1.start) / 16) as u32);
-    let params = Params { n4, stride: WARM_WORKGROUPS * WG, n4b, _p1: 0, start: (a.1.start / 16) as u32, start2: (b.1.start / 16) as u32, _p: [0; 2] };
-    rec.dispatch(pipeline, &params, vec![Binding::new(1, a.0), Binding::new(2, b.0), Binding::new(5, &sink.buffer)], [WARM_WORKGROUPS, 1, 1]);
+    let params = Params { n4, stride: workgroups * WG, n4b, _p1: 0, start: (a.1.start / 16) as u32, start2: (b.1.start / 16) as u32, _p: [0; 2] };
+    rec.dispatch(pipeline, &params, vec![Binding::new(1, a.0), Binding::new(2, b.0), Binding::new(5, &sink.buffer)], [workgroups, 1, 1]);
     Ok(())
 }
 

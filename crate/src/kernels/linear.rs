@@ -455,6 +455,11 @@ pub struct DecodeShapes {
     /// With `warm`, also the first rows of gate/up's codes, this many MiB (half gate's, half up's: the rows its
     /// first workgroups read); 0: none.
     pub warm_gate_up_mib: u32,
+    /// Workgroups of each warming dispatch (`bandwidth::warm`; [`bandwidth::WARM_WORKGROUPS`] by default): with
+    /// 256 it read at 1.4 TB/s on the H100 and outlasted the split it ran beside; more may end with it.
+    ///
+    /// [`bandwidth::WARM_WORKGROUPS`]: crate::kernels::bandwidth::WARM_WORKGROUPS
+    pub warm_workgroups: u32,
     /// Greedy's first pass in lm_head's epilogue (`Fused::PlainArgmax`, then argmax.wgsl's FINAL alone) instead
     /// of two passes over the logits. Off by default: its FINAL over 18,960 slots took 17 µs on the H100, the
     /// two passes 15.
@@ -587,6 +592,10 @@ impl DecodeShapes {
                 self.warm_gate_up_mib = shape.trim().parse().map_err(|_| Error::Request(format!("decode shapes: warm_gate_up={:?}: expected MiB of gate/up's first rows to warm with o", shape.trim())))?;
                 continue;
             }
+            if role.trim() == "warm_wgs" {
+                self.warm_workgroups = shape.trim().parse().ok().filter(|n| (1..=65_535).contains(n)).ok_or_else(|| Error::Request(format!("decode shapes: warm_wgs={:?}: expected the warming dispatch's workgroups, 1 to 65,535", shape.trim())))?;
+                continue;
+            }
             if role.trim() == "warm" {
                 self.warm = shape.trim().parse().map_err(|_| Error::Request(format!("decode shapes: warm={:?}: expected the most workgroups of decode attention's split to warm o beside (0: never)", shape.trim())))?;
                 continue;
@@ -614,7 +623,7 @@ impl DecodeShapes {
 
 impl std::fmt::Display for DecodeShapes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}, o (and {} MiB of gate/up) warmed beside attention of ≤ {} workgroups, greedy's first pass in {}", self.qkv, self.o, self.gate_up, self.down, self.lm_head, self.prepare, self.warm_gate_up_mib, self.warm, if self.greedy_in_lm_head { "lm_head" } else { "its own dispatch" })
+        write!(f, "qkv {}, o {}, gate_up {}, down {}, lm_head {}, x prepared {}, o (and {} MiB of gate/up) warmed by {} workgroups beside attention of ≤ {}, greedy's first pass in {}", self.qkv, self.o, self.gate_up, self.down, self.lm_head, self.prepare, self.warm_gate_up_mib, self.warm_workgroups, self.warm, if self.greedy_in_lm_head { "lm_head" } else { "its own dispatch" })
     }
 }
 

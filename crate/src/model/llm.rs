@@ -207,6 +207,7 @@ impl Llm {
             prepare: Prepare::Off,
             warm: 0,
             warm_gate_up_mib: 0,
+            warm_workgroups: crate::kernels::bandwidth::WARM_WORKGROUPS,
             greedy_in_lm_head: false,
         };
         let ffn_fits = prepared_fits(cfg)
@@ -349,7 +350,7 @@ impl Llm {
             }
             _ => None,
         };
-        Some(attention::Warm { reads: [Some(o_read), gu_read], max_workgroups: s.warm })
+        Some(attention::Warm { reads: [Some(o_read), gu_read], max_workgroups: s.warm, workgroups: s.warm_workgroups })
     }
 
     /// One token `x` `(1, hidden)` through every layer as fused dispatches (the module header).
