@@ -28,9 +28,10 @@
 #     model     the defaults end to end: the fixture model's 4-bit report, the 14B's figures, and its decode
 #               without the integer products (≈ 4 minutes)
 #     tiled     issue 14's portable tiers: the FMA probe's four forms, the tiled matmul's variants and
-#               ablations in f32 and packed f16 (TILED_F32, TILED_F16), the f32 tier's prefill with each of
-#               TILED_MODEL, prefill attention in 64 × 32 and 32 × 64 steps and the f32 tier with the
-#               latter, and greedy over lm_head's maxima (≈ 7 minutes)
+#               ablations in f32 and packed f16 (TILED_F32, TILED_F16), prefill attention in 64 × 32 and
+#               32 × 64 steps, and greedy over lm_head's maxima (≈ 5 minutes)
+#     tiled-model  the f32 tier's prefill, vision and first token with each --tiled-matmul of TILED_MODEL,
+#               and with attention_q32 (≈ 1.5 minutes each)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -161,10 +162,10 @@ run)
             grep -E "^(decode shapes|\| [0-9]+ context)" "$R/model-no-int-dot.md"
             ;;
         tiled)
-            # issue 14's portable tiers: the FMA probe in its four forms (does any form pair f16 products?),
-            # the tiled matmul's variants and ablations (TILED_F32, TILED_F16: lists of --tiled-matmul
-            # values), then the f32 tier's prefill with each of TILED_MODEL, and the greedy pass over
-            # lm_head's maxima (issue 13)
+            # issue 14's portable tiers, kernels only: the FMA probe in its four forms (does any form pair f16
+            # products?), the tiled matmul's variants and ablations (TILED_F32, TILED_F16: lists of
+            # --tiled-matmul values), prefill attention's two register-tiled kernels (64 queries × 32 keys a
+            # step, and 32 × 64: attention_q32), and the greedy pass over lm_head's maxima (issue 13)
             timeout 90 /tmp/varco bench kernels --filter peak --out "$R/peak.md" > "$R/peak.log" 2>&1
             grep -E "^\| FMA probe" "$R/peak.md"
             for v in ${TILED_F32:-il,pf,ur il,pf,ur,bw il,pf,ur,ma il,pf,ur,w8 il,pf,ur,bw,w8 il,pf,ur,t16 il,pf,ur,t16,ma il,pf,ur,xl il,pf,ur,xs il,pf,ur,xs,xb il,pf,ur,xs,w8 il,pf,ur,t16,xs il,pf,ur,t16,xs,xb}; do
@@ -175,24 +176,26 @@ run)
                 timeout 60 /tmp/varco bench kernels --no-coop --filter "matmul q4" --act f16 --packed-f16 --tiled-matmul "$v" --out "$R/tiled-f16-$v.md" > "$R/tiled-f16-$v.log" 2>&1
                 echo "== packed f16 $v: $(grep -E '^\| matmul q4 tile128' "$R/tiled-f16-$v.md" | awk -F'|' '{printf "%s ", $6}')"
             done
+            for a in f32 f16; do
+                timeout 120 /tmp/varco bench kernels --no-coop --filter "attention prefill" --act $a --out "$R/attention-$a.md" > "$R/attention-$a.log" 2>&1
+                grep -E "^\| attention prefill" "$R/attention-$a.md" | sed "s/^/$a /"
+            done
+            timeout 90 /tmp/varco bench kernels --filter small --out "$R/greedy.md" > "$R/greedy.log" 2>&1
+            grep -E "^\| sample greedy" "$R/greedy.md"
+            ;;
+        tiled-model)
+            # the f32 tier's prefill, vision and first token with each --tiled-matmul of TILED_MODEL, then with
+            # prefill attention in 32 × 64 steps (FLAGS: more `bench model` flags, e.g. --tiled-matmul for it)
             for v in ${TILED_MODEL:-il,pf,ur il,pf,ur,bw il,pf,ur,t16}; do
                 timeout 100 /tmp/varco bench model --shape 14b --runs 3 --no-coop --act f32 --tiled-matmul "$v" --tiles 7 --out "$R/tiled-model-$v.md" > "$R/tiled-model-$v.log" 2>&1
                 echo "== f32 tier, $v"
                 grep -E "^(prefill|vision|time to first)" "$R/tiled-model-$v.md" || tail -3 "$R/tiled-model-$v.log"
             done
-            # prefill attention off the tensor cores: 64 queries × 32 keys a step against 32 × 64 (attention_q32),
-            # then the f32 tier's prefill with the latter
-            for a in f32 f16; do
-                timeout 120 /tmp/varco bench kernels --no-coop --filter "attention prefill" --act $a --out "$R/attention-$a.md" > "$R/attention-$a.log" 2>&1
-                grep -E "^\| attention prefill" "$R/attention-$a.md" | sed "s/^/$a /"
-            done
-            timeout 100 /tmp/varco bench model --shape 14b --runs 3 --no-coop --act f32 --attention-q32 --tiles 7 --out "$R/tiled-model-q32.md" > "$R/tiled-model-q32.log" 2>&1
-            echo "== f32 tier, attention q32"
+            timeout 100 /tmp/varco bench model --shape 14b --runs 3 --no-coop --act f32 --attention-q32 ${FLAGS:-} --tiles 7 --out "$R/tiled-model-q32.md" > "$R/tiled-model-q32.log" 2>&1
+            echo "== f32 tier, attention q32 ${FLAGS:-}"
             grep -E "^(prefill|vision|time to first)" "$R/tiled-model-q32.md" || tail -3 "$R/tiled-model-q32.log"
-            timeout 90 /tmp/varco bench kernels --filter small --out "$R/greedy.md" > "$R/greedy.log" 2>&1
-            grep -E "^\| sample greedy" "$R/greedy.md"
             ;;
-        *) echo "on-device: no step $step (check, coop, decode, chunks, ab, model, tiled)" >&2; exit 2 ;;
+        *) echo "on-device: no step $step (check, coop, decode, chunks, ab, model, tiled, tiled-model)" >&2; exit 2 ;;
         esac
     done
     ;;
