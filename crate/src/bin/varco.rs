@@ -335,7 +335,7 @@ fn main() -> Result<()> {
             let act = act.as_deref().map(DType::parse_act).transpose()?;
             let coop_shape = coop_shape.as_deref().map(varco_web::kernels::linear::CoopShape::parse).transpose()?;
             let tiled = tiled_matmul.as_deref().map(varco_web::gpu::TiledMatmul::parse).transpose()?;
-            let ctx = if no_subgroups || no_runtime_checks || runtime_checks || packed_f16 || tiled.is_some() || no_coop || no_coop_attention || no_int_dot || coop_shape.is_some() || decode_block.is_some() || decode_workgroups.is_some() {
+            let ctx = if no_subgroups || no_runtime_checks || runtime_checks || packed_f16 || attention_q32 || tiled.is_some() || no_coop || no_coop_attention || no_int_dot || coop_shape.is_some() || decode_block.is_some() || decode_workgroups.is_some() {
                 drop(ctx);
                 let defaults = ContextOptions::default();
                 let opts = ContextOptions { allow_subgroups: !no_subgroups, runtime_checks: (no_runtime_checks || runtime_checks).then_some(runtime_checks), packed_f16_matmul: packed_f16, attention_q32, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, int_dot_decode: !no_int_dot, coop_shape: coop_shape.unwrap_or(defaults.coop_shape), decode_tuning: varco_web::gpu::DecodeTuning { block: decode_block, workgroups: decode_workgroups }, ..defaults };
@@ -355,7 +355,7 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { what: BenchCmd::Kernels { iters, filter, act, peak_gbs, peak_tflops, peak_tensor_tflops, rotate_mib, matvec, fused, packed_f16, attention_q32, tiled_matmul, no_coop, no_coop_attention, out } } => {
             let tiled = tiled_matmul.as_deref().map(varco_web::gpu::TiledMatmul::parse).transpose()?;
-            let ctx = if packed_f16 || tiled.is_some() || no_coop || no_coop_attention {
+            let ctx = if packed_f16 || attention_q32 || tiled.is_some() || no_coop || no_coop_attention {
                 drop(ctx);
                 let defaults = ContextOptions::default();
                 let opts = ContextOptions { packed_f16_matmul: packed_f16, attention_q32, tiled_matmul: tiled.unwrap_or(defaults.tiled_matmul), coop_matmul: !no_coop, coop_attention: !no_coop_attention, ..defaults };
