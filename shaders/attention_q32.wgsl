@@ -18,6 +18,7 @@
 const D: u32 = 128u;
 
 #include "attention_io.wgsl"
+#include "attention_rows.wgsl"
 
 var<workgroup> qs: array<vec4<f32>, 128u * 8u>; // [128 dimensions][8 query quads], scaled
 var<workgroup> ss: array<vec4<f32>, 32u * 16u>; // [32 queries][16 key quads]: S, then P
@@ -25,30 +26,6 @@ var<workgroup> ss: array<vec4<f32>, 32u * 16u>; // [32 queries][16 key quads]: S
 // (.y) of its quarter row at [lid], the row's correction of O (.z) and at the end its sum (.w) at [r];
 // then V: [16 keys][32 dimension quads]
 var<workgroup> kv: array<vec4<f32>, 512>;
-
-fn q4(t: u32, h: u32, d: u32) -> vec4<f32> {
-    if (t >= p.n_q) {
-        return vec4<f32>(0.0);
-    }
-    let b = p.q_offset + t * p.q_stride + h * D + d;
-    return vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * p.scale;
-}
-
-fn k4(g: u32, s: u32, d: u32, end: u32) -> vec4<f32> {
-    if (s >= end) {
-        return vec4<f32>(0.0);
-    }
-    let b = p.k_offset + g * p.k_head_stride + s * p.k_seq_stride + d;
-    return vec4<f32>(f32(k[b]), f32(k[b + 1u]), f32(k[b + 2u]), f32(k[b + 3u]));
-}
-
-fn v4(g: u32, s: u32, d: u32, end: u32) -> vec4<f32> {
-    if (s >= end) {
-        return vec4<f32>(0.0);
-    }
-    let b = p.v_offset + g * p.v_head_stride + s * p.v_seq_stride + d;
-    return vec4<f32>(f32(v[b]), f32(v[b + 1u]), f32(v[b + 2u]), f32(v[b + 3u]));
-}
 
 @compute @workgroup_size(128)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -220,19 +197,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>) {
 #for i in 0..4
     {
         let qi = ty * 4u + {i}u;
-        let t = q0 + qi;
-        if (t < p.n_q) {
-            let inv = 1.0 / kv[qi].w;
-            let b = p.o_offset + t * p.o_stride + h * D + tx * 8u;
-            o[b] = act(o{i}_0.x * inv);
-            o[b + 1u] = act(o{i}_0.y * inv);
-            o[b + 2u] = act(o{i}_0.z * inv);
-            o[b + 3u] = act(o{i}_0.w * inv);
-            o[b + 4u] = act(o{i}_1.x * inv);
-            o[b + 5u] = act(o{i}_1.y * inv);
-            o[b + 6u] = act(o{i}_1.z * inv);
-            o[b + 7u] = act(o{i}_1.w * inv);
-        }
+        store8(q0 + qi, h, tx * 8u, o{i}_0, o{i}_1, 1.0 / kv[qi].w);
     }
 #endfor
 }

@@ -12,6 +12,7 @@
 const D: u32 = 128u;
 
 #include "attention_io.wgsl"
+#include "attention_rows.wgsl"
 
 var<workgroup> qc: array<vec4<f32>, 32u * 16u>;  // [32 dims][16 query quads]
 var<workgroup> kc: array<vec2<f32>, 32u * 16u>;  // [32 dims][16 key pairs]
@@ -19,30 +20,6 @@ var<workgroup> ss: array<vec2<f32>, 64u * 16u>;  // [64 queries][16 key pairs]: 
 var<workgroup> vs: array<vec4<f32>, 16u * 32u>;  // [16 keys][32 dimension quads]
 var<workgroup> row_c: array<f32, 64>;
 var<workgroup> row_l: array<f32, 64>;
-
-fn q4(t: u32, h: u32, d: u32) -> vec4<f32> {
-    if (t >= p.n_q) {
-        return vec4<f32>(0.0);
-    }
-    let b = p.q_offset + t * p.q_stride + h * D + d;
-    return vec4<f32>(f32(q[b]), f32(q[b + 1u]), f32(q[b + 2u]), f32(q[b + 3u])) * p.scale;
-}
-
-fn k4(g: u32, s: u32, d: u32, end: u32) -> vec4<f32> {
-    if (s >= end) {
-        return vec4<f32>(0.0);
-    }
-    let b = p.k_offset + g * p.k_head_stride + s * p.k_seq_stride + d;
-    return vec4<f32>(f32(k[b]), f32(k[b + 1u]), f32(k[b + 2u]), f32(k[b + 3u]));
-}
-
-fn v4(g: u32, s: u32, d: u32, end: u32) -> vec4<f32> {
-    if (s >= end) {
-        return vec4<f32>(0.0);
-    }
-    let b = p.v_offset + g * p.v_head_stride + s * p.v_seq_stride + d;
-    return vec4<f32>(f32(v[b]), f32(v[b + 1u]), f32(v[b + 2u]), f32(v[b + 3u]));
-}
 
 @compute @workgroup_size(256)
 fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -184,19 +161,7 @@ fn main(ids: Ids, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 #for i in 0..4
     {
         let qi = ty * 4u + {i}u;
-        let t = q0 + qi;
-        if (t < p.n_q) {
-            let inv = 1.0 / row_l[qi];
-            let b = p.o_offset + t * p.o_stride + h * D + tx * 8u;
-            o[b] = act(o{i}_0.x * inv);
-            o[b + 1u] = act(o{i}_0.y * inv);
-            o[b + 2u] = act(o{i}_0.z * inv);
-            o[b + 3u] = act(o{i}_0.w * inv);
-            o[b + 4u] = act(o{i}_1.x * inv);
-            o[b + 5u] = act(o{i}_1.y * inv);
-            o[b + 6u] = act(o{i}_1.z * inv);
-            o[b + 7u] = act(o{i}_1.w * inv);
-        }
+        store8(q0 + qi, h, tx * 8u, o{i}_0, o{i}_1, 1.0 / row_l[qi]);
     }
 #endfor
 }

@@ -62,6 +62,7 @@ const INCLUDES: &[(&str, &str)] = &[
     ("dequant.wgsl", include_str!("../../../shaders/common/dequant.wgsl")),
     ("rope_angle.wgsl", include_str!("../../../shaders/common/rope_angle.wgsl")),
     ("attention_io.wgsl", include_str!("../../../shaders/common/attention_io.wgsl")),
+    ("attention_rows.wgsl", include_str!("../../../shaders/common/attention_rows.wgsl")),
     ("bilinear.wgsl", include_str!("../../../shaders/common/bilinear.wgsl")),
     ("prepared.wgsl", include_str!("../../../shaders/common/prepared.wgsl")),
 ];
