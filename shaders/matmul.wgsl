@@ -13,7 +13,7 @@
 // group's sum. Tested within the f16 tolerance on random data (tests/tests/kernels.rs); not yet measured on
 // the 14B's own activations.
 // Variants (ContextOptions::tiled_matmul, all three by default): MM_IL interleaves the invocations' vec4s of
-// the staged tiles (quad below), MM_PF prefetches tile kt + 1 into registers while tile kt is multiplied
+// the staged tiles (quad_m and quad_n below), MM_PF prefetches tile kt + 1 into registers while tile kt is multiplied
 // (q4/q8), MM_UR unrolls the 32 k steps; together 22 → 33 TFLOP/s in f32 on the H100 (BENCHMARKS.md).
 // MM_BW (with MM_PF, q4) gives every invocation half a code word of four rows to dequantize and stage, where
 // half of them had a whole word each and the other half waited at the barrier. MM_MA writes the products as a
@@ -71,21 +71,17 @@ fn put_w(b: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
 }
 
 #ifdef W_Q4
-// The 8 values of one code word, as (values 0..3, values 4..7), times the group scale.
-fn deq(word: u32, d: f32) -> mat2x4<f32> {
-    // 2^23 + q as a float, minus 2^23 + 8: exact, and no int→float conversion
-    let lo = bitcast<vec4<f32>>(((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4<f32>(8388616.0);
-    let hi = bitcast<vec4<f32>>(((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4<f32>(8388616.0);
-    return mat2x4<f32>(lo * d, hi * d);
-}
-
-#ifdef MM_BW
-// Values 0..3 (h = 0) or 4..7 (h = 1) of one code word, times the group scale.
+// Values 0..3 (h = 0) or 4..7 (h = 1) of one code word, times the group scale (MM_BW stages one half).
 fn deq_half(word: u32, h: u32, d: f32) -> vec4<f32> {
+    // 2^23 + q as a float, minus 2^23 + 8: exact, and no int→float conversion
     let sh = vec4<u32>(0u, 4u, 8u, 12u) + vec4<u32>(h * 16u);
     return (bitcast<vec4<f32>>(((vec4<u32>(word) >> sh) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u)) - vec4<f32>(8388616.0)) * d;
 }
-#endif
+
+// The 8 values of one code word, as (values 0..3, values 4..7), times the group scale.
+fn deq(word: u32, d: f32) -> mat2x4<f32> {
+    return mat2x4<f32>(deq_half(word, 0u, d), deq_half(word, 1u, d));
+}
 #endif
 
 // Four outputs of one row, columns gn0 .. gn0 + 3 (those inside Y).

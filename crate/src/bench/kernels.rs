@@ -360,25 +360,25 @@ pub fn run_kernels(ctx: &Context, o: &BenchOptions) -> Result<String> {
             let v = act_tensor(ctx, &mut rng, &[kvh, t, d], act)?;
             let out = Tensor::empty(ctx, &[t, h * d], act)?;
             let args = AttnArgs::over_cache(h as u32, kvh as u32, d as u32, t as u32, t as u32, 0);
+            use attention::PrefillKernel;
             let coop = attention::attention_coop_fits(ctx, act, d as u32);
-            // the kernel the model takes here, then the register-tiled ones that it does not: 64 queries × 32
-            // keys a step, and 32 × 64 (ContextOptions::attention_q32) where the workgroup memory allows
-            let q32 = ctx.caps.max_workgroup_storage >= attention::Q32_STORAGE;
-            let model = if coop { "coop" } else if q32 && ctx.attention_q32 { "q32" } else { "tiled" };
-            let others = ["tiled", "q32"].into_iter().filter(|&k| k != model && (k != "q32" || q32));
-            for kind in std::iter::once(model).chain(others) {
+            // the kernel the model takes here (None: the tensor cores'), then the register-tiled ones it does not
+            let model = (!coop).then(|| attention::prefill_kernel(ctx, d as u32));
+            let others = [PrefillKernel::Tiled, PrefillKernel::Q32].into_iter().filter(|&k| Some(k) != model && k.fits(ctx, d as u32));
+            for kind in std::iter::once(model).chain(others.map(Some)) {
                 let secs = match kind {
-                    "tiled" if kind != model => time(ctx, 2, |rec, _| attention::attention_tiled(rec, &q, &k, &v, &out, &args, act))?,
-                    "q32" if kind != model => time(ctx, 2, |rec, _| attention::attention_q32(rec, &q, &k, &v, &out, &args, act))?,
-                    _ => time(ctx, 2, |rec, _| attention::attention(rec, &q, &k, &v, &out, &args))?,
+                    None => time(ctx, 2, |rec, _| attention::attention(rec, &q, &k, &v, &out, &args))?,
+                    Some(PrefillKernel::Q32) => time(ctx, 2, |rec, _| attention::attention_q32(rec, &q, &k, &v, &out, &args, act))?,
+                    Some(PrefillKernel::Tiled) => time(ctx, 2, |rec, _| attention::attention_tiled(rec, &q, &k, &v, &out, &args, act))?,
+                    Some(PrefillKernel::Generic) => time(ctx, 2, |rec, _| attention::attention_generic(rec, &q, &k, &v, &out, &args, act))?,
                 };
                 rows.push(Row {
-                    name: format!("attention prefill causal{}", match kind { "coop" => " coop", "q32" => " q32 (32 queries × 64 keys)", _ => "" }),
+                    name: format!("attention prefill causal {}", kind.map_or("coop", PrefillKernel::label)),
                     shape: format!("{t} tok, 40/8 heads ×128"),
                     secs,
                     bytes: ((2 * t * h * d) + 2 * t * kvh * d) as f64 * asz,
                     flops: 4.0 * (h * d) as f64 * (t * t) as f64 / 2.0,
-                    bound: if kind == "coop" { "tensor" } else { "flop" },
+                    bound: if kind.is_none() { "tensor" } else { "flop" },
                 });
             }
         }

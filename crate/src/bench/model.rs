@@ -360,16 +360,8 @@ pub async fn run_model(ctx: &Context, o: &ModelBenchOptions, text: Text) -> Resu
         if crate::kernels::linear::matmul_coop(ctx, act) {
             format!(", cooperative-matrix matmul (KT {}, {} tiles a subgroup{}){}", ctx.coop_shape.kt, ctx.coop_shape.ri * 4, if ctx.coop_shape.bufs == 2 { ", double-buffered" } else { "" }, if ctx.coop_attention { " and attention" } else { "" })
         } else {
-            // as kernels::attention::attention picks for head size 128 off the tensor cores
-            let storage = ctx.caps.max_workgroup_storage;
-            let attention = if ctx.attention_q32 && storage >= crate::kernels::attention::Q32_STORAGE {
-                "32 queries × 64 keys a step"
-            } else if storage >= crate::kernels::attention::TILED_STORAGE && ctx.caps.max_invocations >= 256 {
-                "64 queries × 32 keys a step"
-            } else {
-                "the generic kernel"
-            };
-            format!(", {}tiled matmul (variants: {}), prefill attention in {attention}", if crate::kernels::linear::matmul_packed(ctx, act) { "packed-f16 " } else { "" }, ctx.tiled_matmul.label())
+            let attention = crate::kernels::attention::prefill_kernel(ctx, cfg.text.head_dim as u32).label();
+            format!(", {}tiled matmul (variants: {}), prefill attention: {attention}", if crate::kernels::linear::matmul_packed(ctx, act) { "packed-f16 " } else { "" }, ctx.tiled_matmul.label())
         },
         o.plan
     );

@@ -3,7 +3,7 @@
 //! then merged).
 
 use crate::gpu::shader::{ATTENTION, ATTENTION_DECODE};
-use crate::gpu::{Binding, DecodeTuning, Recorder, Tensor};
+use crate::gpu::{Binding, Context, DecodeTuning, Recorder, Tensor};
 use crate::kernels::{base_defines, check, same_dtype};
 use crate::Result;
 
@@ -158,13 +158,49 @@ pub fn attention(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Ten
     if attention_coop_fits(rec.ctx, act, a.head_dim) && coop_aligned(a) {
         return attention_coop(rec, q, k, v, o, a);
     }
-    if a.head_dim == 128 && rec.ctx.attention_q32 && rec.ctx.caps.max_workgroup_storage >= Q32_STORAGE {
-        return attention_q32(rec, q, k, v, o, a, act);
+    match prefill_kernel(rec.ctx, a.head_dim) {
+        PrefillKernel::Q32 => attention_q32(rec, q, k, v, o, a, act),
+        PrefillKernel::Tiled => attention_tiled(rec, q, k, v, o, a, act),
+        PrefillKernel::Generic => attention_generic(rec, q, k, v, o, a, act),
     }
-    if a.head_dim == 128 && rec.ctx.caps.max_workgroup_storage >= TILED_STORAGE && rec.ctx.caps.max_invocations >= 256 {
-        return attention_tiled(rec, q, k, v, o, a, act);
+}
+
+/// Prefill attention's kernels off the tensor cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillKernel {
+    /// attention_q32.wgsl: head size 128, 32 queries × 64 keys a step (ContextOptions::attention_q32).
+    Q32,
+    /// attention_tiled.wgsl: head size 128, 64 queries × 32 keys a step.
+    Tiled,
+    /// attention.wgsl: any head size, tiles sized to the device's workgroup memory.
+    Generic,
+}
+
+impl PrefillKernel {
+    /// Whether the device can run it for head size `head_dim`.
+    pub fn fits(self, ctx: &Context, head_dim: u32) -> bool {
+        match self {
+            PrefillKernel::Q32 => head_dim == 128 && ctx.caps.max_workgroup_storage >= Q32_STORAGE,
+            PrefillKernel::Tiled => head_dim == 128 && ctx.caps.max_workgroup_storage >= TILED_STORAGE && ctx.caps.max_invocations >= 256,
+            PrefillKernel::Generic => true,
+        }
     }
-    attention_generic(rec, q, k, v, o, a, act)
+
+    /// How the benchmarks name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            PrefillKernel::Q32 => "32 queries × 64 keys a step",
+            PrefillKernel::Tiled => "64 queries × 32 keys a step",
+            PrefillKernel::Generic => "the generic kernel",
+        }
+    }
+}
+
+/// The kernel [`attention`] takes for head size `head_dim` where the tensor cores do not: the 32-query one
+/// where the context asks for it, else the 64-query one, each where it fits; else the generic one.
+pub fn prefill_kernel(ctx: &Context, head_dim: u32) -> PrefillKernel {
+    let asked = ctx.attention_q32.then_some(PrefillKernel::Q32);
+    asked.into_iter().chain([PrefillKernel::Tiled]).find(|k| k.fits(ctx, head_dim)).unwrap_or(PrefillKernel::Generic)
 }
 
 /// The head size padded to the cooperative matrices' 16.
@@ -269,8 +305,7 @@ pub const Q32_STORAGE: u32 = 32_768;
 
 /// The register-tiled kernel for head size 128 in 32 queries × 64 keys a step (ContextOptions::attention_q32).
 pub fn attention_q32(rec: &mut Recorder, q: &Tensor, k: &Tensor, v: &Tensor, o: &Tensor, a: &AttnArgs, act: crate::gpu::DType) -> Result<()> {
-    check("attention", a.head_dim == 128, || "the 32-query kernel is for head size 128".into())?;
-    check("attention", rec.ctx.caps.max_workgroup_storage >= Q32_STORAGE, || format!("the 32-query kernel needs {Q32_STORAGE} bytes of workgroup memory; the device allows {}", rec.ctx.caps.max_workgroup_storage))?;
+    check("attention", PrefillKernel::Q32.fits(rec.ctx, a.head_dim), || format!("the 32-query kernel is for head size 128 (not {}) and needs {Q32_STORAGE} bytes of workgroup memory (the device allows {})", a.head_dim, rec.ctx.caps.max_workgroup_storage))?;
     let defines = base_defines(rec.ctx, act, 128)?.flag_if("CAUSAL", a.causal);
     let pipeline = rec.ctx.pipeline(&crate::gpu::shader::ATTENTION_Q32, &defines)?;
     let b = vec![Binding::new(1, &q.buffer), Binding::new(2, &k.buffer), Binding::new(3, &v.buffer), Binding::new(4, &o.buffer)];

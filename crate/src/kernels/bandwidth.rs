@@ -30,8 +30,9 @@ pub fn read(rec: &mut Recorder, src: &crate::gpu::GpuBuffer, out: &Tensor, workg
     Ok(())
 }
 
-/// Workgroups of a [`warm`] dispatch: enough invocations (65,536) for several 16-byte loads in flight on
-/// every multiprocessor of a large GPU, few enough to leave room beside the dispatch it runs with.
+/// Workgroups of a [`warm`] dispatch unless the decode shapes say otherwise (`DecodeShapes::warm_workgroups`):
+/// enough invocations (65,536) for several 16-byte loads in flight on every multiprocessor of a large GPU, few
+/// enough to leave room beside the dispatch it runs with.
 pub const WARM_WORKGROUPS: u32 = 256;
 
 /// Reads the bytes `a.1` of buffer `a.0` and then `b.1` of `b.0` (16-byte aligned ranges; a weight's codes and

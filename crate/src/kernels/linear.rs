@@ -271,6 +271,7 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     let act = same_dtype("matmul", &[x, y])?;
     check("matmul", tile == 64 || tile == 128, || format!("tile {tile} is not 64 or 128"))?;
     let t = rec.ctx.tiled_matmul;
+    // the prefetch holds one task of W an invocation: q4 and q8 have at most one, f16 weights two
     let pf = t.prefetch && matches!(w.format, WeightFormat::Q4 | WeightFormat::Q8);
     // the 16 × 8 block an invocation: the 128-wide tile's prefetched q4 staging, one task of W an invocation
     // of 128 (the balanced staging's two and the 8 × 4 subgroup assume 256)
@@ -278,17 +279,16 @@ pub fn matmul_with_tile(rec: &mut Recorder, x: &Tensor, w: &Weight, bias: Option
     let defines = weight_defines(tiled_layout(base_defines(rec.ctx, act, if t16 { 128 } else { 256 })?, tile, t16)
         .flag_if("BIAS", bias.is_some())
         .flag_if("PACKED", matmul_packed(rec.ctx, act))
-        .flag_if("MM_IL", rec.ctx.tiled_matmul.interleave)
-        .flag_if("MM_UR", rec.ctx.tiled_matmul.unroll)
-        .flag_if("MM_MA", rec.ctx.tiled_matmul.mul_add)
-        .flag_if("MM_W8", rec.ctx.tiled_matmul.warp8)
-        .flag_if("MM_XB", rec.ctx.tiled_matmul.no_w_reads)
-        // the prefetch holds one task of W an invocation: q4 and q8 have at most one, f16 weights two
+        .flag_if("MM_IL", t.interleave)
+        .flag_if("MM_UR", t.unroll)
+        .flag_if("MM_MA", t.mul_add)
+        .flag_if("MM_W8", t.warp8)
+        .flag_if("MM_XB", t.no_w_reads)
         .flag_if("MM_PF", pf)
         // the balanced staging, and the ablations, are built on the prefetch's structure
-        .flag_if("MM_BW", pf && rec.ctx.tiled_matmul.balance && w.format == WeightFormat::Q4)
-        .flag_if("MM_XL", pf && rec.ctx.tiled_matmul.no_loads)
-        .flag_if("MM_XS", pf && rec.ctx.tiled_matmul.no_staging), w.format);
+        .flag_if("MM_BW", pf && t.balance && w.format == WeightFormat::Q4)
+        .flag_if("MM_XL", pf && t.no_loads)
+        .flag_if("MM_XS", pf && t.no_staging), w.format);
     let pipeline = rec.ctx.pipeline(&MATMUL, &defines)?;
     let m_tiles = (m as u32).div_ceil(tile);
     check("matmul", m_tiles <= rec.ctx.caps.max_workgroups_per_dim, || format!("{m} rows are too many for one dispatch"))?;
